@@ -1,0 +1,162 @@
+"""`build_model(arch)`: an `ArchSpec` to a `torch.nn.Module`, as torchvision builds MobileNets.
+
+Modules are small and plain (torchvision `models/mobilenetv3.py` style) so that one layer can be
+built alone for a latency micro-model and so the superkernel can mirror them exactly.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .arch import ArchSpec, ResolvedLayer
+
+
+def make_activation(token: str) -> nn.Module:
+    """Activation module for a grammar token (`re`, `r6`, `hs`)."""
+    if token == "re":
+        return nn.ReLU(inplace=True)
+    if token == "r6":
+        return nn.ReLU6(inplace=True)
+    if token == "hs":
+        return nn.Hardswish(inplace=True)
+    raise ValueError(f"unknown activation token '{token}'")
+
+
+class ConvBNAct(nn.Sequential):
+    """Conv2d (no bias) + BatchNorm + optional activation, 'same' padding."""
+
+    def __init__(
+        self, cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1, act: str | None = "re"
+    ) -> None:
+        layers: list[nn.Module] = [
+            nn.Conv2d(cin, cout, kernel, stride, (kernel - 1) // 2, groups=groups, bias=False),
+            nn.BatchNorm2d(cout),
+        ]
+        if act is not None:
+            layers.append(make_activation(act))
+        super().__init__(*layers)
+
+
+class SqueezeExcite(nn.Module):
+    """MobileNetV3 squeeze-excite: pool, 1x1 reduce + ReLU, 1x1 expand + hard-sigmoid, scale."""
+
+    def __init__(self, channels: int, hidden: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Conv2d(channels, hidden, 1)
+        self.fc2 = nn.Conv2d(hidden, channels, 1)
+        self.relu = nn.ReLU(inplace=True)
+        self.gate = nn.Hardsigmoid(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = x.mean((2, 3), keepdim=True)
+        s = self.gate(self.fc2(self.relu(self.fc1(s))))
+        return x * s
+
+
+class InvertedResidual(nn.Module):
+    """MBConv: 1x1 expand, kxk depthwise, optional SE, 1x1 project; identity add when shapes match."""
+
+    def __init__(self, layer: ResolvedLayer) -> None:
+        super().__init__()
+        b = layer.block
+        act = b.activation
+        self.use_residual = layer.residual
+        self.expand = (
+            ConvBNAct(layer.cin, layer.mid, 1, act=act) if layer.mid != layer.cin else nn.Identity()
+        )
+        self.depthwise = ConvBNAct(layer.mid, layer.mid, b.kernel, b.stride, groups=layer.mid, act=act)
+        self.se = SqueezeExcite(layer.mid, layer.se_hidden) if b.se else nn.Identity()
+        self.project = ConvBNAct(layer.mid, layer.cout, 1, act=None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.project(self.se(self.depthwise(self.expand(x))))
+        return x + y if self.use_residual else y
+
+
+class FCAct(nn.Sequential):
+    """Hidden fully connected layer of the MobileNetV3 head (bias, no BN)."""
+
+    def __init__(self, cin: int, cout: int, act: str) -> None:
+        super().__init__(nn.Linear(cin, cout), make_activation(act))
+
+
+def build_layer(layer: ResolvedLayer) -> nn.Module:
+    """The module for one resolved block (shared by `build_model` and the latency micro-models)."""
+    b = layer.block
+    if b.kind == "conv":
+        return ConvBNAct(layer.cin, layer.cout, b.kernel, b.stride, act=b.activation)
+    if b.kind == "ir":
+        return InvertedResidual(layer)
+    if b.kind == "skip":
+        return nn.Identity()
+    if b.kind == "pool":
+        return GlobalAvgPool()
+    if b.kind == "fc":
+        return FCAct(layer.cin, layer.cout, b.activation)
+    raise ValueError(f"cannot build block kind '{b.kind}'")
+
+
+class GlobalAvgPool(nn.Module):
+    """Global average pooling to a flat [N, C] vector."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean((2, 3))
+
+
+class Net(nn.Module):
+    """A network built from an `ArchSpec`: `features(x)` is the pooled embedding, `forward` logits."""
+
+    def __init__(self, arch: ArchSpec, dropout: float = 0.2) -> None:
+        super().__init__()
+        self.arch = arch
+        layers = arch.resolve()
+        self.layers = nn.Sequential(*[build_layer(layer) for layer in layers])
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(layers[-1].cout, arch.num_classes)
+        init_weights(self)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Pooled embedding (input of the classifier), shape [N, feature_dim]."""
+        return self.layers(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.dropout(self.features(x)))
+
+
+def init_weights(module: nn.Module) -> None:
+    """torchvision's MobileNet initialisation (kaiming fan-out convs, ones/zeros BN, small linear)."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0, 0.01)
+            nn.init.zeros_(m.bias)
+
+
+def build_model(arch: ArchSpec, dropout: float = 0.2) -> Net:
+    """Build the PyTorch network an `ArchSpec` describes."""
+    return Net(arch, dropout=dropout)
+
+
+def count_params(model: nn.Module) -> int:
+    """Number of parameters (BN affine included, running stats excluded)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_macs(model: nn.Module, resolution: int, in_channels: int = 3) -> int:
+    """Multiply-accumulates of one forward pass at batch 1, via `torch.utils.flop_counter`."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    was_training = model.training
+    model.eval()
+    x = torch.zeros(1, in_channels, resolution, resolution)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(x)
+    model.train(was_training)
+    return counter.get_total_flops() // 2

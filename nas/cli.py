@@ -51,3 +51,19 @@ def _train(cfg: dict[str, Any]) -> None:
 def train_main() -> None:
     """`spnas-train`: train and evaluate a fixed architecture."""
     _hydra_app("train", _train)
+
+
+PROFILE_COMMANDS = ("measure", "validate", "model", "import")
+
+
+def profile_main() -> None:
+    """`spnas-profile [measure|validate|model|import] key=value ...`: latency tables."""
+    if len(sys.argv) > 1 and sys.argv[1] in PROFILE_COMMANDS:
+        sys.argv[1] = f"command={sys.argv[1]}"
+
+    def task(cfg: dict[str, Any]) -> None:
+        from nas.profile import run
+
+        run(cfg)
+
+    _hydra_app("profile", task)

@@ -98,10 +98,13 @@ def build_layer(layer: ResolvedLayer) -> nn.Module:
 
 
 class GlobalAvgPool(nn.Module):
-    """Global average pooling to a flat [N, C] vector."""
+    """Global average pooling to a flat [N, C] vector.
+
+    keepdim then flatten: the channels-last TFLite conversion keeps this a plain NHWC MEAN with no
+    TRANSPOSE (a rank-reducing mean over NCHW axes gets a TRANSPOSE inserted before it)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.mean((2, 3))
+        return x.mean((2, 3), keepdim=True).flatten(1)
 
 
 class Net(nn.Module):

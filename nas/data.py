@@ -540,8 +540,9 @@ def main(argv: list[str] | None = None) -> int:
     for kind in ARCHIVES:
         got = unpack_shared(kind, Path(args.dest) if args.dest else None)
         if got is None:
-            print(f"{kind}: archive {shared_dir() / 'datasets' / ARCHIVES[kind]} not found")
-            ok = False
+            print(f"{kind}: archive {shared_dir() / 'datasets' / ARCHIVES[kind]} not found "
+                  f"(set {SHARED_ENV} to the folder holding datasets/); tests that need it will skip")
+            ok = os.environ.get("CI", "").lower() != "true"
         else:
             print(f"{kind}: {got}")
     fm = Path(FASHION_MNIST_DIR)

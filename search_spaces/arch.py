@@ -257,6 +257,7 @@ def write_text_atomic(path: Path, text: str) -> None:
     """Write a text file via a temporary name in the same folder and an atomic rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.chmod(tmp, 0o644)  # mkstemp makes 0600; artifacts are meant to be shared
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)

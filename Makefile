@@ -10,11 +10,12 @@ STAMP := $(VENV)/.spnas-installed
 setup: $(STAMP)
 
 # torch first, from the CPU wheel: a plain `torch` requirement would pull a multi-GB CUDA build.
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt retrieval/proto/index.proto retrieval/proto/health.proto
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -c constraints.txt -e ".[test]"
+	$(BIN)/python -m retrieval.proto
 	touch $(STAMP)
 
 data: setup

@@ -11,6 +11,7 @@ import contextlib
 import io
 import logging
 import os
+import warnings
 from collections import Counter
 from pathlib import Path
 from typing import Any, Sequence
@@ -52,11 +53,12 @@ def convert_to_tflite(
     _quiet_litert()
     module = module.eval()
     if nhwc_input and sample_input.ndim == 4:
-        wrapped: nn.Module = litert_torch.to_channel_last_io(module, args=[0])
+        wrapped: nn.Module = litert_torch.to_channel_last_io(module, args=[0]).eval()
         sample = sample_input.permute(0, 2, 3, 1).contiguous()
     else:
         wrapped, sample = module, sample_input
-    with contextlib.redirect_stdout(io.StringIO()):
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.export's LeafSpec deprecation, not ours
         edge = litert_torch.convert(wrapped, (sample,), quant_config=quant_config)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

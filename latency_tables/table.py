@@ -2,7 +2,7 @@
 
 A table is `meta` (device, SoC, threads, runtime and version, benchmark binary and sha256, date,
 provenance `measured` | `modeled` | `imported`, the fitted constant overhead, modeling method) plus
-`ops` (op key -> mean_ms, std_ms, count, and median_ms where measured). Loading validates it
+`ops` (op key -> mean_ms, std_ms, count, and median_ms / p10_ms where measured). Loading validates it
 against `schema/lut.schema.json`; asking for a key the table lacks is an error that names the
 missing keys, never a silent zero.
 """
@@ -46,16 +46,22 @@ class OpStats:
     std_ms: float
     count: int
     median_ms: float | None = None
+    p10_ms: float | None = None
 
     @property
     def value(self) -> float:
-        """The figure predictions use: the median where measured (robust to noise), else the mean."""
+        """The figure predictions use: the 10th percentile where measured (robust to a noisy
+        machine's slow episodes), else the median, else the mean (modeled and imported rows)."""
+        if self.p10_ms is not None:
+            return self.p10_ms
         return self.median_ms if self.median_ms is not None else self.mean_ms
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"mean_ms": self.mean_ms, "std_ms": self.std_ms, "count": self.count}
         if self.median_ms is not None:
             d["median_ms"] = self.median_ms
+        if self.p10_ms is not None:
+            d["p10_ms"] = self.p10_ms
         return d
 
 
@@ -134,7 +140,8 @@ class LatencyTable:
     def from_dict(cls, data: Any, where: str = "<table>") -> "LatencyTable":
         validate_table_dict(data, where)
         ops = {k: OpStats(float(v["mean_ms"]), float(v["std_ms"]), int(v["count"]),
-                          float(v["median_ms"]) if "median_ms" in v else None)
+                          float(v["median_ms"]) if "median_ms" in v else None,
+                          float(v["p10_ms"]) if "p10_ms" in v else None)
                for k, v in data["ops"].items()}
         return cls(data["meta"], ops)
 

@@ -67,3 +67,51 @@ def profile_main() -> None:
         run(cfg)
 
     _hydra_app("profile", task)
+
+
+def search_main() -> None:
+    """`spnas-search`: Single-Path NAS against a device's latency table."""
+
+    def task(cfg: dict[str, Any]) -> None:
+        from nas.search import search
+
+        s = search(cfg)
+        print(f"derived for {s['soc']}: {s['arch_string']}\npredicted {s['predicted_ms']:.2f} ms on {s['table']} "
+              f"({s['table_provenance']}), val top-1 {s['val_top1']:.4f}; run folder: {cfg['run_dir']}")
+
+    _hydra_app("search", task)
+
+
+SEARCH_OVERRIDE_PREFIXES = ("soc=", "space=", "data=", "data.", "search=", "search.", "seed=", "threads=")
+
+
+def sweep_main() -> None:
+    """`spnas-sweep`: Optuna study over lambda or target latency; Pareto front as CSV and PNG."""
+
+    def task(cfg: dict[str, Any]) -> None:
+        from hydra.core.hydra_config import HydraConfig
+
+        from nas.sweep import sweep
+
+        overrides = [o for o in HydraConfig.get().overrides.task if o.startswith(SEARCH_OVERRIDE_PREFIXES)]
+        s = sweep(cfg, overrides)
+        print(f"{len(s['trials'])} trials, {len(s['pareto'])} on the Pareto front: {s['csv']} {s['png']}")
+
+    _hydra_app("sweep", task)
+
+
+def export_main() -> None:
+    """`spnas-export`: a trained model to a verified TFLite / ONNX / MediaPipe bundle."""
+
+    def task(cfg: dict[str, Any]) -> None:
+        from nas.export_job import run_export
+
+        m = run_export(cfg)
+        p = m["parity"]
+        lat = m.get("latency", {}).get("cpu", {}).get("model_fp32.tflite", {}).get("1_thread", {})
+        print(f"bundle {cfg['out_dir']}: fp32 max|diff| {p['tflite_fp32']['max_abs_diff']:.2e}, MediaPipe cos "
+              f"{p['mediapipe_embedder']['min_cosine']:.5f}, int8 agreement "
+              f"{p.get('tflite_int8', {}).get('top1_agreement', float('nan')):.3f}, fp32 1-thread "
+              f"{lat.get('p10_ms', float('nan')):.3f} ms")
+
+    _hydra_app("export", task)

@@ -123,6 +123,13 @@ class SearchSpace:
                 f"(channels, repeats, stride, se, act) and head"
             ) from None
 
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (the `space/` config form), e.g. to store beside a supernet checkpoint."""
+        return {"name": self.name, "stem": self.stem, "fixed": list(self.fixed),
+                "stages": [dict(channels=s.channels, repeats=s.repeats, stride=s.stride, se=s.se, act=s.act)
+                           for s in self.stages],
+                "head": list(self.head), "choices": list(self.choices), "allow_skip": self.allow_skip}
+
     # ------------------------------------------------------------------ queries
     def enumerate_layer_choices(self) -> list[tuple[str, ...]]:
         """The candidate list of every searchable layer, in order."""

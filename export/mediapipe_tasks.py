@@ -1,0 +1,54 @@
+"""Running exported models through MediaPipe Tasks (ImageEmbedder, ImageClassifier) from Python."""
+
+from __future__ import annotations
+
+import os
+from typing import Iterable, Sequence
+
+import numpy as np
+
+
+def _mp_image(img: np.ndarray):
+    import mediapipe as mp
+
+    img = np.ascontiguousarray(img, dtype=np.uint8)
+    if img.ndim == 2:
+        img = np.repeat(img[:, :, None], 3, axis=2)
+    return mp.Image(image_format=mp.ImageFormat.SRGB, data=img)
+
+
+class MediaPipeEmbedder:
+    """`mediapipe.tasks.python.vision.ImageEmbedder` on an embedder .tflite, default options."""
+
+    def __init__(self, model_path: str | os.PathLike, l2_normalize: bool | None = None) -> None:
+        from mediapipe.tasks.python import BaseOptions, vision
+
+        opts = vision.ImageEmbedderOptions(base_options=BaseOptions(model_asset_path=str(model_path)),
+                                           l2_normalize=l2_normalize)
+        self.task = vision.ImageEmbedder.create_from_options(opts)
+
+    def embed_one(self, img: np.ndarray) -> np.ndarray:
+        """One RGB uint8 image (any size: MediaPipe stretches it) -> float32 embedding."""
+        r = self.task.embed(_mp_image(img))
+        return np.asarray(r.embeddings[0].embedding, dtype=np.float32)
+
+    def embed(self, images: Iterable[np.ndarray]) -> np.ndarray:
+        return np.stack([self.embed_one(i) for i in images])
+
+    def close(self) -> None:
+        self.task.close()
+
+
+def classify(model_path: str | os.PathLike, images: Sequence[np.ndarray], max_results: int = 3
+             ) -> list[list[tuple[str, float]]]:
+    """ImageClassifier with default options: top categories (label, score) per image."""
+    from mediapipe.tasks.python import BaseOptions, vision
+
+    opts = vision.ImageClassifierOptions(base_options=BaseOptions(model_asset_path=str(model_path)),
+                                         max_results=max_results)
+    with vision.ImageClassifier.create_from_options(opts) as task:
+        out = []
+        for img in images:
+            cats = task.classify(_mp_image(img)).classifications[0].categories
+            out.append([(c.category_name, float(c.score)) for c in cats])
+    return out

@@ -1,0 +1,285 @@
+"""Single-Path NAS superkernel (Stamoulis et al., 2019): one searchable MBConv layer, one path.
+
+Each `SuperMBConv` holds a single 5x5 depthwise kernel over the e6 channel count. Its decisions:
+
+    use5x5 = 1(||w_ring||^2 > t_k)               the outer 5x5 ring on top of the inner 3x3
+    use_e6 = 1(||w_k[second half]||^2 > t_e6)    the channels beyond the e3 half
+    keep   = 1(||w_k[first half]||^2 > t_e3)     (skippable layers only) a dropped layer is the identity
+
+where w_k is the depthwise kernel after the kernel decision, and ||.||^2 is the squared norm
+divided by the element count (so one threshold scale serves every layer). Indicators are hard
+steps forward with a sigmoid straight-through gradient, `stop_grad(step(x) - s(x)) + s(x)`.
+Channels beyond the e3 half get their conv weights and BN scale/shift multiplied by use_e6 (the SE
+bottleneck beyond its e3 width likewise), the ring is multiplied by use5x5 and the projection's BN by
+keep, so the layer computes exactly the fixed layer its decisions describe: one path, no
+per-candidate branches, and no activation memory beyond the largest fixed layer's.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from search_spaces import ArchSpec, LayerSlot, SearchSpace, make_divisible
+from search_spaces.model import ConvBNAct, InvertedResidual, build_layer, init_weights, make_activation
+from search_spaces.space import SKIP, parse_choice
+
+
+def ste_step(x: torch.Tensor) -> torch.Tensor:
+    """Hard 0/1 step forward, sigmoid gradient backward: stop_grad(step(x) - s(x)) + s(x)."""
+    s = torch.sigmoid(x)
+    return (x > 0).to(x.dtype) - s.detach() + s
+
+
+def mean_square(w: torch.Tensor) -> torch.Tensor:
+    """||w||^2 / numel: the decision statistic, comparable across layers of any width."""
+    return w.pow(2).mean()
+
+
+class SuperMBConv(nn.Module):
+    """A searchable inverted residual: kernel {k_small, k_big} x expansion {e_small, e_big} (+ skip)."""
+
+    def __init__(self, slot: LayerSlot, cin: int, cout: int, kernels: tuple[int, int] = (3, 5),
+                 expansions: tuple[int, int] = (3, 6), threshold_init: float = 0.0) -> None:
+        super().__init__()
+        self.slot = slot
+        self.kernels, self.expansions = kernels, expansions
+        self.cin, self.cout, self.stride = cin, cout, slot.stride
+        self.act_name = slot.act
+        self.mid_small = make_divisible(cin * expansions[0])
+        self.mid = make_divisible(cin * expansions[1])
+        self.residual = slot.stride == 1 and cin == cout
+        if slot.skippable and not self.residual:
+            raise ValueError(f"layer {slot.index}: skip needs stride 1 and equal channels")
+        kb, ks = kernels[1], kernels[0]
+        self.expand = ConvBNAct(cin, self.mid, 1, act=slot.act)
+        self.dw_weight = nn.Parameter(torch.empty(self.mid, 1, kb, kb))
+        self.dw_bn = nn.BatchNorm2d(self.mid)
+        self.dw_act = make_activation(slot.act)
+        if slot.se:
+            self.se_small = make_divisible(self.mid_small // 4)
+            self.se_hidden = make_divisible(self.mid // 4)
+            self.se_fc1 = nn.Conv2d(self.mid, self.se_hidden, 1)
+            self.se_fc2 = nn.Conv2d(self.se_hidden, self.mid, 1)
+        self.project = ConvBNAct(self.mid, cout, 1, act=None)
+        ring = torch.ones(kb, kb)
+        off = (kb - ks) // 2
+        ring[off:off + ks, off:off + ks] = 0
+        self.register_buffer("ring_mask", ring.view(1, 1, kb, kb), persistent=False)
+        self.register_buffer("inner_mask", (1 - ring).view(1, 1, kb, kb), persistent=False)
+        self.t_kernel = nn.Parameter(torch.tensor(float(threshold_init)))
+        self.t_expand = nn.Parameter(torch.tensor(float(threshold_init)))
+        self.t_keep = nn.Parameter(torch.tensor(float(threshold_init))) if slot.skippable else None
+
+    def reset_parameters(self) -> None:
+        """Depthwise kernel ~ N(0, 2/k^2) (TF/timm depthwise init): its mean square starts near 2/k^2
+        in every layer, above the zero thresholds, so every layer starts as k_big e_big."""
+        k = self.kernels[1]
+        nn.init.normal_(self.dw_weight, 0.0, (2.0 / (k * k)) ** 0.5)
+
+    # ------------------------------------------------------------------ decisions
+    def indicators(self) -> dict[str, torch.Tensor]:
+        """STE indicators: 'kernel' (use big kernel), 'expand' (use big expansion), 'keep'."""
+        w = self.dw_weight
+        use_k = ste_step(mean_square(w * self.ring_mask) - self.t_kernel)
+        w_k = w * self.inner_mask + use_k * (w * self.ring_mask)
+        use_e = ste_step(mean_square(w_k[self.mid_small:]) - self.t_expand)
+        if self.t_keep is not None:
+            keep = ste_step(mean_square(w_k[: self.mid_small]) - self.t_keep)
+        else:
+            keep = torch.ones((), dtype=w.dtype, device=w.device)
+        return {"kernel": use_k, "expand": use_e, "keep": keep, "w_k": w_k}
+
+    def choice(self) -> str:
+        """The hard decision as a space choice ('k5_e6', ..., or 'skip')."""
+        with torch.no_grad():
+            ind = self.indicators()
+        if float(ind["keep"]) < 0.5:
+            return SKIP
+        k = self.kernels[1] if float(ind["kernel"]) > 0.5 else self.kernels[0]
+        e = self.expansions[1] if float(ind["expand"]) > 0.5 else self.expansions[0]
+        return f"k{k}_e{e}"
+
+    def _channel_mask(self, n_small: int, n: int, e: torch.Tensor) -> torch.Tensor:
+        return torch.cat([torch.ones(n_small, dtype=e.dtype, device=e.device), e.expand(n - n_small)])
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, x: torch.Tensor, ind: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        # Decisions act on parameters, never on activations: a dropped channel gets zero conv weights
+        # and zero BN scale and shift (so it outputs act(0) = 0), the ring is added as use5x5 * ring,
+        # and keep scales the projection's BN. The step therefore keeps exactly the activations the
+        # largest fixed layer keeps for backward; gradients still reach every indicator.
+        ind = ind or self.indicators()
+        e, keep = ind["expand"], ind["keep"]
+        m = self._channel_mask(self.mid_small, self.mid, e)
+        conv, bn = self.expand[0], self.expand[1]
+        h = F.conv2d(x, conv.weight * m.view(-1, 1, 1, 1))
+        h = self.expand[2](_bn(h, bn, bn.weight * m, bn.bias * m))
+        pad = (self.kernels[1] - 1) // 2
+        h = F.conv2d(h, ind["w_k"] * m.view(-1, 1, 1, 1), None, self.stride, pad, 1, self.mid)
+        h = self.dw_act(_bn(h, self.dw_bn, self.dw_bn.weight * m, self.dw_bn.bias * m))
+        if self.slot.se:
+            hm = self._channel_mask(self.se_small, self.se_hidden, e)
+            s = h.mean((2, 3), keepdim=True)
+            s = F.relu(F.conv2d(s, self.se_fc1.weight * hm.view(-1, 1, 1, 1), self.se_fc1.bias * hm))
+            h = h * F.hardsigmoid(self.se_fc2(s))
+        conv, bn = self.project[0], self.project[1]
+        y = F.conv2d(h, conv.weight)
+        if self.residual:
+            return x + _bn(y, bn, bn.weight * keep, bn.bias * keep)
+        return bn(y)
+
+    # ------------------------------------------------------------------ fixed layer
+    @torch.no_grad()
+    def to_fixed(self, choice: str) -> nn.Module:
+        """The plain layer of `choice` carrying this superkernel's effective weights (identity for skip)."""
+        if choice == SKIP:
+            return nn.Identity()
+        k, e = parse_choice(choice)
+        mid = self.mid_small if e == self.expansions[0] else self.mid
+        from search_spaces import ResolvedLayer
+
+        block = self.slot.block(choice)
+        se_h = (self.se_small if mid == self.mid_small else self.se_hidden) if self.slot.se else 0
+        layer = ResolvedLayer(0, block, self.cin, self.cout, 0, 0, 0, 0, mid, se_h)
+        fixed = InvertedResidual(layer)
+        _copy_conv_bn(self.expand, fixed.expand, out_slice=slice(0, mid))
+        off = (self.kernels[1] - k) // 2
+        fixed.depthwise[0].weight.copy_(self.dw_weight[:mid, :, off:off + k, off:off + k])
+        _copy_bn(self.dw_bn, fixed.depthwise[1], slice(0, mid))
+        if self.slot.se:
+            fixed.se.fc1.weight.copy_(self.se_fc1.weight[:se_h, :mid])
+            fixed.se.fc1.bias.copy_(self.se_fc1.bias[:se_h])
+            fixed.se.fc2.weight.copy_(self.se_fc2.weight[:mid, :se_h])
+            fixed.se.fc2.bias.copy_(self.se_fc2.bias[:mid])
+        fixed.project[0].weight.copy_(self.project[0].weight[:, :mid])
+        _copy_bn(self.project[1], fixed.project[1], slice(None))
+        return fixed
+
+
+def _bn(x: torch.Tensor, bn: nn.BatchNorm2d, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """`bn(x)` with replaced affine parameters (running statistics tracked as nn.BatchNorm2d does)."""
+    if bn.training and bn.track_running_stats:
+        bn.num_batches_tracked.add_(1)
+    momentum = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
+    use_batch = bn.training or bn.running_mean is None
+    return F.batch_norm(x, bn.running_mean, bn.running_var, weight, bias, use_batch, momentum, bn.eps)
+
+
+def _copy_bn(src: nn.BatchNorm2d, dst: nn.BatchNorm2d, sl: slice) -> None:
+    dst.weight.copy_(src.weight[sl])
+    dst.bias.copy_(src.bias[sl])
+    dst.running_mean.copy_(src.running_mean[sl])
+    dst.running_var.copy_(src.running_var[sl])
+    dst.num_batches_tracked.copy_(src.num_batches_tracked)
+
+
+def _copy_conv_bn(src: nn.Sequential, dst: nn.Sequential, out_slice: slice) -> None:
+    dst[0].weight.copy_(src[0].weight[out_slice])
+    _copy_bn(src[1], dst[1], out_slice)
+
+
+class SuperNet(nn.Module):
+    """The whole searchable network: fixed stem/blocks/head from the space, a `SuperMBConv` per slot."""
+
+    def __init__(self, space: SearchSpace, resolution: int = 32, width: float = 1.0, num_classes: int = 10,
+                 dropout: float = 0.2, threshold_init: float = 0.0) -> None:
+        super().__init__()
+        self.space = space
+        self.resolution, self.width, self.num_classes = resolution, width, num_classes
+        kernels = tuple(sorted({parse_choice(c)[0] for c in space.choices}))
+        exps = tuple(sorted({parse_choice(c)[1] for c in space.choices}))
+        big = space.largest(resolution, width, num_classes)
+        layers = big.resolve()
+        slot_at = {s.block_index: s for s in space.slots}
+        mods: list[nn.Module] = []
+        for layer in layers:
+            slot = slot_at.get(layer.index)
+            if slot is None:
+                mods.append(build_layer(layer))
+            else:
+                mods.append(SuperMBConv(slot, layer.cin, layer.cout, kernels, exps, threshold_init))  # type: ignore[arg-type]
+        self.layers = nn.ModuleList(mods)
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(layers[-1].cout, num_classes)
+        init_weights(self)
+        for m in self.super_layers():
+            m.reset_parameters()
+
+    def super_layers(self) -> list[SuperMBConv]:
+        return [m for m in self.layers if isinstance(m, SuperMBConv)]
+
+    def indicators(self) -> list[dict[str, torch.Tensor]]:
+        """STE indicators of every searchable layer (computed once per step, shared by forward and latency)."""
+        return [m.indicators() for m in self.super_layers()]
+
+    def forward(self, x: torch.Tensor, indicators: list[dict[str, torch.Tensor]] | None = None) -> torch.Tensor:
+        it = iter(indicators) if indicators is not None else None
+        for m in self.layers:
+            x = m(x, next(it)) if isinstance(m, SuperMBConv) and it is not None else m(x)
+        return self.classifier(self.dropout(x))
+
+    def choices(self) -> list[str]:
+        """The current hard decisions, one per searchable layer."""
+        return [m.choice() for m in self.super_layers()]
+
+    def derive(self, resolution: int | None = None, num_classes: int | None = None, name: str = "") -> ArchSpec:
+        """The architecture the decisions describe, in the grammar."""
+        return self.space.decode(self.choices(), resolution or self.resolution, self.width,
+                                 num_classes or self.num_classes, name=name)
+
+    def threshold_parameters(self) -> list[nn.Parameter]:
+        return [p for n, p in self.named_parameters() if n.rsplit(".", 1)[-1].startswith("t_")]
+
+    def weight_parameters(self) -> list[tuple[str, nn.Parameter]]:
+        return [(n, p) for n, p in self.named_parameters() if not n.rsplit(".", 1)[-1].startswith("t_")]
+
+    def threshold_values(self) -> list[dict[str, Any]]:
+        """Statistics and thresholds per layer (for the search log)."""
+        out = []
+        with torch.no_grad():
+            for m in self.super_layers():
+                w = m.dw_weight
+                out.append({"ms_ring": float(mean_square(w * m.ring_mask)), "t_kernel": float(m.t_kernel),
+                            "t_expand": float(m.t_expand),
+                            "t_keep": float(m.t_keep) if m.t_keep is not None else None})
+        return out
+
+
+@torch.no_grad()
+def extract_fixed_net(supernet: SuperNet, choices: list[str] | None = None) -> nn.Module:
+    """A plain `Net` of the derived architecture carrying the superkernel's weights."""
+    from search_spaces import build_model
+
+    choices = choices or supernet.choices()
+    arch = supernet.space.decode(choices, supernet.resolution, supernet.width, supernet.num_classes)
+    net = build_model(arch)
+    slot_choice = iter(choices)
+    fixed_layers = []
+    for m in supernet.layers:
+        if isinstance(m, SuperMBConv):
+            fixed_layers.append(m.to_fixed(next(slot_choice)))
+        else:
+            fixed_layers.append(m)
+    for i, layer in enumerate(fixed_layers):
+        net.layers[i].load_state_dict(layer.state_dict())
+    net.classifier.load_state_dict(supernet.classifier.state_dict())
+    return net
+
+
+def inherit_weights(model: nn.Module, arch: ArchSpec, supernet_path: str) -> None:
+    """init=inherit: copy the search's superkernel weights into `model` (the derived net)."""
+    from .runtime import load_torch
+
+    blob = load_torch(supernet_path, "supernet checkpoint")
+    space = SearchSpace.from_dict(blob["space"])
+    sup = SuperNet(space, blob["resolution"], blob["width"], blob["num_classes"])
+    sup.load_state_dict(blob["state_dict"])
+    choices = space.encode(arch)
+    if arch.num_classes != sup.num_classes:
+        raise ValueError(f"supernet was trained for {sup.num_classes} classes, the derived net has {arch.num_classes}")
+    src = extract_fixed_net(sup, choices)
+    model.load_state_dict(src.state_dict())

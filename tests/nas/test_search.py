@@ -1,0 +1,100 @@
+"""The search loop on tiny real data: the latency term changes what is derived; logs, arch.json, resume."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from latency_tables.predictor import predict_latency_ms
+from latency_tables.table import LatencyTable
+from nas.data import load_data
+from search_spaces import ArchSpec
+
+BIN = Path(sys.executable).parent
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _cfg(tmp_path, cifar_root, lam, name, **search):
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from nas.cli import CONFIG_DIR
+
+    with initialize_config_dir(CONFIG_DIR, version_base=None):
+        cfg = compose("search", overrides=[
+            "soc=sd845", f"data.root={cifar_root}", "data.train_limit=320", "data.test_limit=50",
+            f"data.cache_dir={tmp_path / 'cache'}", f"run_dir={tmp_path / name}", "search=demo",
+            "search.epochs=3", "search.warmup_epochs=0", "search.batch_size=32", f"search.lambda={lam}",
+            "search.thresholds.lr=0.02", "threads=2"] + [f"search.{k}={v}" for k, v in search.items()])
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+@pytest.fixture(scope="module")
+def tiny(cifar_root, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("search")
+    cfg = _cfg(tmp, cifar_root, 0.0, "x")
+    return tmp, load_data(cfg["data"])
+
+
+def test_huge_lambda_derives_faster_arch_than_zero_lambda(tiny, cifar_root):
+    from nas.search import search
+
+    tmp, data = tiny
+    free = search(_cfg(tmp, cifar_root, 0.0, "lam0"), data=data)
+    costly = search(_cfg(tmp, cifar_root, 50.0, "lam50"), data=data)
+    assert costly["predicted_ms"] < free["predicted_ms"], (free["choices"], costly["choices"])
+    big_ops = lambda s: sum(c in ("k5_e6",) for c in s["choices"])  # noqa: E731
+    assert big_ops(costly) < big_ops(free)
+    # artifacts: arch.json in the grammar, per-epoch log with every layer's decision, plot, all tables
+    run = tmp / "lam50"
+    arch = ArchSpec.load(run / "arch.json")
+    assert arch.num_classes == 10 and arch.resolution == 32
+    log = [json.loads(line) for line in (run / "search_log.jsonl").read_text().splitlines()]
+    assert len(log) == 3 and all(len(r["choices"]) == 14 for r in log)
+    assert {"ce", "val_top1", "predicted_ms", "thresholds"} <= set(log[0])
+    assert (run / "search_progress.png").stat().st_size > 1000
+    assert set(costly["predicted_ms_all_tables"]) >= {"sd845", "sd670", "sd808", "sd801"}
+    deployed = arch.replace(resolution=224)
+    assert costly["predicted_ms_all_tables"]["sd845"] == pytest.approx(
+        predict_latency_ms(deployed, LatencyTable.load("sd845")))
+    assert costly["predicted_ms"] == pytest.approx(costly["predicted_ms_all_tables"]["sd845"])
+
+
+def test_target_loss_forms():
+    from nas.search import latency_loss
+
+    r = torch.tensor(50.0)
+    assert float(latency_loss(r, "log", None)) == pytest.approx(torch.log(r).item())
+    assert float(latency_loss(r, "target", 100.0)) == pytest.approx(abs(torch.log(torch.tensor(0.5)).item()))
+    assert float(latency_loss(r, "target_one_sided", 100.0)) == 0.0
+    assert float(latency_loss(torch.tensor(200.0), "target_one_sided", 100.0)) > 0
+    with pytest.raises(ValueError, match="target_ms"):
+        latency_loss(r, "target", None)
+
+
+def test_search_killed_mid_run_resumes(cifar_root, tmp_path):
+    run = tmp_path / "run"
+    cmd = [str(BIN / "spnas-search"), "soc=sd808", f"data.root={cifar_root}", "data.train_limit=640",
+           "data.test_limit=50", f"data.cache_dir={tmp_path / 'cache'}", f"run_dir={run}", "search=demo",
+           "search.epochs=3", "search.batch_size=32", "threads=1"]
+    p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (run / "last.pt").exists():
+        assert p.poll() is None and time.time() < deadline
+        time.sleep(0.02)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    assert not (run / "arch.json").exists()
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 2 and "resume=true" in r.stderr
+    r = subprocess.run(cmd + ["resume=true"], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    log = [json.loads(line) for line in (run / "search_log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in log] == [1, 2, 3]
+    assert ArchSpec.load(run / "arch.json").name == "spnas-sd808"

@@ -168,17 +168,27 @@ def _rss_mb() -> float:
         return int(f.read().split()[1]) * resource.getpagesize() / 2**20
 
 
+def _hwm_mb() -> float:
+    """Peak RSS (VmHWM) since the last reset. ru_maxrss is useless here: a child inherits its
+    parent's high-water mark across fork/exec."""
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
 def memory_child(variant: str, batch: int, resolution: int, steps: int) -> dict[str, Any]:
     """Run in a fresh process: peak RSS over the steps minus RSS before the first step."""
     torch.set_num_threads(1)
     step, _ = make_step(variant, batch, resolution)
     before = _rss_mb()
-    peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # reset VmHWM to the current RSS
     for _ in range(steps):
         step()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"rss_before_mb": before, "peak_rss_mb": peak, "step_peak_mb": peak - max(before, 0.0),
-            "peak_before_mb": peak_before, "saved_for_backward_mb": saved_bytes(step) / 2**20}
+    peak = _hwm_mb()
+    return {"rss_before_mb": before, "peak_rss_mb": peak, "step_peak_mb": peak - before,
+            "saved_for_backward_mb": saved_bytes(step) / 2**20}
 
 
 def main() -> None:

@@ -96,13 +96,15 @@ def export_int8(net: nn.Module, size: int, calibration: np.ndarray, path: Path) 
             "calibration_images": int(len(cal))}
 
 
-def export_onnx(net: nn.Module, size: int, path: Path, opset: int = 17) -> dict[str, Any]:
+def export_onnx(net: nn.Module, size: int, path: Path, opset: int = 18) -> dict[str, Any]:
     """ONNX with NHWC [0, 1] input and two outputs (logits, embedding), batch dimension dynamic."""
     import onnx
 
     model = NHWC(DeployModel(net, "both")).eval()
     sample = torch.rand(2, size, size, 3)
     tmp = path.with_name(f".{path.name}.tmp")
+    for name in ("torch.onnx", "onnxscript"):  # registry chatter (torchvision ops absent), not ours
+        logging.getLogger(name).setLevel(logging.ERROR)
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         warnings.simplefilter("ignore")
         try:
@@ -224,7 +226,7 @@ def file_entry(path: Path) -> dict[str, Any]:
 
 
 def build_bundle(net: nn.Module, arch: ArchSpec, inputs: ExportInputs, out_dir: str | os.PathLike, *,
-                 int8: bool = True, opset: int = 17, tol: Tolerances | None = None,
+                 int8: bool = True, opset: int = 18, tol: Tolerances | None = None,
                  extra_manifest: Callable[[Path], dict[str, Any]] | None = None,
                  versions: dict[str, str] | None = None) -> dict[str, Any]:
     """Convert, verify and atomically place a bundle; returns the manifest.

@@ -190,7 +190,7 @@ def run_export(cfg: dict[str, Any], data: DataBundle | None = None) -> dict[str,
     image = inputs.parity_originals[0]
     measure = bool(ecfg.get("measure_latency", True))
     manifest = build_bundle(
-        net, arch, inputs, cfg["out_dir"], int8=bool(ecfg.get("int8", True)), opset=int(ecfg.get("onnx_opset", 17)),
+        net, arch, inputs, cfg["out_dir"], int8=bool(ecfg.get("int8", True)), opset=int(ecfg.get("onnx_opset", 18)),
         tol=tol, versions=versions(),
         extra_manifest=(lambda work: measure_bundle_latency(work, net, arch, image, ecfg)) if measure else None)
     return manifest

@@ -60,3 +60,51 @@ def fashion_mnist_root() -> Path:
     if not (d / "train-images-idx3-ubyte.gz").exists():
         _missing(f"Fashion-MNIST not found in {d} (apt-get install -y dataset-fashion-mnist)")
     return d
+
+
+def compose(config: str, overrides: list[str]) -> dict:
+    """A resolved Hydra config from the project's configs/ (as the CLIs compose it)."""
+    from hydra import compose as _compose
+    from hydra import initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from nas.cli import CONFIG_DIR
+
+    with initialize_config_dir(CONFIG_DIR, version_base=None):
+        return OmegaConf.to_container(_compose(config, overrides=overrides), resolve=True)
+
+
+def fmnist_args(root: Path, tmp: Path) -> list[str]:
+    """Overrides for a small real Fashion-MNIST subset (fast to train to a confident model)."""
+    return ["data=fashion_mnist", f"data.root={root}", "data.train_limit=6000", "data.test_limit=500",
+            f"data.cache_dir={tmp / 'cache'}"]
+
+
+def _train_small(tmp: Path, data_args: list[str], arch: str, name: str, epochs: int = 2) -> Path:
+    from nas.train import train
+
+    cfg = compose("train", [f"arch={arch}", *data_args, f"train.epochs={epochs}", "train.batch_size=64",
+                            f"run_dir={tmp / name}"])
+    train(cfg)
+    return tmp / name / "model.pt"
+
+
+@pytest.fixture(scope="session")
+def small_model(fashion_mnist_root, tmp_path_factory) -> Path:
+    """MobileNetV3-Small trained briefly on real Fashion-MNIST images (32x32): a model.pt."""
+    tmp = tmp_path_factory.mktemp("mbv3s")
+    return _train_small(tmp, fmnist_args(fashion_mnist_root, tmp), "mobilenet_v3_small", "mbv3s")
+
+
+@pytest.fixture(scope="session")
+def small_bundle(small_model, fashion_mnist_root, tmp_path_factory) -> Path:
+    """The exported bundle of `small_model`, latency measured (a short run)."""
+    from nas.export_job import run_export
+
+    tmp = tmp_path_factory.mktemp("bundle")
+    cfg = compose("export", [f"checkpoint={small_model}", *fmnist_args(fashion_mnist_root, tmp),
+                             f"out_dir={tmp / 'bundle'}", "export.int8_eval_images=500", "export.latency.passes=1",
+                             "export.latency.threads=[1]", "export.latency.mediapipe_runs=10",
+                             "export.latency.onnx_runs=10", "export.latency.deploy_resolution=64"])
+    run_export(cfg)
+    return tmp / "bundle"

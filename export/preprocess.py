@@ -26,6 +26,10 @@ class ImageDecodeError(ValueError):
     """A file that is not a decodable image (corrupt, truncated, or another format)."""
 
 
+class ImageTooLargeError(ImageDecodeError):
+    """An image whose header declares more pixels than allowed (decompression-bomb guard)."""
+
+
 def decode_rgb(data: bytes | str | Path, max_pixels: int | None = None) -> np.ndarray:
     """Decode an image (path or bytes) to uint8 RGB [H, W, 3]; grey and palette become RGB.
 
@@ -38,7 +42,7 @@ def decode_rgb(data: bytes | str | Path, max_pixels: int | None = None) -> np.nd
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(src) as im:
                 if max_pixels is not None and im.width * im.height > max_pixels:
-                    raise ImageDecodeError(
+                    raise ImageTooLargeError(
                         f"image is {im.width}x{im.height} = {im.width * im.height} pixels, "
                         f"over the limit of {max_pixels}"
                     )
@@ -47,8 +51,9 @@ def decode_rgb(data: bytes | str | Path, max_pixels: int | None = None) -> np.nd
                 return np.asarray(rgb, dtype=np.uint8).copy()
     except ImageDecodeError:
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError,
-            Image.DecompressionBombWarning) as e:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ImageTooLargeError(f"image declares too many pixels ({e})") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         name = src if not isinstance(src, io.BytesIO) else "<bytes>"
         raise ImageDecodeError(f"{name}: not a readable image ({type(e).__name__}: {e})") from None
 

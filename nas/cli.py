@@ -115,3 +115,25 @@ def export_main() -> None:
               f"{lat.get('p10_ms', float('nan')):.3f} ms")
 
     _hydra_app("export", task)
+
+
+def retrieval_eval_main() -> None:
+    """`spnas-retrieval-eval`: recall@k / mAP@10 and query latency of a bundle on Grocery Store."""
+
+    def task(cfg: dict[str, Any]) -> None:
+        from nas.retrieval_eval import markdown_table, run
+
+        print(markdown_table(run(cfg)))
+
+    _hydra_app("retrieval_eval", task)
+
+
+def serve_main() -> None:
+    """`spnas-serve`: index services + REST gateway on loopback."""
+
+    def task(cfg: dict[str, Any]) -> None:
+        from nas.serve import run
+
+        run(cfg)
+
+    _hydra_app("serve", task)

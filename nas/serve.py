@@ -56,7 +56,7 @@ def start(cfg: dict[str, Any]) -> dict[str, Any]:
     store = PartitionedStore(root, bundle_id(bundle), embedder.dim, cfg.get("factory", "auto"),
                              SearchParams(**p) if p else None)
     now = int(time.time())
-    if not store.keys() and cfg.get("seed", True):
+    if not store.keys() and cfg.get("seed_index", True):
         n = seed_store(store, embedder, cfg, now)
         log.info("seeded %s with %d listings", root, n)
     if cfg.get("compact", True):

@@ -11,8 +11,6 @@ Index services are found by a pluggable resolver (a config file, or a directory 
 announce themselves in).
 """
 
-from __future__ import annotations
-
 import json
 import logging
 import time
@@ -22,8 +20,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
+from fastapi.responses import JSONResponse
 
-from export.preprocess import ImageDecodeError, decode_rgb
+from export.preprocess import ImageDecodeError, ImageTooLargeError, decode_rgb
 
 from .embedders import Embedder
 from .index import Hits
@@ -99,9 +99,6 @@ def make_resolver(spec: str) -> Resolver:
 def create_app(embedder: Embedder, resolver: Resolver, limits: UploadLimits | None = None,
                timeout_s: float = 10.0):
     """The FastAPI application (embedder in-process, index services over gRPC)."""
-    from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
-    from fastapi.responses import JSONResponse
-
     from .service import IndexClient
 
     limits = limits or UploadLimits()
@@ -130,7 +127,7 @@ def create_app(embedder: Embedder, resolver: Resolver, limits: UploadLimits | No
         try:
             return decode_rgb(data, max_pixels=limits.max_pixels)
         except ImageDecodeError as e:
-            code = 413 if "over the limit" in str(e) else 400
+            code = 413 if isinstance(e, ImageTooLargeError) else 400
             raise HTTPException(code, f"'{upload.filename}': {e}") from None
 
     def parse_time(v: Any, name: str) -> int | None:
@@ -150,7 +147,7 @@ def create_app(embedder: Embedder, resolver: Resolver, limits: UploadLimits | No
         except ValueError:
             raise HTTPException(422, f"'{name}' must be unix seconds or an ISO 8601 time, got '{v}'") from None
 
-    def fan_out(q: np.ndarray, k: int, start: int | None, end: int | None) -> tuple[Hits, list[str]]:
+    def fan_out(q: np.ndarray, k: int, start: int | None, end: int | None) -> "tuple[Hits, list[str]]":
         eps = resolver.endpoints()
         lo, hi = start if start is not None else -(2**62), end if end is not None else 2**62
         chosen = {key: addr for key, addr in eps.items() if key_range(key)[0] < hi and lo < key_range(key)[1]}

@@ -289,9 +289,11 @@ class VectorIndex:
 
 
 def _recover(folder: Path) -> None:
-    """A crash between the two renames of `save` leaves the old copy aside: put it back."""
-    if folder.exists():
+    """Undo what a killed `save` leaves: the old copy moved aside (put back) and temporary folders."""
+    if not folder.parent.exists():
         return
-    olds = sorted(folder.parent.glob(f".{folder.name}.old-*")) if folder.parent.exists() else []
-    if olds:
-        os.replace(olds[-1], folder)
+    olds = sorted(folder.parent.glob(f".{folder.name}.old-*"))
+    if not folder.exists() and olds:
+        os.replace(olds.pop(), folder)
+    for stale in olds + list(folder.parent.glob(f".{folder.name}.*.tmp")):
+        shutil.rmtree(stale, ignore_errors=True)

@@ -137,3 +137,22 @@ def serve_main() -> None:
         run(cfg)
 
     _hydra_app("serve", task)
+
+
+def pipeline_main() -> None:
+    """`spnas-pipeline`: the main job, from search to report."""
+
+    def task(cfg: dict[str, Any]) -> None:
+        import time
+
+        from nas.pipeline import run_pipeline
+
+        t0 = time.perf_counter()
+        r = run_pipeline(cfg)
+        print()
+        for h in r["headline"]:
+            print(f"{h['soc']:>6}: {'MET' if h['met'] else 'not met'} (latency {h['latency_delta_pct']:+.1f}% "
+                  f"{h['latency_basis']}, top-1 {h['top1_delta_pts']:+.2f} points vs MobileNetV2)")
+        print(f"\nreport: {cfg['run_dir']}/report.md ({time.perf_counter() - t0:.0f} s)")
+
+    _hydra_app("pipeline", task)

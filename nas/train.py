@@ -265,16 +265,19 @@ def fit(
             "train_wall_s": wall_before + time.perf_counter() - t0}
 
 
-def train(cfg: dict[str, Any]) -> dict[str, Any]:
-    """Everything `spnas-train` does: data, arch, fit, test, model file and `summary.json`."""
+def train(cfg: dict[str, Any], data: DataBundle | None = None) -> dict[str, Any]:
+    """Everything `spnas-train` does: data, arch, fit, test, model file and `summary.json`.
+
+    `data` skips decoding when the caller (the pipeline) already holds the data set."""
     run_dir = Path(cfg["run_dir"])
     seed = int(cfg.get("seed", 0))
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg["threads"]))
     seed_everything(seed)
-    data_cfg = dict(cfg["data"])
-    data_cfg.setdefault("seed", seed)
-    data = load_data(data_cfg)
+    if data is None:
+        data_cfg = dict(cfg["data"])
+        data_cfg.setdefault("seed", seed)
+        data = load_data(data_cfg)
     arch = resolve_arch(cfg["arch"], data.num_classes, data.resolution)
     tcfg = dict(cfg["train"])
     model = build_model(arch, dropout=float(tcfg.get("dropout", 0.2)))

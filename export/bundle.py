@@ -103,7 +103,7 @@ def export_onnx(net: nn.Module, size: int, path: Path, opset: int = 18) -> dict[
     model = NHWC(DeployModel(net, "both")).eval()
     sample = torch.rand(2, size, size, 3)
     tmp = path.with_name(f".{path.name}.tmp")
-    for name in ("torch.onnx", "onnxscript"):  # registry chatter (torchvision ops absent), not ours
+    for name in ("torch.onnx", "onnxscript", "onnx_ir"):  # registry and optimizer chatter (torchvision ops absent), not ours
         logging.getLogger(name).setLevel(logging.ERROR)
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         warnings.simplefilter("ignore")

@@ -163,7 +163,7 @@ def search(cfg: dict[str, Any], data: DataBundle | None = None) -> dict[str, Any
             ce_sum += ce.item() * len(y)
             lat_sum += r.item() * len(y)
             bar.update(1)
-            bar.set_postfix(ce=f"{ce_sum / n:.3f}", acc=f"{correct / n:.3f}", ms=f"{r.item():.1f}")
+            bar.set_postfix(ce=f"{ce_sum / n:.3f}", acc=f"{correct / n:.3f}", ms=f"{r.item():.1f}", refresh=False)
         bar.close()
         choices = net.choices()
         r_hard = latency.of_choices(choices)

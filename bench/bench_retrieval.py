@@ -84,6 +84,26 @@ def bench_index(base: np.ndarray, queries: np.ndarray, truth: np.ndarray, factor
     return rows
 
 
+def real_like(real: np.ndarray, n: int, d: int, seed: int) -> np.ndarray:
+    """n vectors with the first and second moments of real embeddings in their top-d principal subspace.
+
+    Real photo embeddings sit in a low-dimensional cone (a strong mean direction, a fast-decaying
+    spectrum); uniform random vectors have neither, so they are the worst case, not a typical one. This
+    draws from N(mean, cov) of the real embeddings' coordinates on their top-d right singular vectors
+    (mean direction included), then L2-normalises: a 1e6-item set shaped like an embedding index."""
+    _, _, vt = np.linalg.svd(real.astype(np.float64), full_matrices=False)
+    coords = real.astype(np.float64) @ vt[:d].T
+    mean, cov = coords.mean(0), np.cov(coords, rowvar=False)
+    chol = np.linalg.cholesky(cov + 1e-9 * np.eye(d))
+    rng = np.random.default_rng(seed)
+    out = np.empty((n, d), np.float32)
+    for i in range(0, n, 200_000):
+        m = min(200_000, n - i)
+        x = mean + rng.standard_normal((m, d)) @ chol.T
+        out[i:i + m] = x / np.linalg.norm(x, axis=1, keepdims=True)
+    return out
+
+
 def real_embeddings(bundle: str, limit: int) -> np.ndarray:
     from nas.data import load_data
     from nas.retrieval_eval import _originals
@@ -174,7 +194,7 @@ def main() -> None:
 
     faiss.omp_set_num_threads(1)
     rows: list[dict[str, Any]] = []
-    hnsw_knobs = [{"efSearch": e} for e in (32, 64, 128, 256)]
+    hnsw_knobs = [{"efSearch": e} for e in (16, 32, 64, 128, 256)]
     ivf_knobs = [{"nprobe": p, "rerank": 10} for p in (8, 32, 64)]
     for n in args.sizes:
         base = unit(n, args.dim, 0)
@@ -192,16 +212,34 @@ def main() -> None:
             rows += bench_index(base, q, truth, "Flat", [{}], "real")
             rows += bench_index(base, q, truth, "HNSW32", hnsw_knobs, "real")
             rows += bench_index(base, q, truth, ivf_factory(n, base.shape[1]), ivf_knobs, "real")
-    at_1e6 = [r for r in rows if r["n"] == 1_000_000 and r["factory"] != "Flat"]
-    best = min((r for r in at_1e6 if r["recall@10"] >= 0.95), key=lambda r: r["single_ms_p50"], default=None)
-    note = ("Target at 1e6 (>= 0.95 recall@10 at <= 1 ms single query, one core): " +
-            (f"{'met' if best['single_ms_p50'] <= 1 else 'NOT met'} by {best['factory']} {best['knobs']} "
-             f"({best['recall@10']} recall@10, {best['single_ms_p50']} ms p50, {best['single_ms_p99']} ms p99) "
-             f"on random {args.dim}-d vectors" if best else "no configuration reached 0.95 recall@10"))
+        for n in args.sizes:
+            base = real_like(real, n, args.dim, 2)
+            q = real_like(real, args.queries, args.dim, 3)
+            truth = exact_topk(base, q, 10)
+            rows += bench_index(base, q, truth, "Flat", [{}], "real-like")
+            rows += bench_index(base, q, truth, "HNSW32", hnsw_knobs, "real-like")
+            rows += bench_index(base, q, truth, ivf_factory(n, args.dim), ivf_knobs, "real-like")
+            print_progress(rows)
+    notes = []
+    for kind in ("real-like", "random"):
+        at_1e6 = [r for r in rows if r["n"] == 1_000_000 and r["factory"] != "Flat" and r["data"] == kind]
+        best = min((r for r in at_1e6 if r["recall@10"] >= 0.95), key=lambda r: r["single_ms_p50"], default=None)
+        if best:
+            notes.append(f"{kind} {args.dim}-d: {'met' if best['single_ms_p50'] <= 1 else 'NOT met'} by {best['factory']} "
+                         f"{best['knobs']} ({best['recall@10']} recall@10, {best['single_ms_p50']} ms p50, "
+                         f"{best['single_ms_p99']} ms p99)")
+        elif at_1e6:
+            top = max(at_1e6, key=lambda r: r["recall@10"])
+            notes.append(f"{kind} {args.dim}-d: NOT met, no configuration reached 0.95 recall@10 (best "
+                         f"{top['recall@10']} with {top['factory']} {top['knobs']} at {top['single_ms_p50']} ms)")
+    note = "Target at 1e6 (>= 0.95 recall@10 at <= 1 ms single query, one core): " + "; ".join(notes)
     record("bench_retrieval", "Retrieval: FAISS latency and recall@10 vs exact (one core)", rows,
            notes=note + ". 'real' = embeddings of CIFAR-10 + Grocery photos by the bundle "
-                        f"`{args.bundle}`; random = uniform on the unit sphere (no structure, the hard case). "
-                        "Times include the index store's exact re-ranking and id mapping.")
+                        f"`{args.bundle}` (1280-d); 'real-like' = {args.dim}-d vectors drawn with the mean and covariance "
+                        "of those real embeddings in their top principal subspace (there are not 1e6 real photos here); "
+                        "'random' = uniform on the unit sphere (no structure at all: the worst case, where every ANN "
+                        "method degrades). Build on 2 cores, queries on 1. Times include the index store's exact "
+                        "re-ranking and id mapping.")
     if Path(args.bundle).exists():
         g = bench_gateway(args.bundle, args.concurrency, args.seconds)
         record("bench_gateway", "REST gateway on loopback: photo search under concurrent load", g,

@@ -49,7 +49,6 @@ def main() -> None:
     why = []
     for i in diff:
         slot = space.slots[i]
-        base = space.largest(224, 1.0, 10)
         keys = {}
         for c in ("k3_e3", "k5_e6"):
             arch = space.decode([c if j == i else "k3_e3" for j in range(space.num_layers)], 224, 1.0, 10)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Iterable
+from typing import Iterable
 
 from search_spaces import ResolvedLayer, mobilenet_v2
 

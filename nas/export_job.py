@@ -25,14 +25,13 @@ import numpy as np
 import torch
 
 from export.bundle import ExportInputs, Tolerances, build_bundle
-from export.deploy import DeployModel, to_unit_float
-from export.preprocess import ImageDecodeError, decode_rgb, resize_like_mediapipe
+from export.deploy import DeployModel
+from export.preprocess import ImageDecodeError, decode_rgb
 from export.tflite import convert_to_tflite
 from latency_tables.predictor import predict_latency_ms
 from latency_tables.profilers import LocalProfiler
 from latency_tables.table import LatencyTable, available_tables
 from search_spaces import ArchSpec, build_model
-from search_spaces.reference import REFERENCE_NETS
 
 from .data import DataBundle, load_data
 from .runtime import versions

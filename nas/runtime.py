@@ -8,7 +8,6 @@ import json
 import os
 import platform
 import random
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Iterable
@@ -16,43 +15,20 @@ from typing import Any, Iterable
 import numpy as np
 import torch
 
+from latency_tables.profilers import cpu_model  # noqa: F401  (re-exported for run metadata)
+from search_spaces.files import atomic_path, write_bytes_atomic
+
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
-    """`torch.save` to a temporary name in the same folder, fsync, then rename over `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.chmod(tmp, 0o644)  # mkstemp makes 0600; artifacts are meant to be shared
-    os.close(fd)
-    try:
+    """`torch.save` written atomically (temporary name, fsync, rename)."""
+    with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return Path(path)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write bytes via a temporary file and an atomic rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.chmod(tmp, 0o644)  # mkstemp makes 0600; artifacts are meant to be shared
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    """Bytes written atomically."""
+    return write_bytes_atomic(path, data)
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
@@ -145,17 +121,6 @@ def versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             pass
     return out
-
-
-def cpu_model() -> str:
-    """The host CPU's model name (from /proc/cpuinfo), for table metadata."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

@@ -13,7 +13,6 @@ to `search_log.jsonl` and writes an atomic checkpoint, so `resume=true` continue
 from __future__ import annotations
 
 import logging
-import math
 import time
 from pathlib import Path
 from typing import Any

@@ -95,6 +95,12 @@ def make_resolver(spec: str) -> Resolver:
     raise ValueError(f"resolver must be dir:<folder>, file:<path> or <module>:<Class>; got '{spec}'")
 
 
+def _rpc_details(e: Exception) -> str:
+    """The server's message of a gRPC error (or the exception text)."""
+    details = getattr(e, "details", None)
+    return str(details() if callable(details) else e)
+
+
 # ---------------------------------------------------------------------------------- app
 def create_app(embedder: Embedder, resolver: Resolver, limits: UploadLimits | None = None,
                timeout_s: float = 10.0):
@@ -166,7 +172,7 @@ def create_app(embedder: Embedder, resolver: Resolver, limits: UploadLimits | No
         try:
             parts = list(pool.map(one, chosen.values()))
         except Exception as e:  # a service down or refusing
-            raise HTTPException(502, f"an index service failed: {getattr(e, 'details', lambda: str(e))()}") from None
+            raise HTTPException(502, f"an index service failed: {_rpc_details(e)}") from None
         return merge_hits(parts, k), sorted(chosen)
 
     @app.get("/health")
@@ -266,8 +272,8 @@ def create_app(embedder: Embedder, resolver: Resolver, limits: UploadLimits | No
                 r = client(eps[key]).add(np.asarray([id_list[j] for j in rows]), vecs[rows],
                                          np.asarray([ts_list[j] for j in rows]), embedder.bundle_sha256)
             except Exception as e:
-                details = getattr(e, "details", lambda: str(e))()
-                raise HTTPException(409 if "already" in str(details) else 502, details) from None
+                details = _rpc_details(e)
+                raise HTTPException(409 if "already" in details else 502, details) from None
             added[key] = r.added
         return {"added": added}
 

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from .files import write_text_atomic
 from .grammar import ArchSpecError, Block, _fmt_float, make_divisible
 
 ARCH_FORMAT = "spnas.arch/1"
@@ -251,20 +251,3 @@ class ArchSpec:
 
     def __str__(self) -> str:
         return self.to_string()
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write a text file via a temporary name in the same folder and an atomic rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.chmod(tmp, 0o644)  # mkstemp makes 0600; artifacts are meant to be shared
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise

@@ -1,9 +1,7 @@
 """Export: TFLite fp32/int8, ONNX, MediaPipe embedder + graph, manifest; parity on real images."""
 
-import json
 import random
 from hashlib import sha256
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -1,7 +1,6 @@
 """The search loop on tiny real data: the latency term changes what is derived; logs, arch.json, resume."""
 
 import json
-import os
 import signal
 import subprocess
 import sys

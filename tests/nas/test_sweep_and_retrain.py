@@ -1,7 +1,6 @@
 """Sweeps (Optuna, SQLite, Pareto CSV/PNG, continued on re-run) and retraining a derived arch with init=inherit."""
 
 import csv
-import json
 
 import optuna
 import pytest

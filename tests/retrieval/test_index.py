@@ -1,6 +1,5 @@
 """FAISS index store and time partitions: exactness, deletions, compaction, atomic files, bundle identity."""
 
-import os
 import signal
 import subprocess
 import sys

@@ -107,7 +107,7 @@ def test_rest_search_add_delete_with_real_photos(served, grocery_root):
     from nas.data import load_data
 
     url = served["url"]
-    data = load_data(compose("serve", [f"bundle=x", f"data.root={grocery_root}", "data.train_limit=240",
+    data = load_data(compose("serve", ["bundle=x", f"data.root={grocery_root}", "data.train_limit=240",
                                        "data.test_limit=20", "data.val_limit=10"])["data"])
     photo = _originals(data.train, data.train.images)[5]
     r = httpx.post(f"{url}/search", files={"image": ("p.jpg", _jpeg(photo), "image/jpeg")}, data={"k": "5"}, timeout=30)

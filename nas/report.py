@@ -165,12 +165,13 @@ def make_plots(run_dir: Path, cfg: dict[str, Any], models: dict[str, dict[str, A
         for r in (r for r in rows if r["soc"] == soc):
             style = {"marker": "*", "s": 160, "c": "tab:red"} if r["kind"] == "spnas" else {"marker": "o", "s": 50}
             ax.scatter(r["predicted_ms"], r["top1"], label=r["model"], **style)
-        pareto = run_dir / "sweep" / soc / "pareto.csv"
-        if pareto.exists():
-            pts = sorted((float(d["predicted_ms"]), float(d["accuracy"])) for d in csv.DictReader(open(pareto))
-                         if d.get("pareto") == "True")
+        sweeps = Path((cfg.get("report") or {}).get("sweeps") or "runs/sweep")
+        for pareto in sorted(sweeps.glob(f"{soc}-*/pareto.csv")):  # spnas-sweep's default run folders
+            with open(pareto) as f:
+                pts = sorted((float(d["predicted_ms"]), float(d["accuracy"])) for d in csv.DictReader(f)
+                             if d.get("pareto") == "True")
             if pts:
-                ax.plot(*zip(*pts), "--", c="0.5", label="sweep Pareto front")
+                ax.plot(*zip(*pts), "--", c="0.5", label=f"sweep Pareto front ({pareto.parent.name})")
         ax.set_title(soc, fontsize=9)
         ax.set_xlabel("predicted latency (ms)", fontsize=8)
         ax.set_ylabel("test top-1", fontsize=8)

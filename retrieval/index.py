@@ -113,6 +113,7 @@ class VectorIndex:
     vectors: np.ndarray | None = None
     deleted: set[int] = field(default_factory=set)
     created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S"))
+    template: str | None = None  # the trained IVF template this index was cloned from (merge_from needs one)
     faiss_index: Any = None
     params: SearchParams = field(default_factory=SearchParams)
 
@@ -228,7 +229,7 @@ class VectorIndex:
     def manifest(self) -> dict[str, Any]:
         return {"format": INDEX_FORMAT, "name": self.name, "factory": self.factory, "dim": self.dim,
                 "count": int(len(self.ids)), "live": self.live_count, "deleted": len(self.deleted),
-                "bundle_sha256": self.bundle_sha256, "created": self.created,
+                "bundle_sha256": self.bundle_sha256, "created": self.created, "template": self.template,
                 "updated": time.strftime("%Y-%m-%dT%H:%M:%S"), "metric": "inner_product",
                 "ts_range": [int(self.ts.min()), int(self.ts.max())] if len(self.ts) else None}
 
@@ -282,6 +283,7 @@ class VectorIndex:
                   ids=np.load(folder / "ids.npy"), ts=np.load(folder / "ts.npy"),
                   vectors=np.load(folder / "vectors.npy"),
                   deleted=set(np.load(folder / "deleted.npy").tolist()), created=m["created"],
+                  template=m.get("template"),
                   faiss_index=faiss.read_index(str(folder / "index.faiss")))
         if idx.faiss_index.ntotal != len(idx.ids):
             raise ValueError(f"{folder}: index holds {idx.faiss_index.ntotal} vectors but ids.npy {len(idx.ids)}")

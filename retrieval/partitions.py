@@ -147,6 +147,7 @@ class PartitionedStore:
 
                 idx.faiss_index = faiss.clone_index(template)
                 idx.faiss_index.reset()
+                idx.template = partition_key(key_range(key)[0], "m")
         return idx
 
     def template_for(self, key: str):
@@ -253,9 +254,8 @@ class PartitionedStore:
                 ids, vecs, ts = src.live_items()
                 dropped += len(src) - len(ids)
                 dst = self.open(parent, create_for=len(ids))
-                if needs_training(dst.factory) and needs_training(src.factory) and dst.faiss_index.is_trained \
-                        and src.faiss_index.is_trained and len(src.deleted) == 0:
-                    # same trained template: move the inverted lists, no re-encoding
+                if src.template is not None and src.template == dst.template and len(src.deleted) == 0:
+                    # both cloned from the month's trained template: move the inverted lists, no re-encoding
                     dst.faiss_index.merge_from(src.faiss_index, 0)
                     dst.ids = np.concatenate([dst.ids, src.ids])
                     dst.ts = np.concatenate([dst.ts, src.ts])

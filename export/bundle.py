@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from search_spaces import ArchSpec
+from search_spaces.files import replace_dir
 
 from .deploy import NHWC, DeployModel, to_unit_float
 from .mediapipe_graph import embedder_graph
@@ -310,7 +311,7 @@ def build_bundle(net: nn.Module, arch: ArchSpec, inputs: ExportInputs, out_dir: 
         manifest["export_seconds"]["total"] = time.perf_counter() - t0
         (work / "manifest.json").write_text(json.dumps(manifest, indent=2, default=_json) + "\n")
         os.chmod(work, 0o755)
-        _replace_dir(work, out_dir)
+        replace_dir(work, out_dir)
         return manifest
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
@@ -323,17 +324,6 @@ def _json(o: Any) -> Any:
     if isinstance(o, np.ndarray):
         return o.tolist()
     return str(o)
-
-
-def _replace_dir(src: Path, dst: Path) -> None:
-    """Put `src` at `dst`; an existing `dst` is moved aside first and removed after the rename."""
-    old = None
-    if dst.exists():
-        old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
-        os.replace(dst, old)
-    os.replace(src, dst)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def load_manifest(bundle: str | os.PathLike) -> dict[str, Any]:

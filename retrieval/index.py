@@ -31,6 +31,8 @@ from typing import Any
 
 import numpy as np
 
+from search_spaces.files import replace_dir
+
 INDEX_FORMAT = "spnas.index/1"
 
 
@@ -250,13 +252,7 @@ class VectorIndex:
                 with open(f, "rb") as fh:
                     os.fsync(fh.fileno())
             os.chmod(tmp, 0o755)
-            old = None
-            if folder.exists():
-                old = folder.with_name(f".{folder.name}.old-{os.getpid()}-{time.time_ns()}")
-                os.replace(folder, old)
-            os.replace(tmp, folder)
-            if old is not None:
-                shutil.rmtree(old, ignore_errors=True)
+            replace_dir(tmp, folder)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

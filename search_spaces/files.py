@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -39,3 +41,20 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     return write_bytes_atomic(path, text.encode())
+
+
+def replace_dir(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
+    """Put the finished folder `src` at `dst`; an existing `dst` is moved aside first, removed after.
+
+    Readers see either the old folder or the new one whole; the gap between the two renames is the
+    only moment `dst` is absent, and a crash there leaves the old one beside it under a dot name.
+    """
+    src, dst = Path(src), Path(dst)
+    old = None
+    if dst.exists():
+        old = dst.with_name(f".{dst.name}.old-{os.getpid()}-{time.time_ns()}")
+        os.replace(dst, old)
+    os.replace(src, dst)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    return dst

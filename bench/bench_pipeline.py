@@ -42,10 +42,11 @@ def main() -> None:
                      "R@10": round(r["recall@10"], 3), "mAP@10": round(r["mAP@10"], 3),
                      "MACs_M": round(r["macs_224"] / 1e6), "params_M": round(r["params"] / 1e6, 2),
                      "target_met": (h["met"] if h else "") if r["kind"] == "spnas" else ""})
+    over = (" " + " ".join(args.overrides)) if args.overrides else ""
     stage_wall = sum(e["wall_s"] for e in rep["provenance"]["stages"])
     lines = [f"{h['soc']}: {'MET' if h['met'] else 'NOT met'} ({h['latency_basis']} latency "
              f"{h['latency_delta_pct']:+.1f}%, top-1 {h['top1_delta_pts']:+.2f} points)" for h in rep["headline"]]
-    record("bench_pipeline", f"Headline: SPNAS winners vs MobileNetV2 1.0 (pipeline experiment={args.experiment})", rows,
+    record("bench_pipeline", f"Headline: SPNAS winners vs MobileNetV2 1.0 (pipeline experiment={args.experiment}{over})", rows,
            notes=("Headline target (>= 20% faster than MobileNetV2 at equal or better top-1): " + "; ".join(lines) +
                   f". Stage wall time {stage_wall / 3600:.2f} h (this invocation {wall:.0f} s). Predicted latency from "
                   "each SoC's table at 224 (the Snapdragon tables are modeled); CPU ms measured on this machine with "

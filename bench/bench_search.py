@@ -18,11 +18,13 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--experiment", default="cifar10")
     ap.add_argument("--socs", nargs=2, default=["sd845", "sd808"])
+    ap.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. train.epochs=10 (same as the pipeline run)")
     args = ap.parse_args()
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
     from latency_tables.keys import ops_of
+    from latency_tables.predictor import predict_latency_ms
     from latency_tables.table import LatencyTable
     from nas.cli import CONFIG_DIR
     from nas.pipeline import run_pipeline
@@ -30,7 +32,7 @@ def main() -> None:
 
     with initialize_config_dir(CONFIG_DIR, version_base=None):
         cfg = OmegaConf.to_container(compose("pipeline", [f"experiment={args.experiment}", f"socs=[{','.join(args.socs)}]",
-                                                          "baselines=[]"]), resolve=True)
+                                                          "baselines=[]", *args.overrides]), resolve=True)
     rep = run_pipeline(cfg)
     space = SearchSpace.from_dict(cfg["space"])
     rows, choices = [], {}
@@ -39,11 +41,12 @@ def main() -> None:
         arch = ArchSpec.from_string(r["arch"])
         choices[r["soc"]] = space.encode(arch)
         rows.append({"soc": r["soc"], "choices": " ".join(choices[r["soc"]]), "pred_ms_own_table": round(r["predicted_ms"], 2),
-                     **{f"pred_ms_{s}": round(__import__("latency_tables.predictor", fromlist=["x"]).predict_latency_ms(
-                         arch.replace(resolution=224), LatencyTable.load(s)), 2) for s in args.socs},
+                     **{f"pred_ms_{s}": round(predict_latency_ms(arch.replace(resolution=224), LatencyTable.load(s)), 2)
+                        for s in args.socs},
                      "retrained_top1": round(r["top1"], 4), "search_s": round(stages.get(f"search/{r['soc']}", 0)),
                      "retrain_s": round(stages.get(f"train/{r['model']}", 0))})
     a, b = args.socs
+    over = (" " + " ".join(args.overrides)) if args.overrides else ""
     diff = [i for i, (x, y) in enumerate(zip(choices[a], choices[b])) if x != y]
     ta, tb = LatencyTable.load(a), LatencyTable.load(b)
     why = []
@@ -56,7 +59,7 @@ def main() -> None:
         sa = ta.ms(keys["k5_e6"]) / ta.ms(keys["k3_e3"])
         sb = tb.ms(keys["k5_e6"]) / tb.ms(keys["k3_e3"])
         why.append(f"L{i} ({a}: {choices[a][i]}, {b}: {choices[b][i]}; k5e6/k3e3 cost ratio {sa:.2f} on {a} vs {sb:.2f} on {b})")
-    record("bench_search", f"Search on CIFAR-10 32x32 for {a} and {b} (pipeline experiment={args.experiment})", rows,
+    record("bench_search", f"Search on CIFAR-10 32x32 for {a} and {b} (pipeline experiment={args.experiment}{over})", rows,
            notes=(f"Budget: {cfg['search']['epochs']} search epochs ({cfg['search']['warmup_epochs']} warm-up) on "
                   f"{rep['provenance']['data'].get('train')} training images, loss {cfg['search']['loss']} with lambda "
                   f"{cfg['search']['lambda']} and target {cfg['search'].get('target_fraction_of')}; retrain "

@@ -93,12 +93,64 @@ def export_int8(net: nn.Module, size: int, calibration: np.ndarray, path: Path) 
             for i in range(len(cal)):
                 ex(cal[i:i + 1])
         ex = quantize_pt2e.convert_pt2e(ex, fold_quantize=False)
+        widened = widen_hardswish_output_scales(ex)
         edge = litert_torch.convert(ex, sample, quant_config=quant_config.QuantConfig(pt2e_quantizer=quantizer))
         tmp = path.with_name(f".{path.name}.tmp")
         edge.export(str(tmp))
+    try:  # a kernel that refuses its quantization parameters fails here, not halfway through parity
+        run_tflite(tmp, [cal[:1].numpy()])
+    except RuntimeError as e:
+        tmp.unlink(missing_ok=True)
+        raise ParityError(f"the int8 model does not run in LiteRT ({e}); export with export.int8=false",
+                          ["tflite_int8"]) from e
     os.replace(tmp, path)
     return {"scheme": "PT2E static, int8 per-channel symmetric weights, int8 activations",
-            "calibration_images": int(len(cal))}
+            "calibration_images": int(len(cal)), "hardswish_output_scales_widened": widened}
+
+
+_PASS_THROUGH = ("dropout", "flatten", "view", "reshape", "clone", "squeeze", "unsqueeze")
+
+
+def widen_hardswish_output_scales(gm: torch.fx.GraphModule) -> int:
+    """Raise too-fine int8 output scales of HARD_SWISH so LiteRT's kernel accepts them; returns how many.
+
+    TFLite's int8 HARD_SWISH needs output_scale > input_scale / 128. Calibration breaks that when a
+    layer's inputs span a wide range but its outputs a narrow one (a head whose pre-activations are
+    mostly far below -3): the model then fails to load. The scale is raised to input_scale / 120 and the
+    zero point moved so the calibrated output range stays covered; only that tensor loses resolution.
+    """
+    q_ops = (torch.ops.quantized_decomposed.quantize_per_tensor.default,
+             torch.ops.quantized_decomposed.dequantize_per_tensor.default)
+    changed = 0
+    for n in gm.graph.nodes:
+        if n.op != "call_function" or "hardswish" not in str(n.target):
+            continue
+        src = n.args[0]
+        if getattr(src, "target", None) is not q_ops[1]:
+            continue
+        floor = float(src.args[1]) / 120.0
+        todo, seen = list(n.users), set()
+        while todo:
+            u = todo.pop()
+            if u in seen:
+                continue
+            seen.add(u)
+            if u.op == "call_function" and any(k in str(u.target) for k in _PASS_THROUGH):
+                todo.extend(u.users)
+                continue
+            if u.target is not q_ops[0] or float(u.args[1]) >= floor:
+                continue
+            s, zp, qmin, qmax = float(u.args[1]), int(u.args[2]), int(u.args[3]), int(u.args[4])
+            lo = (qmin - zp) * s
+            new_zp = int(min(max(round(qmin - lo / floor), qmin), qmax))
+            for node in (u, *[d for d in u.users if d.target is q_ops[1]]):
+                args = list(node.args)
+                args[1], args[2] = floor, new_zp
+                node.args = tuple(args)
+            changed += 1
+    if changed:
+        gm.recompile()
+    return changed
 
 
 def export_onnx(net: nn.Module, size: int, path: Path, opset: int = 18) -> dict[str, Any]:

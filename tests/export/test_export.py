@@ -139,3 +139,31 @@ def test_pbtxt_parser_handles_nesting_and_repeats():
     assert [n["x"] for n in g["node"]] == ["s", "t"] and g["node"][0]["y"]["z"] == 2.5
     with pytest.raises(ValueError):
         parse_pbtxt("a { b: 1")
+
+
+def test_int8_hardswish_with_dead_outputs_still_loads(tmp_path, monkeypatch):
+    """A head whose pre-activations all sit far below -3 calibrates HARD_SWISH's output scale to ~0, which
+    LiteRT refuses (output_scale must exceed input_scale / 128); the exporter widens that scale instead."""
+    import torch
+
+    import export.bundle as bundle
+    from export.tflite import run_tflite
+    from search_spaces import build_model, mobilenet_v3_small
+
+    torch.manual_seed(0)
+    net = build_model(mobilenet_v3_small(resolution=32, num_classes=10)).eval()
+    head = dict(net.named_modules())["layers.14.0"]
+    with torch.no_grad():
+        head.bias.fill_(-150.0)  # every hidden unit dead: h-swish outputs exactly 0 on every image
+    cal = np.random.default_rng(0).integers(0, 256, (16, 32, 32, 3), dtype=np.uint8)
+
+    info = bundle.export_int8(net, 32, cal, tmp_path / "ok.tflite")
+    assert info["hardswish_output_scales_widened"] >= 1
+    out = run_tflite(tmp_path / "ok.tflite", [cal[:1].astype(np.float32) / 255.0])[0]
+    assert np.isfinite(out.astype(np.float32)).all()
+
+    monkeypatch.setattr(bundle, "widen_hardswish_output_scales", lambda gm: 0)
+    with pytest.raises(ParityError, match="does not run in LiteRT") as e:
+        bundle.export_int8(net, 32, cal, tmp_path / "refused.tflite")
+    assert e.value.failed == ["tflite_int8"]
+    assert not list(tmp_path.glob("*refused*")), "a model that cannot load must not be left behind"

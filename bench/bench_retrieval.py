@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import shlex
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -243,6 +245,7 @@ def main() -> None:
     if Path(args.bundle).exists():
         g = bench_gateway(args.bundle, args.concurrency, args.seconds)
         record("bench_gateway", "REST gateway on loopback: photo search under concurrent load", g,
+               command=" ".join(["python -m bench.bench_retrieval", *map(shlex.quote, sys.argv[1:])]),
                notes=f"`spnas-serve` app (LiteRT embedder in the gateway, gRPC index services per time partition, "
                      f"Grocery train photos as listings) with N concurrent httpx clients posting Grocery test photos "
                      f"for {args.seconds:.0f} s each; everything on one 2-core machine.")

@@ -32,7 +32,8 @@ def main() -> None:
 
     with initialize_config_dir(CONFIG_DIR, version_base=None):
         cfg = OmegaConf.to_container(compose("pipeline", [f"experiment={args.experiment}", f"socs=[{','.join(args.socs)}]",
-                                                          "baselines=[]", *args.overrides]), resolve=True)
+                                                          "baselines=[]", "report_dir=${run_dir}/bench_search",
+                                                          *args.overrides]), resolve=True)
     rep = run_pipeline(cfg)
     space = SearchSpace.from_dict(cfg["space"])
     rows, choices = [], {}

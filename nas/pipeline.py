@@ -205,6 +205,8 @@ def run_pipeline(cfg: dict[str, Any]) -> dict[str, Any]:
 
     from .report import write_report
 
-    return write_report(run_dir, cfg, models, events)
+    report_dir = Path(cfg.get("report_dir") or run_dir)  # benches that run a subset share stages, not the report
+    report_dir.mkdir(parents=True, exist_ok=True)
+    return write_report(report_dir, cfg, models, events)
 
 

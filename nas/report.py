@@ -9,6 +9,7 @@ the same SoC. The headline check and the provenance of every number follow.
 from __future__ import annotations
 
 import csv
+import io
 import math
 from pathlib import Path
 from typing import Any
@@ -142,10 +143,11 @@ def write_report(run_dir: Path, cfg: dict[str, Any], models: dict[str, dict[str,
               "plots": plots, "winners": {n: m["train"]["arch_string"] for n, m in models.items() if m["kind"] == "spnas"}}
     atomic_write_json(run_dir / "report.json", report)
     atomic_write_bytes(run_dir / "report.md", markdown(cfg, rows, head, prov, plots).encode())
-    with open(run_dir / "report.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0].keys()) if rows else ["soc"])
-        w.writeheader()
-        w.writerows(rows)
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(rows[0].keys()) if rows else ["soc"])
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_bytes(run_dir / "report.csv", buf.getvalue().encode())
     return report
 
 

@@ -21,7 +21,7 @@ DOCS = ROOT / "docs" / "benchmarks.md"
 
 def machine() -> dict[str, Any]:
     """Where a figure was measured."""
-    from nas.runtime import cpu_model
+    from latency_tables.profilers import cpu_model
 
     return {"cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version(),
             "machine": platform.machine()}

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from search_spaces import ArchSpec
-from search_spaces.files import replace_dir
+from search_spaces.files import atomic_path, replace_dir
 
 from .deploy import NHWC, DeployModel, to_unit_float
 from .mediapipe_graph import embedder_graph
@@ -95,15 +95,14 @@ def export_int8(net: nn.Module, size: int, calibration: np.ndarray, path: Path) 
         ex = quantize_pt2e.convert_pt2e(ex, fold_quantize=False)
         widened = widen_hardswish_output_scales(ex)
         edge = litert_torch.convert(ex, sample, quant_config=quant_config.QuantConfig(pt2e_quantizer=quantizer))
-        tmp = path.with_name(f".{path.name}.tmp")
-        edge.export(str(tmp))
-    try:  # a kernel that refuses its quantization parameters fails here, not halfway through parity
-        run_tflite(tmp, [cal[:1].numpy()])
-    except RuntimeError as e:
-        tmp.unlink(missing_ok=True)
-        raise ParityError(f"the int8 model does not run in LiteRT ({e}); export with export.int8=false",
-                          ["tflite_int8"]) from e
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:  # nothing is left behind when the model does not load
+        with contextlib.redirect_stdout(io.StringIO()):
+            edge.export(str(tmp))
+        try:  # a kernel that refuses its quantization parameters fails here, not halfway through parity
+            run_tflite(tmp, [cal[:1].numpy()])
+        except RuntimeError as e:
+            raise ParityError(f"the int8 model does not run in LiteRT ({e}); export with export.int8=false",
+                              ["tflite_int8"]) from e
     return {"scheme": "PT2E static, int8 per-channel symmetric weights, int8 activations",
             "calibration_images": int(len(cal)), "hardswish_output_scales_widened": widened}
 

@@ -22,6 +22,8 @@ os.environ.setdefault("GLOG_minloglevel", "2")
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
+from search_spaces.files import atomic_path  # noqa: E402
+
 log = logging.getLogger(__name__)
 
 
@@ -60,13 +62,9 @@ def convert_to_tflite(
     with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch.export's LeafSpec deprecation, not ours
         edge = litert_torch.convert(wrapped, (sample,), quant_config=quant_config)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with contextlib.redirect_stdout(io.StringIO()):
+    with atomic_path(path) as tmp, contextlib.redirect_stdout(io.StringIO()):
         edge.export(str(tmp))
-    os.replace(tmp, path)
-    return path
+    return Path(path)
 
 
 def op_histogram(tflite: str | os.PathLike | bytes) -> Counter:

@@ -15,7 +15,6 @@ from typing import Any, Iterable
 import numpy as np
 import torch
 
-from latency_tables.profilers import cpu_model  # noqa: F401  (re-exported for run metadata)
 from search_spaces.files import atomic_path, write_bytes_atomic
 
 
@@ -26,9 +25,7 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
     return Path(path)
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Bytes written atomically."""
-    return write_bytes_atomic(path, data)
+atomic_write_bytes = write_bytes_atomic  # the one atomic writer, under the name nas/ has always used
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:

@@ -4,6 +4,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.spnas-installed
+# Data sets, caches and your measured tables live here (outside the installed package; see spnas/paths.py).
+export SPNAS_HOME ?= $(CURDIR)/.spnas
 
 .PHONY: setup data demo test bench bench-pipeline clean-runs
 
@@ -20,12 +22,13 @@ $(STAMP): pyproject.toml constraints.txt retrieval/proto/index.proto retrieval/p
 
 data: setup
 	bash scripts/ensure_fashion_mnist.sh
-	$(BIN)/python -m nas.data unpack
+	$(BIN)/python -m training.datasets unpack
 
 demo: setup data
 	$(BIN)/spnas-pipeline experiment=demo
 
 test: setup data
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
 
 # Benchmarks (each prints a table, appends to bench/results/, re-renders docs/benchmarks.md).

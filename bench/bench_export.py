@@ -21,11 +21,8 @@ def main() -> None:
     ap.add_argument("--run", default="runs/pipeline/demo", help="a pipeline run whose train/<model>/model.pt to export")
     ap.add_argument("--models", nargs="+", default=["mobilenet_v2", "spnas-sd845"])
     args = ap.parse_args()
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
-
-    from nas.cli import CONFIG_DIR
-    from nas.export_job import run_export
+    import spnas
+    from spnas.app.export_job import run_export
 
     run = Path(args.run)
     rows: list[dict[str, Any]] = []
@@ -33,13 +30,12 @@ def main() -> None:
         ckpt = run / "train" / name / "model.pt"
         if not ckpt.exists():
             raise SystemExit(f"{ckpt} not found: run `spnas-pipeline` first (or pass --run)")
-        with tempfile.TemporaryDirectory() as tmp, initialize_config_dir(CONFIG_DIR, version_base=None):
-            cfg = OmegaConf.to_container(compose("export", [f"checkpoint={ckpt}", "data=cifar10",
-                                                             "data.train_limit=10000", "data.test_limit=2000",
-                                                             f"out_dir={tmp}/bundle",
-                                                             # measure int8 even where the pipeline's agreement gate
-                                                             # would not ship it; the agreement column says which
-                                                             "export.tolerances.int8_min_agreement=0"]), resolve=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            cfg = spnas.compose("export", [f"checkpoint={ckpt}", "data=cifar10", "data.train_limit=10000",
+                                           "data.test_limit=2000", f"out_dir={tmp}/bundle",
+                                           # measure int8 even where the pipeline's agreement gate
+                                           # would not ship it; the agreement column says which
+                                           "export.int8=required", "export.tolerances.int8_min_agreement=0"])
             m = run_export(cfg)
         lat = m["latency"]
         cpu = lat["cpu"]

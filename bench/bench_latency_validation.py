@@ -19,16 +19,12 @@ def main() -> None:
     ap.add_argument("--passes", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
+    import spnas
+    from spnas.app.profile import cmd_validate
 
-    from nas.cli import CONFIG_DIR
-    from nas.profile import cmd_validate
-
-    with initialize_config_dir(CONFIG_DIR, version_base=None):
-        cfg = OmegaConf.to_container(compose("profile", overrides=[
-            "command=validate", f"validate.num_archs={args.num_archs}", f"validate.seed={args.seed}",
-            f"profile.passes={args.passes}", "validate.out_dir=bench/out/validate"]), resolve=True)
+    cfg = spnas.compose("profile", ["command=validate", f"validate.num_archs={args.num_archs}",
+                                    f"validate.seed={args.seed}", f"profile.passes={args.passes}",
+                                    "validate.out_dir=bench/out/validate"])
     r = cmd_validate(cfg)
     m, rr, rn = r["metrics"], r["roofline_vs_table_rows"], r["roofline_vs_whole_networks"]
     rows = [

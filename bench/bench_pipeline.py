@@ -20,15 +20,10 @@ def main() -> None:
     ap.add_argument("--experiment", default="cifar10")
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args()
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
+    import spnas
+    from spnas.app.pipeline import run_pipeline
 
-    from nas.cli import CONFIG_DIR
-    from nas.pipeline import run_pipeline
-
-    with initialize_config_dir(CONFIG_DIR, version_base=None):
-        cfg = OmegaConf.to_container(compose("pipeline", [f"experiment={args.experiment}", *args.overrides]),
-                                     resolve=True)
+    cfg = spnas.compose("pipeline", [f"experiment={args.experiment}", *args.overrides])
     t0 = time.perf_counter()
     rep = run_pipeline(cfg)
     wall = time.perf_counter() - t0
@@ -50,7 +45,7 @@ def main() -> None:
            notes=("Headline target (>= 20% faster than MobileNetV2 at equal or better top-1): " + "; ".join(lines) +
                   f". Stage wall time {stage_wall / 3600:.2f} h (this invocation {wall:.0f} s). Predicted latency from "
                   "each SoC's table at 224 (the Snapdragon tables are modeled); CPU ms measured on this machine with "
-                  f"LiteRT, 1 thread, at 224. Report: `{cfg['run_dir']}/report.md` (not committed). Paper rows for "
+                  f"LiteRT, 1 thread, at 224. Report: `{cfg.run_dir}/report.md` (not committed). Paper rows for "
                   "orientation: SD808 73.07% @ 113.92 ms vs MobileNetV2 71.80% @ 162.82 ms; SD845 74.48% @ 77.90 ms "
                   "vs 71.80% @ 76.36 ms (ImageNet)."),
            extra={"headline": rep["headline"], "winners": rep["winners"]})

@@ -107,17 +107,17 @@ def real_like(real: np.ndarray, n: int, d: int, seed: int) -> np.ndarray:
 
 
 def real_embeddings(bundle: str, limit: int) -> np.ndarray:
-    from nas.data import load_data
-    from nas.retrieval_eval import _originals
+    import spnas
     from retrieval.embedders import make_embedder
+    from spnas.app.retrieval_eval import originals
+    from training.datasets import load_data
 
     emb = make_embedder("litert", bundle)
     vecs = []
-    for cfg in ({"kind": "cifar10", "root": ".data/cifar10-jpg", "resolution": 32},
-                {"kind": "grocery", "root": ".data/grocery-store-128", "resolution": 32}):
-        data = load_data(cfg)
+    for name in ("cifar10", "grocery"):
+        data = load_data(spnas.compose("train", [f"data={name}", "data.resolution=32"]).data)
         for split in (data.train, data.val, data.test):
-            imgs = _originals(split, split.images) if cfg["kind"] == "grocery" else list(split.images)
+            imgs = originals(split, split.images) if name == "grocery" else list(split.images)
             vecs.append(emb.embed(imgs, progress=True))
             if sum(len(v) for v in vecs) >= limit:
                 return np.concatenate(vecs)[:limit]
@@ -150,15 +150,11 @@ def bench_gateway(bundle: str, concurrency: list[int], seconds: float) -> list[d
     import threading
 
     import uvicorn
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
-
-    from nas.cli import CONFIG_DIR
-    from nas.serve import start
+    import spnas
+    from spnas.app.serve import start
 
     tmp = tempfile.mkdtemp()
-    with initialize_config_dir(CONFIG_DIR, version_base=None):
-        cfg = OmegaConf.to_container(compose("serve", [f"bundle={bundle}", f"index_dir={tmp}/index"]), resolve=True)
+    cfg = spnas.compose("serve", [f"bundle={bundle}", f"index_dir={tmp}/index"])
     s = start(cfg)
     with socket.socket() as so:
         so.bind(("127.0.0.1", 0))
@@ -167,7 +163,7 @@ def bench_gateway(bundle: str, concurrency: list[int], seconds: float) -> list[d
     threading.Thread(target=server.run, daemon=True).start()
     while not server.started:
         time.sleep(0.05)
-    photos = [p.read_bytes() for p in sorted(Path(".data/grocery-store-128/test").rglob("*.jpg"))[:200]]
+    photos = [p.read_bytes() for p in sorted((Path(cfg.data.root) / "test").rglob("*.jpg"))[:200]]
     rows = []
     n_items = sum(len(s["store"].open(k)) for k in s["store"].keys())
     for c in concurrency:

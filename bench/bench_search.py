@@ -20,22 +20,18 @@ def main() -> None:
     ap.add_argument("--socs", nargs=2, default=["sd845", "sd808"])
     ap.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. train.epochs=10 (same as the pipeline run)")
     args = ap.parse_args()
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
-
+    import spnas
     from latency_tables.keys import ops_of
     from latency_tables.predictor import predict_latency_ms
     from latency_tables.table import LatencyTable
-    from nas.cli import CONFIG_DIR
-    from nas.pipeline import run_pipeline
     from search_spaces import ArchSpec, SearchSpace
+    from spnas.app.pipeline import run_pipeline
+    from spnas.config import to_plain
 
-    with initialize_config_dir(CONFIG_DIR, version_base=None):
-        cfg = OmegaConf.to_container(compose("pipeline", [f"experiment={args.experiment}", f"socs=[{','.join(args.socs)}]",
-                                                          "baselines=[]", "report_dir=${run_dir}/bench_search",
-                                                          *args.overrides]), resolve=True)
+    cfg = spnas.compose("pipeline", [f"experiment={args.experiment}", f"socs=[{','.join(args.socs)}]",
+                                     "baselines=[]", "report_dir=${run_dir}/bench_search", *args.overrides])
     rep = run_pipeline(cfg)
-    space = SearchSpace.from_dict(cfg["space"])
+    space = SearchSpace.from_dict(to_plain(cfg.space))
     rows, choices = [], {}
     stages = {e["stage"]: e["wall_s"] for e in rep["provenance"]["stages"]}
     for r in rep["rows"]:
@@ -61,10 +57,10 @@ def main() -> None:
         sb = tb.ms(keys["k5_e6"]) / tb.ms(keys["k3_e3"])
         why.append(f"L{i} ({a}: {choices[a][i]}, {b}: {choices[b][i]}; k5e6/k3e3 cost ratio {sa:.2f} on {a} vs {sb:.2f} on {b})")
     record("bench_search", f"Search on CIFAR-10 32x32 for {a} and {b} (pipeline experiment={args.experiment}{over})", rows,
-           notes=(f"Budget: {cfg['search']['epochs']} search epochs ({cfg['search']['warmup_epochs']} warm-up) on "
-                  f"{rep['provenance']['data'].get('train')} training images, loss {cfg['search']['loss']} with lambda "
-                  f"{cfg['search']['lambda']} and target {cfg['search'].get('target_fraction_of')}; retrain "
-                  f"{cfg['train']['epochs']} epochs. The derived archs differ at {len(diff)} of {space.num_layers} layers"
+           notes=(f"Budget: {cfg.search.epochs} search epochs ({cfg.search.warmup_epochs} warm-up) on "
+                  f"{rep['provenance']['data'].get('train')} training images, loss {cfg.search.loss.name} with lambda "
+                  f"{cfg.search.latency_lambda} and target {to_plain(cfg.search.target_fraction_of)}; retrain "
+                  f"{cfg.train.epochs} epochs. The derived archs differ at {len(diff)} of {space.num_layers} layers"
                   + (": " + "; ".join(why) if why else "") + "."),
            extra={"winners": rep["winners"]})
 

@@ -17,16 +17,13 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--arch", default="mobilenet_v3_small")
     args = ap.parse_args()
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
+    import spnas
+    from training.loop import train_model
 
-    from nas.cli import CONFIG_DIR
-    from nas.train import train
-
-    with tempfile.TemporaryDirectory() as tmp, initialize_config_dir(CONFIG_DIR, version_base=None):
-        cfg = compose("train", overrides=[f"arch={args.arch}", "data=fashion_mnist",
-                                          f"train.epochs={args.epochs}", f"run_dir={Path(tmp) / 'run'}"])
-        s = train(OmegaConf.to_container(cfg, resolve=True))
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = spnas.compose("train", [f"arch={args.arch}", "data=fashion_mnist", f"train.epochs={args.epochs}",
+                                      f"run_dir={Path(tmp) / 'run'}"])
+        s = train_model(cfg)
     rows = [{"arch": args.arch, "data": "fashion_mnist 32x32", "epochs": args.epochs,
              "test_top1": round(s["test_top1"], 4), "test_top5": round(s["test_top5"], 4),
              "train_s": round(s["train_wall_s"], 1), "img_per_s": round(s["images_per_s"], 0),

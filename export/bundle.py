@@ -24,12 +24,13 @@ import torch
 from torch import nn
 
 from search_spaces import ArchSpec
-from search_spaces.files import atomic_path, replace_dir
+from spnas.errors import ExportError, InputError, InputNotFoundError, ParityError
+from spnas.files import atomic_path, replace_dir
 
 from .deploy import NHWC, DeployModel, to_unit_float
 from .mediapipe_graph import embedder_graph
 from .metadata import ImageInputSpec, ModelInfo, attach_metadata, build_metadata
-from .preprocess import resize_like_mediapipe
+from spnas.images import resize_like_mediapipe
 from .tflite import _quiet_litert, convert_to_tflite, op_histogram, run_tflite
 
 log = logging.getLogger(__name__)
@@ -37,14 +38,6 @@ log = logging.getLogger(__name__)
 BUNDLE_FORMAT = "spnas.bundle/1"
 FILES = ("model_fp32.tflite", "model_int8.tflite", "model.onnx", "embedder.tflite", "embedder_graph.pbtxt",
          "arch.json", "weights.pt")
-
-
-class ParityError(RuntimeError):
-    """An exported artifact disagrees with the PyTorch model beyond its tolerance."""
-
-    def __init__(self, message: str, failed: list[str] | None = None) -> None:
-        super().__init__(message)
-        self.failed = failed or []
 
 
 @dataclass
@@ -381,10 +374,10 @@ def load_manifest(bundle: str | os.PathLike) -> dict[str, Any]:
     """A bundle's manifest, checked for format; clear error when the folder is not a bundle."""
     p = Path(bundle) / "manifest.json"
     if not p.is_file():
-        raise FileNotFoundError(f"{bundle} is not a model bundle (no manifest.json); create one with spnas-export")
+        raise InputNotFoundError(f"{bundle} is not a model bundle (no manifest.json); create one with spnas-export")
     m = json.loads(p.read_text())
     if m.get("format") != BUNDLE_FORMAT:
-        raise ValueError(f"{p}: unsupported bundle format {m.get('format')!r} (expected {BUNDLE_FORMAT})")
+        raise InputError(f"{p}: unsupported bundle format {m.get('format')!r} (expected {BUNDLE_FORMAT})")
     return m
 
 
@@ -403,7 +396,7 @@ def load_torch_model(bundle: str | os.PathLike) -> nn.Module:
     try:
         net.load_state_dict(torch.load(b / "weights.pt", map_location="cpu", weights_only=True))
     except Exception as e:
-        raise ValueError(f"bundle {bundle}: weights.pt does not load into arch.json's network ({e})") from None
+        raise InputError(f"bundle {bundle}: weights.pt does not load into arch.json's network ({e})") from None
     return net.eval()
 
 
@@ -416,4 +409,4 @@ def verify_files(bundle: str | os.PathLike, names: Sequence[str] = FILES) -> Non
         p = Path(bundle) / n
         want = m["files"].get(n, {}).get("sha256")
         if want is None or not p.is_file() or sha256(p.read_bytes()).hexdigest() != want:
-            raise ValueError(f"bundle {bundle}: {n} is missing or does not match the manifest's sha256")
+            raise InputError(f"bundle {bundle}: {n} is missing or does not match the manifest's sha256")

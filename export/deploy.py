@@ -11,7 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .preprocess import MEAN_RGB, STD_RGB
+from spnas.images import MEAN_RGB, STD_RGB
+from spnas.errors import ExportError
 
 OUTPUTS = ("logits", "features", "both")
 
@@ -22,7 +23,7 @@ class DeployModel(nn.Module):
     def __init__(self, net: nn.Module, output: str = "logits") -> None:
         super().__init__()
         if output not in OUTPUTS:
-            raise ValueError(f"output must be one of {OUTPUTS}")
+            raise ExportError(f"output must be one of {OUTPUTS}")
         self.net = net.eval()
         self.output = output
         self.register_buffer("mean", torch.tensor(MEAN_RGB).view(1, 3, 1, 1) / 255.0)

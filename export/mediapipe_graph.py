@@ -12,6 +12,7 @@ import re
 from typing import Any
 
 from .metadata import ImageInputSpec
+from spnas.errors import InputError
 
 
 def embedder_graph(image: ImageInputSpec, model_path: str = "embedder.tflite", l2_normalize: bool = True) -> str:
@@ -79,7 +80,7 @@ def parse_pbtxt(text: str) -> dict[str, Any]:
         if not m or m.end() == pos:
             if text[pos:].strip() == "":
                 break
-            raise ValueError(f"pbtxt: cannot parse at offset {pos}: {text[pos:pos + 30]!r}")
+            raise InputError(f"pbtxt: cannot parse at offset {pos}: {text[pos:pos + 30]!r}")
         pos = m.end()
         comment, string, ext, punct, word = m.groups()
         if comment:
@@ -128,10 +129,10 @@ def _parse_block(tokens: list[tuple[str, str]], i: int, top: bool = False) -> tu
         kind, v = tokens[i]
         if kind == "punct" and v == "}":
             if top:
-                raise ValueError("pbtxt: unbalanced '}'")
+                raise InputError("pbtxt: unbalanced '}'")
             return _clean(d), i + 1
         if kind != "name":
-            raise ValueError(f"pbtxt: expected a field name, got {v!r}")
+            raise InputError(f"pbtxt: expected a field name, got {v!r}")
         key = v
         i += 1
         if i < len(tokens) and tokens[i] == ("punct", ":"):
@@ -143,7 +144,7 @@ def _parse_block(tokens: list[tuple[str, str]], i: int, top: bool = False) -> tu
             _add(d, key, _scalar(tokens[i]))
             i += 1
     if not top:
-        raise ValueError("pbtxt: missing '}'")
+        raise InputError("pbtxt: missing '}'")
     return _clean(d), i
 
 

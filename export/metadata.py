@@ -15,6 +15,7 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
+from spnas.errors import ExportError
 
 METADATA_NAME = "TFLITE_METADATA"
 MIN_PARSER_VERSION = "1.0.0"
@@ -89,7 +90,7 @@ def build_metadata(image: ImageInputSpec, info: ModelInfo, classifier: bool) -> 
     files: dict[str, bytes] = {}
     if classifier:
         if not info.labels:
-            raise ValueError("a classifier needs labels for its metadata")
+            raise ExportError("a classifier needs labels for its metadata")
         label_file = md.AssociatedFileT()
         label_file.name = "labels.txt"
         label_file.description = "class names, one per line, in logit order"
@@ -171,7 +172,7 @@ def read_metadata(tflite: bytes | str | Path) -> dict[str, object]:
             return {"name": _s(meta.name), "mean": list(norm.mean), "std": list(norm.std),
                     "color_space": inp.content.contentProperties.colorSpace, "output": _s(out.name),
                     "associated_files": files, "labels": labels}
-    raise ValueError("model has no TFLITE_METADATA")
+    raise ExportError("model has no TFLITE_METADATA")
 
 
 def _s(v: object) -> str:

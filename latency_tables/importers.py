@@ -21,6 +21,7 @@ from search_spaces.grammar import _fmt_float
 
 from .keys import OpKeyError, ops_of, parse_op_key
 from .table import LatencyTable, OpStats
+from spnas.errors import TableError
 
 SPNAS_CHOICES = ("k3_e3", "k3_e6", "k5_e3", "k5_e6")  # "0", "1", "2", "3"
 
@@ -34,17 +35,17 @@ def import_spnas_json(path: str | os.PathLike, space: SearchSpace, resolution: i
     """
     data = json.loads(Path(path).read_text())
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected an object of layer index -> {{choice index -> ms}}")
+        raise TableError(f"{path}: expected an object of layer index -> {{choice index -> ms}}")
     layers = sorted(data, key=lambda s: int(s))
     if len(layers) != space.num_layers:
-        raise ValueError(f"{path} has {len(layers)} layers but space '{space.name}' has {space.num_layers} "
+        raise TableError(f"{path} has {len(layers)} layers but space '{space.name}' has {space.num_layers} "
                          f"searchable layers; the file belongs to another space")
     ops: dict[str, list[float]] = {}
     for li, layer_id in enumerate(layers):
         row = data[layer_id]
         missing = [c for c in ("0", "1", "2", "3") if c not in row]
         if missing:
-            raise ValueError(f"{path}: layer {layer_id} lacks choice(s) {missing}")
+            raise TableError(f"{path}: layer {layer_id} lacks choice(s) {missing}")
         slot = space.slots[li]
         for idx, choice in enumerate(SPNAS_CHOICES):
             if choice not in slot.choices:
@@ -82,7 +83,7 @@ def import_ofa_yaml(path: str | os.PathLike, expand: Literal["ratio", "channels"
 
     raw = yaml.safe_load(Path(path).read_text())
     if not isinstance(raw, dict) or not raw:
-        raise ValueError(f"{path}: expected a mapping of op key -> {{count, mean, std}}")
+        raise TableError(f"{path}: expected a mapping of op key -> {{count, mean, std}}")
     ops: dict[str, OpStats] = {}
     skipped: list[str] = []
     for key, stats in raw.items():
@@ -92,7 +93,7 @@ def import_ofa_yaml(path: str | os.PathLike, expand: Literal["ratio", "channels"
             skipped.append(str(key))
             continue
         if not isinstance(stats, dict) or "mean" not in stats:
-            raise ValueError(f"{path}: row '{key}' has no 'mean'")
+            raise TableError(f"{path}: row '{key}' has no 'mean'")
         std = float(stats["std"]) if "std" in stats else math.sqrt(float(stats.get("var", 0.0)))
         ops[new_key] = OpStats(float(stats["mean"]), std, int(stats.get("count", 1)))
     meta = _meta(device, f"OFA/ProxylessNAS YAML {Path(path).name} (expand as {expand})", None)

@@ -18,13 +18,11 @@ from typing import Iterable
 
 from torch import nn
 
+from spnas.errors import OpKeyError
+
 from search_spaces import ArchSpec, Block, ResolvedLayer, SearchSpace, build_layer, make_divisible
 from search_spaces.grammar import _fmt_float
 from search_spaces.reference import REFERENCE_NETS
-
-
-class OpKeyError(ValueError):
-    """A string that is not a well-formed op key."""
 
 
 def op_key(layer: ResolvedLayer, num_classes: int | None = None) -> str | None:

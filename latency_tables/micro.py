@@ -19,9 +19,10 @@ Converter = Callable[..., Path]  # (module, sample_input_nchw, path) -> path
 
 
 def default_cache_dir() -> Path:
-    """`$SPNAS_CACHE/micro` or `.cache/micro` in the checkout."""
-    base = os.environ.get("SPNAS_CACHE") or Path(__file__).resolve().parents[1] / ".cache"
-    return Path(base) / "micro"
+    """`<SPNAS_HOME>/cache/micro` (never inside the installed package)."""
+    from spnas.paths import cache_root
+
+    return cache_root() / "micro"
 
 
 class MicroModelCache:

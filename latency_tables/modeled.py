@@ -25,7 +25,10 @@ from typing import Iterable
 from search_spaces import ResolvedLayer, mobilenet_v2
 
 from .keys import layer_of_key, ops_of, parse_op_key
+from .socs import SOCS as SOC_FACTS
+from .socs import SPNAS_PAPER
 from .table import LatencyTable, OpStats
+from spnas.errors import TableError
 
 F32 = 4  # bytes per float32 element
 
@@ -65,27 +68,31 @@ class SoCSpec:
 
 
 WIKI = "https://en.wikipedia.org/wiki/List_of_Qualcomm_Snapdragon_systems_on_chips"
-SPNAS = "Stamoulis et al., Single-Path NAS, arXiv 1904.02877; MobileNetV2 float32 latencies as given in the spnas issue tracker"
+SPNAS = f"{SPNAS_PAPER}; MobileNetV2 float32 latencies as given in the spnas issue tracker"
+
+
+def _spec(name: str, core: str, clock_ghz: float, fma_per_cycle: int, dram_gb_s: float, llc_kb: int,
+          cache_gb_s_per_ghz: float, sources: tuple[str, ...]) -> SoCSpec:
+    """A roofline spec whose name, SoC, ABI, mask and calibration come from `latency_tables.socs`."""
+    f = SOC_FACTS[name]
+    assert f.mobilenet_v2_ms is not None
+    return SoCSpec(name, f.soc, core, clock_ghz, fma_per_cycle, dram_gb_s, llc_kb, cache_gb_s_per_ghz,
+                   f.mobilenet_v2_ms, abi=f.abi, taskset_mask=f.taskset_mask, sources=sources)
+
+
 SOCS: dict[str, SoCSpec] = {
-    "sd845": SoCSpec(
-        "sd845", "Snapdragon 845", "Kryo 385 Gold (Cortex-A75 derivative)", 2.8, 8, 29.9, 2048 + 256, 16.0,
-        76.36, taskset_mask="f0",
-        sources=(WIKI, "Qualcomm Snapdragon 845 product brief (LPDDR4X 1866 MHz, 4x16-bit; 2 MB L3)",
-                 "Arm Cortex-A75 software optimization guide (2x128-bit FMA pipes)", SPNAS)),
-    "sd670": SoCSpec(
-        "sd670", "Snapdragon 670", "Kryo 360 Gold (Cortex-A75 derivative)", 2.0, 8, 14.9, 1024 + 256, 16.0,
-        111.85, taskset_mask="c0",
-        sources=(WIKI, "Qualcomm Snapdragon 670 product brief (LPDDR4X 1866 MHz, 2x16-bit; 1 MB L3)",
-                 "Arm Cortex-A75 software optimization guide (2x128-bit FMA pipes)", SPNAS)),
-    "sd808": SoCSpec(
-        "sd808", "Snapdragon 808", "Cortex-A57", 1.82, 4, 14.9, 1024, 8.0, 162.82, taskset_mask="30",
-        sources=(WIKI, "Qualcomm Snapdragon 808 product brief (LPDDR3 933 MHz, 2x32-bit; 1 MB L2 A57 cluster)",
-                 "Arm Cortex-A57 software optimization guide (2x64-bit FP/ASIMD pipes)", SPNAS)),
-    "sd801": SoCSpec(
-        "sd801", "Snapdragon 801", "Krait 400", 2.45, 4, 14.9, 2048, 8.0, 120.82, abi="armeabi-v7a",
-        taskset_mask=None,
-        sources=(WIKI, "Qualcomm Snapdragon 801 product brief (LPDDR3 933 MHz, 2x32-bit; 2 MB shared L2)",
-                 "Krait microarchitecture: 128-bit NEON, VFPv4 FMA", SPNAS)),
+    "sd845": _spec("sd845", "Kryo 385 Gold (Cortex-A75 derivative)", 2.8, 8, 29.9, 2048 + 256, 16.0,
+                   (WIKI, "Qualcomm Snapdragon 845 product brief (LPDDR4X 1866 MHz, 4x16-bit; 2 MB L3)",
+                    "Arm Cortex-A75 software optimization guide (2x128-bit FMA pipes)", SPNAS)),
+    "sd670": _spec("sd670", "Kryo 360 Gold (Cortex-A75 derivative)", 2.0, 8, 14.9, 1024 + 256, 16.0,
+                   (WIKI, "Qualcomm Snapdragon 670 product brief (LPDDR4X 1866 MHz, 2x16-bit; 1 MB L3)",
+                    "Arm Cortex-A75 software optimization guide (2x128-bit FMA pipes)", SPNAS)),
+    "sd808": _spec("sd808", "Cortex-A57", 1.82, 4, 14.9, 1024, 8.0,
+                   (WIKI, "Qualcomm Snapdragon 808 product brief (LPDDR3 933 MHz, 2x32-bit; 1 MB L2 A57 cluster)",
+                    "Arm Cortex-A57 software optimization guide (2x64-bit FP/ASIMD pipes)", SPNAS)),
+    "sd801": _spec("sd801", "Krait 400", 2.45, 4, 14.9, 2048, 8.0,
+                   (WIKI, "Qualcomm Snapdragon 801 product brief (LPDDR3 933 MHz, 2x32-bit; 2 MB shared L2)",
+                    "Krait microarchitecture: 128-bit NEON, VFPv4 FMA", SPNAS)),
 }
 
 
@@ -135,7 +142,7 @@ def kernels_of(layer: ResolvedLayer, key_op: str) -> list[Kernel]:
         if hs:
             out.append(Kernel("elementwise", layer.cout, F32 * 2 * layer.cout))
     else:
-        raise ValueError(f"no cost model for op '{key_op}'")
+        raise TableError(f"no cost model for op '{key_op}'")
     return out
 
 
@@ -176,7 +183,7 @@ def calibrate(spec: SoCSpec, target_ms: float | None = None, reference_keys: lis
     model = RooflineModel(spec, math.sqrt(lo * hi))
     floor = spec.dispatch_us / 1e3 * sum(len(kernels_of(layer_of_key(k), str(parse_op_key(k)["op"]))) for k in keys)
     if target <= floor:
-        raise ValueError(f"{spec.name}: calibration target {target} ms is below the dispatch floor {floor:.2f} ms")
+        raise TableError(f"{spec.name}: calibration target {target} ms is below the dispatch floor {floor:.2f} ms")
     return model
 
 

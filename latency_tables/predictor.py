@@ -13,6 +13,7 @@ from search_spaces.space import parse_choice
 
 from .keys import ops_of
 from .table import LatencyTable
+from spnas.errors import TableError
 
 
 def predict_latency_ms(arch: ArchSpec, table: LatencyTable) -> float:
@@ -43,7 +44,7 @@ def fit_overhead(table: LatencyTable, measured: Sequence[tuple[ArchSpec, float]]
 
     The median keeps one noisy measurement from moving every prediction."""
     if not measured:
-        raise ValueError("fit_overhead needs at least one (arch, measured ms) pair")
+        raise TableError("fit_overhead needs at least one (arch, measured ms) pair")
     residuals = [ms - op_sum_ms(arch, table) for arch, ms in measured]
     c = float(statistics.median(residuals))
     return {"overhead_ms": c, "n": len(residuals), "archs": [a.name or a.to_string()[:60] for a, _ in measured],
@@ -63,7 +64,7 @@ class SpaceLatency:
         kernels = sorted({parse_choice(c)[0] for c in space.choices})
         exps = sorted({parse_choice(c)[1] for c in space.choices})
         if len(kernels) != 2 or len(exps) != 2 or len(space.choices) != 4:
-            raise ValueError(
+            raise TableError(
                 f"the superkernel needs 2 kernels x 2 expansions per layer; space '{space.name}' has "
                 f"choices {space.choices}")
         self.space = space

@@ -24,6 +24,10 @@ from typing import Any, Callable, Iterable, Protocol
 
 import numpy as np
 
+from spnas.errors import (
+    BenchmarkOutputError, ConfigError, DeviceDisconnected, DeviceError, InputNotFoundError, RunStateError, WrongABIError,
+)
+
 from .table import LatencyTable, OpStats
 
 log = logging.getLogger(__name__)
@@ -73,7 +77,7 @@ class LocalProfiler:
             avail = os.sched_getaffinity(0)
             bad = [c for c in self.cpus if c not in avail]
             if bad:
-                raise ValueError(f"cpus {bad} are not available to this process (have {sorted(avail)})")
+                raise ConfigError(f"profile.cpus {bad} are not available to this process (have {sorted(avail)})")
 
     def measure(self, tflite: str | os.PathLike) -> Timing:
         from ai_edge_litert.interpreter import Interpreter
@@ -136,10 +140,6 @@ def cpu_model() -> str:
 
 
 # ---------------------------------------------------------------------------------- benchmark_model output
-class BenchmarkOutputError(ValueError):
-    """benchmark_model printed nothing we can read a latency from."""
-
-
 _NUM = r"([0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?)"
 _NEW = re.compile(r"Inference timings in us:.*?Inference \(avg\):\s*" + _NUM)
 _OLD = re.compile(r"Average inference timings in us:.*?Inference:\s*" + _NUM)
@@ -179,14 +179,6 @@ def parse_benchmark_output(text: str) -> Timing:
 
 
 # ---------------------------------------------------------------------------------- adb
-class DeviceDisconnected(RuntimeError):
-    """The phone went away (unplugged, offline, unauthorized) during profiling."""
-
-
-class WrongABIError(RuntimeError):
-    """The benchmark binary cannot run on the phone's CPU."""
-
-
 ELF_ABIS = {(2, 0xB7): "arm64-v8a", (1, 0x28): "armeabi-v7a", (2, 0x3E): "x86_64", (1, 0x03): "x86"}
 
 
@@ -215,11 +207,11 @@ class AdbProfiler:
                  enable_op_profiling: bool = True, remote_dir: str = "/data/local/tmp/spnas",
                  expected_abi: str | None = None, timeout_s: float = 600.0) -> None:
         if not serial:
-            raise ValueError("device=adb needs a phone serial (see `adb devices`): profile.serial=<serial>")
+            raise ConfigError("device=adb needs a phone serial (see `adb devices`): profile.serial=<serial>")
         self.serial = serial
         self.binary = Path(benchmark_binary) if benchmark_binary else None
         if self.binary is None or not self.binary.is_file():
-            raise FileNotFoundError(
+            raise InputNotFoundError(
                 f"benchmark_model binary {benchmark_binary} not found; build or download TFLite's "
                 f"benchmark_model for the phone's ABI and pass profile.benchmark_binary=<path>")
         self.adb = adb
@@ -242,7 +234,7 @@ class AdbProfiler:
         try:
             r = subprocess.run(cmd, capture_output=True, text=True, timeout=self.timeout_s)
         except FileNotFoundError:
-            raise FileNotFoundError(f"adb executable '{self.adb}' not found; install Android platform-tools "
+            raise InputNotFoundError(f"adb executable '{self.adb}' not found; install Android platform-tools "
                                     f"or pass profile.adb=<path to adb>") from None
         except subprocess.TimeoutExpired:
             raise DeviceDisconnected(f"adb {' '.join(args[:2])} timed out after {self.timeout_s:.0f} s") from None
@@ -250,7 +242,7 @@ class AdbProfiler:
         if _DISCONNECT.search(out) and (r.returncode != 0 or "error:" in out):
             raise DeviceDisconnected(f"phone {self.serial} disconnected: {out.strip().splitlines()[-1]}")
         if check and r.returncode != 0:
-            raise RuntimeError(f"`{shlex.join(cmd)}` failed ({r.returncode}): {out.strip()[-500:]}")
+            raise DeviceError(f"`{shlex.join(cmd)}` failed ({r.returncode}): {out.strip()[-500:]}")
         return r.stdout
 
     def shell(self, command: str, check: bool = True) -> str:
@@ -348,7 +340,7 @@ def profile_keys(keys: Iterable[str], profiler: Profiler, model_for_key: Callabl
     out_path = Path(out_path)
     keys = list(dict.fromkeys(keys))
     if out_path.exists() and not (resume or force):
-        raise FileExistsError(f"{out_path} exists; pass resume=true to measure only its missing keys, "
+        raise RunStateError(f"{out_path} exists; pass resume=true to measure only its missing keys, "
                               f"or force=true to measure everything again")
     if out_path.exists() and resume:
         table = LatencyTable.load(out_path)

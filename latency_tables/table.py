@@ -16,15 +16,12 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable
 
-from search_spaces.files import write_text_atomic
+from spnas.errors import InputNotFoundError, TableError
+from spnas.files import write_text_atomic
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 SCHEMA_PATH = Path(__file__).resolve().parent / "schema" / "lut.schema.json"
 LUT_FORMAT = "spnas.lut/1"
-
-
-class TableError(ValueError):
-    """A latency table that is malformed or cannot serve a request."""
 
 
 class MissingOpsError(TableError):
@@ -113,6 +110,12 @@ class LatencyTable:
         except KeyError:
             raise MissingOpsError(self.device, [key]) from None
 
+    def predict(self, arch: Any) -> float:
+        """Predicted end-to-end latency (ms) of an `ArchSpec` on this table (its input size as given)."""
+        from .predictor import predict_latency_ms
+
+        return predict_latency_ms(arch, self)
+
     def missing(self, keys: Iterable[str]) -> list[str]:
         """Keys not yet in the table (what a resumed profiling run still has to measure)."""
         return sorted({k for k in keys if k not in self.ops})
@@ -147,7 +150,8 @@ class LatencyTable:
         try:
             data = json.loads(path.read_text())
         except json.JSONDecodeError as e:
-            raise TableError(f"latency table {path} is not valid JSON ({e})") from None
+            raise TableError(f"latency table {path}:{e.lineno}:{e.colno}: not valid JSON ({e.msg}); re-create or "
+                             f"re-import it") from None
         t = cls.from_dict(data, str(path))
         t.path = path
         return t
@@ -164,33 +168,42 @@ def validate_table_dict(data: Any, where: str = "<table>") -> None:
         raise TableError(f"latency table {where} is malformed at {loc}: {e.message}") from None
 
 
+def table_dirs() -> list[Path]:
+    """Where tables are looked up by name: the user's tables (measured or imported), then the shipped ones."""
+    from spnas.paths import user_tables_dir
+
+    return [user_tables_dir(), DATA_DIR]
+
+
 def available_tables() -> list[str]:
-    """Device names of the tables shipped in `latency_tables/data/`."""
-    return sorted(p.stem for p in DATA_DIR.glob("*.json"))
+    """Device names of every table found by name (user tables and the shipped ones)."""
+    return sorted({p.stem for d in table_dirs() if d.is_dir() for p in d.glob("*.json")})
 
 
 def host_table_name() -> str | None:
-    """The shipped table measured on a host CPU (`host-<cpu>.json`), if any."""
+    """A table measured on a host CPU (`host-<cpu>.json`), if any."""
     hosts = [n for n in available_tables() if n.startswith("host-")]
     return hosts[0] if hosts else None
 
 
 def resolve_table_path(name_or_path: str | os.PathLike) -> Path:
-    """`sd845` -> data/sd845.json; `host` -> the shipped host-<cpu>.json; a path stays a path."""
+    """`sd845` -> its file (user tables first, then shipped); `host` -> a host-<cpu> table; a path stays a path."""
     s = str(name_or_path)
-    p = Path(s)
+    p = Path(s).expanduser()
     if p.suffix == ".json" or os.sep in s:
         if not p.is_file():
-            raise FileNotFoundError(f"latency table {p} does not exist")
+            raise InputNotFoundError(f"latency table {p} does not exist")
         return p
     if s == "host":
         h = host_table_name()
         if h is None:
-            raise FileNotFoundError(
-                f"no host table in {DATA_DIR}; measure one with `spnas-profile device=local`")
+            raise InputNotFoundError("no host table found; measure this CPU with `spnas-profile` (writes "
+                                     "<SPNAS_HOME>/tables/host-<cpu>.json)")
         s = h
-    p = DATA_DIR / f"{s}.json"
-    if not p.is_file():
-        raise FileNotFoundError(
-            f"no latency table named '{s}' in {DATA_DIR} (available: {', '.join(available_tables()) or 'none'})")
-    return p
+    for d in table_dirs():
+        p = d / f"{s}.json"
+        if p.is_file():
+            return p
+    raise InputNotFoundError(
+        f"no latency table named '{s}' in {' or '.join(str(d) for d in table_dirs())} "
+        f"(available: {', '.join(available_tables()) or 'none'})")

@@ -10,6 +10,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from search_spaces import SKIP, ArchSpec, SearchSpace
+from spnas.errors import TableError
 
 
 def error_metrics(predicted: Sequence[float], measured: Sequence[float]) -> dict[str, float]:
@@ -19,7 +20,7 @@ def error_metrics(predicted: Sequence[float], measured: Sequence[float]) -> dict
     p = np.asarray(predicted, dtype=float)
     m = np.asarray(measured, dtype=float)
     if p.shape != m.shape or p.size == 0:
-        raise ValueError("predicted and measured must be non-empty and the same length")
+        raise TableError("predicted and measured must be non-empty and the same length")
     rel = (p - m) / m
     tau = float(kendalltau(p, m)[0]) if p.size > 1 else float("nan")
     return {
@@ -48,7 +49,7 @@ def sample_validation_archs(space: SearchSpace, n: int, seed: int = 0, resolutio
     while len(out) < n:
         attempts += 1
         if attempts > 100 * n:
-            raise RuntimeError("could not draw enough distinct architectures")
+            raise TableError("could not draw enough distinct architectures")
         p_big_k, p_big_e, p_skip = rng.random(), rng.random(), rng.random() * 0.6
         choices = []
         for slot in space.slots:

@@ -26,6 +26,7 @@ from torch.nn import functional as F
 from search_spaces import ArchSpec, LayerSlot, SearchSpace, make_divisible
 from search_spaces.model import ConvBNAct, InvertedResidual, build_layer, init_weights, make_activation
 from search_spaces.space import SKIP, parse_choice
+from spnas.errors import ArchSpecError, CheckpointError
 
 
 def ste_step(x: torch.Tensor) -> torch.Tensor:
@@ -53,7 +54,7 @@ class SuperMBConv(nn.Module):
         self.mid = make_divisible(cin * expansions[1])
         self.residual = slot.stride == 1 and cin == cout
         if slot.skippable and not self.residual:
-            raise ValueError(f"layer {slot.index}: skip needs stride 1 and equal channels")
+            raise ArchSpecError(f"layer {slot.index}: skip needs stride 1 and equal channels")
         kb, ks = kernels[1], kernels[0]
         self.expand = ConvBNAct(cin, self.mid, 1, act=slot.act)
         self.dw_weight = nn.Parameter(torch.empty(self.mid, 1, kb, kb))
@@ -275,7 +276,7 @@ def extract_fixed_net(supernet: SuperNet, choices: list[str] | None = None) -> n
 
 def inherit_weights(model: nn.Module, arch: ArchSpec, supernet_path: str) -> None:
     """init=inherit: copy the search's superkernel weights into `model` (the derived net)."""
-    from .runtime import load_torch
+    from training.checkpoints import load_torch
 
     blob = load_torch(supernet_path, "supernet checkpoint")
     space = SearchSpace.from_dict(blob["space"])
@@ -283,6 +284,7 @@ def inherit_weights(model: nn.Module, arch: ArchSpec, supernet_path: str) -> Non
     sup.load_state_dict(blob["state_dict"])
     choices = space.encode(arch)
     if arch.num_classes != sup.num_classes:
-        raise ValueError(f"supernet was trained for {sup.num_classes} classes, the derived net has {arch.num_classes}")
+        raise CheckpointError(f"supernet {supernet_path} was trained for {sup.num_classes} classes, the derived net "
+                              f"has {arch.num_classes}; retrain on the data set the search ran on")
     src = extract_fixed_net(sup, choices)
     model.load_state_dict(src.state_dict())

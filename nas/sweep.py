@@ -1,11 +1,11 @@
 """`spnas-sweep`: an Optuna multi-objective study over lambda or the target latency, per SoC.
 
-    spnas-sweep soc=sd845 sweep.param=lambda sweep.low=0.005 sweep.high=0.2 sweep.n_trials=8
+    spnas-sweep soc=sd845 sweep.param=latency_lambda sweep.low=0.005 sweep.high=0.2 sweep.n_trials=8
     spnas-sweep soc=sd808 sweep.param=target_ms sweep.low=80 sweep.high=160 sweep.storage=postgresql://...
 
 Objectives: accuracy (maximize; the retrained derived net's val top-1, or the supernet's when
-`sweep.retrain_epochs=0`) and the table-predicted latency (minimize). Each trial is a Hydra-composed
-search (the sweep's own overrides plus the trial's parameter) in `trials/<number>/`. The study lives
+`sweep.retrain_epochs=0`) and the table-predicted latency (minimize). Each trial is the sweep's search
+config with the trial's parameter set, run in `trials/<number>/`. The study lives
 in SQLite by default; any Optuna RDB URL works, so several machines can share one study, and a
 re-run continues it. The Pareto front is written as CSV and PNG.
 """
@@ -13,86 +13,78 @@ re-run continues it. The Pareto front is written as CSV and PNG.
 from __future__ import annotations
 
 import csv
+import io
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from .data import load_data
-from .runtime import atomic_write_json
+from search_spaces import build_model
+from spnas.config import SearchAppConfig, SweepAppConfig, SweepParam
+from spnas.files import write_bytes_atomic, write_json_atomic
+from training.datasets import DataBundle, load_data
+from training.loop import fit, resolve_arch
+
+from .search import run_search
 
 log = logging.getLogger(__name__)
 
 
-def _trial_cfg(base_overrides: list[str], trial_overrides: list[str]) -> dict[str, Any]:
-    """Compose the `search` config with the sweep's overrides plus the trial's (Hydra compose API)."""
-    from hydra import compose
-    from hydra.core.global_hydra import GlobalHydra
-    from omegaconf import OmegaConf
-
-    if not GlobalHydra.instance().is_initialized():
-        from hydra import initialize_config_dir
-
-        from .cli import CONFIG_DIR
-
-        with initialize_config_dir(CONFIG_DIR, version_base=None):
-            cfg = compose("search", overrides=base_overrides + trial_overrides)
+def trial_config(cfg: SweepAppConfig, value: float, run_dir: Path) -> SearchAppConfig:
+    """The search config of one trial: the sweep's search settings with the trial's parameter set."""
+    sw = cfg.sweep
+    if sw.param is SweepParam.latency_lambda:
+        search = replace(cfg.search, latency_lambda=value)
     else:
-        cfg = compose("search", overrides=base_overrides + trial_overrides)
-    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+        search = replace(cfg.search, target_ms=value, target_fraction_of=None, loss=sw.target_loss,
+                         latency_lambda=sw.target_lambda)
+    return SearchAppConfig(seed=cfg.seed, threads=cfg.threads, soc=cfg.soc, space=cfg.space, data=cfg.data,
+                           search=search, resume=(run_dir / "last.pt").exists(), run_dir=str(run_dir))
 
 
-def sweep(cfg: dict[str, Any], search_overrides: list[str] | None = None) -> dict[str, Any]:
-    """Run (or continue) the study; write pareto.csv, pareto.png and sweep_summary.json."""
-    import optuna
+def _objective(cfg: SweepAppConfig, data: DataBundle, run_dir: Path):
+    sw = cfg.sweep
 
-    from .search import search
-    from .train import resolve_arch, fit
-    from search_spaces import build_model
-
-    scfg = dict(cfg["sweep"])
-    run_dir = Path(cfg["run_dir"])
-    run_dir.mkdir(parents=True, exist_ok=True)
-    storage = scfg.get("storage") or f"sqlite:///{(run_dir / 'study.db').resolve()}"
-    soc = cfg["soc"]["name"]
-    name = scfg.get("study_name") or f"spnas-{soc}-{scfg['param']}"
-    sampler = optuna.samplers.NSGAIISampler(seed=int(cfg.get("seed", 0)),
-                                            population_size=max(2, int(scfg.get("population", 4))))
-    study = optuna.create_study(study_name=name, storage=storage, directions=["maximize", "minimize"],
-                                load_if_exists=True, sampler=sampler)
-    data_cfg = dict(cfg["data"])
-    data_cfg.setdefault("seed", int(cfg.get("seed", 0)))
-    data = load_data(data_cfg)  # decoded once, shared by every trial
-    param = scfg["param"]
-    if param not in ("lambda", "target_ms"):
-        raise ValueError(f"sweep.param must be 'lambda' or 'target_ms', got '{param}'")
-    base = list(search_overrides or [])
-
-    def objective(trial: "optuna.Trial") -> tuple[float, float]:
-        if param == "lambda":
-            v = trial.suggest_float("lambda", float(scfg["low"]), float(scfg["high"]), log=True)
-            extra = [f"search.lambda={v}"]
+    def objective(trial: Any) -> tuple[float, float]:
+        if sw.param is SweepParam.latency_lambda:
+            v = trial.suggest_float(sw.param.name, sw.low, sw.high, log=True)
         else:
-            v = trial.suggest_float("target_ms", float(scfg["low"]), float(scfg["high"]))
-            extra = [f"search.target_ms={v}", f"search.loss={scfg.get('target_loss', 'target')}",
-                     f"search.lambda={scfg.get('target_lambda', 0.5)}"]
+            v = trial.suggest_float(sw.param.name, sw.low, sw.high)
         tdir = run_dir / "trials" / f"{trial.number:03d}"
-        tcfg = _trial_cfg(base, extra + [f"run_dir={tdir}", f"resume={'true' if (tdir / 'last.pt').exists() else 'false'}"])
-        s = search(tcfg, data=data)
+        s = run_search(trial_config(cfg, v, tdir), data=data)
         acc = float(s["val_top1"])
-        if int(scfg.get("retrain_epochs", 0)) > 0:
+        if sw.retrain_epochs > 0:
             arch = resolve_arch(tdir / "arch.json", data.num_classes, data.resolution)
-            rtrain = {**dict(cfg["train"]), "epochs": int(scfg["retrain_epochs"])}
-            r = fit(build_model(arch, float(rtrain.get("dropout", 0.2))), data, rtrain, tdir / "retrain",
-                    seed=int(cfg.get("seed", 0)), resume=True, desc=f"retrain trial {trial.number}")
+            rtrain = replace(cfg.train, epochs=sw.retrain_epochs)
+            r = fit(build_model(arch, rtrain.dropout), data, rtrain, tdir / "retrain", seed=cfg.seed, resume=True,
+                    desc=f"retrain trial {trial.number}")
             acc = float(r["history"][-1]["val_top1"])
         trial.set_user_attr("arch", s["arch_string"])
         trial.set_user_attr("choices", s["choices"])
         trial.set_user_attr("run_dir", str(tdir))
         return acc, float(s["predicted_ms"])
 
-    remaining = int(scfg["n_trials"]) - len([t for t in study.trials if t.state.is_finished()])
+    return objective
+
+
+def run_sweep(cfg: SweepAppConfig) -> dict[str, Any]:
+    """Run (or continue) the study; write pareto.csv, pareto.png and sweep_summary.json."""
+    import optuna
+
+    sw = cfg.sweep
+    run_dir = Path(cfg.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    storage = sw.storage or f"sqlite:///{(run_dir / 'study.db').resolve()}"
+    soc = cfg.soc.name
+    param = sw.param.name
+    name = sw.study_name or f"spnas-{soc}-{param}"
+    sampler = optuna.samplers.NSGAIISampler(seed=cfg.seed, population_size=max(2, sw.population))
+    study = optuna.create_study(study_name=name, storage=storage, directions=["maximize", "minimize"],
+                                load_if_exists=True, sampler=sampler)
+    data = load_data(cfg.data, cfg.seed)  # decoded once, shared by every trial
+    remaining = sw.n_trials - len([t for t in study.trials if t.state.is_finished()])
     if remaining > 0:
-        study.optimize(objective, n_trials=remaining, catch=())
+        study.optimize(_objective(cfg, data, run_dir), n_trials=remaining, catch=())
     rows = []
     pareto_numbers = {t.number for t in study.best_trials}
     for t in study.trials:
@@ -100,14 +92,15 @@ def sweep(cfg: dict[str, Any], search_overrides: list[str] | None = None) -> dic
             continue
         rows.append({"trial": t.number, param: t.params[param], "accuracy": t.values[0], "predicted_ms": t.values[1],
                      "pareto": t.number in pareto_numbers, "arch": t.user_attrs.get("arch", "")})
-    with open(run_dir / "pareto.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["trial", param, "accuracy", "predicted_ms", "pareto", "arch"])
-        w.writeheader()
-        w.writerows(sorted(rows, key=lambda r: r["predicted_ms"]))
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=["trial", param, "accuracy", "predicted_ms", "pareto", "arch"])
+    w.writeheader()
+    w.writerows(sorted(rows, key=lambda r: r["predicted_ms"]))
+    write_bytes_atomic(run_dir / "pareto.csv", buf.getvalue().encode())
     png = plot_pareto(rows, run_dir / "pareto.png", f"{soc}: accuracy vs predicted latency ({param} sweep)")
     summary = {"study": name, "storage": storage, "soc": soc, "param": param, "trials": rows,
                "pareto": [r for r in rows if r["pareto"]], "csv": str(run_dir / "pareto.csv"), "png": str(png)}
-    atomic_write_json(run_dir / "sweep_summary.json", summary)
+    write_json_atomic(run_dir / "sweep_summary.json", summary)
     return summary
 
 

@@ -2,7 +2,7 @@
 
 Four backends behind one interface (`embed(images) -> float32 [n, d]`): MediaPipe ImageEmbedder
 (`embedder.tflite`), the LiteRT interpreter, ONNX Runtime (`model.onnx`) and PyTorch. Every backend
-but MediaPipe resizes with `export.preprocess.resize_like_mediapipe`, the warp MediaPipe applies
+but MediaPipe resizes with `spnas.images.resize_like_mediapipe`, the warp MediaPipe applies
 itself, so a query embedded on a phone and a gallery embedded on a server land in the same space.
 """
 
@@ -15,7 +15,8 @@ from typing import Iterator, Protocol, Sequence
 import numpy as np
 
 from export.bundle import bundle_id, load_manifest
-from export.preprocess import resize_like_mediapipe
+from spnas.images import resize_like_mediapipe
+from spnas.errors import ConfigError
 
 BACKENDS = ("mediapipe", "litert", "onnx", "torch")
 
@@ -182,4 +183,4 @@ def make_embedder(backend: str, bundle: str | os.PathLike, threads: int = 1) -> 
         return OnnxEmbedder(bundle, threads)
     if backend == "torch":
         return TorchEmbedder(bundle)
-    raise ValueError(f"unknown embedder backend '{backend}' (known: {', '.join(BACKENDS)})")
+    raise ConfigError(f"unknown embedder backend '{backend}' (known: {', '.join(BACKENDS)})")

@@ -23,7 +23,8 @@ import numpy as np
 from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
 from fastapi.responses import JSONResponse
 
-from export.preprocess import ImageDecodeError, ImageTooLargeError, decode_rgb
+from spnas.errors import ConfigError, ImageDecodeError, ImageTooLargeError
+from spnas.images import decode_rgb
 
 from .embedders import Embedder
 from .index import Hits
@@ -92,7 +93,7 @@ def make_resolver(spec: str) -> Resolver:
     mod, _, cls = spec.rpartition(":") if spec.count(":") == 1 else (None, None, None)
     if mod and cls:
         return getattr(importlib.import_module(mod), cls)()
-    raise ValueError(f"resolver must be dir:<folder>, file:<path> or <module>:<Class>; got '{spec}'")
+    raise ConfigError(f"resolver must be dir:<folder>, file:<path> or <module>:<Class>; got '{spec}'")
 
 
 def _rpc_details(e: Exception) -> str:
@@ -102,23 +103,43 @@ def _rpc_details(e: Exception) -> str:
 
 
 # ---------------------------------------------------------------------------------- app
-def create_app(embedder: Embedder, resolver: Resolver, limits: UploadLimits | None = None,
-               timeout_s: float = 10.0):
-    """The FastAPI application (embedder in-process, index services over gRPC)."""
-    from .service import IndexClient
+def parse_time(v: Any, name: str) -> int | None:
+    """Unix seconds or an ISO 8601 time (UTC when no zone is given); None when absent."""
+    if v in (None, ""):
+        return None
+    try:
+        return int(float(v))
+    except (TypeError, ValueError):
+        pass
+    try:
+        import datetime as dt
 
-    limits = limits or UploadLimits()
-    app = FastAPI(title="spnas photo search", version="1",
-                  description="Shop-photo search over time-partitioned FAISS index services.")
-    clients: dict[str, IndexClient] = {}
-    pool = ThreadPoolExecutor(max_workers=8)
+        t = dt.datetime.fromisoformat(str(v))
+        if t.tzinfo is None:
+            t = t.replace(tzinfo=dt.timezone.utc)
+        return int(t.timestamp())
+    except ValueError:
+        raise HTTPException(422, f"'{name}' must be unix seconds or an ISO 8601 time, got '{v}'") from None
 
-    def client(address: str) -> IndexClient:
-        if address not in clients:
-            clients[address] = IndexClient(address, timeout_s)
-        return clients[address]
 
-    async def read_image(upload: UploadFile) -> np.ndarray:
+class Gateway:
+    """What the REST handlers do: check uploads, embed, fan a query out to the index services."""
+
+    def __init__(self, embedder: Embedder, resolver: Resolver, limits: UploadLimits, timeout_s: float) -> None:
+        self.embedder, self.resolver, self.limits, self.timeout_s = embedder, resolver, limits, timeout_s
+        self.clients: dict[str, Any] = {}
+        self.pool = ThreadPoolExecutor(max_workers=8)
+
+    def client(self, address: str) -> Any:
+        from .service import IndexClient
+
+        if address not in self.clients:
+            self.clients[address] = IndexClient(address, self.timeout_s)
+        return self.clients[address]
+
+    async def read_image(self, upload: UploadFile) -> np.ndarray:
+        """Type, size and magic-byte checks, then a pixel-limited decode; 4xx on any problem."""
+        limits = self.limits
         ctype = (upload.content_type or "").split(";")[0].strip().lower()
         if ctype not in ALLOWED_TYPES:
             raise HTTPException(415, f"'{upload.filename}': content type '{ctype or 'none'}' is not an accepted image "
@@ -136,32 +157,16 @@ def create_app(embedder: Embedder, resolver: Resolver, limits: UploadLimits | No
             code = 413 if isinstance(e, ImageTooLargeError) else 400
             raise HTTPException(code, f"'{upload.filename}': {e}") from None
 
-    def parse_time(v: Any, name: str) -> int | None:
-        if v in (None, ""):
-            return None
-        try:
-            return int(float(v))
-        except (TypeError, ValueError):
-            pass
-        try:
-            import datetime as dt
-
-            t = dt.datetime.fromisoformat(str(v))
-            if t.tzinfo is None:
-                t = t.replace(tzinfo=dt.timezone.utc)
-            return int(t.timestamp())
-        except ValueError:
-            raise HTTPException(422, f"'{name}' must be unix seconds or an ISO 8601 time, got '{v}'") from None
-
-    def fan_out(q: np.ndarray, k: int, start: int | None, end: int | None) -> "tuple[Hits, list[str]]":
-        eps = resolver.endpoints()
+    def fan_out(self, q: np.ndarray, k: int, start: int | None, end: int | None) -> "tuple[Hits, list[str]]":
+        """Search every service whose partition overlaps the window; merge their top-k."""
+        eps = self.resolver.endpoints()
         lo, hi = start if start is not None else -(2**62), end if end is not None else 2**62
         chosen = {key: addr for key, addr in eps.items() if key_range(key)[0] < hi and lo < key_range(key)[1]}
         if not chosen:
             raise HTTPException(503, "no index service covers the requested time window")
 
         def one(addr: str) -> Hits:
-            r = client(addr).search(q, k, start, end, embedder.bundle_sha256)
+            r = self.client(addr).search(q, k, start, end, self.embedder.bundle_sha256)
             ids = np.full((1, k), -1, np.int64)
             sc = np.full((1, k), -np.inf, np.float32)
             ts = np.zeros((1, k), np.int64)
@@ -170,70 +175,51 @@ def create_app(embedder: Embedder, resolver: Resolver, limits: UploadLimits | No
             return Hits(ids, sc, ts)
 
         try:
-            parts = list(pool.map(one, chosen.values()))
+            parts = list(self.pool.map(one, chosen.values()))
         except Exception as e:  # a service down or refusing
             raise HTTPException(502, f"an index service failed: {_rpc_details(e)}") from None
         return merge_hits(parts, k), sorted(chosen)
 
-    @app.get("/health")
-    def health() -> dict[str, Any]:
-        eps = resolver.endpoints()
-        return {"status": "ok", "bundle_sha256": embedder.bundle_sha256, "embedder": embedder.name,
-                "services": {k: client(a).healthy() for k, a in eps.items()}}
-
-    @app.get("/partitions")
-    def partitions() -> dict[str, Any]:
-        out = {}
-        for key, addr in resolver.endpoints().items():
-            try:
-                s = client(addr).stats()
-                out[key] = {"address": addr, "count": s.count, "live": s.live, "factory": s.factory}
-            except Exception as e:
-                out[key] = {"address": addr, "error": str(e)[:200]}
-        return out
-
-    @app.post("/search")
-    async def search(request: Request) -> JSONResponse:
-        """Photo (multipart `image`) or vector (JSON `vector`) in; ranked listing ids with scores out."""
-        t0 = time.perf_counter()
+    async def query_vector(self, request: Request) -> tuple[np.ndarray, Any, float]:
+        """The query of a search request (photo or vector), its parameters, and when decoding ended."""
         ctype = request.headers.get("content-type", "")
         if ctype.startswith("multipart/form-data"):
             form = await request.form()
             upload = form.get("image")
             if upload is None or isinstance(upload, str):
                 raise HTTPException(422, "multipart search needs a file field 'image'")
-            img = await read_image(upload)  # type: ignore[arg-type]
+            img = await self.read_image(upload)  # type: ignore[arg-type]
             t1 = time.perf_counter()
-            q = embedder.embed([img])
-            params = form
-        elif ctype.startswith("application/json"):
+            return self.embedder.embed([img]), form, t1
+        if ctype.startswith("application/json"):
             try:
                 body = await request.json()
             except Exception:
                 raise HTTPException(400, "body is not valid JSON") from None
             vec = body.get("vector") if isinstance(body, dict) else None
-            if not isinstance(vec, list) or len(vec) != embedder.dim:
-                raise HTTPException(422, f"JSON search needs 'vector': a list of {embedder.dim} numbers")
+            if not isinstance(vec, list) or len(vec) != self.embedder.dim:
+                raise HTTPException(422, f"JSON search needs 'vector': a list of {self.embedder.dim} numbers")
             try:
                 q = np.asarray(vec, np.float32)[None]
             except (TypeError, ValueError):
                 raise HTTPException(422, "'vector' must hold numbers only") from None
             if not np.isfinite(q).all():
                 raise HTTPException(422, "'vector' holds NaN or infinity")
-            q = q / max(float(np.linalg.norm(q)), 1e-12)
-            t1 = time.perf_counter()
-            params = body
-        else:
-            raise HTTPException(415, "send multipart/form-data with an 'image' file, or application/json with 'vector'")
+            return q / max(float(np.linalg.norm(q)), 1e-12), body, time.perf_counter()
+        raise HTTPException(415, "send multipart/form-data with an 'image' file, or application/json with 'vector'")
+
+    async def search(self, request: Request) -> JSONResponse:
+        t0 = time.perf_counter()
+        q, params, t1 = await self.query_vector(request)
         try:
             k = int(params.get("k", 10))
         except (TypeError, ValueError):
             raise HTTPException(422, "'k' must be an integer") from None
-        if not 1 <= k <= limits.max_k:
-            raise HTTPException(422, f"'k' must be between 1 and {limits.max_k}")
+        if not 1 <= k <= self.limits.max_k:
+            raise HTTPException(422, f"'k' must be between 1 and {self.limits.max_k}")
         start, end = parse_time(params.get("start"), "start"), parse_time(params.get("end"), "end")
         t2 = time.perf_counter()
-        hits, used = fan_out(q, k, start, end)
+        hits, used = self.fan_out(q, k, start, end)
         t3 = time.perf_counter()
         results = [{"id": int(i), "score": float(s), "ts": int(t)} for i, s, t in
                    zip(hits.ids[0], hits.scores[0], hits.ts[0]) if i >= 0]
@@ -241,48 +227,94 @@ def create_app(embedder: Embedder, resolver: Resolver, limits: UploadLimits | No
                              "took_ms": {"decode": (t1 - t0) * 1e3, "embed": (t2 - t1) * 1e3,
                                          "search": (t3 - t2) * 1e3}})
 
-    @app.post("/items")
-    async def add_items(images: list[UploadFile] = File(...), ids: str = Form(...),
-                        ts: str | None = Form(None)) -> dict[str, Any]:
-        """Add listings: photos, comma-separated 64-bit ids, optional comma-separated timestamps (default now)."""
-        if len(images) > limits.max_items_per_request:
-            raise HTTPException(413, f"at most {limits.max_items_per_request} photos per request")
+    def _parse_items(self, n_images: int, ids: str, ts: str | None) -> tuple[list[int], list[int]]:
+        if n_images > self.limits.max_items_per_request:
+            raise HTTPException(413, f"at most {self.limits.max_items_per_request} photos per request")
         try:
             id_list = [int(x) for x in ids.split(",") if x.strip()]
         except ValueError:
             raise HTTPException(422, "'ids' must be comma-separated integers") from None
-        if len(id_list) != len(images) or any(not (-(2**63) <= i < 2**63) for i in id_list):
-            raise HTTPException(422, f"{len(images)} photos need {len(images)} 64-bit ids, got {len(id_list)}")
+        if len(id_list) != n_images or any(not (-(2**63) <= i < 2**63) for i in id_list):
+            raise HTTPException(422, f"{n_images} photos need {n_images} 64-bit ids, got {len(id_list)}")
         now = int(time.time())
         ts_list = [parse_time(x, "ts") for x in ts.split(",")] if ts else [now] * len(id_list)
         if len(ts_list) != len(id_list):
             raise HTTPException(422, "'ts' must give one timestamp per photo")
-        pixels = [await read_image(u) for u in images]
-        vecs = embedder.embed(pixels)
-        eps = resolver.endpoints()
+        return id_list, ts_list  # type: ignore[return-value]
+
+    async def add_items(self, images: list[UploadFile], ids: str, ts: str | None) -> dict[str, Any]:
+        id_list, ts_list = self._parse_items(len(images), ids, ts)
+        pixels = [await self.read_image(u) for u in images]
+        vecs = self.embedder.embed(pixels)
+        eps = self.resolver.endpoints()
         by_key: dict[str, list[int]] = {}
         for j, t in enumerate(ts_list):
-            by_key.setdefault(partition_key(int(t), "h"), []).append(j)  # type: ignore[arg-type]
+            by_key.setdefault(partition_key(int(t), "h"), []).append(j)
         added = {}
         for key, rows in by_key.items():
             if key not in eps:
                 raise HTTPException(503, f"no index service for partition {key}; start one (spnas-serve) or "
                                          f"send timestamps of a served hour")
             try:
-                r = client(eps[key]).add(np.asarray([id_list[j] for j in rows]), vecs[rows],
-                                         np.asarray([ts_list[j] for j in rows]), embedder.bundle_sha256)
+                r = self.client(eps[key]).add(np.asarray([id_list[j] for j in rows]), vecs[rows],
+                                              np.asarray([ts_list[j] for j in rows]), self.embedder.bundle_sha256)
             except Exception as e:
                 details = _rpc_details(e)
                 raise HTTPException(409 if "already" in details else 502, details) from None
             added[key] = r.added
         return {"added": added}
 
+    def health(self) -> dict[str, Any]:
+        eps = self.resolver.endpoints()
+        return {"status": "ok", "bundle_sha256": self.embedder.bundle_sha256, "embedder": self.embedder.name,
+                "services": {k: self.client(a).healthy() for k, a in eps.items()}}
+
+    def partitions(self) -> dict[str, Any]:
+        out = {}
+        for key, addr in self.resolver.endpoints().items():
+            try:
+                s = self.client(addr).stats()
+                out[key] = {"address": addr, "count": s.count, "live": s.live, "factory": s.factory}
+            except Exception as e:
+                out[key] = {"address": addr, "error": str(e)[:200]}
+        return out
+
+    def delete_item(self, item_id: int) -> dict[str, Any]:
+        return {"deleted": sum(self.client(addr).delete([item_id]).deleted
+                               for addr in self.resolver.endpoints().values())}
+
+
+def create_app(embedder: Embedder, resolver: Resolver, limits: UploadLimits | None = None,
+               timeout_s: float = 10.0) -> FastAPI:
+    """The FastAPI application (embedder in-process, index services over gRPC)."""
+    gw = Gateway(embedder, resolver, limits or UploadLimits(), timeout_s)
+    app = FastAPI(title="spnas photo search", version="1",
+                  description="Shop-photo search over time-partitioned FAISS index services.")
+    app.state.gateway = gw
+
+    @app.get("/health")
+    def health() -> dict[str, Any]:
+        return gw.health()
+
+    @app.get("/partitions")
+    def partitions() -> dict[str, Any]:
+        return gw.partitions()
+
+    @app.post("/search")
+    async def search(request: Request) -> JSONResponse:
+        """Photo (multipart `image`) or vector (JSON `vector`) in; ranked listing ids with scores out."""
+        return await gw.search(request)
+
+    @app.post("/items")
+    async def add_items(images: list[UploadFile] = File(...), ids: str = Form(...),
+                        ts: str | None = Form(None)) -> dict[str, Any]:
+        """Add listings: photos, comma-separated 64-bit ids, optional comma-separated timestamps (default now)."""
+        return await gw.add_items(images, ids, ts)
+
     @app.delete("/items/{item_id}")
     def delete_item(item_id: int) -> dict[str, Any]:
-        n = 0
-        for addr in resolver.endpoints().values():
-            n += client(addr).delete([item_id]).deleted
-        return {"deleted": n}
+        """Tombstone a sold listing in every partition."""
+        return gw.delete_item(item_id)
 
     @app.exception_handler(ValueError)
     async def value_error(request: Request, exc: ValueError) -> JSONResponse:

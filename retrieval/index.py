@@ -31,13 +31,10 @@ from typing import Any
 
 import numpy as np
 
-from search_spaces.files import replace_dir
+from spnas.errors import IndexMismatchError, InputNotFoundError, RetrievalError
+from spnas.files import replace_dir
 
 INDEX_FORMAT = "spnas.index/1"
-
-
-class IndexMismatchError(ValueError):
-    """An index built by another model bundle (its vectors live in another embedding space)."""
 
 
 def default_factory(n: int, d: int) -> str:
@@ -89,7 +86,7 @@ def new_faiss_index(factory: str, d: int):
     try:
         base = faiss.index_factory(d, factory, faiss.METRIC_INNER_PRODUCT)
     except RuntimeError as e:
-        raise ValueError(f"bad index factory string '{factory}': {str(e).splitlines()[-1]}") from None
+        raise RetrievalError(f"bad index factory string '{factory}': {str(e).splitlines()[-1]}") from None
     return faiss.IndexIDMap2(base)
 
 
@@ -144,14 +141,14 @@ class VectorIndex:
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         ts = np.asarray(ts, dtype=np.int64).ravel()
         if vectors.ndim != 2 or vectors.shape[1] != self.dim:
-            raise ValueError(f"vectors must be [n, {self.dim}], got {list(vectors.shape)}")
+            raise RetrievalError(f"vectors must be [n, {self.dim}], got {list(vectors.shape)}")
         if not (len(ids) == len(vectors) == len(ts)):
-            raise ValueError(f"{len(ids)} ids, {len(vectors)} vectors and {len(ts)} timestamps do not match")
+            raise RetrievalError(f"{len(ids)} ids, {len(vectors)} vectors and {len(ts)} timestamps do not match")
         if len(ids) == 0:
             return
         dup = np.intersect1d(ids, self.ids)
         if len(dup) or len(np.unique(ids)) != len(ids):
-            raise ValueError(f"ids already in partition {self.name}: {dup[:5].tolist()} (delete them first)")
+            raise RetrievalError(f"ids already in partition {self.name}: {dup[:5].tolist()} (delete them first)")
         if not self.faiss_index.is_trained:
             self.train(vectors)
         self.faiss_index.add_with_ids(vectors, ids)
@@ -266,10 +263,10 @@ class VectorIndex:
         _recover(folder)
         mpath = folder / "manifest.json"
         if not mpath.is_file():
-            raise FileNotFoundError(f"{folder} is not an index (no manifest.json)")
+            raise InputNotFoundError(f"{folder} is not an index (no manifest.json)")
         m = json.loads(mpath.read_text())
         if m.get("format") != INDEX_FORMAT:
-            raise ValueError(f"{mpath}: unsupported index format {m.get('format')!r}")
+            raise RetrievalError(f"{mpath}: unsupported index format {m.get('format')!r}")
         if expected_bundle is not None and m["bundle_sha256"] != expected_bundle:
             raise IndexMismatchError(
                 f"index {folder} was built with model bundle {m['bundle_sha256'][:12]}..., but the embedder is "
@@ -282,7 +279,7 @@ class VectorIndex:
                   template=m.get("template"),
                   faiss_index=faiss.read_index(str(folder / "index.faiss")))
         if idx.faiss_index.ntotal != len(idx.ids):
-            raise ValueError(f"{folder}: index holds {idx.faiss_index.ntotal} vectors but ids.npy {len(idx.ids)}")
+            raise RetrievalError(f"{folder}: index holds {idx.faiss_index.ntotal} vectors but ids.npy {len(idx.ids)}")
         return idx
 
 

@@ -21,6 +21,7 @@ from typing import Callable, Iterable
 import numpy as np
 
 from .index import Hits, SearchParams, VectorIndex, default_factory, needs_training
+from spnas.errors import RetrievalError
 
 UTC = dt.timezone.utc
 LEVELS = ("h", "d", "m")
@@ -35,7 +36,7 @@ def partition_key(ts: int, level: str = "h") -> str:
         return f"d/{t:%Y-%m-%d}"
     if level == "m":
         return f"m/{t:%Y-%m}"
-    raise ValueError(f"partition level must be h, d or m; got '{level}'")
+    raise RetrievalError(f"partition level must be h, d or m; got '{level}'")
 
 
 def key_range(key: str) -> tuple[int, int]:
@@ -51,7 +52,7 @@ def key_range(key: str) -> tuple[int, int]:
         start = dt.datetime.strptime(stamp, "%Y-%m").replace(tzinfo=UTC)
         end = (start.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
     else:
-        raise ValueError(f"bad partition key '{key}'")
+        raise RetrievalError(f"bad partition key '{key}'")
     return int(start.timestamp()), int(end.timestamp())
 
 

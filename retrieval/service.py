@@ -19,6 +19,7 @@ import numpy as np
 
 from .partitions import PartitionedStore, key_range
 from .proto import load as load_stubs
+from spnas.errors import RetrievalError
 
 log = logging.getLogger(__name__)
 pb, pb_grpc, health_pb, health_grpc = load_stubs()
@@ -27,7 +28,7 @@ pb, pb_grpc, health_pb, health_grpc = load_stubs()
 def _vectors(msgs: Any, dim: int) -> np.ndarray:
     arr = np.asarray([list(v.values) for v in msgs], dtype=np.float32)
     if arr.ndim != 2 or (len(arr) and arr.shape[1] != dim):
-        raise ValueError(f"vectors must have {dim} values each")
+        raise RetrievalError(f"vectors must have {dim} values each")
     return arr.reshape(len(msgs), dim)
 
 
@@ -81,7 +82,7 @@ class IndexServicer(pb_grpc.IndexServiceServicer):
             ids = np.asarray(request.ids, np.int64)
             ts = np.asarray(request.ts, np.int64)
             if len(ts) and ((ts < self.start_ts) | (ts >= self.end_ts)).any():
-                raise ValueError(f"timestamps outside partition {self.key} [{self.start_ts}, {self.end_ts})")
+                raise RetrievalError(f"timestamps outside partition {self.key} [{self.start_ts}, {self.end_ts})")
             with self.lock:
                 self.store.add(ids, v, ts)
                 n = len(self.store.open(self.key))

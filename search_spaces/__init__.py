@@ -1,7 +1,6 @@
 """The architecture language: block grammar, `ArchSpec`, the search space, reference nets, builder."""
 
 from .arch import ArchSpec, ResolvedLayer
-from .files import atomic_path, write_bytes_atomic, write_text_atomic
 from .grammar import ArchSpecError, Block, make_divisible
 from .model import Net, build_layer, build_model, count_macs, count_params
 from .reference import REFERENCE_NETS, mobilenet_v2, mobilenet_v3_large, mobilenet_v3_small, reference
@@ -11,5 +10,5 @@ __all__ = [
     "ArchSpec", "ArchSpecError", "Block", "LayerSlot", "Net", "REFERENCE_NETS", "ResolvedLayer",
     "SKIP", "SearchSpace", "Stage", "build_layer", "build_model", "count_macs", "count_params",
     "default_space", "make_divisible", "mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small",
-    "reference", "atomic_path", "write_bytes_atomic", "write_text_atomic",
+    "reference",
 ]

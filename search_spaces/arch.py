@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from .files import write_text_atomic
+from spnas.files import write_text_atomic
 from .grammar import ArchSpecError, Block, _fmt_float, make_divisible
+from spnas.errors import InputNotFoundError
 
 ARCH_FORMAT = "spnas.arch/1"
 
@@ -91,6 +92,12 @@ class ArchSpec:
         return head + " | " + " ".join(str(b) for b in self.blocks)
 
     @classmethod
+    def parse(cls, text: str, name: str = "") -> "ArchSpec":
+        """An architecture from its string form (`to_string()`), validated; the API's spelling of
+        `from_string`."""
+        return cls.from_string(text, name)
+
+    @classmethod
     def from_string(cls, text: str, name: str = "") -> "ArchSpec":
         """Inverse of `to_string`; a bare block list (no header) means r224 w1 n1000."""
         if "|" in text:
@@ -164,14 +171,14 @@ class ArchSpec:
         """Read an `arch.json`; a missing or malformed file gives an error naming it."""
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(
+            raise InputNotFoundError(
                 f"architecture file {path} does not exist; pass a reference net name "
                 f"(mobilenet_v2, mobilenet_v3_large, mobilenet_v3_small) or the arch.json a search wrote"
             )
         try:
             data = json.loads(path.read_text())
         except json.JSONDecodeError as e:
-            raise ArchSpecError(f"{path}: not valid JSON ({e})") from None
+            raise ArchSpecError(f"{path}:{e.lineno}:{e.colno}: not valid JSON ({e.msg})") from None
         try:
             return cls.from_dict(data)
         except ArchSpecError as e:

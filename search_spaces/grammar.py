@@ -24,13 +24,11 @@ import math
 import re
 from dataclasses import dataclass
 
+from spnas.errors import ArchSpecError
+
 KINDS = ("conv", "ir", "skip", "pool", "fc")
 ACTIVATIONS = {"re": "ReLU", "r6": "ReLU6", "hs": "h-swish"}
 DEFAULT_ACT = "re"
-
-
-class ArchSpecError(ValueError):
-    """An architecture string or spec that cannot describe a buildable network."""
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from .arch import ArchSpec, ResolvedLayer
+from spnas.errors import ArchSpecError
 
 
 def make_activation(token: str) -> nn.Module:
@@ -20,7 +21,7 @@ def make_activation(token: str) -> nn.Module:
         return nn.ReLU6(inplace=True)
     if token == "hs":
         return nn.Hardswish(inplace=True)
-    raise ValueError(f"unknown activation token '{token}'")
+    raise ArchSpecError(f"unknown activation token '{token}'")
 
 
 class ConvBNAct(nn.Sequential):
@@ -94,7 +95,7 @@ def build_layer(layer: ResolvedLayer) -> nn.Module:
         return GlobalAvgPool()
     if b.kind == "fc":
         return FCAct(layer.cin, layer.cout, b.activation)
-    raise ValueError(f"cannot build block kind '{b.kind}'")
+    raise ArchSpecError(f"cannot build block kind '{b.kind}'")
 
 
 class GlobalAvgPool(nn.Module):

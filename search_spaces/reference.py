@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Callable
 
 from .arch import ArchSpec
+from spnas.errors import ArchSpecError
 
 MOBILENET_V2 = [
     "conv_k3_c32_s2_r6",
@@ -100,6 +101,6 @@ def reference(name: str, **kwargs) -> ArchSpec:
     try:
         return REFERENCE_NETS[name](**kwargs)
     except KeyError:
-        raise KeyError(
+        raise ArchSpecError(
             f"unknown reference network '{name}'; known: {', '.join(REFERENCE_NETS)}"
         ) from None

@@ -17,7 +17,9 @@ from .arch import ArchSpec
 from .grammar import ArchSpecError, Block
 
 SKIP = "skip"
+# The Single-Path NAS candidates of a searchable layer: the one list every part of spnas uses.
 DEFAULT_CHOICES = ("k3_e3", "k3_e6", "k5_e3", "k5_e6")
+CHOICE_ORDER = (*DEFAULT_CHOICES, SKIP)  # display order (plots, reports)
 
 
 @dataclass(frozen=True)
@@ -222,3 +224,7 @@ MOBILENET_V3_LARGE_SPACE = SearchSpace(
 def default_space() -> SearchSpace:
     """The MobileNetV3-Large-derived space (14 searchable layers, 2.0e9 architectures)."""
     return MOBILENET_V3_LARGE_SPACE
+
+
+# Every search space a config can name (`space=<name>`); each is defined once, here.
+SPACES: dict[str, SearchSpace] = {MOBILENET_V3_LARGE_SPACE.name: MOBILENET_V3_LARGE_SPACE}

@@ -23,7 +23,7 @@ def _missing(reason: str) -> None:
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
     """The shared folder with the data set archives."""
-    from nas.data import shared_dir as _shared
+    from spnas.paths import shared_dir as _shared
 
     d = _shared()
     if not (d / "datasets").is_dir():
@@ -34,9 +34,10 @@ def shared_dir() -> Path:
 @pytest.fixture(scope="session")
 def cifar_root(shared_dir: Path) -> Path:
     """The CIFAR-10 JPEG tree, unpacked from the shared archive on first use."""
-    from nas.data import data_dir, unpack_shared
+    from spnas.paths import data_root
+    from training.datasets import unpack_shared
 
-    root = unpack_shared("cifar10", data_dir())
+    root = unpack_shared("cifar10", data_root())
     if root is None:
         _missing(f"{shared_dir}/datasets/cifar10-jpg.tar.gz not found")
     return root
@@ -45,9 +46,10 @@ def cifar_root(shared_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def grocery_root(shared_dir: Path) -> Path:
     """The Grocery Store tree, unpacked from the shared archive on first use."""
-    from nas.data import data_dir, unpack_shared
+    from spnas.paths import data_root
+    from training.datasets import unpack_shared
 
-    root = unpack_shared("grocery", data_dir())
+    root = unpack_shared("grocery", data_root())
     if root is None:
         _missing(f"{shared_dir}/datasets/grocery-store-128.tar.gz not found")
     return root
@@ -62,16 +64,11 @@ def fashion_mnist_root() -> Path:
     return d
 
 
-def compose(config: str, overrides: list[str]) -> dict:
-    """A resolved Hydra config from the project's configs/ (as the CLIs compose it)."""
-    from hydra import compose as _compose
-    from hydra import initialize_config_dir
-    from omegaconf import OmegaConf
+def compose(config: str, overrides: list[str]):
+    """The typed config of a command, composed from the project's configs/ as the CLIs compose it."""
+    import spnas
 
-    from nas.cli import CONFIG_DIR
-
-    with initialize_config_dir(CONFIG_DIR, version_base=None):
-        return OmegaConf.to_container(_compose(config, overrides=overrides), resolve=True)
+    return spnas.compose(config, overrides)
 
 
 def fmnist_args(root: Path, tmp: Path) -> list[str]:
@@ -81,11 +78,11 @@ def fmnist_args(root: Path, tmp: Path) -> list[str]:
 
 
 def _train_small(tmp: Path, data_args: list[str], arch: str, name: str, epochs: int = 2) -> Path:
-    from nas.train import train
+    from training.loop import train_model
 
     cfg = compose("train", [f"arch={arch}", *data_args, f"train.epochs={epochs}", "train.batch_size=64",
                             f"run_dir={tmp / name}"])
-    train(cfg)
+    train_model(cfg)
     return tmp / name / "model.pt"
 
 
@@ -99,12 +96,15 @@ def small_model(fashion_mnist_root, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def small_bundle(small_model, fashion_mnist_root, tmp_path_factory) -> Path:
     """The exported bundle of `small_model`, latency measured (a short run)."""
-    from nas.export_job import run_export
+    from spnas.app.export_job import run_export
 
     tmp = tmp_path_factory.mktemp("bundle")
     cfg = compose("export", [f"checkpoint={small_model}", *fmnist_args(fashion_mnist_root, tmp),
                              f"out_dir={tmp / 'bundle'}", "export.int8_eval_images=500", "export.latency.passes=1",
                              "export.latency.threads=[1]", "export.latency.mediapipe_runs=10",
-                             "export.latency.onnx_runs=10", "export.latency.deploy_resolution=64"])
+                             "export.latency.onnx_runs=10", "export.latency.deploy_resolution=64",
+                             # a 2-epoch model's near-tied logits flip under int8 (0.94-0.97 agreement seen on
+                             # 64 images): the bundle must carry int8 here, so the gate is set below that spread
+                             "export.int8=required", "export.tolerances.int8_min_agreement=0.9"])
     run_export(cfg)
     return tmp / "bundle"

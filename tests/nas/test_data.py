@@ -6,7 +6,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nas.data import DataNotFoundError, iterate_batches, load_data, split_train_val
+from spnas.config import AugmentConfig, DataConfig, DataKind, LabelLevel
+from spnas.errors import DataNotFoundError
+from training.batches import iterate_batches
+from training.datasets import load_data as _load_data
+from training.datasets import split_train_val
+
+
+def load_data(d: dict, cache_dir: Path):
+    """`training.datasets.load_data` on a typed DataConfig built from a short dict (test shorthand)."""
+    d = dict(d)
+    seed = d.pop("seed", 0)
+    kind = DataKind[d.pop("kind")]
+    if "label_level" in d:
+        d["label_level"] = LabelLevel[d["label_level"]]
+    return _load_data(DataConfig(name=d.pop("name", kind.name), kind=kind, **d), seed, cache_dir=cache_dir)
 
 
 def _tree_with_bad_files(cifar_root: Path, dest: Path, per_class: int = 20) -> Path:
@@ -39,16 +53,16 @@ def test_corrupt_images_are_skipped_and_counted(cifar_root, tmp_path, caplog):
 
 def test_training_epoch_survives_corrupt_images(cifar_root, tmp_path):
     """A run over a folder with corrupt files completes its epochs and reports the skips."""
-    from nas.train import train
+    from training.loop import train_model
+
+    from ..conftest import compose
 
     root = _tree_with_bad_files(cifar_root, tmp_path / "photos", per_class=12)
-    cfg = {
-        "run_dir": str(tmp_path / "run"), "arch": "mobilenet_v3_small", "seed": 0,
-        "data": {"kind": "folder", "name": "photos", "root": str(root), "resolution": 32,
-                 "test_fraction": 0.25, "cache_dir": str(tmp_path / "cache")},
-        "train": {"epochs": 1, "batch_size": 8, "lr": 0.05, "eval_batch_size": 64},
-    }
-    s = train(cfg)
+    cfg = compose("train", [f"run_dir={tmp_path / 'run'}", "arch=mobilenet_v3_small", "data=folder",
+                            f"data.root={root}", "data.resolution=32", "data.test_fraction=0.25",
+                            f"data.cache_dir={tmp_path / 'cache'}", "train.epochs=1", "train.batch_size=8",
+                            "train.lr=0.05", "train.eval_batch_size=64"])
+    s = train_model(cfg)
     assert s["data"]["skipped_images"] == 3
     assert (tmp_path / "run" / "summary.json").exists()
 
@@ -100,7 +114,7 @@ def test_fashion_mnist_idx_grey_to_rgb(fashion_mnist_root, tmp_path):
 def test_truncated_idx_is_reported(tmp_path):
     import gzip
 
-    from nas.data import _read_idx
+    from training.datasets import _read_idx
 
     p = tmp_path / "x-idx3-ubyte.gz"
     with gzip.open(p, "wb") as f:
@@ -126,6 +140,6 @@ def test_batches_are_normalised_nchw(cifar_root, tmp_path):
                    "test_limit": 10}, cache_dir=tmp_path)
     g = torch.Generator().manual_seed(0)
     x, y = next(iterate_batches(d.train, 16, shuffle=True, generator=g,
-                                augment={"crop_padding": 4, "hflip": True}))
+                                augment=AugmentConfig(crop_padding=4, hflip=True)))
     assert x.shape == (16, 3, 32, 32) and x.dtype == torch.float32 and y.shape == (16,)
     assert -3 < float(x.mean()) < 3

@@ -30,7 +30,7 @@ def _overrides(tmp: Path, cifar_root: Path, grocery_root: Path) -> list[str]:
 
 
 def test_pipeline_resume_report_and_cache(cifar_root, grocery_root, tmp_path):
-    from nas.pipeline import run_pipeline
+    from spnas.app.pipeline import run_pipeline
 
     ov = _overrides(tmp_path, cifar_root, grocery_root)
     run = tmp_path / "run"

@@ -12,37 +12,33 @@ import torch
 
 from latency_tables.predictor import predict_latency_ms
 from latency_tables.table import LatencyTable
-from nas.data import load_data
 from search_spaces import ArchSpec
+from spnas.config import LossForm
+from training.datasets import load_data
+
+from ..conftest import compose
 
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def _cfg(tmp_path, cifar_root, lam, name, **search):
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
-
-    from nas.cli import CONFIG_DIR
-
-    with initialize_config_dir(CONFIG_DIR, version_base=None):
-        cfg = compose("search", overrides=[
-            "soc=sd845", f"data.root={cifar_root}", "data.train_limit=320", "data.test_limit=50",
-            f"data.cache_dir={tmp_path / 'cache'}", f"run_dir={tmp_path / name}", "search=demo",
-            "search.epochs=3", "search.warmup_epochs=0", "search.batch_size=32", f"search.lambda={lam}",
-            "search.thresholds.lr=0.02", "threads=2"] + [f"search.{k}={v}" for k, v in search.items()])
-    return OmegaConf.to_container(cfg, resolve=True)
+    return compose("search", [
+        "soc=sd845", f"data.root={cifar_root}", "data.train_limit=320", "data.test_limit=50",
+        f"data.cache_dir={tmp_path / 'cache'}", f"run_dir={tmp_path / name}", "search=demo",
+        "search.epochs=3", "search.warmup_epochs=0", "search.batch_size=32", f"search.latency_lambda={lam}",
+        "search.thresholds.lr=0.02", "threads=2"] + [f"search.{k}={v}" for k, v in search.items()])
 
 
 @pytest.fixture(scope="module")
 def tiny(cifar_root, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("search")
     cfg = _cfg(tmp, cifar_root, 0.0, "x")
-    return tmp, load_data(cfg["data"])
+    return tmp, load_data(cfg.data, cfg.seed)
 
 
 def test_huge_lambda_derives_faster_arch_than_zero_lambda(tiny, cifar_root):
-    from nas.search import search
+    from nas.search import run_search as search
 
     tmp, data = tiny
     free = search(_cfg(tmp, cifar_root, 0.0, "lam0"), data=data)
@@ -69,12 +65,12 @@ def test_target_loss_forms():
     from nas.search import latency_loss
 
     r = torch.tensor(50.0)
-    assert float(latency_loss(r, "log", None)) == pytest.approx(torch.log(r).item())
-    assert float(latency_loss(r, "target", 100.0)) == pytest.approx(abs(torch.log(torch.tensor(0.5)).item()))
-    assert float(latency_loss(r, "target_one_sided", 100.0)) == 0.0
-    assert float(latency_loss(torch.tensor(200.0), "target_one_sided", 100.0)) > 0
+    assert float(latency_loss(r, LossForm.log, None)) == pytest.approx(torch.log(r).item())
+    assert float(latency_loss(r, LossForm.target, 100.0)) == pytest.approx(abs(torch.log(torch.tensor(0.5)).item()))
+    assert float(latency_loss(r, LossForm.target_one_sided, 100.0)) == 0.0
+    assert float(latency_loss(torch.tensor(200.0), LossForm.target_one_sided, 100.0)) > 0
     with pytest.raises(ValueError, match="target_ms"):
-        latency_loss(r, "target", None)
+        latency_loss(r, LossForm.target, None)
 
 
 def test_search_killed_mid_run_resumes(cifar_root, tmp_path):
@@ -91,7 +87,7 @@ def test_search_killed_mid_run_resumes(cifar_root, tmp_path):
     p.wait()
     assert not (run / "arch.json").exists()
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-    assert r.returncode == 2 and "resume=true" in r.stderr
+    assert r.returncode == 8 and "resume=true" in r.stderr
     r = subprocess.run(cmd + ["resume=true"], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
     log = [json.loads(line) for line in (run / "search_log.jsonl").read_text().splitlines()]

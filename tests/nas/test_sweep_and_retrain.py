@@ -10,37 +10,41 @@ from ..conftest import compose
 
 
 def test_sweep_over_lambda_writes_pareto_and_continues(cifar_root, tmp_path):
-    from nas.sweep import sweep
+    from dataclasses import replace
+
+    from nas.sweep import run_sweep
 
     data = [f"data.root={cifar_root}", "data.train_limit=320", "data.test_limit=50", f"data.cache_dir={tmp_path / 'c'}"]
     search = ["search.epochs=2", "search.warmup_epochs=0", "search.batch_size=32"]
     cfg = compose("sweep", ["soc=sd808", *data, *search, f"run_dir={tmp_path / 'sweep'}", "sweep.n_trials=2",
                             "sweep.population=2", "sweep.retrain_epochs=1", "train.batch_size=32"])
-    s = sweep(cfg, ["soc=sd808", *data, *search])
+    s = run_sweep(cfg)
     run = tmp_path / "sweep"
     assert (run / "study.db").exists() and (run / "pareto.png").stat().st_size > 1000
     rows = list(csv.DictReader(open(run / "pareto.csv")))
     assert len(rows) == 2 and any(r["pareto"] == "True" for r in rows)
     for r in rows:
         assert 0 <= float(r["accuracy"]) <= 1 and float(r["predicted_ms"]) > 0 and r["arch"].startswith("r32")
-    # trials are Hydra-composed searches, each in its own folder with its own arch and a short retrain
+    # trials are searches with the trial's parameter, each in its own folder with its own arch and a short retrain
     for t in s["trials"]:
         assert (run / "trials" / f"{t['trial']:03d}" / "arch.json").exists()
         assert (run / "trials" / f"{t['trial']:03d}" / "retrain" / "metrics.jsonl").exists()
     study = optuna.load_study(study_name=s["study"], storage=s["storage"])
     assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
     # a re-run with a larger budget continues the same study
-    cfg["sweep"]["n_trials"] = 3
-    s2 = sweep(cfg, ["soc=sd808", *data, *search])
+    cfg = replace(cfg, sweep=replace(cfg.sweep, n_trials=3))
+    s2 = run_sweep(cfg)
     assert len(s2["trials"]) == 3
     assert {t["trial"] for t in s["trials"]} <= {t["trial"] for t in s2["trials"]}
 
 
 def test_retrain_inherits_superkernel_weights(cifar_root, tmp_path):
-    from nas.search import search
-    from nas.superkernel import SuperNet, extract_fixed_net
-    from nas.train import load_model_file, train
+    from nas.search import run_search as search
+    from nas.superkernel import SuperNet, extract_fixed_net, inherit_weights
     from search_spaces import ArchSpec, SearchSpace
+    from spnas.errors import ConfigError
+    from training.checkpoints import load_model_file
+    from training.loop import train_model
 
     data = [f"data.root={cifar_root}", "data.train_limit=320", "data.test_limit=50", f"data.cache_dir={tmp_path / 'c'}"]
     scfg = compose("search", ["soc=sd845", *data, "search=demo", "search.epochs=1", "search.warmup_epochs=0",
@@ -50,10 +54,10 @@ def test_retrain_inherits_superkernel_weights(cifar_root, tmp_path):
     tcfg = compose("train", ["data=cifar10", *data, f"arch={arch_path}", "init=inherit",
                              f"supernet={tmp_path / 's' / 'supernet.pt'}", "train.epochs=1", "train.lr=0",
                              "train.warmup_epochs=0", "train.batch_size=32", f"run_dir={tmp_path / 't'}"])
-    train(tcfg)
+    train_model(tcfg, inherit=inherit_weights)
     model, arch, _ = load_model_file(tmp_path / "t" / "model.pt")
     assert arch.to_string() == ArchSpec.load(arch_path).to_string()
-    blob = torch.load(tmp_path / "s" / "supernet.pt", weights_only=False)
+    blob = torch.load(tmp_path / "s" / "supernet.pt", weights_only=True)
     sup = SuperNet(SearchSpace.from_dict(blob["space"]), blob["resolution"], blob["width"], blob["num_classes"])
     sup.load_state_dict(blob["state_dict"])
     ref = extract_fixed_net(sup).state_dict()
@@ -62,6 +66,5 @@ def test_retrain_inherits_superkernel_weights(cifar_root, tmp_path):
     for k, v in ref.items():
         if "running" not in k and "num_batches" not in k:
             assert torch.allclose(got[k], v), k
-    with pytest.raises(ValueError, match="supernet"):
-        train(compose("train", ["data=cifar10", *data, f"arch={arch_path}", "init=inherit",
-                                f"run_dir={tmp_path / 'u'}"]))
+    with pytest.raises(ConfigError, match="supernet"):  # at compose time, before any data is decoded
+        compose("train", ["data=cifar10", *data, f"arch={arch_path}", "init=inherit", f"run_dir={tmp_path / 'u'}"])

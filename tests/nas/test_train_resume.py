@@ -56,4 +56,4 @@ def test_existing_checkpoint_without_resume_is_refused(fashion_mnist_root, tmp_p
     torch.save({"epoch": 1}, run / "last.pt")
     r = subprocess.run(_cmd(run, tmp_path / "cache", fashion_mnist_root, False), cwd=ROOT,
                        capture_output=True, text=True)
-    assert r.returncode == 2 and "resume=true" in r.stderr
+    assert r.returncode == 8 and "resume=true" in r.stderr

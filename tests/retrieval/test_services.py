@@ -15,7 +15,7 @@ from ..conftest import compose
 
 
 def _grocery_photos(root, n=12):
-    from export.preprocess import decode_rgb
+    from spnas.images import decode_rgb
 
     paths = sorted((root / "test" / "Fruit").rglob("*.jpg"))[:: max(1, 400 // n)][:n]
     return [decode_rgb(p) for p in paths], paths
@@ -45,7 +45,7 @@ def _free_port():
 def served(small_bundle, grocery_root, tmp_path_factory):
     import uvicorn
 
-    from nas.serve import start
+    from spnas.app.serve import start
 
     tmp = tmp_path_factory.mktemp("serve")
     cfg = compose("serve", [f"bundle={small_bundle}", f"data.root={grocery_root}", "data.train_limit=240",
@@ -103,12 +103,12 @@ def test_grpc_services_health_stats_search(served):
 
 
 def test_rest_search_add_delete_with_real_photos(served, grocery_root):
-    from nas.retrieval_eval import _originals
-    from nas.data import load_data
+    from spnas.app.retrieval_eval import originals as _originals
+    from training.datasets import load_data
 
     url = served["url"]
     data = load_data(compose("serve", ["bundle=x", f"data.root={grocery_root}", "data.train_limit=240",
-                                       "data.test_limit=20", "data.val_limit=10"])["data"])
+                                       "data.test_limit=20", "data.val_limit=10"]).data)
     photo = _originals(data.train, data.train.images)[5]
     r = httpx.post(f"{url}/search", files={"image": ("p.jpg", _jpeg(photo), "image/jpeg")}, data={"k": "5"}, timeout=30)
     assert r.status_code == 200, r.text

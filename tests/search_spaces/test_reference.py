@@ -41,5 +41,7 @@ def test_features_and_logits_shapes(name, dim):
 
 
 def test_unknown_reference_lists_known_names():
-    with pytest.raises(KeyError, match="mobilenet_v2"):
+    from spnas.errors import ArchSpecError
+
+    with pytest.raises(ArchSpecError, match="mobilenet_v2"):
         reference("resnet50")

@@ -1,0 +1,201 @@
+"""Console entry points `spnas-<verb>`: Hydra-composed typed configs, one-line errors.
+
+    spnas-search soc=sd808 search.epochs=2        # group=option and key=value overrides (Hydra grammar)
+    spnas-search --help                           # every option with its default and help text
+    spnas-search --cfg job                        # the composed config, unresolved (as Hydra prints it)
+    spnas-search --version
+
+The config is composed and type-checked before anything else happens; a wrong key, type or choice
+exits with code 2 and one line naming the key. Every project error (`spnas.errors.SpnasError`) is
+printed as one line (what failed, what to do next) and exits with its category's code; anything
+else is a bug and shows its traceback. `SPNAS_TRACEBACK=1` shows tracebacks for every error.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from typing import Any, Callable, NoReturn, Sequence
+
+from spnas.errors import EXIT_INPUT, ConfigError, SpnasError
+
+USAGE_EXTRA = {"profile": "[measure|validate|model|import] "}
+
+
+def _configure_logging() -> None:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="[%(asctime)s][%(name)s][%(levelname)s] %(message)s", datefmt="%H:%M:%S")
+    for noisy in ("absl", "torchao", "torch.utils._pytree", "root", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+
+
+def _fail(app: str, e: BaseException, code: int) -> NoReturn:
+    if os.environ.get("SPNAS_TRACEBACK"):
+        raise e
+    msg = e.one_line() if isinstance(e, SpnasError) else " ".join(str(e).split())
+    print(f"spnas-{app.replace('_', '-')}: error: {msg}", file=sys.stderr)
+    sys.exit(code)
+
+
+def run_app(app: str, summary: str, task: Callable[[Any], Any], argv: Sequence[str] | None = None) -> NoReturn:
+    """Parse argv, compose and type the config, run `task(config)`; exit with the right code."""
+    from spnas._version import __version__
+
+    from .compose import compose_node, render_help, to_typed
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if "--version" in args or "-V" in args:
+        print(f"spnas-{app.replace('_', '-')} {__version__}")
+        sys.exit(0)
+    cfg_mode = None
+    if "--cfg" in args or "-c" in args:
+        i = args.index("--cfg") if "--cfg" in args else args.index("-c")
+        cfg_mode = args[i + 1] if i + 1 < len(args) else "job"
+        del args[i:i + 2]
+    try:
+        if "--help" in args or "-h" in args:
+            print(render_help(app, summary, USAGE_EXTRA.get(app, "")), end="")
+            sys.exit(0)
+        unknown = [a for a in args if a.startswith("-")]
+        if unknown:
+            raise ConfigError(f"unknown flag {unknown[0]}: the flags are --help, --cfg job, --version; "
+                                   f"everything else is key=value")
+        node = compose_node(app, args)
+        if cfg_mode:
+            from omegaconf import OmegaConf
+
+            print(OmegaConf.to_yaml(node, resolve=cfg_mode == "resolved"), end="")
+            sys.exit(0)
+        cfg = to_typed(node, app)
+        _configure_logging()
+        task(cfg)
+    except SpnasError as e:
+        _fail(app, e, e.exit_code)
+    except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as e:
+        _fail(app, e, EXIT_INPUT)  # an input path the library did not check itself
+    except KeyboardInterrupt:
+        print(f"spnas-{app.replace('_', '-')}: interrupted; finished work is kept (re-run to resume)", file=sys.stderr)
+        sys.exit(130)
+    sys.exit(0)
+
+
+# ---------------------------------------------------------------------------------- commands
+def _train(cfg: Any) -> None:
+    from nas.superkernel import inherit_weights
+    from training.loop import train_model
+
+    s = train_model(cfg, inherit=inherit_weights)
+    print(f"{s['arch']['name'] or 'arch'} on {s['data']['name']}: test top-1 {s['test_top1']:.4f}, "
+          f"top-5 {s['test_top5']:.4f} ({s['epochs']} epochs, {s['train_wall_s']:.0f} s); run folder: {cfg.run_dir}")
+
+
+def train_main() -> None:
+    """`spnas-train`: train and evaluate a fixed architecture."""
+    run_app("train", "train and evaluate a fixed architecture", _train)
+
+
+PROFILE_COMMANDS = ("measure", "validate", "model", "import")
+
+
+def profile_main() -> None:
+    """`spnas-profile [measure|validate|model|import] key=value ...`: latency tables."""
+    argv = sys.argv[1:]
+    if argv and argv[0] in PROFILE_COMMANDS:
+        argv = [f"command={argv[0]}", *argv[1:]]
+
+    def task(cfg: Any) -> None:
+        from .profile import run
+
+        run(cfg)
+
+    run_app("profile", "latency tables. Subcommands (first word): measure (default: profile every op of this "
+                       "CPU, or a phone with device=adb), validate (whole networks vs the table), model (write the "
+                       "modeled Snapdragon tables), import (a Single-Path NAS JSON or OFA/ProxylessNAS YAML table)",
+            task, argv)
+
+
+def search_main() -> None:
+    """`spnas-search`: Single-Path NAS against a device's latency table."""
+
+    def task(cfg: Any) -> None:
+        from nas.search import run_search
+
+        s = run_search(cfg)
+        print(f"derived for {s['soc']}: {s['arch_string']}\npredicted {s['predicted_ms']:.2f} ms on {s['table']} "
+              f"({s['table_provenance']}), val top-1 {s['val_top1']:.4f}; run folder: {cfg.run_dir}")
+
+    run_app("search", "Single-Path NAS against one device's latency table", task)
+
+
+def sweep_main() -> None:
+    """`spnas-sweep`: Optuna study over lambda or target latency; Pareto front as CSV and PNG."""
+
+    def task(cfg: Any) -> None:
+        from nas.sweep import run_sweep
+
+        s = run_sweep(cfg)
+        print(f"{len(s['trials'])} trials, {len(s['pareto'])} on the Pareto front: {s['csv']} {s['png']}")
+
+    run_app("sweep", "Optuna multi-objective study (accuracy up, predicted latency down) over lambda or the "
+                     "target latency", task)
+
+
+def export_main() -> None:
+    """`spnas-export`: a trained model to a verified TFLite / ONNX / MediaPipe bundle."""
+
+    def task(cfg: Any) -> None:
+        from .export_job import run_export
+
+        m = run_export(cfg)
+        p = m["parity"]
+        lat = m.get("latency", {}).get("cpu", {}).get("model_fp32.tflite", {}).get("1_thread", {})
+        int8 = p.get("tflite_int8", {}).get("top1_agreement")
+        print(f"bundle {cfg.out_dir}: fp32 max|diff| {p['tflite_fp32']['max_abs_diff']:.2e}, MediaPipe cos "
+              f"{p['mediapipe_embedder']['min_cosine']:.5f}, int8 "
+              f"{'agreement %.3f' % int8 if int8 is not None else 'not shipped'}, fp32 1-thread "
+              f"{lat.get('p10_ms', float('nan')):.3f} ms")
+        if m.get("int8_refused"):
+            print(f"int8 left out: {m['int8_refused']}")
+
+    run_app("export", "a trained model to a verified TFLite / ONNX / MediaPipe bundle", task)
+
+
+def retrieval_eval_main() -> None:
+    """`spnas-retrieval-eval`: recall@k / mAP@10 and query latency of a bundle."""
+
+    def task(cfg: Any) -> None:
+        from .retrieval_eval import markdown_table, run
+
+        print(markdown_table(run(cfg)))
+
+    run_app("retrieval_eval", "photo search quality and latency of one bundle", task)
+
+
+def serve_main() -> None:
+    """`spnas-serve`: index services + REST gateway on loopback."""
+
+    def task(cfg: Any) -> None:
+        from .serve import run
+
+        run(cfg)
+
+    run_app("serve", "index services + the REST gateway", task)
+
+
+def pipeline_main() -> None:
+    """`spnas-pipeline`: the main job, from search to report."""
+
+    def task(cfg: Any) -> None:
+        from .pipeline import run_pipeline
+
+        t0 = time.perf_counter()
+        r = run_pipeline(cfg)
+        print()
+        for h in r["headline"]:
+            print(f"{h['soc']:>6}: {'MET' if h['met'] else 'not met'} (latency {h['latency_delta_pct']:+.1f}% "
+                  f"{h['latency_basis']}, top-1 {h['top1_delta_pts']:+.2f} points vs MobileNetV2)")
+        print(f"\nreport: {cfg.report_dir or cfg.run_dir}/report.md ({time.perf_counter() - t0:.0f} s)")
+
+    run_app("pipeline", "search -> retrain -> export -> photo search -> report, per SoC, against baselines", task)

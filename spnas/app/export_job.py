@@ -1,0 +1,228 @@
+"""`spnas-export`: a trained model (model.pt from spnas-train, or a reference net) to a verified bundle
+with measured latencies.
+
+    spnas-export checkpoint=runs/train/x/model.pt data=cifar10 out_dir=runs/export/x
+    spnas-export arch=mobilenet_v2 checkpoint=null data=cifar10      # untrained weights: latency only
+
+Conversion and parity live in `export/`; this stage adds what needs the other packages: real data
+for calibration and parity, and the local profiler + every shipped latency table for the latency
+figures written into the manifest.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from export.bundle import ExportInputs, Tolerances, build_bundle
+from export.deploy import DeployModel
+from export.tflite import convert_to_tflite
+from latency_tables.predictor import predict_latency_ms
+from latency_tables.profilers import LocalProfiler
+from latency_tables.table import LatencyTable, available_tables
+from search_spaces import ArchSpec, build_model
+from spnas.config import ExportAppConfig, ExportConfig, ExportLatencyConfig, Int8Policy
+from spnas.errors import ConfigError, ImageDecodeError, InputError, ParityError, TableError
+from spnas.images import decode_rgb
+from training.checkpoints import load_model_file
+from training.datasets import DataBundle, load_data
+from training.loop import resolve_arch
+from training.runtime import set_threads, versions
+
+log = logging.getLogger(__name__)
+
+
+def load_for_export(cfg: ExportAppConfig, data: DataBundle) -> tuple[torch.nn.Module, ArchSpec]:
+    """The network to export: a model.pt (checked against `arch` if both are given) or a reference net."""
+    ckpt = cfg.checkpoint
+    arch_ref = cfg.arch
+    if ckpt:
+        model, arch, blob = load_model_file(ckpt)
+        if arch_ref:
+            want = resolve_arch(arch_ref, arch.num_classes, arch.resolution)
+            if want.to_string() != arch.to_string():
+                raise InputError(f"checkpoint {ckpt} holds {arch.to_string()} but arch={arch_ref} is "
+                                 f"{want.to_string()}; pass the arch.json the checkpoint was trained with")
+        if arch.num_classes != data.num_classes:
+            raise InputError(f"checkpoint {ckpt} has {arch.num_classes} classes but data '{data.name}' has "
+                             f"{data.num_classes}; export with the data set the model was trained on")
+        return model, arch
+    if not arch_ref:
+        raise ConfigError("spnas-export needs checkpoint=<model.pt> (or checkpoint=null arch=<reference net> for "
+                          "untrained weights)")
+    arch = resolve_arch(arch_ref, data.num_classes, data.resolution)
+    log.warning("exporting %s with untrained weights (no checkpoint): latency figures only", arch.name)
+    torch.manual_seed(0)
+    return build_model(arch).eval(), arch
+
+
+def export_inputs(data: DataBundle, cfg: ExportConfig, seed: int = 0) -> ExportInputs:
+    """Calibration (train), parity (test originals) and int8 evaluation (test) images."""
+    n_cal, n_par, n_eval = cfg.calibration_images, cfg.parity_images, cfg.int8_eval_images
+    rng = np.random.default_rng(seed)
+    cal_idx = np.sort(rng.choice(len(data.train), size=min(n_cal, len(data.train)), replace=False))
+    test_idx = np.sort(rng.choice(len(data.test), size=min(n_eval, len(data.test)), replace=False))
+    originals: list[np.ndarray] = []
+    for i in test_idx[: max(n_par, 32)]:
+        ident = data.test.ids[i] if data.test.ids else ""
+        img = None
+        if ident and Path(ident).is_file():
+            try:
+                img = decode_rgb(ident)
+            except ImageDecodeError:
+                img = None
+        originals.append(img if img is not None else data.test.images[i])
+        if len(originals) >= n_par:
+            break
+    return ExportInputs(labels=list(data.classes), calibration=data.train.images[cal_idx],
+                        parity_originals=originals, eval_images=data.test.images[test_idx],
+                        eval_labels=data.test.labels[test_idx], data_info=data.summary())
+
+
+def _bench_tool(path: Path, threads: int, runs: int) -> dict[str, Any] | None:
+    """Cross-check with `python -m ai_edge_litert.tools.benchmark_litert_model` (ships in the wheel)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "r.json"
+        r = subprocess.run([sys.executable, "-m", "ai_edge_litert.tools.benchmark_litert_model", "--model", str(path),
+                            "--num_threads", str(threads), "--num_runs", str(runs), "--warmup_runs", "10",
+                            "--result_json", str(out)], capture_output=True, text=True, timeout=600)
+        if r.returncode != 0 or not out.exists():
+            log.warning("benchmark_litert_model failed on %s: %s", path.name, r.stderr[-300:])
+            return None
+        lat = json.loads(out.read_text())["latency"]
+        return {"median_ms": lat.get("median_ms"), "avg_ms": lat.get("avg_ms"), "p5_ms": lat.get("p5_ms"),
+                "num_runs": lat.get("num_runs")}
+
+
+def measure_bundle_latency(work: Path, net: torch.nn.Module, arch: ArchSpec, image: np.ndarray,
+                           lcfg: ExportLatencyConfig) -> dict[str, Any]:
+    """Latency of every artifact on this CPU, and the table predictions for every shipped device."""
+    out: dict[str, Any] = {"cpu": {}, "deploy_resolution": None}
+    passes = lcfg.passes
+    for threads in lcfg.threads:
+        prof = LocalProfiler(threads=int(threads), warmup_runs=10, num_runs=50, min_time_s=0.3)
+        for f in ("model_fp32.tflite", "model_int8.tflite", "embedder.tflite"):
+            if not (work / f).exists():
+                continue
+            best = min((prof.measure(work / f) for _ in range(passes)), key=lambda t: t.value)
+            out["cpu"].setdefault(f, {})[f"{threads}_thread"] = {
+                "p10_ms": best.p10_ms, "median_ms": best.median_ms, "mean_ms": best.mean_ms, "std_ms": best.std_ms}
+    if lcfg.benchmark_tool:
+        out["benchmark_litert_model"] = {f: _bench_tool(work / f, 1, 50) for f in ("model_fp32.tflite",
+                                         "model_int8.tflite") if (work / f).exists()}
+    out["mediapipe_embedder_end_to_end"] = _mediapipe_latency(work, image, lcfg.mediapipe_runs)
+    out["onnxruntime_1_thread"] = _onnx_latency(work, arch, lcfg.onnx_runs)
+    out["deploy_resolution"] = _deploy_latency(net, arch, lcfg)
+    dres = lcfg.deploy_resolution
+    deploy = arch.replace(resolution=int(dres)) if dres else arch
+    out["table_predictions"] = table_predictions(deploy)
+    return {"latency": out}
+
+
+def _mediapipe_latency(work: Path, image: np.ndarray, runs: int) -> dict[str, Any]:
+    """MediaPipe end to end: the task API call on an original-size image, resize included."""
+    from export.mediapipe_tasks import MediaPipeEmbedder
+
+    mp = MediaPipeEmbedder(work / "embedder.tflite")
+    try:
+        for _ in range(5):
+            mp.embed_one(image)
+        ts = []
+        for _ in range(runs):
+            t = time.perf_counter()
+            mp.embed_one(image)
+            ts.append((time.perf_counter() - t) * 1e3)
+    finally:
+        mp.close()
+    return {"median_ms": statistics.median(ts), "p10_ms": float(np.percentile(ts, 10)),
+            "image_size": list(image.shape[:2])}
+
+
+def _onnx_latency(work: Path, arch: ArchSpec, runs: int) -> dict[str, Any]:
+    """ONNX Runtime, 1 thread, on random input of the model's size."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    sess = ort.InferenceSession(str(work / "model.onnx"), so, providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).random((1, arch.resolution, arch.resolution, 3), dtype=np.float32)
+    name = sess.get_inputs()[0].name
+    for _ in range(5):
+        sess.run(None, {name: x})
+    ts = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        sess.run(None, {name: x})
+        ts.append((time.perf_counter() - t) * 1e3)
+    return {"median_ms": statistics.median(ts), "p10_ms": float(np.percentile(ts, 10))}
+
+
+def _deploy_latency(net: torch.nn.Module, arch: ArchSpec, lcfg: ExportLatencyConfig) -> dict[str, Any] | None:
+    """The same weights at the deployment resolution the tables are read at (fp32, 1 thread)."""
+    dres = lcfg.deploy_resolution
+    if not dres or int(dres) == arch.resolution:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        p = convert_to_tflite(DeployModel(net, "logits").eval(), torch.rand(1, 3, int(dres), int(dres)),
+                              Path(tmp) / "deploy.tflite")
+        prof = LocalProfiler(threads=1, warmup_runs=10, num_runs=50, min_time_s=0.3)
+        best = min((prof.measure(p) for _ in range(lcfg.passes)), key=lambda t: t.value)
+    return {"resolution": int(dres), "fp32_1_thread_p10_ms": best.p10_ms, "fp32_1_thread_median_ms": best.median_ms}
+
+
+def table_predictions(arch: ArchSpec) -> dict[str, Any]:
+    """Predicted latency of `arch` (at its input size) on every table found by name."""
+    preds: dict[str, Any] = {}
+    for name in available_tables():
+        try:
+            t = LatencyTable.load(name)
+            preds[name] = {"predicted_ms": predict_latency_ms(arch, t), "provenance": t.provenance,
+                           "resolution": arch.resolution}
+        except TableError as e:
+            preds[name] = {"predicted_ms": None, "error": str(e).splitlines()[0]}
+    return preds
+
+
+def _build(cfg: ExportAppConfig, data: DataBundle, int8: bool, note: dict[str, Any] | None = None) -> dict[str, Any]:
+    ecfg = cfg.export
+    net, arch = load_for_export(cfg, data)
+    inputs = export_inputs(data, ecfg, cfg.seed)
+    tol = Tolerances(**vars(ecfg.tolerances))
+    image = inputs.parity_originals[0]
+
+    def extra(work: Path) -> dict[str, Any]:
+        out = dict(note or {})
+        if ecfg.measure_latency:
+            out.update(measure_bundle_latency(work, net, arch, image, ecfg.latency))
+        return out
+
+    return build_bundle(net, arch, inputs, cfg.out_dir, int8=int8, opset=ecfg.onnx_opset, tol=tol,
+                        versions=versions(), extra_manifest=extra if (note or ecfg.measure_latency) else None)
+
+
+def run_export(cfg: ExportAppConfig, data: DataBundle | None = None) -> dict[str, Any]:
+    """Everything `spnas-export` does; returns the manifest.
+
+    With `export.int8=fallback` an int8 model that alone misses its tolerance is left out and the
+    float bundle ships, its manifest saying why (`int8_refused`)."""
+    set_threads(cfg.threads)
+    data = data if data is not None else load_data(cfg.data, cfg.seed)
+    policy = cfg.export.int8
+    try:
+        return _build(cfg, data, int8=policy is not Int8Policy.disabled)
+    except ParityError as e:
+        if policy is not Int8Policy.fallback or e.failed != ["tflite_int8"]:
+            raise
+        refused = e.one_line()
+    log.warning("%s; exporting without int8 (export.int8=fallback)", refused)
+    return _build(cfg, data, int8=False, note={"int8_refused": refused})

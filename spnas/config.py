@@ -1,0 +1,612 @@
+"""Typed configuration: one dataclass per config group and per command, each default in one place.
+
+These are Hydra structured configs. `spnas.app.compose` registers them in Hydra's ConfigStore (the
+YAML files under `configs/` are presets that override them), composes a command's config from
+overrides, checks every type and choice before anything is decoded, and hands library code these
+typed objects, never dicts. Closed choices are enums; a value outside them fails at compose time
+with the key named. Cross-field rules live in `__post_init__` and run at compose time too.
+
+Every field's help text (`opt(..., "help")`) is what `spnas-<command> --help` prints.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field, fields, is_dataclass
+from typing import Any, Optional
+
+from omegaconf import MISSING
+
+from .errors import ConfigError
+
+
+def opt(default: Any = MISSING, help: str = "", *, factory: Any = None) -> Any:  # noqa: A002 - field help
+    """A dataclass field with a help text (shown by `--help`)."""
+    if factory is not None:
+        return field(default_factory=factory, metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+# ====================================================================================== enums
+class LossForm(enum.Enum):
+    """The latency term of the search loss."""
+
+    log = "CE + lambda * log R (the paper's form)"
+    target = "CE + lambda * |log(R/T)|: settle at the budget T"
+    target_one_sided = "CE + lambda * max(0, log(R/T)): stay under the budget T"
+
+
+class OptimizerKind(enum.Enum):
+    sgd = "SGD with (Nesterov) momentum"
+    rmsprop = "RMSProp with TF-style settings (MobileNet / SPNAS)"
+    adam = "Adam"
+
+
+class DataKind(enum.Enum):
+    folder = "root/<class>/<image> or root/{train,val,test}/<class>/<image>"
+    cifar10 = "the CIFAR-10 JPEG tree (train/ and test/ class folders)"
+    grocery = "Grocery Store lists (train.txt / val.txt / test.txt) + iconic catalogue gallery"
+    fashion_mnist = "the four Fashion-MNIST IDX .gz files"
+
+
+class LabelLevel(enum.Enum):
+    fine = "81 products"
+    coarse = "product types"
+
+
+class Backend(enum.Enum):
+    """An embedder backend of `retrieval.embedders`."""
+
+    mediapipe = "MediaPipe Tasks ImageEmbedder on embedder.tflite"
+    litert = "LiteRT interpreter on embedder.tflite"
+    onnx = "ONNX Runtime on model.onnx"
+    torch = "PyTorch on weights.pt"
+
+
+class Int8Policy(enum.Enum):
+    """What an export does about the int8 model."""
+
+    disabled = "no int8 model"
+    required = "an int8 model that misses its agreement tolerance refuses the whole export"
+    fallback = "an int8 model that misses its tolerance is left out; the bundle ships float and says so"
+
+
+class InitKind(enum.Enum):
+    scratch = "random initialisation"
+    inherit = "start from the search's superkernel weights (needs supernet=...)"
+
+
+# `import` is a keyword, so this enum is built with the functional API (ProfileCommand["import"]).
+ProfileCommand = enum.Enum("ProfileCommand", [
+    ("measure", "profile every op key into a measured table (local CPU or a phone over adb)"),
+    ("validate", "whole networks measured on this CPU vs the table's predictions"),
+    ("model", "write the modeled Snapdragon tables"),
+    ("import", "import a Single-Path NAS JSON or an OFA / ProxylessNAS YAML table"),
+])
+ProfileCommand.__doc__ = "What `spnas-profile` does (its first word)."
+
+
+class ProfileDevice(enum.Enum):
+    local = "this machine's CPU (LiteRT interpreter)"
+    adb = "a phone over adb (TFLite benchmark_model)"
+
+
+class TableFormat(enum.Enum):
+    ofa = "Once-for-All / ProxylessNAS YAML lookup table"
+    spnas = "Single-Path NAS runtime-model JSON"
+
+
+class ExpandMeaning(enum.Enum):
+    ratio = "expand:<e> is the expansion ratio (ProxylessNAS)"
+    channels = "expand:<c> is the expanded channel count (OFA MobileNetV3)"
+
+
+class SweepParam(enum.Enum):
+    latency_lambda = "the latency weight lambda (log scale)"
+    target_ms = "the latency budget T of a target loss"
+
+
+# ====================================================================================== groups
+@dataclass
+class DataConfig:
+    """A data set (config group `data/`: cifar10, grocery, fashion_mnist, folder)."""
+
+    name: str = opt("folder", "name shown in summaries and reports")
+    kind: DataKind = opt(DataKind.folder, "source format")
+    root: str = opt(MISSING, "data set folder (data=folder: your photos in class folders)")
+    resolution: int = opt(32, "square size images are decoded to (resized as MediaPipe resizes)")
+    val_fraction: float = opt(0.1, "share of train held out for validation when there is no val split")
+    test_fraction: float = opt(0.2, "data=folder without split folders: share of each class used as test")
+    label_level: LabelLevel = opt(LabelLevel.fine, "grocery: fine (81 products) or coarse labels")
+    train_limit: Optional[int] = opt(None, "use at most this many train images (class-balanced)")
+    val_limit: Optional[int] = opt(None, "use at most this many val images")
+    test_limit: Optional[int] = opt(None, "use at most this many test images")
+    cache_dir: Optional[str] = opt(None, "decoded-data cache (default <SPNAS_HOME>/cache/data)")
+
+    def __post_init__(self) -> None:
+        _check_range("data.resolution", self.resolution, 8, 4096)
+        _check_range("data.val_fraction", self.val_fraction, 0.0, 0.9)
+        _check_range("data.test_fraction", self.test_fraction, 0.0, 0.9)
+        for k in ("train_limit", "val_limit", "test_limit"):
+            v = getattr(self, k)
+            if v is not None and v < 1:
+                raise ConfigError(f"data.{k}={v}: must be >= 1 (or null for no limit)")
+
+
+@dataclass
+class AugmentConfig:
+    crop_padding: int = opt(4, "random crop after zero padding by this many pixels (0: off)")
+    hflip: bool = opt(True, "random horizontal flip")
+
+
+@dataclass
+class OptimizerConfig:
+    """An optimizer and its settings."""
+
+    optimizer: OptimizerKind = opt(OptimizerKind.sgd, "sgd | rmsprop | adam")
+    lr: float = opt(0.05, "base learning rate")
+    momentum: float = opt(0.9, "momentum (sgd, rmsprop)")
+    nesterov: bool = opt(True, "Nesterov momentum (sgd)")
+    weight_decay: float = opt(4.0e-5, "L2 on conv / linear weights (not BN, biases)")
+    rmsprop_alpha: float = opt(0.9, "rmsprop smoothing constant")
+    rmsprop_eps: float = opt(1.0e-3, "rmsprop epsilon (TF-style)")
+
+    def __post_init__(self) -> None:
+        if self.lr < 0:
+            raise ConfigError(f"lr={self.lr}: must be >= 0")
+
+
+@dataclass
+class TargetFraction:
+    """A per-device budget: `fraction` x the latency of reference net `arch` on the same table."""
+
+    arch: str = opt("mobilenet_v2", "reference net whose latency sets the budget")
+    fraction: float = opt(0.75, "budget as a fraction of that latency")
+
+
+def _threshold_optimizer() -> OptimizerConfig:
+    return OptimizerConfig(optimizer=OptimizerKind.adam, lr=0.005, momentum=0.0, nesterov=False, weight_decay=0.0)
+
+
+@dataclass
+class SearchConfig:
+    """The Single-Path NAS search (config group `search/`)."""
+
+    epochs: int = opt(8, "search epochs over the train split (the paper: 8)")
+    warmup_epochs: int = opt(2, "epochs with the latency term and threshold updates off")
+    batch_size: int = opt(128, "images per step")
+    latency_lambda: float = opt(0.02, "weight of the latency term (see search.loss)")
+    loss: LossForm = opt(LossForm.log, "log | target | target_one_sided")
+    target_ms: Optional[float] = opt(None, "latency budget T for the target forms")
+    target_fraction_of: Optional[TargetFraction] = opt(None, "or a per-device budget, e.g. "
+                                                              "{arch: mobilenet_v2, fraction: 0.75}")
+    latency_resolution: int = opt(224, "the table is read at the deployed input size, not the proxy's")
+    width: float = opt(1.0, "width multiplier of the searched networks")
+    label_smoothing: float = opt(0.1, "cross-entropy label smoothing")
+    dropout: float = opt(0.0, "dropout before the classifier during the search")
+    threshold_init: float = opt(0.0, "initial decision thresholds (0: every layer starts as k5e6)")
+    max_steps_per_epoch: Optional[int] = opt(None, "cap steps per epoch (tests, quick looks)")
+    eval_batch_size: int = opt(500, "batch size for validation")
+    augment: AugmentConfig = opt(factory=AugmentConfig, help="train-time augmentation")
+    weights: OptimizerConfig = opt(factory=OptimizerConfig, help="optimizer of the network weights")
+    thresholds: OptimizerConfig = opt(factory=_threshold_optimizer, help="optimizer of the decision thresholds")
+
+    def __post_init__(self) -> None:
+        _check_range("search.epochs", self.epochs, 1, 10_000)
+        _check_range("search.warmup_epochs", self.warmup_epochs, 0, self.epochs - 1 if self.epochs > 0 else 0,
+                     hint="it must leave at least one searching epoch")
+        _check_range("search.batch_size", self.batch_size, 1, 1 << 16)
+        if self.latency_lambda < 0:
+            raise ConfigError(f"search.latency_lambda={self.latency_lambda}: must be >= 0")
+        if self.loss is not LossForm.log and self.target_ms is None and self.target_fraction_of is None:
+            raise ConfigError(f"search.loss={self.loss.name} needs a budget: set search.target_ms=<ms> or "
+                              f"search.target_fraction_of={{arch: mobilenet_v2, fraction: 0.75}}")
+        if self.target_ms is not None and self.target_ms <= 0:
+            raise ConfigError(f"search.target_ms={self.target_ms}: must be > 0")
+
+
+@dataclass
+class TrainConfig(OptimizerConfig):
+    """The training recipe for fixed architectures (config group `train/`)."""
+
+    epochs: int = opt(2, "training epochs")
+    batch_size: int = opt(128, "images per step")
+    lr: float = opt(0.1, "base learning rate (linear warm-up, then cosine decay)")
+    warmup_epochs: float = opt(0.2, "linear learning-rate warm-up, in epochs")
+    label_smoothing: float = opt(0.1, "cross-entropy label smoothing")
+    ema_decay: float = opt(0.0, "evaluate an exponential moving average of the weights (e.g. 0.999; 0: off)")
+    dropout: float = opt(0.2, "dropout before the classifier")
+    grad_clip: Optional[float] = opt(None, "clip the gradient norm to this value")
+    eval_batch_size: int = opt(500, "batch size for validation and test")
+    max_steps_per_epoch: Optional[int] = opt(None, "cap steps per epoch (tests, quick looks)")
+    channels_last: bool = opt(True, "NHWC memory format: 2-3x faster depthwise convs on CPU")
+    augment: AugmentConfig = opt(factory=AugmentConfig, help="train-time augmentation")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_range("train.epochs", self.epochs, 0, 100_000)
+        _check_range("train.batch_size", self.batch_size, 1, 1 << 16)
+
+
+@dataclass
+class ExportTolerances:
+    fp32_max_abs: float = opt(1.0e-4, "logits, torch vs TFLite fp32")
+    onnx_max_abs: float = opt(1.0e-4, "logits and embedding, torch vs ONNX Runtime")
+    mediapipe_min_cos: float = opt(0.999, "MediaPipe ImageEmbedder vs torch features")
+    int8_min_agreement: float = opt(0.95, "top-1 agreement, int8 vs torch")
+
+
+@dataclass
+class ExportLatencyConfig:
+    threads: list[int] = opt(factory=lambda: [1, 2], help="LiteRT thread counts to time")
+    passes: int = opt(2, "timing passes; the fastest is kept")
+    benchmark_tool: bool = opt(True, "cross-check with ai_edge_litert's benchmark_litert_model")
+    mediapipe_runs: int = opt(50, "timed MediaPipe ImageEmbedder calls")
+    onnx_runs: int = opt(50, "timed ONNX Runtime calls")
+    deploy_resolution: Optional[int] = opt(224, "also time the fp32 model at the size the tables are read at")
+
+
+@dataclass
+class ExportConfig:
+    """Export settings (config group `export/`)."""
+
+    int8: Int8Policy = opt(Int8Policy.fallback, "disabled | required | fallback")
+    calibration_images: int = opt(200, "real training images for int8 calibration")
+    int8_eval_images: int = opt(2000, "test images for the int8 top-1 drop")
+    parity_images: int = opt(64, "real test images for the parity checks (>= 32)")
+    onnx_opset: int = opt(18, "ONNX opset (>= 17; 18 is the dynamo exporter's native opset)")
+    measure_latency: bool = opt(True, "time every artifact on this CPU and add table predictions")
+    tolerances: ExportTolerances = opt(factory=ExportTolerances, help="parity gates")
+    latency: ExportLatencyConfig = opt(factory=ExportLatencyConfig, help="latency measurement")
+
+    def __post_init__(self) -> None:
+        _check_range("export.onnx_opset", self.onnx_opset, 17, 30)
+        _check_range("export.parity_images", self.parity_images, 32, 100_000)
+
+
+@dataclass
+class SocConfig:
+    """A target device (config group `soc/`, one option per SoC; facts in latency_tables.socs)."""
+
+    name: str = opt(MISSING, "short name (sd845, ..., host)")
+    soc: str = opt("", "the SoC's full name")
+    table: str = opt(MISSING, "latency table: a name (latency_tables/data or <SPNAS_HOME>/tables) or a path")
+    abi: str = opt("arm64-v8a", "Android ABI of the phone's benchmark binary")
+    taskset_mask: Optional[str] = opt(None, "big-core CPU mask for taskset on the phone (hex)")
+
+
+@dataclass
+class StageConfig:
+    channels: int = opt(MISSING, "output channels")
+    repeats: int = opt(MISSING, "searchable layers in the stage")
+    stride: int = opt(MISSING, "stride of its first layer")
+    se: bool = opt(False, "squeeze-excite")
+    act: str = opt("re", "activation: re | r6 | hs")
+
+
+@dataclass
+class SpaceConfig:
+    """A search space (config group `space/`; defined once in search_spaces)."""
+
+    name: str = opt(MISSING, "space name")
+    stem: str = opt(MISSING, "stem block")
+    fixed: list[str] = opt(factory=list, help="fixed blocks after the stem")
+    stages: list[StageConfig] = opt(factory=list, help="searchable stages")
+    head: list[str] = opt(factory=list, help="head blocks")
+    choices: list[str] = opt(factory=list, help="candidate choices per layer, e.g. k3_e3")
+    allow_skip: bool = opt(True, "layers after the first of a stage may be skipped")
+
+
+@dataclass
+class RetrievalConfig:
+    """The photo-search evaluation inside the pipeline."""
+
+    data: DataConfig = opt(MISSING, "photo collection (default: Grocery Store)")
+    backend: Backend = opt(Backend.litert, "embedder backend")
+    factory: str = opt("Flat", "FAISS index_factory string for the galleries (exact by default)")
+    latency_queries: int = opt(100, "single queries timed")
+
+
+@dataclass
+class ReportConfig:
+    sweeps: str = opt("runs/sweep", "spnas-sweep folders (<soc>-<param>/pareto.csv) drawn into the plots")
+
+
+@dataclass
+class ProfilerConfig:
+    threads: int = opt(1, "interpreter threads")
+    cpus: Any = opt("auto", "local: pin to these cores (auto = the last core; null = no pinning)")
+    warmup_runs: int = opt(20, "warm-up invocations per op")
+    num_runs: int = opt(100, "timed invocations per op")
+    min_time_s: float = opt(0.5, "time each op at least this long")
+    passes: int = opt(3, "re-measure every key in this many interleaved passes, keep the fastest")
+    serial: Optional[str] = opt(None, "adb: the phone's serial (adb devices)")
+    benchmark_binary: Optional[str] = opt(None, "adb: TFLite benchmark_model built for the phone's ABI")
+    adb: str = opt("adb", "adb executable")
+    taskset_mask: Optional[str] = opt(None, "adb: CPU mask (default: the SoC's big cores)")
+    enable_op_profiling: bool = opt(True, "adb: ask benchmark_model for per-node times")
+    remote_dir: str = opt("/data/local/tmp/spnas", "adb: working folder on the phone")
+
+
+@dataclass
+class ValidateConfig:
+    table: str = opt("host", "table to validate against this CPU")
+    num_archs: int = opt(50, "random architectures (plus the reference nets)")
+    seed: int = opt(0, "sampling seed")
+    resolution: int = opt(224, "input size")
+    out_dir: str = opt("bench/out/validate", "where validate.json and the scatter plot go")
+
+
+@dataclass
+class ImportConfig:
+    path: Optional[str] = opt(None, "the table file to import")
+    format: TableFormat = opt(TableFormat.ofa, "ofa | spnas")
+    expand: ExpandMeaning = opt(ExpandMeaning.ratio, "ofa tables: meaning of expand:<n>")
+    device: Optional[str] = opt(None, "name of the imported table (default: the file's stem)")
+    resolution: int = opt(224, "spnas tables: input size")
+    num_classes: int = opt(1000, "spnas tables: classes")
+    out: Optional[str] = opt(None, "output path (default <SPNAS_HOME>/tables/<device>.json)")
+
+
+@dataclass
+class SweepConfig:
+    param: SweepParam = opt(SweepParam.latency_lambda, "latency_lambda | target_ms")
+    low: float = opt(0.005, "lower end of the range")
+    high: float = opt(0.5, "upper end of the range")
+    n_trials: int = opt(8, "trials in total (a re-run continues the study)")
+    population: int = opt(4, "NSGA-II population")
+    retrain_epochs: int = opt(1, "short retrain of each derived net; 0: use the supernet's val accuracy")
+    storage: Optional[str] = opt(None, "Optuna storage URL (default sqlite:///<run_dir>/study.db)")
+    study_name: Optional[str] = opt(None, "study name (default spnas-<soc>-<param>)")
+    target_loss: LossForm = opt(LossForm.target, "with param=target_ms: target | target_one_sided")
+    target_lambda: float = opt(0.5, "with param=target_ms: lambda of the target loss")
+
+    def __post_init__(self) -> None:
+        if not self.low < self.high:
+            raise ConfigError(f"sweep.low={self.low} must be below sweep.high={self.high}")
+        if self.n_trials < 1:
+            raise ConfigError(f"sweep.n_trials={self.n_trials}: must be >= 1")
+
+
+@dataclass
+class ServeLimits:
+    max_bytes: int = opt(8 << 20, "largest upload, bytes")
+    max_pixels: int = opt(24_000_000, "largest decoded image, pixels")
+    max_items_per_request: int = opt(64, "photos per /items request")
+    max_k: int = opt(100, "largest k of a search")
+
+
+@dataclass
+class SearchParamsConfig:
+    nprobe: int = opt(32, "IVF partitions probed")
+    efSearch: int = opt(128, "HNSW search depth")  # noqa: N815 - FAISS's own name
+    rerank: int = opt(4, "exact re-ranking of k * rerank PQ candidates")
+
+
+# ====================================================================================== commands
+@dataclass
+class RunConfig:
+    """Settings every command has."""
+
+    seed: int = opt(0, "seed of data order, augmentation and initialisation")
+    threads: Optional[int] = opt(None, "torch intra-op threads (null: torch's default)")
+
+
+@dataclass
+class TrainAppConfig(RunConfig):
+    """`spnas-train`: train and evaluate a fixed architecture."""
+
+    defaults: list[Any] = field(default_factory=lambda: ["_self_", {"data": "fashion_mnist"}, {"train": "default"},
+                                                         {"experiment": None}])
+    data: DataConfig = opt(MISSING, "data set")
+    train: TrainConfig = opt(MISSING, "training recipe")
+    arch: str = opt("mobilenet_v3_small", "a reference net (mobilenet_v2, mobilenet_v3_large, mobilenet_v3_small) "
+                                          "or an arch.json")
+    init: InitKind = opt(InitKind.scratch, "scratch | inherit")
+    supernet: Optional[str] = opt(None, "with init=inherit: the search's supernet.pt")
+    resume: bool = opt(False, "continue from run_dir/last.pt")
+    latency_resolution: int = opt(224, "deployment input size for MACs in the summary")
+    run_dir: str = opt("runs/train/${now:%Y%m%d-%H%M%S}", "run folder")
+
+    def __post_init__(self) -> None:
+        if self.init is InitKind.inherit and not self.supernet:
+            raise ConfigError("init=inherit needs supernet=<path to the search's supernet.pt>")
+
+
+@dataclass
+class SearchAppConfig(RunConfig):
+    """`spnas-search`: Single-Path NAS against one device's latency table."""
+
+    defaults: list[Any] = field(default_factory=lambda: ["_self_", {"soc": "sd845"}, {"space": "mbv3_large"},
+                                                         {"data": "cifar10"}, {"search": "default"},
+                                                         {"experiment": None}])
+    soc: SocConfig = opt(MISSING, "target device")
+    space: SpaceConfig = opt(MISSING, "search space")
+    data: DataConfig = opt(MISSING, "proxy data set")
+    search: SearchConfig = opt(MISSING, "search settings")
+    resume: bool = opt(False, "continue a killed search from run_dir/last.pt")
+    run_dir: str = opt("runs/search/${soc.name}-${now:%Y%m%d-%H%M%S}", "run folder")
+
+
+@dataclass
+class SweepAppConfig(RunConfig):
+    """`spnas-sweep`: Optuna multi-objective study over lambda or the target latency."""
+
+    defaults: list[Any] = field(default_factory=lambda: ["_self_", {"soc": "sd845"}, {"space": "mbv3_large"},
+                                                         {"data": "cifar10"}, {"search": "demo"},
+                                                         {"train": "default"}, {"experiment": None}])
+    soc: SocConfig = opt(MISSING, "target device")
+    space: SpaceConfig = opt(MISSING, "search space")
+    data: DataConfig = opt(MISSING, "proxy data set")
+    search: SearchConfig = opt(MISSING, "search settings of every trial")
+    train: TrainConfig = opt(MISSING, "retrain recipe of every trial")
+    sweep: SweepConfig = opt(factory=SweepConfig, help="the study")
+    run_dir: str = opt("runs/sweep/${soc.name}-${sweep.param}", "study folder (a re-run continues the study)")
+
+
+@dataclass
+class ExportAppConfig(RunConfig):
+    """`spnas-export`: a trained model to a verified TFLite / ONNX / MediaPipe bundle."""
+
+    defaults: list[Any] = field(default_factory=lambda: ["_self_", {"data": "fashion_mnist"},
+                                                         {"export": "default"}, {"experiment": None}])
+    data: DataConfig = opt(MISSING, "the data set the model was trained on")
+    export: ExportConfig = opt(MISSING, "export settings")
+    checkpoint: Optional[str] = opt(MISSING, "model.pt written by spnas-train (or null with arch=<reference net>)")
+    arch: Optional[str] = opt(None, "must match the checkpoint's architecture when both are given")
+    out_dir: str = opt("runs/export/${now:%Y%m%d-%H%M%S}", "bundle folder")
+
+
+@dataclass
+class RetrievalEvalAppConfig(RunConfig):
+    """`spnas-retrieval-eval`: photo search quality and latency of one bundle."""
+
+    defaults: list[Any] = field(default_factory=lambda: ["_self_", {"data": "grocery"}, {"experiment": None}])
+    data: DataConfig = opt(MISSING, "photo collection")
+    bundle: str = opt(MISSING, "a folder written by spnas-export")
+    backend: Backend = opt(Backend.litert, "embedder backend")
+    factory: str = opt("Flat", "FAISS index_factory string for the galleries (exact by default)")
+    latency_queries: int = opt(200, "single queries timed")
+    threads: Optional[int] = opt(1, "embedder threads")
+    out_dir: Optional[str] = opt(None, "default: <bundle>/retrieval")
+
+
+@dataclass
+class ServeAppConfig(RunConfig):
+    """`spnas-serve`: index services + the REST gateway."""
+
+    defaults: list[Any] = field(default_factory=lambda: ["_self_", {"data": "grocery"}, {"experiment": None}])
+    data: DataConfig = opt(MISSING, "photos the demo index is seeded with (train split)")
+    bundle: str = opt(MISSING, "a folder written by spnas-export")
+    backend: Backend = opt(Backend.litert, "embedder for queries and new listings")
+    threads: Optional[int] = opt(1, "embedder threads")
+    index_dir: str = opt("runs/serve/index", "index store folder")
+    discovery_dir: Optional[str] = opt(None, "where services announce themselves (default <index_dir>/services)")
+    factory: str = opt("auto", "FAISS factory per partition (auto: Flat < 1e5 < HNSW32 <= 1e6 < IVF-PQ)")
+    search_params: SearchParamsConfig = opt(factory=SearchParamsConfig, help="approximate-search knobs")
+    seed_index: bool = opt(True, "fill an empty index with the data set's train photos as listings")
+    seed_limit: Optional[int] = opt(None, "seed at most this many listings")
+    seed_hours: int = opt(48, "spread seeded listings over the past hours")
+    compact: bool = opt(True, "roll finished hours into days (and days into months) at start")
+    host: str = opt("127.0.0.1", "gateway address")
+    port: int = opt(8000, "gateway port")
+    limits: ServeLimits = opt(factory=ServeLimits, help="upload and query limits")
+
+
+@dataclass
+class ProfileAppConfig(RunConfig):
+    """`spnas-profile [measure|validate|model|import]`: latency tables."""
+
+    defaults: list[Any] = field(default_factory=lambda: ["_self_", {"soc": "host"}, {"space": "mbv3_large"},
+                                                         {"experiment": None}])
+    soc: SocConfig = opt(MISSING, "device being profiled")
+    space: SpaceConfig = opt(MISSING, "search space whose keys are profiled")
+    command: ProfileCommand = opt(ProfileCommand.measure, "measure | validate | model | import "  # type: ignore[valid-type]
+                                                          "(or as the first word: spnas-profile validate)")
+    device: ProfileDevice = opt(ProfileDevice.local, "local | adb")
+    table_name: Optional[str] = opt(None, "default: host-<cpu> (local) or <soc>-measured (adb)")
+    out: Optional[str] = opt(None, "default: <SPNAS_HOME>/tables/<table_name>.json")
+    resolutions: list[int] = opt(factory=lambda: [224, 32], help="input sizes whose keys are profiled")
+    num_classes: list[int] = opt(factory=lambda: [1000, 10, 43, 81], help="classifier sizes whose keys are profiled")
+    resume: bool = opt(False, "keep rows already in the table, profile only missing keys")
+    force: bool = opt(False, "re-measure an existing table from scratch")
+    fit_overhead: bool = opt(True, "fit the constant per-inference overhead on the reference nets")
+    micro_cache: Optional[str] = opt(None, "micro-model cache folder (default <SPNAS_HOME>/cache/micro)")
+    model_socs: Optional[list[str]] = opt(None, "command=model: which SoCs (default all four)")
+    out_dir: Optional[str] = opt(None, "command=model: output folder (default <SPNAS_HOME>/tables)")
+    profile: ProfilerConfig = opt(factory=ProfilerConfig, help="the profiler")
+    validate: ValidateConfig = opt(factory=ValidateConfig, help="command=validate")
+    source: ImportConfig = opt(factory=ImportConfig, help="command=import: the table to import")
+
+
+STAGE_KINDS = ("search", "train", "export", "retrieval")
+
+
+@dataclass
+class PipelineAppConfig(RunConfig):
+    """`spnas-pipeline`: search -> retrain -> export -> photo search -> report, per SoC, vs baselines."""
+
+    defaults: list[Any] = field(default_factory=lambda: [
+        "_self_", {"space": "mbv3_large"}, {"data": "cifar10"}, {"data@retrieval.data": "grocery"},
+        {"search": "default"}, {"train": "default"}, {"export": "default"},
+        {"soc@soc_configs.sd845": "sd845"}, {"soc@soc_configs.sd670": "sd670"},
+        {"soc@soc_configs.sd808": "sd808"}, {"soc@soc_configs.sd801": "sd801"},
+        {"soc@soc_configs.host": "host"}, {"experiment": "demo"}])
+    space: SpaceConfig = opt(MISSING, "search space")
+    data: DataConfig = opt(MISSING, "proxy data set for search and retraining")
+    search: SearchConfig = opt(MISSING, "search settings (every SoC)")
+    train: TrainConfig = opt(MISSING, "retrain recipe (every model)")
+    export: ExportConfig = opt(MISSING, "export settings (every model)")
+    retrieval: RetrievalConfig = opt(factory=RetrievalConfig, help="photo-search evaluation")
+    report: ReportConfig = opt(factory=ReportConfig, help="report options")
+    soc_configs: dict[str, SocConfig] = opt(factory=dict, help="known devices (one per soc/ option)")
+    experiment_name: str = opt("custom", "names the run folder")
+    socs: list[str] = opt(factory=lambda: ["sd845", "sd670", "sd808", "sd801", "host"],
+                          help="devices to search for (keys of soc_configs)")
+    baselines: list[str] = opt(factory=lambda: ["mobilenet_v2", "mobilenet_v3_large"],
+                               help="reference nets trained, exported and evaluated the same way")
+    init: InitKind = opt(InitKind.scratch, "retrain winners from scratch or inherit the superkernel's weights")
+    force: list[str] = opt(factory=list, help="redo stage kinds: search | train | export | retrieval | all")
+    run_dir: str = opt("runs/pipeline/${experiment_name}", "run folder")
+    report_dir: Optional[str] = opt(None, "where report.md/json/csv + PNGs go (default: run_dir)")
+
+    def __post_init__(self) -> None:
+        if not self.socs:
+            raise ConfigError("socs is empty: name at least one device, e.g. socs=[sd845]")
+        for s in self.socs:
+            if s not in self.soc_configs:
+                raise ConfigError(f"socs: unknown device '{s}'{did_you_mean(s, self.soc_configs)}; known: "
+                                  f"{', '.join(self.soc_configs)} (add one with +soc@soc_configs.<name>=<option>)")
+        if len(set(self.socs)) != len(self.socs):
+            raise ConfigError(f"socs lists a device twice: {self.socs}")
+        bad = set(self.force) - set(STAGE_KINDS) - {"all"}
+        if bad:
+            raise ConfigError(f"force takes stage kinds {list(STAGE_KINDS)} or 'all'; unknown: {sorted(bad)}")
+
+
+APPS: dict[str, type] = {
+    "train": TrainAppConfig, "search": SearchAppConfig, "sweep": SweepAppConfig, "export": ExportAppConfig,
+    "retrieval_eval": RetrievalEvalAppConfig, "serve": ServeAppConfig, "profile": ProfileAppConfig,
+    "pipeline": PipelineAppConfig,
+}
+
+
+# ====================================================================================== helpers
+def did_you_mean(word: str, candidates: Any, n: int = 3) -> str:
+    """' (did you mean `x`?)' for the closest candidates, or ''."""
+    import difflib
+
+    cands = [str(c) for c in candidates]
+    close = difflib.get_close_matches(word, cands, n=n, cutoff=0.6)
+    if not close:
+        tail = word.rsplit(".", 1)[-1]
+        close = [c for c in cands if tail and (c.endswith("." + tail) or c.endswith("_" + tail) or tail in c)][:n]
+    if not close:
+        return ""
+    return " (did you mean " + " or ".join(f"`{c}`" for c in close) + "?)"
+
+
+def _check_range(key: str, v: float, lo: float, hi: float, hint: str = "") -> None:
+    if not lo <= v <= hi:
+        raise ConfigError(f"{key}={v}: must be between {lo} and {hi}" + (f" ({hint})" if hint else ""))
+
+
+def field_help(cls: type, name: str) -> str:
+    """The help text of a dataclass field ('' if none)."""
+    for f in fields(cls):
+        if f.name == name:
+            return str(f.metadata.get("help", ""))
+    return ""
+
+
+def to_plain(obj: Any) -> Any:
+    """A typed config as plain JSON-able data (enums by name), e.g. for stage hashes and summaries."""
+    if is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_plain(getattr(obj, f.name)) for f in fields(obj) if f.name != "defaults"}
+    if isinstance(obj, enum.Enum):
+        return obj.name
+    if isinstance(obj, dict):
+        return {str(k): to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_plain(v) for v in obj]
+    return obj

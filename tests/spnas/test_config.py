@@ -1,0 +1,113 @@
+"""Typed configuration: types and choices checked at compose time, did-you-mean, one source of truth."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+import spnas
+from spnas.config import APPS, DataConfig, LossForm, SearchConfig, TrainConfig, to_plain
+from spnas.errors import ConfigError
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+@pytest.mark.parametrize("app", sorted(APPS))
+def test_every_command_composes_to_its_dataclass(app):
+    overrides = {"export": ["checkpoint=x.pt"], "retrieval_eval": ["bundle=b"], "serve": ["bundle=b"]}.get(app, [])
+    cfg = spnas.compose(app, overrides)
+    assert isinstance(cfg, APPS[app])
+    for f in dataclasses.fields(cfg):  # nested groups are typed objects, never dicts
+        v = getattr(cfg, f.name)
+        if f.name in ("data", "search", "train", "export", "soc", "space"):
+            assert dataclasses.is_dataclass(v), (app, f.name, type(v))
+
+
+@pytest.mark.parametrize("overrides, key, words", [
+    (["search.epochs=abc"], "search.epochs", ["Integer"]),
+    (["search.loss=foo"], "search.loss", ["log", "target", "target_one_sided"]),
+    (["data.resolution=big"], "data.resolution", ["Integer"]),
+    (["search.weights.optimizer=lamb"], "search.weights.optimizer", ["sgd", "rmsprop", "adam"]),
+    (["search.warmup_epochs=9"], "search.warmup_epochs", ["between"]),
+    (["search.loss=target"], "search.loss", ["search.target_ms"]),
+])
+def test_wrong_type_or_choice_fails_at_compose_time_naming_the_key(overrides, key, words):
+    with pytest.raises(ConfigError) as e:
+        spnas.compose("search", ["data.root=/nonexistent/never/decoded", *overrides])
+    msg = str(e.value)
+    assert key in msg and all(w in msg for w in words), msg
+    assert "nonexistent" not in msg  # failed before any data was looked at
+
+
+def test_did_you_mean_on_mistyped_keys_and_options():
+    with pytest.raises(ConfigError, match=r"did you mean `search.latency_lambda`"):
+        spnas.compose("search", ["search.lamda=0.1"])
+    with pytest.raises(ConfigError, match=r"did you mean `search.latency_lambda`"):
+        spnas.compose("search", ["+search.lamda=0.1"])  # `+` cannot smuggle unknown keys past the schema
+    with pytest.raises(ConfigError, match=r"renamed: use `search.latency_lambda=0.1`"):
+        spnas.compose("search", ["search.lambda=0.1"])
+    with pytest.raises(ConfigError, match=r"no `soc` option named 'sd855' \(did you mean `sd845`"):
+        spnas.compose("search", ["soc=sd855"])
+    with pytest.raises(ConfigError, match=r"socs: unknown device 'sd855' \(did you mean `sd845`"):
+        spnas.compose("pipeline", ["socs=[sd855]"])
+    with pytest.raises(ConfigError, match=r"unknown reference net 'mobilenetv2' \(did you mean `mobilenet_v2`"):
+        spnas.compose("pipeline", ["baselines=[mobilenetv2]"])
+    with pytest.raises(ConfigError, match="force takes stage kinds"):
+        spnas.compose("pipeline", ["force=[serch]"])
+
+
+def test_defaults_live_in_one_place():
+    # the schema is the only place a default is written: presets hold overrides only
+    for preset in CONFIGS.rglob("*.yaml"):
+        text = preset.read_text()
+        assert "label_smoothing" not in text and "weight_decay" not in text, preset
+    assert not (CONFIGS / "search" / "default.yaml").exists() and not (CONFIGS / "train").exists()
+    assert SearchConfig().label_smoothing == TrainConfig().label_smoothing  # they used to disagree (0.1 vs 0.0)
+    # a composed config carries exactly the schema default when nothing overrides it
+    assert spnas.compose("search").search.latency_lambda == SearchConfig().latency_lambda
+    assert spnas.compose("search").search.loss is LossForm.log
+
+
+def test_the_search_space_is_defined_once():
+    from search_spaces.space import DEFAULT_CHOICES, MOBILENET_V3_LARGE_SPACE, SPACES
+
+    assert not (CONFIGS / "space").exists()
+    cfg = spnas.compose("search")
+    assert to_plain(cfg.space) == MOBILENET_V3_LARGE_SPACE.to_dict()
+    assert tuple(cfg.space.choices) == DEFAULT_CHOICES == MOBILENET_V3_LARGE_SPACE.choices
+    from spnas.app.compose import group_options
+
+    assert set(SPACES) == set(group_options("space"))
+
+
+def test_soc_facts_are_defined_once():
+    from latency_tables import modeled
+    from latency_tables.socs import SOCS, all_devices
+
+    assert not (CONFIGS / "soc").exists()
+    cfg = spnas.compose("pipeline")
+    assert set(cfg.soc_configs) == set(all_devices())
+    for name, facts in SOCS.items():
+        soc = cfg.soc_configs[name]
+        assert (soc.abi, soc.taskset_mask, soc.soc, soc.table) == (facts.abi, facts.taskset_mask, facts.soc, name)
+        spec = modeled.SOCS[name]
+        assert (spec.abi, spec.taskset_mask, spec.calibration_ms) == (facts.abi, facts.taskset_mask,
+                                                                      facts.mobilenet_v2_ms)
+
+
+def test_library_functions_take_typed_configs():
+    import inspect
+
+    from nas.search import run_search
+    from spnas.app.export_job import run_export
+    from training.datasets import load_data
+    from training.loop import fit, train_model
+
+    for fn, param, typ in ((run_search, "cfg", "SearchAppConfig"), (train_model, "cfg", "TrainAppConfig"),
+                           (run_export, "cfg", "ExportAppConfig"), (load_data, "cfg", "DataConfig"),
+                           (fit, "tcfg", "TrainConfig")):
+        assert inspect.signature(fn).parameters[param].annotation == typ, fn
+    with pytest.raises(ConfigError, match="data.resolution"):
+        DataConfig(root="x", resolution=2)

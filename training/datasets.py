@@ -1,0 +1,481 @@
+"""Real image data for search, training, calibration and retrieval evaluation.
+
+Every source is decoded once into uint8 NHWC arrays at the configured resolution (resized the
+way MediaPipe resizes, see `spnas.images`) and cached under `<SPNAS_HOME>/cache/data/` keyed by
+its inputs, so epochs run from memory. The cache is a plain `.npz` (no pickled objects). Corrupt or truncated files are skipped with a warning and
+counted (`DataBundle.skipped`), never a crash halfway through an epoch.
+
+Sources:
+- ``folder``: ``root/<class>/<image>``, or ``root/{train,val,test}/<class>/<image>``
+- ``cifar10``: the CIFAR-10 JPEG tree (``train/`` and ``test/`` class folders)
+- ``grocery``: Grocery Store lists (``train.txt``/``val.txt``/``test.txt``, fine or coarse labels)
+  with the iconic catalogue images as the ``gallery`` split
+- ``fashion_mnist``: the four official IDX ``.gz`` files
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import json
+import logging
+import os
+import struct
+import tarfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from spnas.config import DataConfig, DataKind, LabelLevel
+from spnas.errors import DataNotFoundError, ImageDecodeError, InputError
+from spnas.images import RESIZE_METHOD, decode_rgb, resize_like_mediapipe
+from spnas.paths import cache_root, data_root, shared_dir
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
+
+FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+
+# Where each data set comes from, for the "how to get it" half of a missing-data error.
+HOW_TO_GET = {
+    "cifar10": "run `make data` (unpacks ../shared/datasets/cifar10-jpg.tar.gz into <SPNAS_HOME>/data), "
+    "or point data.root at a folder with train/<class>/*.jpg and test/<class>/*.jpg",
+    "grocery": "run `make data` (unpacks ../shared/datasets/grocery-store-128.tar.gz into <SPNAS_HOME>/data), "
+    "or point data.root at a copy of the Grocery Store Dataset (train.txt, test.txt, classes.csv)",
+    "fashion_mnist": "run `sudo apt-get install -y dataset-fashion-mnist` (installs the IDX files in "
+    f"{FASHION_MNIST_DIR}), or point data.root at a folder holding the four *-idx*-ubyte.gz files",
+    "folder": "point data.root at a folder of class subfolders (root/<class>/<image>.jpg)",
+}
+
+ARCHIVES = {"cifar10": "cifar10-jpg.tar.gz", "grocery": "grocery-store-128.tar.gz"}
+
+
+def unpack_shared(kind: str, dest: Path | None = None) -> Path | None:
+    """Unpack a data set archive from the shared folder into `dest` (default `data_dir()`).
+
+    Extracts to a temporary folder and renames, so an interrupted unpack leaves nothing half done.
+    Returns the extracted root, or None when the archive is not there.
+    """
+    name = ARCHIVES.get(kind)
+    if name is None:
+        return None
+    archive = shared_dir() / "datasets" / name
+    if not archive.is_file():
+        return None
+    dest = Path(dest or data_root())
+    root_name = name.removesuffix(".tar.gz")
+    final = dest / root_name
+    if final.exists():
+        return final
+    tmp = dest / f".{root_name}.partial"
+    if tmp.exists():
+        import shutil
+
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    log.info("unpacking %s into %s", archive, dest)
+    with tarfile.open(archive) as tf:
+        tf.extractall(tmp, filter="data")
+    os.replace(tmp / root_name, final)
+    tmp.rmdir()
+    return final
+
+
+# ---------------------------------------------------------------------------------- containers
+@dataclass
+class Split:
+    """Decoded images of one split: uint8 NHWC at the data set resolution, labels, source ids."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    ids: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, idx: Sequence[int] | np.ndarray) -> "Split":
+        idx = np.asarray(idx, dtype=np.int64)
+        return Split(self.images[idx], self.labels[idx], [self.ids[i] for i in idx] if self.ids else [])
+
+
+@dataclass
+class DataBundle:
+    """All splits of one data set plus what was skipped while decoding it."""
+
+    name: str
+    resolution: int
+    classes: list[str]
+    train: Split
+    val: Split
+    test: Split
+    gallery: Split | None = None
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    coarse_classes: list[str] | None = None
+    coarse_of_fine: list[int] | None = None
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def summary(self) -> dict[str, Any]:
+        """Sizes and skip count, for run summaries and reports."""
+        return {
+            "name": self.name,
+            "resolution": self.resolution,
+            "num_classes": self.num_classes,
+            "train": len(self.train),
+            "val": len(self.val),
+            "test": len(self.test),
+            "gallery": len(self.gallery) if self.gallery is not None else 0,
+            "skipped_images": len(self.skipped),
+            "skipped_examples": [p for p, _ in self.skipped[:10]],
+        }
+
+
+# ---------------------------------------------------------------------------------- decoding
+def _decode_files(
+    paths: Sequence[str], resolution: int, desc: str, skipped: list[tuple[str, str]]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Decode and resize files; returns (images, kept index). Bad files are warned about and skipped."""
+    from tqdm import tqdm
+
+    def one(p: str) -> np.ndarray | str:
+        try:
+            return resize_like_mediapipe(decode_rgb(p), resolution)
+        except ImageDecodeError as e:
+            return str(e)
+
+    out = np.empty((len(paths), resolution, resolution, 3), dtype=np.uint8)
+    keep: list[int] = []
+    with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool:
+        it = pool.map(one, paths, chunksize=64)
+        for i, r in enumerate(tqdm(it, total=len(paths), desc=desc, unit="img", leave=False,
+                                   disable=len(paths) < 2000)):
+            if isinstance(r, str):
+                log.warning("skipping unreadable image %s", r)
+                skipped.append((paths[i], r))
+            else:
+                out[len(keep)] = r
+                keep.append(i)
+    return out[: len(keep)], np.asarray(keep, dtype=np.int64)
+
+
+def _balanced_limit(labels: np.ndarray, limit: int | None, seed: int) -> np.ndarray:
+    """Indices of at most `limit` items, classes as balanced as possible, chosen by `seed`."""
+    n = len(labels)
+    if limit is None or limit >= n:
+        return np.arange(n)
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(n)
+    by_class: dict[int, list[int]] = {}
+    for i in perm:
+        by_class.setdefault(int(labels[i]), []).append(int(i))
+    chosen: list[int] = []
+    queues = [by_class[c] for c in sorted(by_class)]
+    depth = 0
+    while len(chosen) < limit:
+        progressed = False
+        for q in queues:
+            if depth < len(q) and len(chosen) < limit:
+                chosen.append(q[depth])
+                progressed = True
+        if not progressed:
+            break
+        depth += 1
+    return np.sort(np.asarray(chosen, dtype=np.int64))
+
+
+def split_train_val(labels: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Deterministic stratified train/val split of indices from a seed."""
+    rng = np.random.default_rng(seed + 7919)
+    train_idx, val_idx = [], []
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        idx = idx[rng.permutation(len(idx))]
+        n_val = int(round(len(idx) * val_fraction))
+        val_idx.extend(idx[:n_val].tolist())
+        train_idx.extend(idx[n_val:].tolist())
+    return np.sort(np.asarray(train_idx, dtype=np.int64)), np.sort(np.asarray(val_idx, dtype=np.int64))
+
+
+def _list_folder(root: Path) -> tuple[list[str], np.ndarray, list[str]]:
+    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not classes:
+        raise DataNotFoundError(f"{root} has no class subfolders; {HOW_TO_GET['folder']}")
+    paths, labels = [], []
+    for ci, c in enumerate(classes):
+        for p in sorted((root / c).rglob("*")):
+            if p.suffix.lower() in IMAGE_EXTS and p.is_file():
+                paths.append(str(p))
+                labels.append(ci)
+    if not paths:
+        raise DataNotFoundError(f"{root} has class folders but no images ({', '.join(sorted(IMAGE_EXTS))})")
+    return paths, np.asarray(labels, dtype=np.int64), classes
+
+
+def _require_root(kind: str, root: Path, must_have: Sequence[str] = ()) -> Path:
+    if not root.exists() and kind in ARCHIVES and root.name == ARCHIVES[kind].removesuffix(".tar.gz"):
+        unpack_shared(kind, root.parent)  # the shared archive is there: unpack it on first use
+    missing = [m for m in must_have if not (root / m).exists()]
+    if not root.exists() or missing:
+        what = "does not exist" if not root.exists() else f"lacks {', '.join(missing)}"
+        raise DataNotFoundError(f"data set '{kind}': {root} {what}. To get it: {HOW_TO_GET[kind]}")
+    return root
+
+
+# ---------------------------------------------------------------------------------- sources
+def _limits(cfg: DataConfig) -> dict[str, int | None]:
+    return {"train": cfg.train_limit, "val": cfg.val_limit, "test": cfg.test_limit}
+
+
+def _load_folder_like(cfg: DataConfig, seed: int, skipped: list) -> dict[str, Any]:
+    kind = cfg.kind.name
+    root = _require_root(kind, Path(cfg.root))
+    res = cfg.resolution
+    splits: dict[str, Split] = {}
+    has_splits = (root / "train").is_dir() and any((root / s).is_dir() for s in ("test", "val"))
+    if has_splits:
+        train_paths, train_labels, classes = _list_folder(root / "train")
+        sources = {"train": (train_paths, train_labels)}
+        for s in ("val", "test"):
+            if (root / s).is_dir():
+                p, l, c2 = _list_folder(root / s)
+                if c2 != classes:
+                    raise DataNotFoundError(f"{root / s} has different classes from {root / 'train'}")
+                sources[s] = (p, l)
+    else:
+        paths, labels, classes = _list_folder(root)
+        rest, test_idx = split_train_val(labels, cfg.test_fraction, seed + 1)
+        sources = {
+            "train": ([paths[i] for i in rest], labels[rest]),
+            "test": ([paths[i] for i in test_idx], labels[test_idx]),
+        }
+    limits = _limits(cfg)
+    for s, (paths, labels) in sources.items():
+        pick = _balanced_limit(labels, limits.get(s), seed)
+        paths = [paths[i] for i in pick]
+        labels = labels[pick]
+        imgs, keep = _decode_files(paths, res, f"{kind}:{s}", skipped)
+        splits[s] = Split(imgs, labels[keep], [paths[i] for i in keep])
+    return {"classes": classes, **splits}
+
+
+def _load_grocery(cfg: DataConfig, seed: int, skipped: list) -> dict[str, Any]:
+    root = _require_root("grocery", Path(cfg.root), ["train.txt", "test.txt", "classes.csv"])
+    res = cfg.resolution
+    level = cfg.label_level.name
+    fine_names: dict[int, str] = {}
+    coarse_names: dict[int, str] = {}
+    coarse_of: dict[int, int] = {}
+    iconic: dict[int, str] = {}
+    with open(root / "classes.csv", newline="") as f:
+        for row in csv.DictReader(f):
+            fid = int(row["Class ID (int)"])
+            cid = int(row["Coarse Class ID (int)"])
+            fine_names[fid] = row["Class Name (str)"]
+            coarse_names[cid] = row["Coarse Class Name (str)"]
+            coarse_of[fid] = cid
+            iconic[fid] = row["Iconic Image Path (str)"].lstrip("/")
+    fine_list = [fine_names[i] for i in sorted(fine_names)]
+    coarse_list = [coarse_names[i] for i in sorted(coarse_names)]
+    coarse_of_fine = [coarse_of[i] for i in sorted(fine_names)]
+
+    def read_list(name: str) -> tuple[list[str], np.ndarray]:
+        paths, labels = [], []
+        with open(root / name) as f:
+            for line_no, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                parts = [p.strip() for p in line.split(",")]
+                if len(parts) < 3:
+                    raise InputError(f"{root / name}:{line_no}: expected 'path, fine_id, coarse_id'")
+                paths.append(str(root / parts[0]))
+                labels.append(int(parts[1]) if level == "fine" else int(parts[2]))
+        return paths, np.asarray(labels, dtype=np.int64)
+
+    out: dict[str, Any] = {"classes": fine_list if level == "fine" else coarse_list}
+    limits = _limits(cfg)
+    for s in ("train", "val", "test"):
+        if not (root / f"{s}.txt").exists():
+            continue
+        paths, labels = read_list(f"{s}.txt")
+        pick = _balanced_limit(labels, limits[s], seed)
+        paths, labels = [paths[i] for i in pick], labels[pick]
+        imgs, keep = _decode_files(paths, res, f"grocery:{s}", skipped)
+        out[s] = Split(imgs, labels[keep], [paths[i] for i in keep])
+    # gallery: one catalogue image per fine class (label at the configured level)
+    fids = sorted(iconic)
+    gpaths = [str(root / iconic[f]) for f in fids]
+    glabels = np.asarray([f if level == "fine" else coarse_of[f] for f in fids], dtype=np.int64)
+    imgs, keep = _decode_files(gpaths, res, "grocery:gallery", skipped)
+    out["gallery"] = Split(imgs, glabels[keep], [gpaths[i] for i in keep])
+    out["coarse_classes"] = coarse_list
+    out["coarse_of_fine"] = coarse_of_fine
+    return out
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    if len(data) < 8:
+        raise InputError(f"{path}: too short for an IDX file")
+    magic = struct.unpack(">I", data[:4])[0]
+    ndim = magic & 0xFF
+    if (magic >> 8) != 0x08:
+        raise InputError(f"{path}: not an unsigned-byte IDX file (magic {magic:#x})")
+    dims = struct.unpack(">" + "I" * ndim, data[4 : 4 + 4 * ndim])
+    body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
+    if body.size != int(np.prod(dims)):
+        raise InputError(f"{path}: truncated IDX file ({body.size} of {int(np.prod(dims))} bytes)")
+    return body.reshape(dims)
+
+
+FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                   "Sneaker", "Bag", "Ankle boot"]
+
+
+def _load_fashion_mnist(cfg: DataConfig, seed: int, skipped: list) -> dict[str, Any]:
+    root = Path(cfg.root)
+    names = {
+        "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+        "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+    }
+
+    def find(stem: str) -> Path:
+        for cand in (root / f"{stem}.gz", root / stem):
+            if cand.exists():
+                return cand
+        raise DataNotFoundError(
+            f"data set 'fashion_mnist': {root} lacks {stem}.gz. To get it: {HOW_TO_GET['fashion_mnist']}"
+        )
+
+    if not root.exists():
+        raise DataNotFoundError(
+            f"data set 'fashion_mnist': {root} does not exist. To get it: {HOW_TO_GET['fashion_mnist']}"
+        )
+    res = cfg.resolution
+    out: dict[str, Any] = {"classes": list(FASHION_CLASSES)}
+    limits = _limits(cfg)
+    for s, (img_stem, lab_stem) in names.items():
+        images = _read_idx(find(img_stem))
+        labels = _read_idx(find(lab_stem)).astype(np.int64)
+        if len(images) != len(labels):
+            raise InputError(f"fashion_mnist {s}: {len(images)} images but {len(labels)} labels")
+        pick = _balanced_limit(labels, limits[s], seed)
+        grey = images[pick]
+        rgb = np.empty((len(pick), res, res, 3), dtype=np.uint8)
+        for i, g in enumerate(grey):
+            rgb[i] = resize_like_mediapipe(np.repeat(g[:, :, None], 3, axis=2), res)
+        out[s] = Split(rgb, labels[pick], [f"{s}:{int(i)}" for i in pick])
+    return out
+
+
+LOADERS = {DataKind.folder: _load_folder_like, DataKind.cifar10: _load_folder_like, DataKind.grocery: _load_grocery,
+           DataKind.fashion_mnist: _load_fashion_mnist}
+CACHE_VERSION = 3
+
+
+def _cache_key(cfg: DataConfig, seed: int) -> str:
+    blob = json.dumps({"kind": cfg.kind.name, "root": cfg.root, "resolution": cfg.resolution, "seed": seed,
+                       "train_limit": cfg.train_limit, "val_limit": cfg.val_limit, "test_limit": cfg.test_limit,
+                       "val_fraction": cfg.val_fraction, "test_fraction": cfg.test_fraction,
+                       "label_level": cfg.label_level.name, "resize": RESIZE_METHOD, "v": CACHE_VERSION},
+                      sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def load_data(cfg: DataConfig, seed: int = 0, cache_dir: str | Path | None = None) -> DataBundle:
+    """Load (or fetch from the decode cache) the data set a `data/` config describes."""
+    from dataclasses import replace
+
+    cfg = replace(cfg, root=str(Path(os.path.expanduser(str(cfg.root))).resolve()))
+    cache_dir = Path(cache_dir or cfg.cache_dir or cache_root() / "data")
+    cache = cache_dir / f"{cfg.kind.name}-{_cache_key(cfg, seed)}.npz"
+    if cache.exists():
+        try:
+            return _read_cache(cache)
+        except Exception as e:  # a damaged cache is rebuilt, not fatal
+            log.warning("ignoring damaged data cache %s (%s)", cache, e)
+    skipped: list[tuple[str, str]] = []
+    parts = LOADERS[cfg.kind](cfg, seed, skipped)
+    train = parts["train"]
+    if "val" in parts:
+        val = parts["val"]
+    else:
+        tr_idx, va_idx = split_train_val(train.labels, cfg.val_fraction, seed)
+        train, val = train.subset(tr_idx), train.subset(va_idx)
+    bundle = DataBundle(
+        name=cfg.name, resolution=cfg.resolution, classes=list(parts["classes"]),
+        train=train, val=val, test=parts["test"], gallery=parts.get("gallery"), skipped=skipped,
+        coarse_classes=parts.get("coarse_classes"), coarse_of_fine=parts.get("coarse_of_fine"),
+    )
+    if skipped:
+        log.warning("%s: skipped %d unreadable image(s)", bundle.name, len(skipped))
+    _write_cache(cache, bundle)
+    return bundle
+
+
+def _write_cache(path: Path, b: DataBundle) -> None:
+    from spnas.files import atomic_path
+
+    arrays: dict[str, Any] = {}
+    for s in ("train", "val", "test", "gallery"):
+        sp = getattr(b, s)
+        if sp is None:
+            continue
+        arrays[f"{s}_images"] = sp.images
+        arrays[f"{s}_labels"] = sp.labels
+        arrays[f"{s}_ids"] = np.asarray(sp.ids, dtype=np.str_)
+    meta = {"name": b.name, "resolution": b.resolution, "classes": b.classes, "skipped": b.skipped,
+            "coarse_classes": b.coarse_classes, "coarse_of_fine": b.coarse_of_fine}
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+
+
+def _read_cache(path: Path) -> DataBundle:
+    with np.load(path, allow_pickle=False) as z:
+        meta = json.loads(z["meta"].tobytes().decode())
+        splits = {}
+        for s in ("train", "val", "test", "gallery"):
+            if f"{s}_images" in z:
+                splits[s] = Split(z[f"{s}_images"], z[f"{s}_labels"], [str(i) for i in z[f"{s}_ids"]])
+    return DataBundle(
+        name=meta["name"], resolution=meta["resolution"], classes=meta["classes"],
+        train=splits["train"], val=splits["val"], test=splits["test"], gallery=splits.get("gallery"),
+        skipped=[tuple(x) for x in meta["skipped"]], coarse_classes=meta.get("coarse_classes"),
+        coarse_of_fine=meta.get("coarse_of_fine"),
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m training.datasets unpack`: unpack the shared archives into `<SPNAS_HOME>/data`."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description="prepare spnas data sets")
+    ap.add_argument("command", choices=["unpack"])
+    ap.add_argument("--dest", default=None)
+    args = ap.parse_args(argv)
+    ok = True
+    for kind in ARCHIVES:
+        got = unpack_shared(kind, Path(args.dest) if args.dest else None)
+        if got is None:
+            print(f"{kind}: archive {shared_dir() / 'datasets' / ARCHIVES[kind]} not found "
+                  f"(set SPNAS_SHARED to the folder holding datasets/); tests that need it will skip")
+            ok = os.environ.get("CI", "").lower() != "true"
+        else:
+            print(f"{kind}: {got}")
+    fm = Path(FASHION_MNIST_DIR)
+    print(f"fashion_mnist: {fm if fm.exists() else 'missing: ' + HOW_TO_GET['fashion_mnist']}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

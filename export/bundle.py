@@ -381,9 +381,25 @@ def load_manifest(bundle: str | os.PathLike) -> dict[str, Any]:
     return m
 
 
+# The files that define a bundle's embedding space: every embedder backend reads one of them.
+EMBEDDING_FILES = ("arch.json", "embedder.tflite", "model.onnx", "weights.pt")
+
+
 def bundle_id(bundle: str | os.PathLike) -> str:
-    """The identity of a bundle's embedding space: sha256 of its embedder (indexes are keyed by it)."""
-    return load_manifest(bundle)["files"]["embedder.tflite"]["sha256"]
+    """The identity of a bundle's embedding space, computed from the files themselves (indexes are keyed
+    by it): sha256 over the name and content hash of each embedding file. Each file is checked against
+    the manifest first, so a bundle edited or truncated after export is refused (`InputError`)."""
+    from hashlib import sha256
+
+    m = load_manifest(bundle)
+    names = [n for n in EMBEDDING_FILES if n in m.get("files", {})]
+    if "embedder.tflite" not in names:
+        raise InputError(f"bundle {bundle}: the manifest lists no embedder.tflite; re-export it with spnas-export")
+    digests = verify_files(bundle, names)
+    h = sha256(b"spnas.bundle-id/2\n")
+    for n in names:
+        h.update(f"{n}\0{digests[n]}\n".encode())
+    return h.hexdigest()
 
 
 def load_torch_model(bundle: str | os.PathLike) -> nn.Module:
@@ -391,6 +407,7 @@ def load_torch_model(bundle: str | os.PathLike) -> nn.Module:
     from search_spaces import build_model
 
     b = Path(bundle)
+    verify_files(b, ("arch.json", "weights.pt"))
     arch = ArchSpec.load(b / "arch.json")
     net = build_model(arch)
     try:
@@ -400,13 +417,19 @@ def load_torch_model(bundle: str | os.PathLike) -> nn.Module:
     return net.eval()
 
 
-def verify_files(bundle: str | os.PathLike, names: Sequence[str] = FILES) -> None:
-    """Check files against the manifest's sha256 (a bundle edited or truncated after export)."""
-    from hashlib import sha256
+def verify_files(bundle: str | os.PathLike, names: Sequence[str] = FILES) -> dict[str, str]:
+    """Check files against the manifest's sha256 (a bundle edited or truncated after export); returns
+    each file's sha256 as computed from its bytes."""
+    from spnas.files import sha256_file
 
     m = load_manifest(bundle)
+    out = {}
     for n in names:
         p = Path(bundle) / n
-        want = m["files"].get(n, {}).get("sha256")
-        if want is None or not p.is_file() or sha256(p.read_bytes()).hexdigest() != want:
-            raise InputError(f"bundle {bundle}: {n} is missing or does not match the manifest's sha256")
+        want = m.get("files", {}).get(n, {}).get("sha256")
+        got = sha256_file(p) if p.is_file() else None
+        if want is None or got != want:
+            raise InputError(f"bundle {bundle}: {n} is missing or does not match the manifest's sha256 (the bundle "
+                             f"was changed after export); export it again with spnas-export")
+        out[n] = got
+    return out

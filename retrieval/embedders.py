@@ -61,7 +61,7 @@ class _BundleEmbedder:
     def __init__(self, bundle: str | os.PathLike) -> None:
         self.bundle = Path(bundle)
         self.manifest = load_manifest(self.bundle)
-        self.bundle_sha256 = bundle_id(self.bundle)
+        self.bundle_sha256 = bundle_id(self.bundle)  # verifies every embedding file against the manifest's sha256
         self.size = int(self.manifest["input"]["size"][0])
         self.dim = _feature_dim(self.manifest)
 

@@ -121,6 +121,18 @@ class IndexMismatchError(RetrievalError):
     """An index built by another model bundle (its vectors live in another embedding space)."""
 
 
+class DuplicateIdError(RetrievalError):
+    """A listing id that is already live (or reserved by a write in flight) somewhere in the store."""
+
+
+class IndexWriteError(RetrievalError):
+    """A write that could not be made durable (disk full, I/O error); nothing was changed, retry later."""
+
+
+class PartitionClosedError(RetrievalError):
+    """A partition that takes no more writes: sealed for compaction or retired into a coarser one."""
+
+
 # ---------------------------------------------------------------------------------- run folders
 class RunStateError(SpnasError, FileExistsError):
     """A run folder in a state the command will not overwrite (e.g. an unfinished checkpoint)."""

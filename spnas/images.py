@@ -52,6 +52,20 @@ def decode_rgb(data: bytes | str | Path, max_pixels: int | None = None) -> np.nd
         raise ImageDecodeError(f"{name}: not a readable image ({type(e).__name__}: {e})") from None
 
 
+def image_size(data: bytes) -> tuple[int, int]:
+    """(width, height) an encoded image declares in its header, without decoding its pixels (so a
+    request's pixel budget is checked before any decoding); `ImageDecodeError` when unreadable."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the caller compares the size
+            with Image.open(io.BytesIO(data)) as im:
+                return int(im.width), int(im.height)
+    except Image.DecompressionBombError as e:
+        raise ImageTooLargeError(f"image declares too many pixels ({e})") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise ImageDecodeError(f"<bytes>: not a readable image ({type(e).__name__}: {e})") from None
+
+
 def resize_like_mediapipe(img: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
     """Stretch an RGB uint8 image to `size` (square int or (height, width)) exactly as MediaPipe does.
 

@@ -1,9 +1,13 @@
 """Real image data for search, training, calibration and retrieval evaluation.
 
 Every source is decoded once into uint8 NHWC arrays at the configured resolution (resized the
-way MediaPipe resizes, see `spnas.images`) and cached under `<SPNAS_HOME>/cache/data/` keyed by
-its inputs, so epochs run from memory. The cache is a plain `.npz` (no pickled objects). Corrupt or truncated files are skipped with a warning and
-counted (`DataBundle.skipped`), never a crash halfway through an epoch.
+way MediaPipe resizes, see `spnas.images`, after honouring the photo's EXIF orientation) and cached
+under `<SPNAS_HOME>/cache/data/`, so epochs run from memory. The cache key is the data set's
+*content* (`data_key`: the file list with sizes and modification times, not the folder's path) plus
+every setting that changes the arrays; the cache is a plain `.npz` (no pickled objects). Corrupt or
+truncated files are skipped with a warning and counted (`DataBundle.skipped`), never a crash halfway
+through an epoch. Sets too large for RAM stream from their files instead (`training.streaming`),
+split by the same listing code (`list_splits`).
 
 Sources:
 - ``folder``: ``root/<class>/<image>``, or ``root/{train,val,test}/<class>/<image>``
@@ -30,7 +34,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from spnas.config import DataConfig, DataKind, LabelLevel
+from spnas.config import DataConfig, DataKind, LabelLevel, to_plain
 from spnas.errors import DataNotFoundError, ImageDecodeError, InputError
 from spnas.images import RESIZE_METHOD, decode_rgb, resize_like_mediapipe
 from spnas.paths import cache_root, data_root, shared_dir
@@ -138,6 +142,12 @@ class DataBundle:
 
 
 # ---------------------------------------------------------------------------------- decoding
+def decode_photo(path: str | Path) -> np.ndarray:
+    """Decode an image file to uint8 RGB the way a person sees it (EXIF orientation applied by
+    `spnas.images.decode_rgb`, as MediaPipe's loader applies it): one decoder for both loaders."""
+    return decode_rgb(path)
+
+
 def _decode_files(
     paths: Sequence[str], resolution: int, desc: str, skipped: list[tuple[str, str]]
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -146,7 +156,7 @@ def _decode_files(
 
     def one(p: str) -> np.ndarray | str:
         try:
-            return resize_like_mediapipe(decode_rgb(p), resolution)
+            return resize_like_mediapipe(decode_photo(p), resolution)
         except ImageDecodeError as e:
             return str(e)
 
@@ -233,11 +243,20 @@ def _limits(cfg: DataConfig) -> dict[str, int | None]:
     return {"train": cfg.train_limit, "val": cfg.val_limit, "test": cfg.test_limit}
 
 
-def _load_folder_like(cfg: DataConfig, seed: int, skipped: list) -> dict[str, Any]:
+@dataclass
+class Listing:
+    """The files of a data set, split and limited, before any decoding (shared by both loaders)."""
+
+    classes: list[str]
+    splits: dict[str, tuple[list[str], np.ndarray]]
+    gallery: tuple[list[str], np.ndarray] | None = None
+    coarse_classes: list[str] | None = None
+    coarse_of_fine: list[int] | None = None
+
+
+def _list_folder_like(cfg: DataConfig, seed: int) -> Listing:
     kind = cfg.kind.name
     root = _require_root(kind, Path(cfg.root))
-    res = cfg.resolution
-    splits: dict[str, Split] = {}
     has_splits = (root / "train").is_dir() and any((root / s).is_dir() for s in ("test", "val"))
     if has_splits:
         train_paths, train_labels, classes = _list_folder(root / "train")
@@ -256,18 +275,15 @@ def _load_folder_like(cfg: DataConfig, seed: int, skipped: list) -> dict[str, An
             "test": ([paths[i] for i in test_idx], labels[test_idx]),
         }
     limits = _limits(cfg)
+    out: dict[str, tuple[list[str], np.ndarray]] = {}
     for s, (paths, labels) in sources.items():
         pick = _balanced_limit(labels, limits.get(s), seed)
-        paths = [paths[i] for i in pick]
-        labels = labels[pick]
-        imgs, keep = _decode_files(paths, res, f"{kind}:{s}", skipped)
-        splits[s] = Split(imgs, labels[keep], [paths[i] for i in keep])
-    return {"classes": classes, **splits}
+        out[s] = ([paths[i] for i in pick], labels[pick])
+    return Listing(classes, out)
 
 
-def _load_grocery(cfg: DataConfig, seed: int, skipped: list) -> dict[str, Any]:
+def _list_grocery(cfg: DataConfig, seed: int) -> Listing:
     root = _require_root("grocery", Path(cfg.root), ["train.txt", "test.txt", "classes.csv"])
-    res = cfg.resolution
     level = cfg.label_level.name
     fine_names: dict[int, str] = {}
     coarse_names: dict[int, str] = {}
@@ -298,24 +314,51 @@ def _load_grocery(cfg: DataConfig, seed: int, skipped: list) -> dict[str, Any]:
                 labels.append(int(parts[1]) if level == "fine" else int(parts[2]))
         return paths, np.asarray(labels, dtype=np.int64)
 
-    out: dict[str, Any] = {"classes": fine_list if level == "fine" else coarse_list}
     limits = _limits(cfg)
+    splits: dict[str, tuple[list[str], np.ndarray]] = {}
     for s in ("train", "val", "test"):
         if not (root / f"{s}.txt").exists():
             continue
         paths, labels = read_list(f"{s}.txt")
         pick = _balanced_limit(labels, limits[s], seed)
-        paths, labels = [paths[i] for i in pick], labels[pick]
-        imgs, keep = _decode_files(paths, res, f"grocery:{s}", skipped)
-        out[s] = Split(imgs, labels[keep], [paths[i] for i in keep])
+        splits[s] = ([paths[i] for i in pick], labels[pick])
     # gallery: one catalogue image per fine class (label at the configured level)
     fids = sorted(iconic)
     gpaths = [str(root / iconic[f]) for f in fids]
     glabels = np.asarray([f if level == "fine" else coarse_of[f] for f in fids], dtype=np.int64)
-    imgs, keep = _decode_files(gpaths, res, "grocery:gallery", skipped)
-    out["gallery"] = Split(imgs, glabels[keep], [gpaths[i] for i in keep])
-    out["coarse_classes"] = coarse_list
-    out["coarse_of_fine"] = coarse_of_fine
+    return Listing(fine_list if level == "fine" else coarse_list, splits, (gpaths, glabels), coarse_list,
+                   coarse_of_fine)
+
+
+LISTERS = {DataKind.folder: _list_folder_like, DataKind.cifar10: _list_folder_like, DataKind.grocery: _list_grocery}
+
+
+def list_splits(cfg: DataConfig, seed: int) -> Listing:
+    """Train / val / test file lists of an image-file data set: limits applied, and val carved out of
+    train (stratified, by `seed`) when the set has no val split. Both loaders start from this."""
+    if cfg.kind not in LISTERS:
+        raise InputError(f"data set kind '{cfg.kind.name}' is not a set of image files; it cannot be listed")
+    listing = LISTERS[cfg.kind](cfg, seed)
+    if "test" not in listing.splits and "val" in listing.splits:
+        listing.splits["test"] = listing.splits["val"]  # ImageNet layout (train/ + val/): results are reported on val
+    if "val" not in listing.splits:
+        paths, labels = listing.splits["train"]
+        tr, va = split_train_val(labels, cfg.val_fraction, seed)
+        listing.splits["train"] = ([paths[i] for i in tr], labels[tr])
+        listing.splits["val"] = ([paths[i] for i in va], labels[va])
+    return listing
+
+
+def _load_listed(cfg: DataConfig, seed: int, skipped: list) -> dict[str, Any]:
+    listing = list_splits(cfg, seed)
+    out: dict[str, Any] = {"classes": listing.classes, "coarse_classes": listing.coarse_classes,
+                           "coarse_of_fine": listing.coarse_of_fine}
+    parts = dict(listing.splits)
+    if listing.gallery is not None:
+        parts["gallery"] = listing.gallery
+    for s, (paths, labels) in parts.items():
+        imgs, keep = _decode_files(paths, cfg.resolution, f"{cfg.kind.name}:{s}", skipped)
+        out[s] = Split(imgs, labels[keep], [paths[i] for i in keep])
     return out
 
 
@@ -376,17 +419,53 @@ def _load_fashion_mnist(cfg: DataConfig, seed: int, skipped: list) -> dict[str, 
     return out
 
 
-LOADERS = {DataKind.folder: _load_folder_like, DataKind.cifar10: _load_folder_like, DataKind.grocery: _load_grocery,
+LOADERS = {DataKind.folder: _load_listed, DataKind.cifar10: _load_listed, DataKind.grocery: _load_listed,
            DataKind.fashion_mnist: _load_fashion_mnist}
-CACHE_VERSION = 3
+CACHE_VERSION = 4  # 4: content-keyed, EXIF orientation honoured, val carved from the listing
+
+# Settings that change neither which images a split holds nor their pixels: left out of content keys.
+_NOT_CONTENT = ("root", "cache_dir", "workers", "loader")
+
+
+def tree_fingerprint(root: str | Path) -> str:
+    """Content key of a folder: every file's relative path, size and modification time (hidden files
+    and folders skipped). Moving or copying the folder with its times keeps it; editing any file's
+    bytes, adding or removing one changes it. Cheap: one stat per file, no reading."""
+    root = Path(root)
+    h = hashlib.sha256()
+    if root.is_file():
+        st = root.stat()
+        h.update(f"{root.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        return h.hexdigest()[:20]
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        rel = os.path.relpath(dirpath, root)
+        for f in sorted(filenames):
+            if f.startswith("."):
+                continue
+            try:
+                st = os.stat(os.path.join(dirpath, f))
+            except OSError:  # a file removed while listing: the next listing sees the change
+                continue
+            h.update(f"{rel}/{f}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:20]
+
+
+def data_key(cfg: DataConfig) -> dict[str, Any]:
+    """What a data set *is*, for stage and cache keys: its settings that change the images plus the
+    content fingerprint of its files (not the path they happen to live at)."""
+    root = Path(os.path.expanduser(str(cfg.root))).resolve()
+    if cfg.kind.name in ARCHIVES and not root.exists():
+        _require_root(cfg.kind.name, root)  # unpack on first use (or say how to get it)
+    if not root.exists():
+        raise DataNotFoundError(f"data set '{cfg.kind.name}': {root} does not exist. To get it: "
+                                f"{HOW_TO_GET[cfg.kind.name]}")
+    plain = {k: v for k, v in to_plain(cfg).items() if k not in _NOT_CONTENT}
+    return {**plain, "content": tree_fingerprint(root), "resize": RESIZE_METHOD}
 
 
 def _cache_key(cfg: DataConfig, seed: int) -> str:
-    blob = json.dumps({"kind": cfg.kind.name, "root": cfg.root, "resolution": cfg.resolution, "seed": seed,
-                       "train_limit": cfg.train_limit, "val_limit": cfg.val_limit, "test_limit": cfg.test_limit,
-                       "val_fraction": cfg.val_fraction, "test_fraction": cfg.test_fraction,
-                       "label_level": cfg.label_level.name, "resize": RESIZE_METHOD, "v": CACHE_VERSION},
-                      sort_keys=True, default=str)
+    blob = json.dumps({"data": data_key(cfg), "seed": seed, "v": CACHE_VERSION}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
@@ -399,7 +478,7 @@ def load_data(cfg: DataConfig, seed: int = 0, cache_dir: str | Path | None = Non
     cache = cache_dir / f"{cfg.kind.name}-{_cache_key(cfg, seed)}.npz"
     if cache.exists():
         try:
-            return _read_cache(cache)
+            return _read_cache(cache, cfg.root)
         except Exception as e:  # a damaged cache is rebuilt, not fatal
             log.warning("ignoring damaged data cache %s (%s)", cache, e)
     skipped: list[tuple[str, str]] = []
@@ -417,11 +496,11 @@ def load_data(cfg: DataConfig, seed: int = 0, cache_dir: str | Path | None = Non
     )
     if skipped:
         log.warning("%s: skipped %d unreadable image(s)", bundle.name, len(skipped))
-    _write_cache(cache, bundle)
+    _write_cache(cache, bundle, cfg.root)
     return bundle
 
 
-def _write_cache(path: Path, b: DataBundle) -> None:
+def _write_cache(path: Path, b: DataBundle, root: str) -> None:
     from spnas.files import atomic_path
 
     arrays: dict[str, Any] = {}
@@ -433,24 +512,32 @@ def _write_cache(path: Path, b: DataBundle) -> None:
         arrays[f"{s}_labels"] = sp.labels
         arrays[f"{s}_ids"] = np.asarray(sp.ids, dtype=np.str_)
     meta = {"name": b.name, "resolution": b.resolution, "classes": b.classes, "skipped": b.skipped,
-            "coarse_classes": b.coarse_classes, "coarse_of_fine": b.coarse_of_fine}
+            "coarse_classes": b.coarse_classes, "coarse_of_fine": b.coarse_of_fine, "root": str(root)}
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, **arrays)
 
 
-def _read_cache(path: Path) -> DataBundle:
+def _read_cache(path: Path, root: str) -> DataBundle:
     with np.load(path, allow_pickle=False) as z:
         meta = json.loads(z["meta"].tobytes().decode())
+        # the key is the content, not the path: a moved copy hits this cache, and its ids (file paths the
+        # exporter and retrieval re-read) must point into the folder the caller named
+        old = meta.get("root")
+        moved = old is not None and old != str(root)
+
+        def here(i: str) -> str:
+            return str(root) + i[len(old):] if moved and (i == old or i.startswith(old + os.sep)) else i
+
         splits = {}
         for s in ("train", "val", "test", "gallery"):
             if f"{s}_images" in z:
-                splits[s] = Split(z[f"{s}_images"], z[f"{s}_labels"], [str(i) for i in z[f"{s}_ids"]])
+                splits[s] = Split(z[f"{s}_images"], z[f"{s}_labels"], [here(str(i)) for i in z[f"{s}_ids"]])
     return DataBundle(
         name=meta["name"], resolution=meta["resolution"], classes=meta["classes"],
         train=splits["train"], val=splits["val"], test=splits["test"], gallery=splits.get("gallery"),
-        skipped=[tuple(x) for x in meta["skipped"]], coarse_classes=meta.get("coarse_classes"),
+        skipped=[(here(str(x[0])), str(x[1])) for x in meta["skipped"]], coarse_classes=meta.get("coarse_classes"),
         coarse_of_fine=meta.get("coarse_of_fine"),
     )
 

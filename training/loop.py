@@ -3,6 +3,11 @@
 Resumable: a checkpoint is written atomically after every epoch, data order, augmentation and
 dropout are fixed by (seed, epoch), so `resume=true` reaches the same final weights as a run that
 was never interrupted.
+
+Runs on `device=auto|cpu|cuda|cuda:N` with mixed precision (`amp=`, see `training.devices`), from RAM
+or streamed from files (`data.loader=stream`), and under `torchrun` as DistributedDataParallel
+(`training.distributed`): `train.batch_size` is the global batch, the learning rate is for that
+batch, every rank takes its slice of each global batch, and only rank 0 writes files.
 """
 
 from __future__ import annotations
@@ -18,15 +23,24 @@ from torch import nn
 
 from search_spaces import ArchSpec, build_model, count_macs, count_params, reference
 from search_spaces.reference import REFERENCE_NETS
-from spnas.config import InitKind, TrainAppConfig, TrainConfig
+from spnas.config import DataConfig, DataLoaderKind, DistConfig, InitKind, TrainAppConfig, TrainConfig
 from spnas.errors import ConfigError, RunStateError
 from spnas.files import JsonLines, write_json_atomic
 
 from .batches import iterate_batches, num_batches
 from .checkpoints import atomic_torch_save, load_torch, save_model
 from .datasets import DataBundle, Split, load_data
+from .devices import Compute, resolve_compute
+from .distributed import (
+    SINGLE, DistEnv, all_reduce_sums, barrier, broadcast_object, check_same_on_all_ranks, current_env,
+    env_from_torchrun, per_rank_batch, process_group, rank_seed, revert_sync_batchnorm, unwrap, weights_digest,
+    wrap_ddp,
+)
 from .optim import ModelEMA, make_optimizer, param_groups, warmup_cosine
 from .runtime import epoch_generator, progress, seed_everything, set_threads, versions
+from .streaming import StreamingData, StreamLoader, open_stream
+
+TrainData = DataBundle | StreamingData
 
 log = logging.getLogger(__name__)
 
@@ -45,17 +59,51 @@ def resolve_arch(ref: str | Path | ArchSpec, num_classes: int, resolution: int) 
     return arch.replace(num_classes=num_classes, resolution=resolution)
 
 
+def load_train_data(cfg: DataConfig, seed: int, env: DistEnv = SINGLE) -> TrainData:
+    """The data set as the loader setting says: decoded into RAM (rank 0 fills the cache, the other
+    ranks then read it) or listed for streaming."""
+    if cfg.loader is DataLoaderKind.stream:
+        return open_stream(cfg, seed)
+    if env.enabled and not env.is_main:
+        barrier(env)  # wait for rank 0 to decode and cache; then this is a cache read
+        return load_data(cfg, seed)
+    data = load_data(cfg, seed)
+    barrier(env)
+    return data
+
+
+def _model_compute(model: nn.Module) -> Compute:
+    p = next(model.parameters(), None)
+    return Compute(p.device if p is not None else torch.device("cpu"))
+
+
+def eval_batches(split: Split | StreamLoader, batch_size: int, env: DistEnv) -> Any:
+    """This rank's share of a split, `batch_size` images per rank per step (uint8 NHWC batches)."""
+    if isinstance(split, StreamLoader):
+        return split.epoch(0)
+    return iterate_batches(split, batch_size * env.world_size, shard=env, normalize=False)
+
+
 @torch.no_grad()
-def evaluate(model: nn.Module, split: Split, batch_size: int = 500,
-             forward: Callable[[torch.Tensor], torch.Tensor] | None = None) -> dict[str, float]:
-    """Top-1, top-5 and mean CE loss of `model` on a split."""
+def evaluate(model: nn.Module, split: Split | StreamLoader, batch_size: int = 500,
+             forward: Callable[[torch.Tensor], torch.Tensor] | None = None, *, compute: Compute | None = None,
+             env: DistEnv | None = None) -> dict[str, float]:
+    """Top-1, top-5 and mean CE loss of `model` on a split (an in-RAM `Split` or a streaming loader).
+
+    Under DDP each rank evaluates its share and the counts are summed, so every rank gets the
+    figures of the whole split."""
+    env = env or current_env()
+    compute = compute or _model_compute(model)
     was = model.training
     model.eval()
     fwd = forward or model
     n = correct1 = correct5 = 0
     loss_sum = 0.0
-    for x, y in iterate_batches(split, batch_size):
-        logits = fwd(x)
+    for x, y in eval_batches(split, batch_size, env):
+        x, y = compute.batch(x), compute.labels(y)
+        with compute.autocast():
+            logits = fwd(x)
+        logits = logits.float()
         loss_sum += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
         k = min(5, logits.shape[1])
         top = logits.topk(k, dim=1).indices
@@ -63,9 +111,10 @@ def evaluate(model: nn.Module, split: Split, batch_size: int = 500,
         correct5 += int((top == y[:, None]).any(dim=1).sum())
         n += len(y)
     model.train(was)
+    n, correct1, correct5, loss_sum = all_reduce_sums([n, correct1, correct5, loss_sum], env)
     if n == 0:
         return {"top1": float("nan"), "top5": float("nan"), "loss": float("nan"), "n": 0}
-    return {"top1": correct1 / n, "top5": correct5 / n, "loss": loss_sum / n, "n": n}
+    return {"top1": correct1 / n, "top5": correct5 / n, "loss": loss_sum / n, "n": int(n)}
 
 
 # ---------------------------------------------------------------------------------- the loop
@@ -73,142 +122,215 @@ def evaluate(model: nn.Module, split: Split, batch_size: int = 500,
 class _Fit:
     """Everything one training run holds between epochs (what a checkpoint saves)."""
 
-    model: nn.Module
+    model: nn.Module  # what steps run (a DDP wrapper under torchrun)
     opt: torch.optim.Optimizer
     sched: torch.optim.lr_scheduler.LambdaLR
     ema: ModelEMA | None
     steps_per_epoch: int
+    compute: Compute
+    env: DistEnv
     start_epoch: int = 0
     wall_before: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def net(self) -> nn.Module:
+        """The model itself (unwrapped): what is saved and evaluated."""
+        return unwrap(self.model)
+
     def state(self, epoch: int, wall: float) -> dict[str, Any]:
-        return {"epoch": epoch, "model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
+        return {"epoch": epoch, "model": self.net.state_dict(), "optimizer": self.opt.state_dict(),
                 "scheduler": self.sched.state_dict(), "ema": self.ema.module.state_dict() if self.ema else None,
-                "wall_s": wall}
+                "scaler": self.compute.state_dict(), "wall_s": wall, "world_size": self.env.world_size}
 
     def load(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
+        self.net.load_state_dict(state["model"])
         self.opt.load_state_dict(state["optimizer"])
         self.sched.load_state_dict(state["scheduler"])
         if self.ema is not None and state.get("ema") is not None:
             self.ema.module.load_state_dict(state["ema"])
+        self.compute.load_state_dict(state.get("scaler"))
         self.start_epoch = int(state["epoch"])
         self.wall_before = float(state.get("wall_s", 0.0))
 
 
-def _setup(model: nn.Module, data: DataBundle, tcfg: TrainConfig) -> _Fit:
-    if tcfg.channels_last:
-        model.to(memory_format=torch.channels_last)  # 2-3x faster depthwise convs on CPU; inputs are NHWC already
+def _train_steps(data: TrainData, tcfg: TrainConfig) -> int:
     steps = num_batches(len(data.train), tcfg.batch_size, drop_last=True)
-    if tcfg.max_steps_per_epoch:
-        steps = min(steps, tcfg.max_steps_per_epoch)
+    return min(steps, tcfg.max_steps_per_epoch) if tcfg.max_steps_per_epoch else steps
+
+
+def _setup(model: nn.Module, data: TrainData, tcfg: TrainConfig, compute: Compute, env: DistEnv,
+           dcfg: DistConfig) -> _Fit:
+    per_rank_batch(tcfg.batch_size, env, "train.batch_size")
+    compute.module(model)  # device + channels-last (NHWC: 2-3x faster depthwise convs on CPU)
+    model = wrap_ddp(model, env, compute.device, dcfg)  # before the optimizer: sync-BN makes new parameters
+    steps = _train_steps(data, tcfg)
     opt = make_optimizer(param_groups(model, tcfg.weight_decay), tcfg)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, warmup_cosine(tcfg.epochs * steps, int(tcfg.warmup_epochs * steps)))
-    ema = ModelEMA(model, tcfg.ema_decay) if tcfg.ema_decay > 0 else None
-    return _Fit(model, opt, sched, ema, steps)
+    ema = ModelEMA(unwrap(model), tcfg.ema_decay) if tcfg.ema_decay > 0 else None
+    return _Fit(model, opt, sched, ema, steps, compute, env)
 
 
 def _resume_or_start(fit: _Fit, run_dir: Path, metrics: JsonLines, resume: bool) -> None:
+    """Rank 0 decides and reads the checkpoint; every rank loads the same state."""
+    env = fit.env
     ckpt = run_dir / CKPT_NAME
-    if ckpt.exists():
-        if not resume:
-            raise RunStateError(f"{run_dir} already holds a checkpoint ({ckpt.name}); pass resume=true to continue "
-                                f"it, or choose another run_dir")
-        fit.load(load_torch(ckpt))
-        metrics.truncate_to([r for r in metrics.read() if r.get("epoch", 0) <= fit.start_epoch])
+    exists = broadcast_object(ckpt.exists(), env)
+    if exists and not resume:
+        raise RunStateError(f"{run_dir} already holds a checkpoint ({ckpt.name}); pass resume=true to continue "
+                            f"it, or choose another run_dir")
+    if exists:
+        fit.load(broadcast_object(load_torch(ckpt) if env.is_main else None, env))
+        if env.is_main:
+            metrics.truncate_to([r for r in metrics.read() if r.get("epoch", 0) <= fit.start_epoch])
         log.info("resumed from %s at epoch %d", ckpt, fit.start_epoch)
         return
     if resume:
         log.info("resume=true but %s has no checkpoint: starting from scratch", run_dir)
-    metrics.truncate_to([])
+    if env.is_main:
+        metrics.truncate_to([])
 
 
-def _train_epoch(fit: _Fit, data: DataBundle, tcfg: TrainConfig, crit: nn.Module, g: torch.Generator,
-                 desc: str) -> dict[str, float]:
-    """One epoch of SGD steps; returns loss, accuracy and throughput."""
-    model = fit.model
+def _train_batches(data: TrainData, tcfg: TrainConfig, fit: _Fit, seed: int, epoch: int,
+                   loader: StreamLoader | None) -> Any:
+    if loader is not None:
+        return loader.epoch(epoch)
+    return iterate_batches(data.train, tcfg.batch_size, shuffle=True, generator=epoch_generator(seed, epoch),
+                           augment=tcfg.augment, drop_last=True, shard=fit.env, normalize=False)
+
+
+def _train_epoch(fit: _Fit, batches: Any, tcfg: TrainConfig, crit: nn.Module, desc: str) -> dict[str, float]:
+    """One epoch of optimizer steps; returns loss, accuracy and throughput over all ranks."""
+    model, compute = fit.model, fit.compute
     model.train()
-    bar = progress(fit.steps_per_epoch, desc)
-    seen = correct = 0
-    loss_sum = 0.0
+    bar = progress(fit.steps_per_epoch, desc) if fit.env.is_main else None
+    seen = 0
+    correct = torch.zeros((), dtype=torch.int64, device=compute.device)  # summed on the device: no sync per step
+    loss_sum = torch.zeros((), dtype=torch.float64, device=compute.device)
+    clip = (model.parameters(), tcfg.grad_clip) if tcfg.grad_clip else None
     t0 = time.perf_counter()
-    for step, (x, y) in enumerate(iterate_batches(data.train, tcfg.batch_size, shuffle=True, generator=g,
-                                                  augment=tcfg.augment, drop_last=True)):
+    for step, (x, y) in enumerate(batches):
         if step >= fit.steps_per_epoch:
             break
-        logits = model(x)
-        loss = crit(logits, y)
+        x, y = compute.batch(x), compute.labels(y)
+        with compute.autocast():
+            logits = model(x)
+            loss = crit(logits, y)
         fit.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if tcfg.grad_clip:
-            nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
-        fit.opt.step()
+        compute.backward_and_step(loss, [fit.opt], clip=clip)
         fit.sched.step()
         if fit.ema is not None:
-            fit.ema.update(model)
+            fit.ema.update(fit.net)
         seen += len(y)
-        correct += int((logits.argmax(1) == y).sum())
-        loss_sum += loss.item() * len(y)
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}", refresh=False)
-    bar.close()
+        correct += (logits.argmax(1) == y).sum()
+        loss_sum += loss.detach().double() * len(y)
+        if bar is not None:
+            bar.update(1)
+            if step % 20 == 0:
+                bar.set_postfix(loss=f"{float(loss_sum) / seen:.3f}", acc=f"{int(correct) / seen:.3f}", refresh=False)
+    if bar is not None:
+        bar.close()
+    if compute.is_cuda:
+        torch.cuda.synchronize(compute.device)
     secs = time.perf_counter() - t0
-    return {"train_loss": loss_sum / max(1, seen), "train_top1": correct / max(1, seen), "epoch_s": secs,
+    seen, correct_n, loss_total = all_reduce_sums([seen, int(correct), float(loss_sum)], fit.env)
+    return {"train_loss": loss_total / max(1, seen), "train_top1": correct_n / max(1, seen), "epoch_s": secs,
             "images_per_s": seen / max(secs, 1e-9)}
 
 
-def fit(model: nn.Module, data: DataBundle, tcfg: TrainConfig, run_dir: Path, *, seed: int = 0,
-        resume: bool = False, desc: str = "train") -> dict[str, Any]:
-    """Train `model` for `tcfg.epochs`, checkpointing each epoch; returns the final model, test
-    figures and history."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    state = _setup(model, data, tcfg)
+def fit(model: nn.Module, data: TrainData, tcfg: TrainConfig, run_dir: Path, *, seed: int = 0,
+        resume: bool = False, desc: str = "train", compute: Compute | None = None, env: DistEnv | None = None,
+        dcfg: DistConfig | None = None, criterion: nn.Module | None = None) -> dict[str, Any]:
+    """Train `model` for `tcfg.epochs`, checkpointing each epoch; returns the final model (on the CPU),
+    test figures and history. `compute` (device, AMP) defaults to fp32 on the CPU; `env` to the
+    current process group (DDP under torchrun: every rank calls this, only rank 0 writes). `criterion`
+    replaces the label-smoothed cross-entropy (e.g. a margin loss for embedders)."""
+    compute = compute or Compute(torch.device("cpu"), None, tcfg.channels_last)
+    env = env or current_env()
+    dcfg = dcfg or DistConfig()
+    if env.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    state = _setup(model, data, tcfg, compute, env, dcfg)
     metrics = JsonLines(run_dir / "metrics.jsonl")
     _resume_or_start(state, run_dir, metrics, resume)
-    crit = nn.CrossEntropyLoss(label_smoothing=tcfg.label_smoothing)
+    crit = criterion or nn.CrossEntropyLoss(label_smoothing=tcfg.label_smoothing)
+    stream = isinstance(data, StreamingData)
+    train_loader = StreamLoader(data, data.train, tcfg.batch_size, train=True, augment=tcfg.augment, env=env,
+                                device=compute.device, max_steps=state.steps_per_epoch) if stream else None
+
+    def split(which: str) -> Split | StreamLoader:
+        if not stream:
+            return getattr(data, which)
+        return StreamLoader(data, getattr(data, which), tcfg.eval_batch_size * env.world_size, train=False, env=env,
+                            device=compute.device)
+
+    val_split = split("val")
     t0 = time.perf_counter()
     for epoch in range(state.start_epoch, tcfg.epochs):
-        torch.manual_seed(seed * 1_000_003 + epoch)  # dropout stream, replayable on resume
-        rec = _train_epoch(state, data, tcfg, crit, epoch_generator(seed, epoch), f"{desc} {epoch + 1}/{tcfg.epochs}")
-        val = evaluate(state.ema.module if state.ema else model, data.val, tcfg.eval_batch_size)
+        torch.manual_seed(rank_seed(seed, env, epoch))  # dropout stream per rank, replayable on resume
+        rec = _train_epoch(state, _train_batches(data, tcfg, state, seed, epoch, train_loader), tcfg, crit,
+                           f"{desc} {epoch + 1}/{tcfg.epochs}")
+        val = evaluate(state.ema.module if state.ema else state.net, val_split, tcfg.eval_batch_size,
+                       compute=compute, env=env)
         rec = {"epoch": epoch + 1, **rec, "val_top1": val["top1"], "val_top5": val["top5"], "val_loss": val["loss"],
                "lr": state.opt.param_groups[0]["lr"]}
-        metrics.append(rec)
+        if env.is_main:
+            metrics.append(rec)
+            atomic_torch_save(state.state(epoch + 1, state.wall_before + time.perf_counter() - t0),
+                              run_dir / CKPT_NAME)
         log.info("%s epoch %d/%d: loss %.4f train %.4f val %.4f (%.0f img/s)", desc, epoch + 1, tcfg.epochs,
                  rec["train_loss"], rec["train_top1"], rec["val_top1"], rec["images_per_s"])
-        atomic_torch_save(state.state(epoch + 1, state.wall_before + time.perf_counter() - t0), run_dir / CKPT_NAME)
-    final = state.ema.module if state.ema is not None else model
-    return {"model": final, "test": evaluate(final, data.test, tcfg.eval_batch_size), "history": metrics.read(),
-            "train_wall_s": state.wall_before + time.perf_counter() - t0}
+        if env.enabled:  # replicas take identical steps; a mismatch is a bug to stop on, not to train through
+            check_same_on_all_ranks(weights_digest(state.net), env, f"the weights after epoch {epoch + 1}")
+        barrier(env)  # no rank runs ahead of the checkpoint it would resume from
+    final = state.ema.module if state.ema is not None else state.net
+    test = evaluate(final, split("test"), tcfg.eval_batch_size, compute=compute, env=env)
+    final = revert_sync_batchnorm(final).to("cpu")
+    history = broadcast_object(metrics.read() if env.is_main else None, env)
+    return {"model": final, "test": test, "history": history,
+            "train_wall_s": state.wall_before + time.perf_counter() - t0, "compute": compute.describe(),
+            "world_size": env.world_size}
 
 
 # ---------------------------------------------------------------------------------- the job
 InitWeights = Callable[[nn.Module, ArchSpec, str], None]
 
 
-def train_model(cfg: TrainAppConfig, data: DataBundle | None = None,
+def train_model(cfg: TrainAppConfig, data: TrainData | None = None,
                 inherit: InitWeights | None = None) -> dict[str, Any]:
     """Everything `spnas-train` does: data, arch, fit, test, `model.pt` and `summary.json`.
 
     `data` skips decoding when the caller already holds the data set; `inherit(model, arch, supernet)`
-    initialises from a search's supernet (init=inherit; the search package provides it)."""
+    initialises from a search's supernet (init=inherit; the search package provides it). Under
+    torchrun every rank runs this; rank 0 writes the files and every rank returns the summary."""
+    env = env_from_torchrun()
+    # the device is checked first: `device=cuda` on a machine without one fails before any decoding
+    compute = resolve_compute(cfg.device, cfg.amp, local_rank=env.local_rank, channels_last=cfg.train.channels_last)
+    with process_group(cfg.dist, compute.device, env) as env:
+        return _train_model(cfg, data, inherit, compute, env)
+
+
+def _train_model(cfg: TrainAppConfig, data: TrainData | None, inherit: InitWeights | None, compute: Compute,
+                 env: DistEnv) -> dict[str, Any]:
     run_dir = Path(cfg.run_dir)
     set_threads(cfg.threads)
-    seed_everything(cfg.seed)
-    data = data if data is not None else load_data(cfg.data, cfg.seed)
+    seed_everything(cfg.seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
+    data = data if data is not None else load_train_data(cfg.data, cfg.seed, env)
     arch = resolve_arch(cfg.arch, data.num_classes, data.resolution)
     model = build_model(arch, dropout=cfg.train.dropout)
     if cfg.init is InitKind.inherit:
         if inherit is None or not cfg.supernet:
             raise ConfigError("init=inherit needs supernet=<the search's supernet.pt>")
         inherit(model, arch, cfg.supernet)
-    arch.save(run_dir / "arch.json")
-    result = fit(model, data, cfg.train, run_dir, seed=cfg.seed, resume=cfg.resume, desc=arch.name or "train")
+    if env.is_main:
+        arch.save(run_dir / "arch.json")
+    result = fit(model, data, cfg.train, run_dir, seed=cfg.seed, resume=cfg.resume, desc=arch.name or "train",
+                 compute=compute, env=env, dcfg=cfg.dist)
     final = result["model"]
-    save_model(run_dir / MODEL_NAME, final, arch, {"name": data.name, "resolution": data.resolution,
-                                                   "classes": data.classes})
+    if env.is_main:
+        save_model(run_dir / MODEL_NAME, final, arch, {"name": data.name, "resolution": data.resolution,
+                                                       "classes": data.classes})
     deploy = arch.replace(resolution=cfg.latency_resolution)
     hist = result["history"]
     summary = {
@@ -221,6 +343,9 @@ def train_model(cfg: TrainAppConfig, data: DataBundle | None = None,
         "train_wall_s": result["train_wall_s"],
         "images_per_s": sum(r["images_per_s"] for r in hist) / len(hist) if hist else None,
         "data": data.summary(), "seed": cfg.seed, "init": cfg.init.name, "versions": versions(),
+        "compute": result["compute"], "world_size": result["world_size"],
     }
-    write_json_atomic(run_dir / "summary.json", summary)
+    if env.is_main:
+        write_json_atomic(run_dir / "summary.json", summary)
+    barrier(env)  # the files exist when any rank returns
     return summary

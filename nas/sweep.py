@@ -5,24 +5,43 @@
 
 Objectives: accuracy (maximize; the retrained derived net's val top-1, or the supernet's when
 `sweep.retrain_epochs=0`) and the table-predicted latency (minimize). Each trial is the sweep's search
-config with the trial's parameter set, run in `trials/<number>/`. The study lives
-in SQLite by default; any Optuna RDB URL works, so several machines can share one study, and a
-re-run continues it. The Pareto front is written as CSV and PNG.
+config with the trial's parameter set, run in `trials/<number>/`. The Pareto front is written as
+CSV and PNG.
+
+Sharing one study across processes and machines: the study lives in SQLite by default
+(`<run_dir>/study.db`); `sweep.storage=postgresql://user:password@host:5432/db` puts it in PostgreSQL
+(driver: psycopg 3), and every `spnas-sweep` started with that URL and the same study name is one
+more worker. The workers together run `sweep.n_trials` trials, not that many each: a worker claims a
+trial slot under a lock held in the database itself (`pg_advisory_lock`; a file lock for SQLite), so
+no two workers start the last trial twice. A running trial beats every `sweep.heartbeat_s`; a worker
+that dies (killed, machine gone) stops beating, and after `sweep.grace_s` its trial is marked failed
+and re-queued with the same parameter (Optuna's RetryHeartbeatStaleTrialCallback) for any live worker, which
+resumes it from the dead worker's checkpoint when it can see the trial folder. Workers whose slots are
+all taken wait for the running trials to finish (or die and come back as retries) before exiting.
+A re-run continues the study.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import hashlib
 import io
 import logging
+import os
+import socket
+import time
+import warnings
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from search_spaces import build_model
-from spnas.config import SearchAppConfig, SweepAppConfig, SweepParam
+from spnas.config import SearchAppConfig, SweepAppConfig, SweepConfig, SweepParam
+from spnas.errors import InputError
 from spnas.files import write_bytes_atomic, write_json_atomic
 from training.datasets import DataBundle, load_data
+from training.devices import resolve_compute
 from training.loop import fit, resolve_arch
 
 from .search import run_search
@@ -38,26 +57,45 @@ def trial_config(cfg: SweepAppConfig, value: float, run_dir: Path) -> SearchAppC
     else:
         search = replace(cfg.search, target_ms=value, target_fraction_of=None, loss=sw.target_loss,
                          latency_lambda=sw.target_lambda)
-    return SearchAppConfig(seed=cfg.seed, threads=cfg.threads, soc=cfg.soc, space=cfg.space, data=cfg.data,
-                           search=search, resume=(run_dir / "last.pt").exists(), run_dir=str(run_dir))
+    return SearchAppConfig(seed=cfg.seed, threads=cfg.threads, device=cfg.device, amp=cfg.amp, dist=cfg.dist,
+                           soc=cfg.soc, space=cfg.space, data=cfg.data, search=search,
+                           resume=(run_dir / "last.pt").exists(), run_dir=str(run_dir))
 
 
-def _objective(cfg: SweepAppConfig, data: DataBundle, run_dir: Path):
+def worker_id() -> str:
+    """Which process ran a trial (host:pid), recorded on the trial."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def trial_dir(run_dir: Path, trial: Any) -> Path:
+    """A trial's folder; a retry of a trial whose worker died reuses the dead trial's folder, so its
+    search resumes from the last checkpoint instead of starting over."""
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+    frozen = next(t for t in trial.study.get_trials(deepcopy=False) if t.number == trial.number)
+    first = RetryHeartbeatStaleTrialCallback.retried_trial_number(frozen)
+    return run_dir / "trials" / f"{(trial.number if first is None else first):03d}"
+
+
+def _objective(cfg: SweepAppConfig, data: DataBundle, run_dir: Path, on_start: Callable[[], None] = lambda: None):
     sw = cfg.sweep
 
     def objective(trial: Any) -> tuple[float, float]:
+        on_start()  # the trial exists and runs: the next worker may claim a slot
+        trial.set_user_attr("worker", worker_id())
         if sw.param is SweepParam.latency_lambda:
             v = trial.suggest_float(sw.param.name, sw.low, sw.high, log=True)
         else:
             v = trial.suggest_float(sw.param.name, sw.low, sw.high)
-        tdir = run_dir / "trials" / f"{trial.number:03d}"
+        tdir = trial_dir(run_dir, trial)
         s = run_search(trial_config(cfg, v, tdir), data=data)
         acc = float(s["val_top1"])
         if sw.retrain_epochs > 0:
             arch = resolve_arch(tdir / "arch.json", data.num_classes, data.resolution)
             rtrain = replace(cfg.train, epochs=sw.retrain_epochs)
-            r = fit(build_model(arch, rtrain.dropout), data, rtrain, tdir / "retrain", seed=cfg.seed, resume=True,
-                    desc=f"retrain trial {trial.number}")
+            r = fit(build_model(arch, rtrain.dropout), data, rtrain, tdir / "retrain", seed=cfg.seed,
+                    resume=True, desc=f"retrain trial {trial.number}",
+                    compute=resolve_compute(cfg.device, cfg.amp, channels_last=rtrain.channels_last))
             acc = float(r["history"][-1]["val_top1"])
         trial.set_user_attr("arch", s["arch_string"])
         trial.set_user_attr("choices", s["choices"])
@@ -67,24 +105,164 @@ def _objective(cfg: SweepAppConfig, data: DataBundle, run_dir: Path):
     return objective
 
 
+def storage_url(url: str) -> str:
+    """A storage URL as SQLAlchemy needs it: bare `postgresql://` means psycopg 3 (the driver installed)."""
+    for bare in ("postgresql://", "postgres://"):
+        if url.startswith(bare):
+            return "postgresql+psycopg://" + url[len(bare):]
+    return url
+
+
+def _shown(url: str) -> str:
+    """The URL with its password hidden (for logs and summaries)."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url
+
+
+def open_storage(sw: SweepConfig, url: str) -> Any:
+    """Optuna's RDB storage with heartbeats and the retry callback, or a clear error naming the URL."""
+    import optuna
+    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+
+    grace = sw.grace_s or 2 * sw.heartbeat_s
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return RDBStorage(url, heartbeat_interval=sw.heartbeat_s, grace_period=grace,
+                              heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=sw.max_retry),
+                              engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else None)
+    except Exception as e:  # SQLAlchemy / driver errors: unreachable server, bad credentials, missing db
+        raise storage_error(url, e) from None
+
+
+def storage_error(url: str, e: BaseException) -> InputError:
+    """One line for a storage that cannot be reached or used, saying what to check."""
+    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return InputError(f"cannot open the study storage {_shown(url)}: {first}. Check that the server is up and "
+                      f"the URL is postgresql://user:password@host:port/database (the database must exist: "
+                      f"createdb <name>)")
+
+
+class SlotLock:
+    """Serialises "count the trials, then start one" across every worker of a study.
+
+    PostgreSQL: a session-level advisory lock keyed by the study name, held by one connection of the
+    database every worker already talks to. SQLite: an exclusive lock on `<db>.lock` beside the file.
+    Other databases: no lock (the trial count may be overshot by at most one per extra worker)."""
+
+    def __init__(self, url: str, study_name: str) -> None:
+        self.url, self.key = url, int.from_bytes(hashlib.sha256(study_name.encode()).digest()[:8], "big", signed=True)
+        self._conn: Any = None
+        self._file: Any = None
+        self._engine: Any = None
+        if url.startswith("postgresql"):
+            from sqlalchemy import create_engine
+            from sqlalchemy.pool import NullPool
+
+            self._engine = create_engine(url, poolclass=NullPool)
+        elif not url.startswith("sqlite"):
+            log.warning("sweep: no cross-worker lock for %s; concurrent workers may run a trial more than asked",
+                        _shown(url))
+
+    def acquire(self) -> None:
+        if self._engine is not None:
+            from sqlalchemy import text
+
+            try:
+                self._conn = self._engine.connect()
+            except Exception as e:
+                raise storage_error(self.url, e) from None
+            self._conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": self.key})
+        elif self.url.startswith("sqlite:///"):
+            import fcntl
+
+            self._file = open(self.url[len("sqlite:///"):] + ".lock", "a+")
+            fcntl.flock(self._file, fcntl.LOCK_EX)
+
+    def release(self) -> None:
+        """Idempotent: the objective releases as soon as its trial runs, the loop again after."""
+        if self._conn is not None:
+            from sqlalchemy import text
+
+            with contextlib.suppress(Exception):
+                self._conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": self.key})
+            with contextlib.suppress(Exception):
+                self._conn.close()
+            self._conn = None
+        if self._file is not None:
+            import fcntl
+
+            fcntl.flock(self._file, fcntl.LOCK_UN)
+            self._file.close()
+            self._file = None
+
+    def close(self) -> None:
+        self.release()
+        if self._engine is not None:
+            self._engine.dispose()
+
+
+def _work(study: Any, objective: Callable[[Any], Any], lock: SlotLock, n_trials: int, poll_s: float) -> int:
+    """Run trials until the study holds `n_trials` live-or-done trials and none is running; returns how
+    many this worker ran."""
+    import optuna
+    from optuna.trial import TrialState
+
+    ran = 0
+    while True:
+        lock.acquire()
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                optuna.storages.fail_stale_trials(study)  # dead workers' trials: failed, re-queued as WAITING
+            states = [t.state for t in study.get_trials(deepcopy=False)]
+            done, running, waiting = (states.count(s) for s in (TrialState.COMPLETE, TrialState.RUNNING,
+                                                                 TrialState.WAITING))
+            if waiting or done + running < n_trials:
+                # `optimize` pops a WAITING retry first, else asks the sampler; the objective releases the lock
+                study.optimize(objective, n_trials=1, catch=())
+                ran += 1
+                continue
+        finally:
+            lock.release()
+        if running == 0:
+            return ran
+        time.sleep(poll_s)  # slots all taken: a running trial may still die and come back as a retry
+
+
 def run_sweep(cfg: SweepAppConfig) -> dict[str, Any]:
-    """Run (or continue) the study; write pareto.csv, pareto.png and sweep_summary.json."""
+    """Run (or continue) the study as one of its workers; write pareto.csv, pareto.png and sweep_summary.json."""
     import optuna
 
     sw = cfg.sweep
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    storage = sw.storage or f"sqlite:///{(run_dir / 'study.db').resolve()}"
+    storage = storage_url(sw.storage or f"sqlite:///{(run_dir / 'study.db').resolve()}")
     soc = cfg.soc.name
     param = sw.param.name
     name = sw.study_name or f"spnas-{soc}-{param}"
+    resolve_compute(cfg.device, cfg.amp)  # a device this machine lacks fails before the study is touched
     sampler = optuna.samplers.NSGAIISampler(seed=cfg.seed, population_size=max(2, sw.population))
-    study = optuna.create_study(study_name=name, storage=storage, directions=["maximize", "minimize"],
-                                load_if_exists=True, sampler=sampler)
-    data = load_data(cfg.data, cfg.seed)  # decoded once, shared by every trial
-    remaining = sw.n_trials - len([t for t in study.trials if t.state.is_finished()])
-    if remaining > 0:
-        study.optimize(_objective(cfg, data, run_dir), n_trials=remaining, catch=())
+    lock = SlotLock(storage, name)
+    try:
+        lock.acquire()  # two workers creating the schema or the study at once would race on their rows
+        try:
+            rdb = open_storage(sw, storage)
+            study = optuna.create_study(study_name=name, storage=rdb, directions=["maximize", "minimize"],
+                                        load_if_exists=True, sampler=sampler)
+        finally:
+            lock.release()
+        data = load_data(cfg.data, cfg.seed)  # decoded once, shared by every trial of this worker
+        ran = _work(study, _objective(cfg, data, run_dir, on_start=lock.release), lock, sw.n_trials,
+                    poll_s=min(5.0, sw.heartbeat_s / 2))
+        log.info("sweep worker %s ran %d trial(s) of study %s", worker_id(), ran, name)
+    finally:
+        lock.close()
+    storage = _shown(storage)
     rows = []
     pareto_numbers = {t.number for t in study.best_trials}
     for t in study.trials:

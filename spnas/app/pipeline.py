@@ -22,13 +22,13 @@ from spnas.config import (
     ExportAppConfig, InitKind, LabelLevel, PipelineAppConfig, SearchAppConfig, TrainAppConfig, to_plain,
 )
 from spnas.files import sha256_file, write_bytes_atomic, write_json_atomic
-from training.datasets import DataBundle, load_data
+from training.datasets import DataBundle, data_key, load_data
 
 from .stages import Stage
 
 log = logging.getLogger(__name__)
 
-STAGE_VERSION = 2  # part of every stage key: bump when a stage's outputs change meaning
+STAGE_VERSION = 3  # part of every stage key: bump when a stage's outputs change meaning (3: content-hashed data)
 
 
 @dataclass
@@ -40,6 +40,7 @@ class _Run:
     force: set[str]
     events: list[dict[str, Any]] = field(default_factory=list)
     _data: dict[str, DataBundle] = field(default_factory=dict)
+    _keys: dict[str, Any] = field(default_factory=dict)
 
     def data(self) -> DataBundle:
         if "train" not in self._data:
@@ -50,6 +51,13 @@ class _Run:
         if "ret" not in self._data:
             self._data["ret"] = load_data(replace(self.cfg.retrieval.data, label_level=LabelLevel.fine), self.cfg.seed)
         return self._data["ret"]
+
+    def data_key(self, which: str = "train") -> dict[str, Any]:
+        """A data set's content key (file list with sizes and times, not its path), listed once per run."""
+        if f"key:{which}" not in self._keys:
+            cfg = self.cfg.data if which == "train" else replace(self.cfg.retrieval.data, label_level=LabelLevel.fine)
+            self._keys[f"key:{which}"] = data_key(cfg)
+        return self._keys[f"key:{which}"]
 
     def stage(self, kind: str, name: str, key: dict[str, Any]) -> Stage:
         return Stage(self.run_dir, kind, name, {**key, "v": STAGE_VERSION}, self.force)
@@ -66,7 +74,7 @@ def search_stage(run: _Run, soc_name: str) -> dict[str, Any]:
 
     cfg = run.cfg
     soc = cfg.soc_configs[soc_name]
-    key = {"space": to_plain(cfg.space), "data": to_plain(cfg.data), "search": to_plain(cfg.search),
+    key = {"space": to_plain(cfg.space), "data": run.data_key(), "search": to_plain(cfg.search),
            "soc": to_plain(soc), "table_sha256": sha256_file(resolve_table_path(soc.table)), "seed": cfg.seed}
     st = run.stage("search", soc_name, key)
 
@@ -88,8 +96,9 @@ def train_stage(run: _Run, name: str, m: dict[str, Any]) -> None:
     cfg = run.cfg
     arch_ref = m["arch"] if isinstance(m["arch"], str) else ArchSpec.from_dict(m["arch"]).to_string()
     init = cfg.init if m["kind"] == "spnas" else InitKind.scratch
-    st = run.stage("train", name, {"arch": arch_ref, "data": to_plain(cfg.data), "train": to_plain(cfg.train),
-                                   "seed": cfg.seed, "init": init.name})
+    inherited = sha256_file(Path(m["search_dir"]) / "supernet.pt") if init is InitKind.inherit else None
+    st = run.stage("train", name, {"arch": arch_ref, "data": run.data_key(), "train": to_plain(cfg.train),
+                                   "seed": cfg.seed, "init": init.name, "supernet_sha256": inherited})
 
     def do(folder: Path, resume: bool) -> dict[str, Any]:
         arch = m["arch"]
@@ -115,7 +124,7 @@ def export_stage(run: _Run, name: str, m: dict[str, Any]) -> None:
 
     cfg = run.cfg
     st = run.stage("export", name, {"model_sha256": sha256_file(m["model_pt"]), "export": to_plain(cfg.export),
-                                    "data": to_plain(cfg.data)})
+                                    "data": run.data_key()})
 
     def do(folder: Path, resume: bool) -> dict[str, Any]:
         man = run_export(ExportAppConfig(seed=cfg.seed, threads=cfg.threads, data=cfg.data, export=cfg.export,
@@ -143,7 +152,8 @@ def retrieval_stage(run: _Run, name: str, m: dict[str, Any]) -> None:
     from .retrieval_eval import evaluate_bundle, markdown_table
 
     rc = run.cfg.retrieval
-    st = run.stage("retrieval", name, {"embedder": m["export"]["embedder_sha256"], "retrieval": to_plain(rc),
+    st = run.stage("retrieval", name, {"embedder": m["export"]["embedder_sha256"],
+                                       "retrieval": {**to_plain(rc), "data": run.data_key("retrieval")},
                                        "seed": run.cfg.seed})
 
     def do(folder: Path, resume: bool) -> dict[str, Any]:

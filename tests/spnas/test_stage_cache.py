@@ -1,0 +1,128 @@
+"""A pipeline stage cannot go stale: it is skipped only when its key (inputs hashed by content, not by
+path) is unchanged and every output it recorded is still there byte for byte; `init=inherit` retrains
+follow the supernet's bytes."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import torch
+
+from spnas.app.stages import Stage
+
+from ..conftest import compose
+
+
+def test_stage_reruns_when_an_output_is_deleted_or_edited(tmp_path):
+    calls = []
+
+    def work(folder: Path, resume: bool) -> dict:
+        calls.append(resume)
+        (folder / "sub").mkdir(exist_ok=True)
+        (folder / "model.pt").write_bytes(b"weights" * 100)
+        (folder / "sub" / "arch.json").write_text('{"a": 1}')
+        return {"ok": True}
+
+    def run() -> str:
+        return Stage(tmp_path, "train", "m", {"x": 1}, set()).run(work)[1]
+
+    assert run() == "ran"
+    assert run() == "skipped" and len(calls) == 1
+    (tmp_path / "train" / "m" / "sub" / "arch.json").unlink()
+    assert run() == "ran"  # an output is gone: the stage did not really finish any more
+    (tmp_path / "train" / "m" / "model.pt").write_bytes(b"other bytes, same name")
+    assert run() == "ran"  # an output was edited: its recorded hash no longer matches
+    assert run() == "skipped" and len(calls) == 3
+    assert Stage(tmp_path, "train", "m", {"x": 2}, set()).run(work)[1] == "ran"  # a changed key still reruns
+
+
+def _cifar_copy(cifar_root: Path, dest: Path, n_train: int = 24, n_test: int = 6) -> Path:
+    for split, n in (("train", n_train), ("test", n_test)):
+        for cls in sorted(p.name for p in (cifar_root / split).iterdir())[:4]:
+            (dest / split / cls).mkdir(parents=True)
+            for p in sorted((cifar_root / split / cls).glob("*.jpg"))[:n]:
+                shutil.copy2(p, dest / split / cls / p.name)
+    return dest
+
+
+def _pipeline_cfg(tmp: Path, data_root: Path, extra: list[str] = ()):
+    return compose("pipeline", ["experiment=demo", "socs=[sd845]", "baselines=[]", f"run_dir={tmp / 'run'}",
+                                "data=cifar10", f"data.root={data_root}", f"data.cache_dir={tmp / 'cache'}",
+                                "search.steps=6", "search.warmup_fraction=0", "search.min_threshold_updates=0",
+                                "search.batch_size=32", "train.epochs=1", "train.batch_size=32",
+                                "train.max_steps_per_epoch=2", "init=inherit", "threads=2", *extra])
+
+
+def _stages(tmp: Path, data_root: Path) -> dict[str, str]:
+    from spnas.app.pipeline import _Run, search_stage, train_stage
+
+    cfg = _pipeline_cfg(tmp, data_root)
+    run = _Run(cfg, Path(cfg.run_dir), set())
+    m = search_stage(run, "sd845")
+    train_stage(run, "spnas-sd845", m)
+    return {e["stage"]: e["how"] for e in run.events}
+
+
+def test_pipeline_stages_follow_input_bytes_not_paths(cifar_root, tmp_path):
+    data = _cifar_copy(cifar_root, tmp_path / "cifar")
+    assert _stages(tmp_path, data) == {"search/sd845": "ran", "train/spnas-sd845": "ran"}
+    assert _stages(tmp_path, data) == {"search/sd845": "skipped", "train/spnas-sd845": "skipped"}
+    # the same data set at another path (copied with its times): the same content, nothing reruns
+    moved = tmp_path / "elsewhere" / "cifar"
+    shutil.copytree(data, moved)
+    assert _stages(tmp_path, moved) == {"search/sd845": "skipped", "train/spnas-sd845": "skipped"}
+    # one training photo's bytes change under the same path: everything downstream reruns
+    victim = sorted((data / "train").rglob("*.jpg"))[3]
+    victim.write_bytes(sorted((cifar_root / "train").rglob("*.jpg"))[-1].read_bytes())
+    assert _stages(tmp_path, data) == {"search/sd845": "ran", "train/spnas-sd845": "ran"}
+    # a deleted output reruns its stage only
+    (tmp_path / "run" / "search" / "sd845" / "arch.json").unlink()
+    how = _stages(tmp_path, data)
+    assert how["search/sd845"] == "ran"
+    # init=inherit: the retrain's key holds the supernet's hash, so a different supernet retrains
+    sup = tmp_path / "run" / "search" / "sd845" / "supernet.pt"
+    assert _stages(tmp_path, data)["train/spnas-sd845"] == "skipped"
+    blob = torch.load(sup, weights_only=True)
+    k = next(k for k, v in blob["state_dict"].items() if v.is_floating_point() and v.numel() > 1)
+    blob["state_dict"][k] = blob["state_dict"][k] + 0.5
+    torch.save(blob, sup)
+    how = _stages(tmp_path, data)
+    assert how["search/sd845"] == "ran"  # the search's own output changed: it is redone first ...
+    assert how["train/spnas-sd845"] == "ran"  # ... and the retrain follows the new supernet
+
+
+def test_decoded_data_cache_is_keyed_by_content(cifar_root, tmp_path):
+    import numpy as np
+
+    from spnas.config import DataConfig, DataKind
+    from training.datasets import load_data
+
+    data = _cifar_copy(cifar_root, tmp_path / "cifar")
+    cache = tmp_path / "cache"
+
+    def load(root: Path):
+        return load_data(DataConfig(name="c", kind=DataKind.cifar10, root=str(root), resolution=32), 0, cache)
+
+    a = load(data)
+    files = sorted(cache.glob("*.npz"))
+    assert len(files) == 1
+    # no pickled objects: every array loads with pickles refused, none of dtype object
+    with np.load(files[0], allow_pickle=False) as z:
+        assert all(z[k].dtype.kind != "O" for k in z.files)
+    # a moved copy hits the same cache and its ids point into the new folder
+    moved = tmp_path / "moved"
+    shutil.copytree(data, moved)
+    b = load(moved)
+    assert sorted(cache.glob("*.npz")) == files
+    assert np.array_equal(a.train.images, b.train.images)
+    assert all(i.startswith(str(moved)) for i in b.train.ids + b.test.ids)
+    assert all(Path(i).is_file() for i in b.test.ids)
+    # new bytes under the same path: decoded again, not served stale
+    i = 5
+    victim = Path(a.train.ids[i])
+    victim.write_bytes(sorted((cifar_root / "train").rglob("*.jpg"))[-1].read_bytes())
+    c = load(data)
+    assert len(list(cache.glob("*.npz"))) == 2
+    j = c.train.ids.index(str(victim))
+    assert not np.array_equal(c.train.images[j], a.train.images[i])

@@ -556,14 +556,32 @@ class Gateway:
             keys.append(key)
         return eps, keys
 
+    def _unsure(self, key: str, e: Exception) -> None:
+        """A write whose outcome is unknown (the service died or timed out mid-call), or an id the
+        registry did not know: read that partition's ids again before the next add."""
+        import grpc
+
+        if _rpc_code(e) in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
+                            grpc.StatusCode.ALREADY_EXISTS, grpc.StatusCode.CANCELLED):
+            with self.registry.lock:
+                self.registry.loaded.discard(key)
+
+    def _load_ids(self, eps: dict[str, str], keys: list[str]) -> None:
+        """Read the live ids of partitions not read yet (new ones, or ones that were down)."""
+        for key in keys:
+            try:
+                ids, ts, _ = self.client(eps[key]).ids()
+            except Exception:
+                continue
+            with self.registry.lock:
+                self.registry.live.update(zip(ids.tolist(), ts.tolist()))
+                self.registry.loaded.add(key)
+
     def _reserve(self, ids: list[int]) -> None:
         reg = self.registry
+        eps_map = self.resolver.endpoints()
+        self._load_ids(eps_map, reg.missing(list(eps_map)))  # e.g. a day a compaction just created
         with reg.lock:
-            eps = list(self.resolver.endpoints())
-            missing = reg.missing(eps)
-            if missing:
-                raise _err(503, f"still reading the listing ids of {', '.join(missing[:3])} (one id, one partition); "
-                                f"retry shortly", self.limits.retry_after_s)
             for i in ids:
                 if i in reg.writing:
                     raise _err(409, f"listing {i} is being written by another request")
@@ -572,6 +590,11 @@ class Gateway:
                 if i in reg.live:
                     raise _err(409, f"listing {i} is already live (at {reg.live[i]}); delete it first or use another "
                                     f"id (one id lives in one partition at a time)")
+            missing = reg.missing(list(eps_map))
+            if missing:
+                raise _err(503, f"cannot check that the ids are free: the listing ids of {', '.join(missing[:3])} are "
+                                f"not read yet (that service is starting or down); retry shortly",
+                           self.limits.retry_after_s)
             reg.writing.update(ids)
 
     def add_work(self, ups: list[Upload], ids: list[int], ts: list[int], titles: list[str]) -> dict[str, Any]:
@@ -593,6 +616,7 @@ class Gateway:
                 try:
                     self.client(eps[key]).add(ida, vecs, tsa, self.bundle)
                 except Exception as e:
+                    self._unsure(key, e)
                     raise self._rpc_error(key, e) from None
                 pending: list[str] = []
             else:
@@ -621,7 +645,7 @@ class Gateway:
                 try:
                     f.result()
                     prepared.append(key)
-                except Exception as e:
+                except Exception as e:  # a prepare never makes ids live: the registry stays right
                     errors[key] = e
             failpoint("txn.after_prepare")
             if not errors and not self.decisions.decide(txn, list(groups)):
@@ -729,14 +753,7 @@ class Gateway:
         """One pass: read ids of partitions not yet read, deliver decided commits, abort orphaned
         prepares (presumed abort), retry pending deletes."""
         eps = self.resolver.endpoints()
-        for key in self.registry.missing(list(eps)):
-            try:
-                ids, ts, _ = self.client(eps[key]).ids()
-            except Exception:
-                continue
-            with self.registry.lock:
-                self.registry.live.update(zip(ids.tolist(), ts.tolist()))
-                self.registry.loaded.add(key)
+        self._load_ids(eps, self.registry.missing(list(eps)))
         decided = self.decisions.read()
         for txn, d in decided.items():
             if d["decision"] != "commit" or d["done"] or txn in self.active:

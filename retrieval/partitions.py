@@ -995,3 +995,11 @@ class PartitionedStore:
 
     def stats(self) -> dict[str, dict]:
         return {k: self.partition(k).stats().__dict__ for k in self.keys()}
+
+    def forget(self) -> None:
+        """Drop the partitions this object loaded (they are re-read on next use): the supervisor's
+        compaction should not keep a second copy of every partition in memory."""
+        with self._mu:
+            for p in self._parts.values():
+                p.close()
+            self._parts.clear()

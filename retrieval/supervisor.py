@@ -120,6 +120,8 @@ class Supervisor:
                     self.compactions.append(rep)
                 except RetrievalError as e:  # the next pass retries; serving goes on meanwhile
                     log.warning("compaction failed, will retry: %s", e)
+                finally:
+                    self.store.forget()
             self.reconcile()
 
     def ensure_hours(self, now: float) -> list[str]:

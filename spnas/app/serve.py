@@ -10,12 +10,16 @@ gateway process, hourly partitions as the clock advances, scheduled roll-ups.
 On first start the index folder is seeded with the Grocery Store train photos as listings (ids = their
 row in train.txt, timestamps spread over the past `seed_hours` hours, titles = product names, thumbnails
 for the page). Index services announce themselves in `<index_dir>/services/`, which the gateway reads;
-logs of every process are in `<index_dir>/run/logs/`.
+logs of every process are in `<index_dir>/run/logs/`. Adds and deletes need a bearer token: the one in
+`$SPNAS_SERVE_TOKEN` / `auth.token_file`, or, on loopback without one, a token made on first start in
+`<index_dir>/gateway/token` (mode 0600).
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import secrets
 import signal
 import socket
 import threading
@@ -34,7 +38,7 @@ from retrieval.photos import PhotoStore, thumbnail
 from retrieval.security import check_bind, load_token
 from retrieval.service import ServiceSpec
 from retrieval.supervisor import Supervisor
-from spnas.config import ServeAppConfig, ServeCommand
+from spnas.config import ServeAppConfig, ServeAuthConfig, ServeCommand
 from training.datasets import load_data
 
 from .retrieval_eval import originals
@@ -71,6 +75,18 @@ def seed_store(store: PartitionedStore, embedder: Any, cfg: ServeAppConfig, now:
     return n
 
 
+def local_token(state_dir: Path) -> ServeAuthConfig:
+    """No token configured (loopback only): writes still need one, so make one, readable by this user
+    alone, in `<state_dir>/token` (kept across restarts)."""
+    p = state_dir / "token"
+    if not p.exists():
+        state_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32) + "\n")
+    return ServeAuthConfig(token_file=str(p))
+
+
 def _free_port(host: str) -> int:
     with socket.socket() as s:
         s.bind((host, 0))
@@ -83,9 +99,10 @@ def start(cfg: ServeAppConfig, clock: Callable[[], float] = time.time) -> dict[s
     token = load_token(cfg.auth)
     check_bind(cfg.host, token, "the gateway")
     check_bind(cfg.grpc_host, token, "the index services")
+    d = dirs(cfg)
+    auth = cfg.auth if token else local_token(d["state"])
     embedder = make_embedder(cfg.backend.name, cfg.bundle, cfg.threads or 1)
     store = open_store(cfg, embedder.dim)
-    d = dirs(cfg)
     photos = PhotoStore(d["photos"])
     now = int(clock())
     store.recover()
@@ -95,17 +112,18 @@ def start(cfg: ServeAppConfig, clock: Callable[[], float] = time.time) -> dict[s
     port = cfg.port or _free_port(cfg.host)
     svc = ServiceSpec(index_dir=str(store.root), bundle_sha256=store.bundle, dim=store.dim, factory=str(cfg.factory),
                       search_params=store.params, checkpoint_wal_bytes=cfg.checkpoint_wal_bytes,
-                      grpc_host=cfg.grpc_host, discovery_dir=str(d["discovery"]), tls=cfg.tls, auth=cfg.auth)
+                      grpc_host=cfg.grpc_host, discovery_dir=str(d["discovery"]), tls=cfg.tls, auth=auth)
     gw = GatewaySpec(bundle=str(cfg.bundle), backend=cfg.backend, threads=cfg.threads or 1,
                      discovery_dir=str(d["discovery"]), state_dir=str(d["state"]), photos_dir=str(d["photos"]),
-                     host=cfg.host, port=port, limits=cfg.limits, auth=cfg.auth, tls=cfg.tls, partial=cfg.partial)
+                     host=cfg.host, port=port, limits=cfg.limits, auth=auth, tls=cfg.tls, partial=cfg.partial)
     sup = Supervisor(store, svc, d["run"], gateway_spec=gw, clock=clock, tick_s=cfg.tick_s,
                      compact_every_s=cfg.compact_every_s if cfg.compact else float("inf"),
                      precreate_s=cfg.precreate_s)
     if not cfg.compact:
         sup.last_compaction = float(now)
     sup.start()
-    return {"supervisor": sup, "store": store, "embedder": embedder, "url": f"http://{cfg.host}:{port}", **d}
+    return {"supervisor": sup, "store": store, "embedder": embedder, "url": f"http://{cfg.host}:{port}",
+            "token_file": auth.token_file, **d}
 
 
 def compact_once(cfg: ServeAppConfig, now: float | None = None) -> CompactionReport:
@@ -133,7 +151,8 @@ def run(cfg: ServeAppConfig) -> None:
     try:
         sup.wait_ready(120)
         print(f"{len(sup.services)} index services ({', '.join(sorted(sup.services))}); photo search on {s['url']}/ "
-              f"(OpenAPI docs: {s['url']}/docs); logs in {sup.logs}", flush=True)
+              f"(OpenAPI docs: {s['url']}/docs); writes need the bearer token in {s['token_file'] or '$' + cfg.auth.token_env}; "
+              f"logs in {sup.logs}", flush=True)
         sup.run(stop)
     finally:
         sup.stop()

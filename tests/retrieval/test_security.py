@@ -151,3 +151,17 @@ def test_bundle_files_are_verified_and_identity_comes_from_them(small_bundle, tm
     for backend in ("litert", "torch"):
         with pytest.raises(InputError, match="weights.pt"):
             make_embedder(backend, b)
+
+
+def test_loopback_without_a_token_still_needs_one_for_writes(tmp_path):
+    """No token configured: spnas-serve makes one (owner-only file, kept across restarts) instead of
+    leaving writes open."""
+    from retrieval.security import load_token
+    from spnas.app.serve import local_token
+
+    auth = local_token(tmp_path / "gw")
+    p = tmp_path / "gw" / "token"
+    assert auth.token_file == str(p) and (p.stat().st_mode & 0o777) == 0o600
+    token = load_token(auth)
+    assert token and len(token) == 64
+    assert load_token(local_token(tmp_path / "gw")) == token

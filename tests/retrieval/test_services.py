@@ -267,3 +267,51 @@ def test_health_is_the_process_and_ready_is_the_services(deployment):
     r = httpx.get(f"{deployment.url}/ready")
     assert r.status_code == 200 and all(r.json()["services"].values())
     wait_for(lambda: not deployment.store.partition(deployment.store.keys()[0]).pending, 5, "no pending writes")
+
+
+def test_blocking_work_runs_off_the_event_loop_with_bounded_admission(deployment, grocery_root, tmp_path):
+    """Searches whose embedding is held (a gate in front of the real embedder) occupy the workers and
+    the queue; meanwhile /health answers, and one request more is refused with 503 + Retry-After."""
+    import asyncio
+    import threading
+
+    from retrieval.embedders import make_embedder
+    from retrieval.gateway import DirectoryResolver, create_app
+    from spnas.config import ServeLimits
+
+    gate, entered = threading.Event(), threading.Semaphore(0)
+
+    class Held:
+        def __init__(self):
+            self.inner = make_embedder("litert", deployment.cfg.bundle)
+            self.dim, self.bundle_sha256, self.name = self.inner.dim, self.inner.bundle_sha256, "held"
+
+        def embed(self, images, progress=None):
+            entered.release()
+            gate.wait(30)
+            return self.inner.embed(images, progress)
+
+    limits = ServeLimits(workers=2, queue=1, retry_after_s=3)
+    app = create_app(Held, DirectoryResolver(deployment.s["discovery"]), limits, state_dir=tmp_path / "gw")
+    photo = jpeg(_grocery_photos(grocery_root, 1)[0][0])
+
+    async def go():
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://gw", timeout=60) as c:
+            def search():
+                return c.post("/search", files={"image": ("q.jpg", photo, "image/jpeg")})
+
+            held = [asyncio.create_task(search()) for _ in range(3)]  # 2 on the workers, 1 queued
+            for _ in range(2):
+                await asyncio.to_thread(entered.acquire, True, 30)
+            while app.app.state.gateway.admission.n < 3:  # the third is admitted and queued for a worker
+                await asyncio.sleep(0.01)
+            health = await asyncio.wait_for(c.get("/health"), 5)  # the loop is free while the workers are held
+            refused = await search()
+            gate.set()
+            return health, refused, await asyncio.gather(*held)
+
+    health, refused, held = asyncio.run(go())
+    assert health.status_code == 200
+    assert refused.status_code == 503 and refused.headers["retry-after"] == "3", refused.text
+    assert "saturated" in refused.json()["detail"]
+    assert [r.status_code for r in held] == [200, 200, 200]

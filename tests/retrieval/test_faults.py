@@ -51,6 +51,22 @@ def test_one_service_down(deployment, grocery_root):
     old = next(k for k in d.store.keys() if not k.startswith("h/") and d.store.partition(k).live()[0].size)
     old_ids, old_vecs, old_ts = d.store.partition(old).live()
     d.pause_supervisor()
+    try:
+        _service_down(d, grocery_root, now, hour, old, old_ids, old_vecs, old_ts)
+    finally:
+        d.resume_supervisor()
+    d.wait_ready()
+    victim = int(old_ids[0])
+    wait_for(lambda: not _found(d, old_vecs[0], victim), 30, "the queued delete to be delivered")
+    assert _holders(d, victim) == []
+    photos = [("images", (f"{i}.jpg", jpeg(_photo(grocery_root, i + 1)), "image/jpeg")) for i in range(2)]
+    r = httpx.post(f"{d.url}/items", files=photos, data={"ids": "5000,5001", "ts": f"{now},{int(old_ts[0])}"},
+                   headers=d.auth, timeout=30)
+    assert r.status_code == 200 and len(r.json()["added"]) == 2, r.text
+    assert _holders(d, 5000) == [hour] and _holders(d, 5001) == [old]
+
+
+def _service_down(d, grocery_root, now, hour, old, old_ids, old_vecs, old_ts):
     d.kill_service(old)
     # search answers with the partitions it has and names the missing one
     r = httpx.post(f"{d.url}/search", files={"image": ("q.jpg", jpeg(_photo(grocery_root)), "image/jpeg")},
@@ -74,14 +90,7 @@ def test_one_service_down(deployment, grocery_root):
     assert r.json()["partitions"][old].startswith("retrying")
     r = httpx.post(f"{d.url}/items", files=photos[:1], data={"ids": str(victim)}, headers=d.auth, timeout=30)
     assert r.status_code == 409 and "pending" in r.json()["detail"]
-    # the supervisor restarts the service; the delete is delivered; the add goes through on retry
-    d.resume_supervisor()
-    d.wait_ready()
-    wait_for(lambda: not _found(d, old_vecs[0], victim), 30, "the queued delete to be delivered")
-    assert _holders(d, victim) == []
-    r = httpx.post(f"{d.url}/items", files=photos, data={"ids": "5000,5001", "ts": ts}, headers=d.auth, timeout=30)
-    assert r.status_code == 200 and len(r.json()["added"]) == 2, r.text
-    assert _holders(d, 5000) == [hour] and _holders(d, 5001) == [old]
+    # then the supervisor restarts the service; the delete is delivered; the add goes through on retry
 
 
 def test_partial_results_policy_fail(deployment, grocery_root, tmp_path):
@@ -97,8 +106,9 @@ def test_partial_results_policy_fail(deployment, grocery_root, tmp_path):
     app = create_app(lambda: make_embedder("litert", d.cfg.bundle), DirectoryResolver(d.s["discovery"]),
                      d.cfg.limits, token=d.token, state_dir=tmp_path / "gw", partial=PartialResults.fail)
     d.pause_supervisor()
-    d.kill_service(old)
     try:
+        d.kill_service(old)
+
         async def go():
             async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://gw") as c:
                 return await c.post("/search", files={"image": ("q.jpg", jpeg(_photo(grocery_root)), "image/jpeg")})

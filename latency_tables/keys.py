@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable
 
+import torch
 from torch import nn
 
 from spnas.errors import OpKeyError
@@ -156,16 +157,51 @@ def _shape3(v: object, key: str) -> tuple[int, int, int]:
     return v  # type: ignore[return-value]
 
 
-def micro_module(key: str) -> tuple[nn.Module, tuple[int, ...]]:
-    """The single-op PyTorch module for a key and its NCHW (or [N, C]) input shape.
+class ChannelsLastOutput(nn.Module):
+    """Return a 4-D output in NHWC, as the layer hands it to the next one inside a converted network.
 
-    Built with the same `build_layer` as whole networks, so the micro-model is the real layer.
+    The converter takes NHWC input; without this, a single-layer model ends in a TRANSPOSE back to
+    NCHW that a whole network never runs, and the op's row would time it."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.module(x)
+        return y.permute(0, 2, 3, 1) if y.ndim == 4 else y
+
+
+class NHWCGlobalPool(nn.Module):
+    """Global average pooling of an NHWC tensor (the pool micro-model takes NHWC input directly)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean((1, 2))
+
+
+@dataclass(frozen=True)
+class MicroModel:
+    """The single-op module for a key, its input shape, and whether that shape is already NHWC."""
+
+    module: nn.Module
+    input_shape: tuple[int, ...]
+    nhwc_input: bool = False  # True: pass the sample as is (no NCHW -> NHWC wrapping by the converter)
+
+
+def micro_module(key: str) -> MicroModel:
+    """The single-op PyTorch module for a key, channels-last in and out, and its input shape.
+
+    Built with the same `build_layer` as whole networks, so the micro-model is the real layer; its
+    converted op list holds the layer's own ops only (no layout TRANSPOSE a network would not run).
     """
     layer = layer_of_key(key)
     b = layer.block
-    if parse_op_key(key)["op"] == "Logits":
-        return nn.Linear(layer.cin, layer.cout), (1, layer.cin)
+    op = parse_op_key(key)["op"]
+    if op == "Logits":
+        return MicroModel(nn.Linear(layer.cin, layer.cout), (1, layer.cin))
+    if op == "AvgPool2D":
+        return MicroModel(NHWCGlobalPool(), (1, layer.hin, layer.win, layer.cin), nhwc_input=True)
     module = build_layer(layer)
     if b.kind == "fc":
-        return module, (1, layer.cin)
-    return module, (1, layer.cin, layer.hin, layer.win)
+        return MicroModel(module, (1, layer.cin))
+    return MicroModel(ChannelsLastOutput(module), (1, layer.cin, layer.hin, layer.win))

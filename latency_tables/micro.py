@@ -15,7 +15,8 @@ import torch
 
 from .keys import micro_module
 
-Converter = Callable[..., Path]  # (module, sample_input_nchw, path) -> path
+MICRO_VERSION = "v2-nhwc-io"
+Converter = Callable[..., Path]  # (module, sample_input, path, *, nhwc_input=bool) -> path
 
 
 def default_cache_dir() -> Path:
@@ -33,7 +34,9 @@ class MicroModelCache:
         self.dir = Path(cache_dir) if cache_dir else default_cache_dir()
 
     def path_for(self, key: str) -> Path:
-        h = hashlib.sha256(key.encode()).hexdigest()[:20]
+        # v2: channels-last in and out (v1 files ended in a layout TRANSPOSE); the version is in the
+        # hash so old cached files are never reused.
+        h = hashlib.sha256(f"{MICRO_VERSION}:{key}".encode()).hexdigest()[:20]
         return self.dir / f"{h}.tflite"
 
     def get(self, key: str) -> Path:
@@ -44,9 +47,9 @@ class MicroModelCache:
         seed = int(hashlib.sha256(key.encode()).hexdigest()[:8], 16)
         with torch.random.fork_rng():
             torch.manual_seed(seed)
-            module, shape = micro_module(key)
-            sample = torch.randn(*shape)
+            micro = micro_module(key)
+            sample = torch.randn(*micro.input_shape)
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.converter(module.eval(), sample, path)
+        self.converter(micro.module.eval(), sample, path, nhwc_input=not micro.nhwc_input)
         (self.dir / f"{path.stem}.key").write_text(key + "\n")
         return path

@@ -1,61 +1,69 @@
-"""Modeled latency tables for SoCs no phone here can measure: a per-SoC roofline.
+"""Snapdragon tables derived from measured phones: a per-device latency model, mapped to each SoC.
 
-Each op key is decomposed into the TFLite kernels it runs (1x1 expand conv, depthwise conv,
-squeeze-excite, 1x1 project conv, h-swish, residual add; stem conv, head convs, pooling, logits).
-A kernel's time is
+Nobody here can run a Snapdragon 670, 808 or 801, and the public SD845 measurements come from a
+runtime of unknown speed. So each shipped Snapdragon table is a *model*, grounded in measurements:
 
-    max(MACs / (peak_MAC_s * eff[type]), bytes / bandwidth(working set)) + dispatch
+1. **Fit** a latency model (`costmodel`: MACs per kernel type, bytes in and out of cache, strided
+   depthwise reads, elementwise traffic, kernel count) to each phone with public per-op data
+   (`sources`): Pixel 3 (SD845, HW-NAS-Bench), Pixel 1 (SD821, ProxylessNAS), Note10 (OFA). The
+   Pixel 1's GEMV and elementwise coefficients, which its block-level rows cannot separate, come
+   from the per-node TFLite profile of ProxylessNAS-Mobile (one kernel per row).
+2. **Map** each SoC to its nearest measured phone and adjust the three cost groups by public specs:
+   compute by peak FMA rate (clock x FMA width), cache-level memory traffic by clock, DRAM traffic by
+   DRAM bandwidth, kernel dispatch by clock; the cache size decides which kernels spill to DRAM; on
+   32-bit ARM (armeabi-v7a) GEMM-type kernels (1x1 and full convs, GEMVs) run smaller register tiles.
+   - sd845 <- Pixel 3: the same SoC, factors 1.
+   - sd670 <- Pixel 3: Kryo 360 Gold is the SD845's core family at 2.0 GHz with 1 MB L3 (2 MB on the
+     SD845) and a 2x16-bit LPDDR4X bus (4x16 on the SD845): compute x1.4, cache traffic x1.4, DRAM x2,
+     smaller cache.
+   - sd808 <- Pixel 1: Cortex-A57 (2x64-bit NEON pipes: 4 FMA/cycle) at 1.82 GHz, 1 MB L2, LPDDR3:
+     the memory-bound Pixel 1 profile with half its FMA width.
+   - sd801 <- Pixel 1: Krait 400 at 2.45 GHz, 2 MB L2, LPDDR3, 32-bit ARMv7 (16 NEON q registers:
+     ruy's float GEMM tile is 8x4 instead of 8x8, 1.5x the loads per FMA).
+3. **Scale** each model so MobileNetV2 1.0 at 224 costs the published float32 latency of the SoC.
 
-where the peak comes from the big core's NEON FMA width and clock, the bandwidth is the cache
-bandwidth when the kernel's working set fits the last-level cache the big core sees and the
-SoC's DRAM bandwidth otherwise, and `eff[type]` is a per-kernel-type efficiency (depthwise,
-pointwise, full conv, SE, elementwise). One scalar per SoC scales both throughputs so that
-MobileNetV2 1.0 at 224 reproduces the float32 latency published for that SoC. Because compute,
-bandwidth and cache size differ per SoC, ops are ranked differently per SoC: a table is not
-another one scaled by a constant.
+Only the ratio of the group factors changes a table's ranking; the scale absorbs the rest. A
+modeled table answers any op its model can express (any class count, width, resolution): rows it
+ships are precomputed, others are computed on demand and marked so (`LatencyTable.derived`).
 """
 
 from __future__ import annotations
 
-import math
 import time
-from dataclasses import asdict, dataclass, field, replace
-from typing import Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Any, Iterable
 
-from search_spaces import ResolvedLayer, mobilenet_v2
+from search_spaces import mobilenet_v2
 
-from .keys import layer_of_key, ops_of, parse_op_key
+from .costmodel import COMPUTE, FEATURES, DeviceModel, FitResult, fit_device, scale_to
+from .keys import ops_of
 from .socs import SOCS as SOC_FACTS
 from .socs import SPNAS_PAPER
+from .sources import MEASURED, MeasuredDevice
 from .table import LatencyTable, OpStats
 from spnas.errors import TableError
 
-F32 = 4  # bytes per float32 element
-
-# Fraction of peak FMA throughput each kernel type reaches in TFLite/XNNPACK-style NEON kernels
-# (GEMM-like pointwise convs run near peak; depthwise convs have little reuse; SE and logits are
-# GEMV-shaped). Relative values follow the per-op breakdowns reported for MobileNets on ARM cores
-# (e.g. Zhang et al., "nn-Meter", MobiSys 2021; Lai et al., "CMSIS-NN", 2018).
-DEFAULT_EFFICIENCY = {"pointwise": 0.60, "conv": 0.35, "depthwise": 0.22, "fc": 0.15, "elementwise": 0.5}
+METHOD = "fitted-op-model/1"
+GEMM_FEATURES = ("pw_macs", "conv_macs", "fc_macs")
+# Tile arithmetic intensity m*n/(m+n): 8x8 (arm64) = 4.0, 8x4 (armv7) = 2.67.
+ARMV7_GEMM_FACTOR = 4.0 / (32 / 12)
 
 
 @dataclass(frozen=True)
 class SoCSpec:
-    """Public facts about one SoC's big core and memory, plus the calibration target."""
+    """Public facts of one SoC's big core and memory, its nearest measured phone and calibration."""
 
     name: str
     soc: str
     core: str
+    base: str  # a key of `sources.MEASURED`
     clock_ghz: float
-    fma_per_cycle: int  # fp32 FMAs per cycle of the NEON units
-    dram_gb_s: float  # theoretical DRAM bandwidth
-    llc_kb: int  # last-level cache the big core can use
-    cache_gb_s_per_ghz: float  # sustained cache bytes per cycle (GB/s per GHz)
+    fma_per_cycle: int
+    cache_kb: int  # last-level cache the big core sees
+    dram_gb_s: float
     calibration_ms: float  # published MobileNetV2 1.0 224 float32 latency
     abi: str = "arm64-v8a"
-    taskset_mask: str | None = None
-    dispatch_us: float = 8.0  # per-kernel interpreter/dispatch overhead
-    efficiency: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_EFFICIENCY))
+    mapping: str = ""
     sources: tuple[str, ...] = ()
 
     @property
@@ -63,135 +71,128 @@ class SoCSpec:
         return self.clock_ghz * self.fma_per_cycle
 
     @property
-    def cache_gb_s(self) -> float:
-        return self.clock_ghz * self.cache_gb_s_per_ghz
+    def taskset_mask(self) -> str | None:
+        """The big-core mask (a SoC fact, from `latency_tables.socs`)."""
+        return SOC_FACTS[self.name].taskset_mask
 
 
 WIKI = "https://en.wikipedia.org/wiki/List_of_Qualcomm_Snapdragon_systems_on_chips"
 SPNAS = f"{SPNAS_PAPER}; MobileNetV2 float32 latencies as given in the spnas issue tracker"
 
 
-def _spec(name: str, core: str, clock_ghz: float, fma_per_cycle: int, dram_gb_s: float, llc_kb: int,
-          cache_gb_s_per_ghz: float, sources: tuple[str, ...]) -> SoCSpec:
-    """A roofline spec whose name, SoC, ABI, mask and calibration come from `latency_tables.socs`."""
+def _spec(name: str, core: str, base: str, clock_ghz: float, fma: int, cache_kb: int, dram: float, mapping: str,
+          sources: tuple[str, ...]) -> SoCSpec:
     f = SOC_FACTS[name]
     assert f.mobilenet_v2_ms is not None
-    return SoCSpec(name, f.soc, core, clock_ghz, fma_per_cycle, dram_gb_s, llc_kb, cache_gb_s_per_ghz,
-                   f.mobilenet_v2_ms, abi=f.abi, taskset_mask=f.taskset_mask, sources=sources)
+    return SoCSpec(name, f.soc, core, base, clock_ghz, fma, cache_kb, dram, f.mobilenet_v2_ms, f.abi, mapping,
+                   sources)
 
 
 SOCS: dict[str, SoCSpec] = {
-    "sd845": _spec("sd845", "Kryo 385 Gold (Cortex-A75 derivative)", 2.8, 8, 29.9, 2048 + 256, 16.0,
-                   (WIKI, "Qualcomm Snapdragon 845 product brief (LPDDR4X 1866 MHz, 4x16-bit; 2 MB L3)",
-                    "Arm Cortex-A75 software optimization guide (2x128-bit FMA pipes)", SPNAS)),
-    "sd670": _spec("sd670", "Kryo 360 Gold (Cortex-A75 derivative)", 2.0, 8, 14.9, 1024 + 256, 16.0,
-                   (WIKI, "Qualcomm Snapdragon 670 product brief (LPDDR4X 1866 MHz, 2x16-bit; 1 MB L3)",
-                    "Arm Cortex-A75 software optimization guide (2x128-bit FMA pipes)", SPNAS)),
-    "sd808": _spec("sd808", "Cortex-A57", 1.82, 4, 14.9, 1024, 8.0,
+    "sd845": _spec("sd845", "Kryo 385 Gold (Cortex-A75 derivative)", "pixel3", 2.8, 8, 2048 + 256, 29.9,
+                   "measured SoC (Pixel 3): the fitted Pixel 3 model as is",
+                   (WIKI, "Qualcomm Snapdragon 845 product brief (LPDDR4X 1866 MHz, 4x16-bit; 2 MB L3)", SPNAS)),
+    "sd670": _spec("sd670", "Kryo 360 Gold (Cortex-A75 derivative)", "pixel3", 2.0, 8, 1024 + 256, 14.9,
+                   "the SD845's core family (Pixel 3 model) at 2.0 GHz with half the L3 and half the DRAM bus",
+                   (WIKI, "Qualcomm Snapdragon 670 product brief (LPDDR4X 1866 MHz, 2x16-bit; 1 MB L3)", SPNAS)),
+    "sd808": _spec("sd808", "Cortex-A57", "pixel1", 1.82, 4, 1024, 14.9,
+                   "memory-bound Pixel 1 (SD821) profile with the A57's 2x64-bit NEON, 1 MB L2, LPDDR3",
                    (WIKI, "Qualcomm Snapdragon 808 product brief (LPDDR3 933 MHz, 2x32-bit; 1 MB L2 A57 cluster)",
                     "Arm Cortex-A57 software optimization guide (2x64-bit FP/ASIMD pipes)", SPNAS)),
-    "sd801": _spec("sd801", "Krait 400", 2.45, 4, 14.9, 2048, 8.0,
+    "sd801": _spec("sd801", "Krait 400", "pixel1", 2.45, 4, 2048, 14.9,
+                   "memory-bound Pixel 1 (SD821) profile with Krait's 128-bit NEON, 2 MB L2, LPDDR3, 32-bit ARMv7",
                    (WIKI, "Qualcomm Snapdragon 801 product brief (LPDDR3 933 MHz, 2x32-bit; 2 MB shared L2)",
-                    "Krait microarchitecture: 128-bit NEON, VFPv4 FMA", SPNAS)),
+                    "Krait microarchitecture: one 128-bit NEON pipe, VFPv4 FMA",
+                    "ruy kernel_arm32.cc / kernel_arm64.cc: float GEMM tiles 8x4 (armv7) vs 8x8 (arm64)", SPNAS)),
 }
 
 
-@dataclass(frozen=True)
-class Kernel:
-    """One TFLite kernel of an op: its type, MACs and bytes moved."""
+# ---------------------------------------------------------------------------------- fitting
+# The Pixel 1 table times whole blocks only, so it cannot tell a GEMV or an elementwise kernel from
+# the rest of a block (its one Logits row and its residual adds are explained equally well by either).
+# The ProxylessNAS-Mobile per-node profile times each kernel alone on the same kind of phone: its fit
+# sets those two coefficients, scaled to the Pixel 1 table (weight per row, see fit_device).
+NODE_PRIOR_FEATURES = ("fc_macs", "ew_m")
+NODE_PRIOR_WEIGHT = 0.3
 
-    kind: str
-    macs: float
-    bytes: float
+
+@dataclass
+class MeasuredFits:
+    """The fitted model of every measured phone."""
+
+    fits: dict[str, FitResult]
+    folder: str = ""
+
+    def model(self, name: str) -> DeviceModel:
+        return self.fits[name].model
 
 
-def kernels_of(layer: ResolvedLayer, key_op: str) -> list[Kernel]:
-    """The kernels an op runs, with MACs and float32 bytes (activations in + out, weights)."""
-    b = layer.block
-    hw_in, hw_out = layer.hin * layer.win, layer.hout * layer.wout
-    out: list[Kernel] = []
-    hs = b.kind in ("ir", "conv", "fc") and b.activation == "hs"
-    if key_op == "expanded_conv":
-        cin, mid, cout, k = layer.cin, layer.mid, layer.cout, b.kernel or 1
-        if mid != cin:
-            out.append(Kernel("pointwise", hw_in * cin * mid, F32 * (hw_in * cin + hw_in * mid + cin * mid)))
-            if hs:
-                out.append(Kernel("elementwise", hw_in * mid, F32 * 2 * hw_in * mid))
-        out.append(Kernel("depthwise", hw_out * mid * k * k, F32 * (hw_in * mid + hw_out * mid + mid * k * k)))
-        if hs:
-            out.append(Kernel("elementwise", hw_out * mid, F32 * 2 * hw_out * mid))
-        if b.se:
-            h = layer.se_hidden
-            out.append(Kernel("elementwise", hw_out * mid, F32 * hw_out * mid))  # pooling
-            out.append(Kernel("fc", 2 * mid * h, F32 * (2 * mid * h + 2 * mid + h)))
-            out.append(Kernel("elementwise", hw_out * mid, F32 * 2 * hw_out * mid))  # scale
-        out.append(Kernel("pointwise", hw_out * mid * cout, F32 * (hw_out * mid + hw_out * cout + mid * cout)))
-        if layer.residual:
-            out.append(Kernel("elementwise", hw_out * cout, F32 * 3 * hw_out * cout))
-    elif key_op in ("Conv", "Conv_1"):
-        k = b.kernel or 1
-        kind = "pointwise" if k == 1 else "conv"
-        out.append(Kernel(kind, hw_out * layer.cin * layer.cout * k * k,
-                          F32 * (hw_in * layer.cin + hw_out * layer.cout + layer.cin * layer.cout * k * k)))
-        if hs:
-            out.append(Kernel("elementwise", hw_out * layer.cout, F32 * 2 * hw_out * layer.cout))
-    elif key_op == "AvgPool2D":
-        out.append(Kernel("elementwise", hw_in * layer.cin, F32 * (hw_in * layer.cin + layer.cin)))
-    elif key_op in ("Conv_2", "Logits"):
-        out.append(Kernel("fc", layer.cin * layer.cout, F32 * (layer.cin * layer.cout + layer.cin + layer.cout)))
-        if hs:
-            out.append(Kernel("elementwise", layer.cout, F32 * 2 * layer.cout))
-    else:
-        raise TableError(f"no cost model for op '{key_op}'")
+def fit_measured(folder: Any = None, devices: Iterable[str] | None = None) -> MeasuredFits:
+    """Fit every measured phone's model to its public per-op rows."""
+    from pathlib import Path
+
+    from .sources import pixel1_node_profile
+
+    where = Path(folder) if folder else None
+    fits: dict[str, FitResult] = {}
+    for n in devices or MEASURED:
+        d = MEASURED[n]
+        if n == "pixel1":
+            nodes = fit_device(pixel1_node_profile(where), d.cache_kb, "pixel1 per-node profile")
+            fits[n] = fit_device(d.load(where), d.cache_kb, n, prior=nodes.model, prior_weight=NODE_PRIOR_WEIGHT,
+                                 prior_features=NODE_PRIOR_FEATURES)
+        else:
+            fits[n] = fit_device(d.load(where), d.cache_kb, n)
+    return MeasuredFits(fits, str(folder or ""))
+
+
+# ---------------------------------------------------------------------------------- mapping
+def group_factors(base: MeasuredDevice | SoCSpec, target: SoCSpec) -> dict[str, float]:
+    """Multipliers per feature that move a model from `base`'s hardware to `target`'s (before scaling)."""
+    compute = (base.clock_ghz * base.fma_per_cycle) / (target.clock_ghz * target.fma_per_cycle)
+    cache = base.clock_ghz / target.clock_ghz
+    dram = base.dram_gb_s / target.dram_gb_s
+    out = {}
+    for f in FEATURES:
+        if f in COMPUTE:
+            out[f] = compute
+        elif f == "spill_mb":
+            out[f] = dram
+        else:  # cache-level traffic and dispatch run at the core clock
+            out[f] = cache
+    base_abi = getattr(base, "abi", "arm64-v8a")
+    if target.abi == "armeabi-v7a" and base_abi != "armeabi-v7a":
+        for f in GEMM_FEATURES:
+            out[f] *= ARMV7_GEMM_FACTOR
     return out
 
 
-class RooflineModel:
-    """Per-SoC roofline with a calibration scale on both throughputs."""
-
-    def __init__(self, spec: SoCSpec, scale: float = 1.0) -> None:
-        self.spec = spec
-        self.scale = scale
-
-    def kernel_ms(self, k: Kernel) -> float:
-        s = self.spec
-        compute_s = k.macs / (s.peak_gmac_s * 1e9 * s.efficiency[k.kind] * self.scale)
-        bw = s.cache_gb_s if k.bytes <= s.llc_kb * 1024 else s.dram_gb_s
-        memory_s = k.bytes / (bw * 1e9 * self.scale)
-        return 1e3 * max(compute_s, memory_s) + s.dispatch_us / 1e3
-
-    def op_ms(self, key: str) -> float:
-        op = str(parse_op_key(key)["op"])
-        return sum(self.kernel_ms(k) for k in kernels_of(layer_of_key(key), op))
-
-    def total_ms(self, keys: Iterable[str]) -> float:
-        return sum(self.op_ms(k) for k in keys)
+def derive_model(spec: SoCSpec, fits: MeasuredFits) -> DeviceModel:
+    """The SoC's model: its base phone's fit, mapped by `group_factors`, scaled to MobileNetV2."""
+    base = MEASURED[spec.base]
+    fit = fits.fits[spec.base]
+    m = fit.model
+    fac = group_factors(base, spec)
+    mapped = DeviceModel({f: m.theta[f] * fac[f] for f in FEATURES}, spec.cache_kb, 1.0, spec.name,
+                         measured_corrections(fit))
+    return scale_to(mapped, [op.key for op in ops_of(mobilenet_v2())], spec.calibration_ms)
 
 
-def calibrate(spec: SoCSpec, target_ms: float | None = None, reference_keys: list[str] | None = None) -> RooflineModel:
-    """Find the throughput scale that makes MobileNetV2 1.0 at 224 cost `target_ms` (bisection)."""
-    target = float(target_ms if target_ms is not None else spec.calibration_ms)
-    keys = reference_keys or [op.key for op in ops_of(mobilenet_v2())]
-    lo, hi = 1e-4, 1e4
-    for _ in range(200):
-        mid = math.sqrt(lo * hi)
-        t = RooflineModel(spec, mid).total_ms(keys)
-        if t > target:
-            lo = mid
-        else:
-            hi = mid
-    model = RooflineModel(spec, math.sqrt(lo * hi))
-    floor = spec.dispatch_us / 1e3 * sum(len(kernels_of(layer_of_key(k), str(parse_op_key(k)["op"]))) for k in keys)
-    if target <= floor:
-        raise TableError(f"{spec.name}: calibration target {target} ms is below the dispatch floor {floor:.2f} ms")
-    return model
+def measured_corrections(fit: FitResult) -> dict[str, float]:
+    """measured / modeled at every op of the base phone that is an spnas op key: what the features
+    miss about that op (its kernel's tile fit, a slow path) is a property of the op on that core
+    family and goes with the model, so the base SoC's table reproduces its phone's rows exactly."""
+    return {r.key: r.ms / p for r, p in zip(fit.rows, fit.predicted) if r.key and p > 0}
 
 
-def modeled_table(spec: SoCSpec, keys: Iterable[str], resolutions: list[int] | None = None) -> LatencyTable:
-    """A `provenance: modeled` table for `keys`, calibrated on MobileNetV2, with its method in meta."""
-    model = calibrate(spec)
+def modeled_table(spec: SoCSpec, fits: MeasuredFits, keys: Iterable[str], resolutions: list[int] | None = None,
+                  validation: dict[str, Any] | None = None) -> LatencyTable:
+    """A `provenance: modeled` table: rows for `keys` (and MobileNetV2), the model for everything else."""
+    model = derive_model(spec, fits)
     ref_keys = [op.key for op in ops_of(mobilenet_v2())]
     ops = {k: OpStats(model.op_ms(k), 0.0, 1) for k in sorted(set(keys) | set(ref_keys))}
+    base = MEASURED[spec.base]
+    fit = fits.fits[spec.base]
     meta = {
         "device": spec.name,
         "soc": spec.soc,
@@ -199,7 +200,7 @@ def modeled_table(spec: SoCSpec, keys: Iterable[str], resolutions: list[int] | N
         "runtime": "TFLite float32 (modeled)",
         "runtime_version": "",
         "threads": 1,
-        "cores_used": spec.taskset_mask or "big core",
+        "cores_used": SOC_FACTS[spec.name].taskset_mask or "big core",
         "date": time.strftime("%Y-%m-%d"),
         "benchmark_binary": None,
         "benchmark_sha256": None,
@@ -207,29 +208,37 @@ def modeled_table(spec: SoCSpec, keys: Iterable[str], resolutions: list[int] | N
         "resolutions": resolutions or [224],
         "complete": True,
         "method": {
-            "name": "roofline/1",
-            "formula": "per kernel: max(MACs/(peak*eff[type]*scale), bytes/(bw*scale)) + dispatch; "
-                       "bw = cache bandwidth if the kernel's bytes fit the LLC else DRAM bandwidth",
-            "parameters": {k: v for k, v in asdict(spec).items() if k not in ("sources",)},
-            "peak_gmac_s": spec.peak_gmac_s,
-            "cache_gb_s": spec.cache_gb_s,
+            "name": METHOD,
+            "summary": "per-device latency model fitted to public per-op phone measurements, mapped to this SoC "
+                       "by public specs, scaled to its published MobileNetV2 latency; rows not listed are "
+                       "computed from the model on demand",
+            "model": model.to_dict(),
+            "base_device": {"name": base.name, "phone": base.phone, "soc": base.soc, "core": base.core,
+                            "runtime": base.runtime, "caveat": base.caveat},
+            "mapping": {"note": spec.mapping, "group_factors": group_factors(base, spec),
+                        "target": {k: v for k, v in asdict(spec).items() if k not in ("sources", "mapping")}},
+            "fit": {"rows": f"{base.file} ({len(fit.rows)} ops: {fit.rows[0].source} ... {fit.rows[-1].source})",
+                    "residuals": fit.summary(), "notes": fit.notes},
             "calibration": {"network": "mobilenet_v2 1.0 224 (1000 classes)", "target_ms": spec.calibration_ms,
                             "scale": model.scale, "predicted_ms": model.total_ms(ref_keys)},
-            "sources": list(spec.sources),
+            "sources": [f"{base.file} (../shared/latency-data)", *spec.sources],
+            "validation": validation or {},
         },
     }
     return LatencyTable(meta, ops)
 
 
-def host_spec(calibration_ms: float, clock_ghz: float = 2.1, fma_per_cycle: int = 32, llc_kb: int = 2048,
-              dram_gb_s: float = 20.0) -> SoCSpec:
-    """A roofline spec for this x86 host (AVX-512: 2 FMA ports x 16 fp32 lanes), calibrated on a
-    measured MobileNetV2 latency; used to check how well the modeling method predicts a real CPU."""
-    return SoCSpec("host-roofline", "host CPU", "x86-64 AVX-512", clock_ghz, fma_per_cycle, dram_gb_s, llc_kb,
-                   32.0, calibration_ms, abi="x86_64", dispatch_us=1.0,
-                   sources=("/proc/cpuinfo (clock, AVX-512 flags)", "lscpu (L2 size)"))
+def model_of_table(table: LatencyTable) -> DeviceModel | None:
+    """The device model a modeled table carries in its meta (None for measured / imported tables)."""
+    method = table.meta.get("method") or {}
+    if method.get("name") != METHOD or "model" not in method:
+        return None
+    return DeviceModel.from_dict(method["model"])
 
 
-def with_target(spec: SoCSpec, target_ms: float) -> SoCSpec:
-    """The same SoC with another calibration target (e.g. a measured MobileNetV2 latency)."""
-    return replace(spec, calibration_ms=float(target_ms))
+@dataclass
+class SocTables:
+    """The derived tables with the fits they came from."""
+
+    tables: dict[str, LatencyTable] = field(default_factory=dict)
+    fits: MeasuredFits | None = None

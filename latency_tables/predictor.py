@@ -17,26 +17,32 @@ from spnas.errors import TableError
 
 
 def predict_latency_ms(arch: ArchSpec, table: LatencyTable) -> float:
-    """Predicted end-to-end latency: sum of the op rows + the table's fitted overhead."""
-    keys = [op.key for op in ops_of(arch)]
-    table.require(keys)
-    return sum(table.ms(k) for k in keys) + table.overhead_ms
+    """Predicted end-to-end latency: the sum of the arch's cost rows + the table's fitted overhead.
+
+    Rows a table lacks but can derive (a modeled table's model, a classifier for another class
+    count) are computed and marked in `table.derived`; anything else raises `MissingOpsError`."""
+    return sum(r.ms for r in table.cost_rows(ops_of(arch))) + table.overhead_ms
 
 
 def latency_breakdown(arch: ArchSpec, table: LatencyTable) -> list[dict[str, Any]]:
-    """Per-op rows of a prediction (block index, block string, key, ms), for reports and plots."""
-    ops = ops_of(arch)
-    table.require(op.key for op in ops)
-    return [{"block_index": op.block_index,
-             "block": str(arch.blocks[op.block_index]) if op.block_index >= 0 else "logits",
-             "key": op.key, "ms": table.ms(op.key)} for op in ops]
+    """Per-term rows of a prediction (block index, block string, key, ms, source), for reports and plots.
+
+    `source` is `table` (a row), `model` (computed on demand), `estimate` or `group` (one figure for
+    several ops; its `block_index` is None)."""
+    out = []
+    for r in table.cost_rows(ops_of(arch)):
+        if r.block_index is None:
+            block = "group"
+        else:
+            block = str(arch.blocks[r.block_index]) if r.block_index >= 0 else "logits"
+        out.append({"block_index": r.block_index, "block": block, "key": r.key, "ms": r.ms, "source": r.source,
+                    "note": r.note})
+    return out
 
 
 def op_sum_ms(arch: ArchSpec, table: LatencyTable) -> float:
     """Sum of op rows without the overhead (what `fit_overhead` compares with measurements)."""
-    keys = [op.key for op in ops_of(arch)]
-    table.require(keys)
-    return sum(table.ms(k) for k in keys)
+    return sum(r.ms for r in table.cost_rows(ops_of(arch)))
 
 
 def fit_overhead(table: LatencyTable, measured: Sequence[tuple[ArchSpec, float]]) -> dict[str, Any]:
@@ -72,19 +78,24 @@ class SpaceLatency:
         self.kernels, self.expansions = kernels, exps
         self.resolution, self.width, self.num_classes = resolution, width, num_classes
         rows = torch.zeros(space.num_layers, 2, 2, dtype=torch.float64)
-        base = space.decode([f"k{kernels[0]}_e{exps[0]}"] * space.num_layers, resolution, width, num_classes)
-        slot_blocks = {s.block_index for s in space.slots}
-        fixed_keys = [op.key for op in ops_of(base) if op.block_index not in slot_blocks]
-        table.require(fixed_keys)
-        self.fixed_ms = sum(table.ms(k) for k in fixed_keys) + table.overhead_ms
+        slot_blocks = {s.block_index: li for li, s in enumerate(space.slots)}
+        fixed: list[float] = []
         for ei, e in enumerate(exps):
             for ki, k in enumerate(kernels):
                 arch = space.decode([f"k{k}_e{e}"] * space.num_layers, resolution, width, num_classes)
-                by_block = {op.block_index: op.key for op in ops_of(arch)}
-                keys = [by_block[s.block_index] for s in space.slots]
-                table.require(keys)
-                for li, key in enumerate(keys):
-                    rows[li, ei, ki] = table.ms(key)
+                terms = table.cost_rows(ops_of(arch))
+                fixed_here = 0.0
+                for r in terms:
+                    if r.block_index is not None and r.block_index in slot_blocks:
+                        rows[slot_blocks[r.block_index], ei, ki] = r.ms
+                    else:
+                        fixed_here += r.ms  # stem, fixed blocks, head, classifier, group rows
+                fixed.append(fixed_here)
+        if max(fixed) - min(fixed) > 1e-9 * max(1.0, max(fixed)):
+            raise TableError(f"table '{table.device}': the fixed part of space '{space.name}' changes with the "
+                             f"searchable choices ({min(fixed):.4f}..{max(fixed):.4f} ms); a group row of the table "
+                             f"covers a searchable layer")
+        self.fixed_ms = fixed[0] + table.overhead_ms
         self.rows = rows
 
     def expected_ms(self, keep: torch.Tensor, use_big_k: torch.Tensor, use_big_e: torch.Tensor) -> torch.Tensor:

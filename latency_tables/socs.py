@@ -23,6 +23,9 @@ class SocFacts:
     taskset_mask: str | None  # hex CPU mask of the big cores (None: all cores alike)
     mobilenet_v2_ms: float | None  # published MobileNetV2 1.0 224 float32 latency (ms), the scale of the table
     table: str = ""  # latency table name (default: name)
+    # What a phone with this SoC reports (ro.soc.model / ro.board.platform / ro.hardware, lower case):
+    # the adb profiler refuses a phone that reports none of them.
+    platforms: tuple[str, ...] = ()
 
     @property
     def table_name(self) -> str:
@@ -30,11 +33,14 @@ class SocFacts:
 
 
 SOCS: dict[str, SocFacts] = {
-    "sd845": SocFacts("sd845", "Snapdragon 845", "Kryo 385 Gold 2.8 GHz (cores 4-7)", "arm64-v8a", "f0", 76.36),
-    "sd670": SocFacts("sd670", "Snapdragon 670", "Kryo 360 Gold 2.0 GHz (cores 6-7)", "arm64-v8a", "c0", 111.85),
-    "sd808": SocFacts("sd808", "Snapdragon 808", "Cortex-A57 1.82 GHz (cores 4-5)", "arm64-v8a", "30", 162.82),
+    "sd845": SocFacts("sd845", "Snapdragon 845", "Kryo 385 Gold 2.8 GHz (cores 4-7)", "arm64-v8a", "f0", 76.36,
+                      platforms=("sdm845",)),
+    "sd670": SocFacts("sd670", "Snapdragon 670", "Kryo 360 Gold 2.0 GHz (cores 6-7)", "arm64-v8a", "c0", 111.85,
+                      platforms=("sdm670",)),
+    "sd808": SocFacts("sd808", "Snapdragon 808", "Cortex-A57 1.82 GHz (cores 4-5)", "arm64-v8a", "30", 162.82,
+                      platforms=("msm8992",)),
     "sd801": SocFacts("sd801", "Snapdragon 801", "Krait 400 2.45 GHz (all cores alike)", "armeabi-v7a", None,
-                      120.82),
+                      120.82, platforms=("msm8974",)),
 }
 
 

@@ -10,13 +10,14 @@ missing keys, never a silent zero.
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
-from spnas.errors import InputNotFoundError, TableError
+from spnas.errors import InputNotFoundError, OpKeyError, TableError
 from spnas.files import write_text_atomic
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
@@ -25,15 +26,30 @@ LUT_FORMAT = "spnas.lut/1"
 
 
 class MissingOpsError(TableError):
-    """The table lacks rows an architecture needs."""
+    """The table lacks rows an architecture needs (and cannot derive them)."""
 
-    def __init__(self, device: str, missing: list[str]) -> None:
+    def __init__(self, device: str, missing: list[str], how: str = "") -> None:
         self.missing = missing
         shown = "\n  ".join(missing[:20]) + (f"\n  ... and {len(missing) - 20} more" if len(missing) > 20 else "")
+        how = how or ("profile them with `spnas-profile device=... table_name=" + device +
+                      " resume=true` (only missing keys are measured)")
         super().__init__(
-            f"latency table '{device}' has no row for {len(missing)} op(s) this architecture needs:\n  {shown}\n"
-            f"profile them with `spnas-profile device=... resume=true` (only missing keys are measured)"
+            f"latency table '{device}' has no row for {len(missing)} op(s) this architecture needs:\n  {shown}\n{how}"
         )
+
+
+@dataclass(frozen=True)
+class CostRow:
+    """One term of a prediction: which block (-1: classifier; None: a group of blocks), the key, ms, and
+    where the figure comes from: `table` (a row), `model` (a modeled table's model, on demand),
+    `estimate` (a documented estimate, e.g. another class count) or `group` (one measured figure for
+    several ops, e.g. the Single-Path NAS fixed part or ProxylessNAS's pooling + logits row)."""
+
+    block_index: int | None
+    key: str
+    ms: float
+    source: str = "table"
+    note: str = ""
 
 
 @dataclass(frozen=True)
@@ -48,11 +64,10 @@ class OpStats:
 
     @property
     def value(self) -> float:
-        """The figure predictions use: the 10th percentile where measured (robust to a noisy
-        machine's slow episodes), else the median, else the mean (modeled and imported rows)."""
-        if self.p10_ms is not None:
-            return self.p10_ms
-        return self.median_ms if self.median_ms is not None else self.mean_ms
+        """The figure predictions use: `mean_ms`, which holds the table's statistic (`meta.statistic`:
+        for measured tables the fastest run's mean, the same on this CPU and on a phone; median and
+        p10 of single invocations are informational)."""
+        return self.mean_ms
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"mean_ms": self.mean_ms, "std_ms": self.std_ms, "count": self.count}
@@ -69,12 +84,25 @@ def _schema() -> dict[str, Any]:
 
 
 class LatencyTable:
-    """A device's latency lookup table."""
+    """A device's latency lookup table.
+
+    Rows are looked up by op key. Beyond its rows a table answers:
+    - a *modeled* table (its `meta.method` carries a device model): any op the model can express,
+      computed on demand and recorded in `derived` (source `model`);
+    - any table: a classifier (`Logits`) for a class count it lacks, from its own Logits row of the
+      same input width scaled by the GEMV's bytes (weights dominate a batch-1 GEMV; source `estimate`);
+    - `meta.groups`: one figure for several ops together (a published table's fused rows);
+    - `meta.per_block_rows`: rows keyed `<key>-block:<i>` that hold a per-position figure (a
+      Single-Path NAS runtime model keeps one figure per layer even where layers share a shape).
+    """
 
     def __init__(self, meta: dict[str, Any], ops: dict[str, OpStats], path: Path | None = None) -> None:
         self.meta = dict(meta)
         self.ops = dict(ops)
         self.path = path
+        self.derived: dict[str, tuple[float, str]] = {}  # key -> (ms, how) for rows not in `ops`
+        self._model: Any = None
+        self._model_loaded = False
 
     # ------------------------------------------------------------------ identity
     @property
@@ -90,6 +118,18 @@ class LatencyTable:
         """Fitted constant per-inference overhead added to the sum of op rows."""
         return float(self.meta.get("overhead_ms", 0.0))
 
+    @property
+    def model(self) -> Any:
+        """The `costmodel.DeviceModel` of a modeled table (None otherwise)."""
+        if not self._model_loaded:
+            from .costmodel import DeviceModel
+
+            method = self.meta.get("method") or {}
+            self._model = DeviceModel.from_dict(method["model"]) if isinstance(method, dict) and \
+                isinstance(method.get("model"), dict) else None
+            self._model_loaded = True
+        return self._model
+
     def __contains__(self, key: str) -> bool:
         return key in self.ops
 
@@ -97,18 +137,125 @@ class LatencyTable:
         return len(self.ops)
 
     # ------------------------------------------------------------------ lookups
+    def answerable(self, key: str) -> bool:
+        """Whether `ms(key)` returns a figure (a row, the model, or a class-count estimate)."""
+        if key in self.ops or key in self.derived:
+            return True
+        try:
+            self._derive(key)
+            return True
+        except MissingOpsError:
+            return False
+
     def require(self, keys: Iterable[str]) -> None:
-        """Raise `MissingOpsError` naming every key the table lacks."""
-        missing = sorted({k for k in keys if k not in self.ops})
+        """Raise `MissingOpsError` naming every key the table can neither look up nor derive."""
+        missing = sorted({k for k in keys if not self.answerable(k)})
         if missing:
-            raise MissingOpsError(self.device, missing)
+            raise MissingOpsError(self.device, missing, self.how_to_fill(missing))
 
     def ms(self, key: str) -> float:
-        """Latency of one op; a missing key raises (naming it)."""
-        try:
-            return self.ops[key].value
-        except KeyError:
-            raise MissingOpsError(self.device, [key]) from None
+        """Latency of one op: its row, else (modeled tables, classifiers) a derived figure; else raise."""
+        row = self.ops.get(key)
+        if row is not None:
+            return row.value
+        if key in self.derived:
+            return self.derived[key][0]
+        return self._derive(key)
+
+    def source_of(self, key: str) -> str:
+        """`table`, `model` or `estimate` (after `ms(key)`)."""
+        if key in self.ops:
+            return "table"
+        return self.derived[key][1].split(":", 1)[0] if key in self.derived else "missing"
+
+    def _derive(self, key: str) -> float:
+        model = self.model
+        if model is not None:
+            try:
+                v = model.op_ms(key)
+            except (OpKeyError, TableError):
+                raise MissingOpsError(self.device, [key], "this key is not an op the model can express") from None
+            self.derived[key] = (v, "model: computed from the table's device model")
+            return v
+        if key.startswith("Logits-"):
+            est = self._estimate_logits(key)
+            if est is not None:
+                v, ref = est
+                self.derived[key] = (v, f"estimate: the table's {ref} scaled by GEMV bytes")
+                return v
+        raise MissingOpsError(self.device, [key], self.how_to_fill([key]))
+
+    def _estimate_logits(self, key: str) -> tuple[float, str] | None:
+        """A classifier row for another class count: the nearest Logits row (same input width first),
+        scaled by the bytes the GEMV moves (weights + input + output)."""
+        cin, n = _logits_shape(key)
+        if cin is None:
+            return None
+        refs = [(k, *_logits_shape(k)) for k in self.ops if k.startswith("Logits-") and "-block:" not in k]
+        refs = [r for r in refs if r[1] is not None]
+        if not refs:
+            return None
+        refs.sort(key=lambda r: (r[1] != cin, abs(math.log((r[1] * r[2]) / (cin * n)))))  # type: ignore[operator]
+        ref, rc, rn = refs[0]
+        return self.ops[ref].value * _gemv_bytes(cin, n) / _gemv_bytes(rc, rn), ref  # type: ignore[arg-type]
+
+    def how_to_fill(self, missing: list[str]) -> str:
+        """What the user runs to get the missing rows, for this table's kind."""
+        classes = sorted({n for k in missing for _c, n in [_logits_shape(k)] if n is not None})
+        extra = f" 'num_classes=[1000,{','.join(map(str, classes))}]'" if classes else ""
+        if self.provenance == "measured" and str(self.meta.get("runtime", "")).startswith("TFLite benchmark_model"):
+            soc = self.meta.get("soc_name") or "<soc>"
+            return (f"measure them on the phone: `spnas-profile device=adb soc={soc} profile.serial=<serial> "
+                    f"profile.benchmark_binary=<benchmark_model> table_name={self.device} resume=true{extra}`")
+        if self.provenance == "measured":
+            return (f"measure them on this machine: `spnas-profile table_name={self.device} resume=true{extra}` "
+                    f"(only missing keys are measured)")
+        if self.provenance == "imported":
+            return ("an imported table holds only the ops its source measured (its own space, input size and "
+                    "classifier); search its own space at its input size, or merge measured rows into it")
+        return "profile them with `spnas-profile device=... resume=true` (only missing keys are measured)"
+
+    # ------------------------------------------------------------------ predictions
+    def cost_rows(self, ops: Sequence[Any]) -> list[CostRow]:
+        """The terms of a prediction for `keys.ArchOp`s (block index + key), in network order.
+
+        Groups replace the ops they cover when all of them are present; per-block rows take
+        precedence over shape rows. Missing ops raise `MissingOpsError` naming all of them.
+        """
+        ops = list(ops)
+        rows: list[CostRow | None] = [None] * len(ops)
+        covered: set[int] = set()
+        for g in self.meta.get("groups") or []:
+            hit = _match_group(g, ops, covered)
+            if hit is None:
+                continue
+            idx, ms, note = hit
+            covered.update(idx)
+            rows[idx[0]] = CostRow(None, g.get("name") or " + ".join(ops[i].key for i in idx), ms, "group", note)
+        per_block = bool(self.meta.get("per_block_rows"))
+        missing: list[str] = []
+        for i, op in enumerate(ops):
+            if i in covered:
+                continue
+            key = op.key
+            if per_block and op.block_index is not None and op.block_index >= 0:
+                pk = f"{op.key}-block:{op.block_index}"
+                if pk in self.ops:
+                    key = pk
+            if not self.answerable(key):
+                missing.append(key)
+                continue
+            ms = self.ms(key)
+            rows[i] = CostRow(op.block_index, key, ms, self.source_of(key),
+                              self.derived[key][1] if key in self.derived else "")
+        if missing:
+            groups = self.meta.get("groups") or []
+            hint = self.how_to_fill(missing)
+            if groups:
+                hint += ("; this table's group rows (" + ", ".join(str(g.get("name", "group")) for g in groups) +
+                         ") count only when every op they cover is in the network")
+            raise MissingOpsError(self.device, sorted(set(missing)), hint)
+        return [r for r in rows if r is not None]
 
     def predict(self, arch: Any) -> float:
         """Predicted end-to-end latency (ms) of an `ArchSpec` on this table (its input size as given)."""
@@ -117,7 +264,7 @@ class LatencyTable:
         return predict_latency_ms(arch, self)
 
     def missing(self, keys: Iterable[str]) -> list[str]:
-        """Keys not yet in the table (what a resumed profiling run still has to measure)."""
+        """Keys with no row yet (what a resumed profiling run still has to measure)."""
         return sorted({k for k in keys if k not in self.ops})
 
     # ------------------------------------------------------------------ files
@@ -157,6 +304,51 @@ class LatencyTable:
         return t
 
 
+def _logits_shape(key: str) -> tuple[int | None, int | None]:
+    """(input width, classes) of a `Logits-input:1x1x<c>-output:<n>` key; (None, None) otherwise."""
+    if not key.startswith("Logits-input:"):
+        return None, None
+    try:
+        shape, out = key[len("Logits-input:"):].split("-output:")
+        return int(shape.split("x")[-1]), int(out.split("-")[0])
+    except ValueError:
+        return None, None
+
+
+def _gemv_bytes(cin: int, n: int) -> float:
+    return float(cin * n + cin + n)
+
+
+def _match_group(group: dict[str, Any], ops: Sequence[Any], taken: set[int]) -> tuple[list[int], float, str] | None:
+    """Indices of `ops` a group covers (all its keys present, not yet covered) and its figure.
+
+    A group may name a `classifier` member ({key, ms}): an arch whose classifier has the same input
+    width but another class count still matches, with that member's share rescaled by GEMV bytes."""
+    keys = list(group.get("keys") or [])
+    cls = group.get("classifier") or None
+    idx: list[int] = []
+    for k in keys:
+        i = next((j for j, op in enumerate(ops) if op.key == k and j not in taken and j not in idx), None)
+        if i is None:
+            return None
+        idx.append(i)
+    ms = float(group["ms"])
+    note = str(group.get("source", ""))
+    if cls:
+        cin, n0 = _logits_shape(cls["key"])
+        j = next((j for j, op in enumerate(ops) if j not in taken and j not in idx and op.key.startswith("Logits-")
+                  and _logits_shape(op.key)[0] == cin), None)
+        if j is None:
+            return None
+        _c, n = _logits_shape(ops[j].key)
+        if n != n0:
+            share = float(cls["ms"])
+            ms = ms - share + share * _gemv_bytes(cin, n) / _gemv_bytes(cin, n0)  # type: ignore[arg-type]
+            note += f"; classifier share rescaled from {n0} to {n} classes by GEMV bytes"
+        idx.append(j)
+    return sorted(idx), ms, note
+
+
 def validate_table_dict(data: Any, where: str = "<table>") -> None:
     """Check a table against the JSON schema; the error names the first offending field."""
     import jsonschema
@@ -180,14 +372,73 @@ def available_tables() -> list[str]:
     return sorted({p.stem for d in table_dirs() if d.is_dir() for p in d.glob("*.json")})
 
 
-def host_table_name() -> str | None:
-    """A table measured on a host CPU (`host-<cpu>.json`), if any."""
-    hosts = [n for n in available_tables() if n.startswith("host-")]
-    return hosts[0] if hosts else None
+class HostTableMismatch(TableError):
+    """No table measured on this machine: `host` would otherwise mean another machine's costs."""
+
+    def __init__(self, message: str, here: Any, candidates: list[tuple[str, Any]]) -> None:
+        super().__init__(message)
+        self.here = here
+        self.candidates = candidates
+
+
+def host_tables() -> list[tuple[str, dict[str, Any]]]:
+    """(name, meta) of every `host-*` table found by name (user tables first)."""
+    out = []
+    seen = set()
+    for d in table_dirs():
+        for p in sorted(d.glob("host-*.json")) if d.is_dir() else []:
+            if p.stem in seen:
+                continue
+            seen.add(p.stem)
+            try:
+                meta = json.loads(p.read_text()).get("meta", {})
+            except (OSError, json.JSONDecodeError, AttributeError):
+                continue
+            out.append((p.stem, meta))
+    return out
+
+
+def host_table_name(threads: int | None = None) -> str | None:
+    """The host table whose fingerprint matches this machine (and `threads`, when given), if any."""
+    from .fingerprint import machine_fingerprint, table_fingerprint
+
+    for name, meta in host_tables():
+        fp = table_fingerprint(meta)
+        if fp is None or (threads is not None and fp.threads != threads):
+            continue
+        if not fp.differences(machine_fingerprint(fp.threads)):
+            return name
+    return None
+
+
+def host_mismatch(threads: int = 1) -> HostTableMismatch:
+    """The error for `host` when no table matches: both fingerprints and how to measure this machine."""
+    from .fingerprint import host_slug, machine_fingerprint, table_fingerprint
+
+    here = machine_fingerprint(threads)
+    cands = [(n, table_fingerprint(m)) for n, m in host_tables()]
+    lines = [f"no latency table was measured on this machine: {here.describe()}"]
+    for n, fp in cands:
+        if fp is None:
+            lines.append(f"  {n}: measured before tables carried a fingerprint (CPU '{_meta_cpu(n)}'); not used")
+        else:
+            lines.append(f"  {n}: {fp.describe()}; differs in {'; '.join(fp.differences(here)) or 'threads'}")
+    lines.append(f"measure this machine with `spnas-profile` (writes <SPNAS_HOME>/tables/{host_slug(here)}.json; "
+                 f"resumable with resume=true), or let the run do it: soc.if_no_table=profile; "
+                 f"soc.if_no_table=skip leaves the host out")
+    return HostTableMismatch("\n".join(lines), here, cands)
+
+
+def _meta_cpu(name: str) -> str:
+    for n, m in host_tables():
+        if n == name:
+            return str(m.get("cpu_model", "?"))
+    return "?"
 
 
 def resolve_table_path(name_or_path: str | os.PathLike) -> Path:
-    """`sd845` -> its file (user tables first, then shipped); `host` -> a host-<cpu> table; a path stays a path."""
+    """`sd845` -> its file (user tables first, then shipped); `host` -> the host table whose fingerprint
+    matches this machine (`HostTableMismatch` when none does); a path stays a path."""
     s = str(name_or_path)
     p = Path(s).expanduser()
     if p.suffix == ".json" or os.sep in s:
@@ -197,8 +448,7 @@ def resolve_table_path(name_or_path: str | os.PathLike) -> Path:
     if s == "host":
         h = host_table_name()
         if h is None:
-            raise InputNotFoundError("no host table found; measure this CPU with `spnas-profile` (writes "
-                                     "<SPNAS_HOME>/tables/host-<cpu>.json)")
+            raise host_mismatch()
         s = h
     for d in table_dirs():
         p = d / f"{s}.json"

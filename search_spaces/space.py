@@ -221,10 +221,30 @@ MOBILENET_V3_LARGE_SPACE = SearchSpace(
 )
 
 
+# The Single-Path NAS paper's space (Stamoulis et al. 2019, Fig. 2; enyac-group/single-path-nas
+# nas-search/supernet_macro.py): MnasNet's macro structure with ReLU and no SE. 22 MBConv blocks:
+# the first (k3 e1, 16) and the last (k3 e6, 320) are fixed, the 20 between them pick k3/k5 x e3/e6,
+# and every layer after the first of its group may be skipped. The stem, both fixed blocks, the
+# 1280 head and the classifier are the official runtime model's fixed part (19.5999 ms on a Pixel 1).
+SPNAS_MNASNET_SPACE = SearchSpace(
+    name="spnas_mnasnet",
+    stem="conv_k3_c32_s2",
+    fixed=("ir_k3_e1_c16_s1",),
+    stages=(
+        Stage(24, 4, 2),
+        Stage(40, 4, 2),
+        Stage(80, 4, 2),
+        Stage(96, 4, 1),
+        Stage(192, 4, 2),
+    ),
+    head=("ir_k3_e6_c320_s1", "conv_k1_c1280_s1", "pool"),
+)
+
+
 def default_space() -> SearchSpace:
     """The MobileNetV3-Large-derived space (14 searchable layers, 2.0e9 architectures)."""
     return MOBILENET_V3_LARGE_SPACE
 
 
 # Every search space a config can name (`space=<name>`); each is defined once, here.
-SPACES: dict[str, SearchSpace] = {MOBILENET_V3_LARGE_SPACE.name: MOBILENET_V3_LARGE_SPACE}
+SPACES: dict[str, SearchSpace] = {s.name: s for s in (MOBILENET_V3_LARGE_SPACE, SPNAS_MNASNET_SPACE)}

@@ -1,49 +1,75 @@
-"""`spnas-profile`: build latency tables (measure, model, import) and validate them.
+"""`spnas-profile`: build latency tables (measure, model, import), validate them, and keep `host` honest.
 
-    spnas-profile                                  # measure the host table with the local profiler
+    spnas-profile                                  # measure this machine (table named by its CPU fingerprint)
     spnas-profile device=adb soc=sd845 profile.serial=XYZ profile.benchmark_binary=./benchmark_model
     spnas-profile validate                         # whole networks vs the host table's prediction
-    spnas-profile model                            # write the modeled Snapdragon tables
-    spnas-profile import source.path=lut.yaml source.format=ofa source.expand=channels
+    spnas-profile model                            # derive the Snapdragon tables from the public measurements
+    spnas-profile import source.path=pixel1_runtime_model.json space=spnas_mnasnet
 
 Micro-models are converted with the export stage's converter (`export.tflite.convert_to_tflite`).
+`prepare_soc` is what a search (or the pipeline) calls before it reads a table: for `soc=host` it
+finds the table measured on this machine (by fingerprint), profiles it now or skips it as
+`soc.if_no_table` says, and spot-checks it against this machine (`soc.stale_check`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
-import re
+import statistics
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import torch
 
 from export.tflite import convert_to_tflite
 from latency_tables import keys as K
+from latency_tables.costmodel import Measured, fit_device, kernels_of_key, scale_to
+from latency_tables.fingerprint import host_slug, machine_fingerprint, table_fingerprint
 from latency_tables.micro import MicroModelCache
-from latency_tables.modeled import SOCS, calibrate, host_spec, modeled_table, with_target
+from latency_tables.modeled import SOCS, fit_measured, modeled_table
 from latency_tables.predictor import fit_overhead, op_sum_ms, predict_latency_ms
-from latency_tables.profilers import AdbProfiler, LocalProfiler, Profiler, Timing, cpu_model, profile_keys
-from latency_tables.table import LatencyTable
+from latency_tables.profilers import AdbProfiler, LocalProfiler, Profiler, Timing, profile_keys
+from latency_tables.socs import SOCS as SOC_FACTS
+from latency_tables.table import HostTableMismatch, LatencyTable, host_mismatch, resolve_table_path
 from latency_tables.validate import error_metrics, sample_validation_archs, scatter_plot
 from search_spaces import ArchSpec, SearchSpace, build_model
 from search_spaces.reference import REFERENCE_NETS
-from spnas.config import ExpandMeaning, ProfileAppConfig, ProfileDevice, TableFormat, to_plain
-from spnas.errors import ConfigError
+from spnas.config import (
+    MissingTablePolicy, ProfileAppConfig, ProfileDevice, ProfilerConfig, SocConfig, StaleCheck, to_plain,
+)
+from spnas.errors import ConfigError, TableError
 from spnas.files import write_json_atomic
 from spnas.paths import cache_root, user_tables_dir
 from training.runtime import versions
 
 log = logging.getLogger(__name__)
 
+# The overhead constant is fitted on these sampled architectures (a seed no validation run uses), never
+# on the networks the validation then judges the table by.
+OVERHEAD_SEED = 90_001
+OVERHEAD_ARCHS = 8
 
-def host_device_name() -> str:
-    """`host-<cpu slug>`, the file name of this machine's measured table."""
-    slug = re.sub(r"[^a-z0-9]+", "-", cpu_model().lower().replace("(r)", "").replace("(tm)", "")).strip("-")
-    return f"host-{slug or 'cpu'}"
+
+def host_device_name(threads: int = 1) -> str:
+    """`host-<cpu slug>-<fingerprint id>`, the file name of this machine's measured table."""
+    return host_slug(machine_fingerprint(threads))
+
+
+def local_profiler(p: ProfilerConfig) -> LocalProfiler:
+    """The LiteRT profiler on this CPU with a config's settings."""
+    import os
+
+    cpus = p.cpus
+    if cpus == "auto":
+        cpus = [max(os.sched_getaffinity(0))]
+    elif cpus is not None and not (isinstance(cpus, list) and all(isinstance(c, int) for c in cpus)):
+        raise ConfigError(f"profile.cpus={cpus!r}: use auto, null or a list of core numbers like [1]")
+    return LocalProfiler(threads=p.threads, cpus=cpus, warmup_runs=p.warmup_runs, num_runs=p.num_runs,
+                         min_time_s=p.min_time_s, repeats=p.repeats)
 
 
 def make_profiler(cfg: ProfileAppConfig, device: ProfileDevice | None = None) -> Profiler:
@@ -51,18 +77,13 @@ def make_profiler(cfg: ProfileAppConfig, device: ProfileDevice | None = None) ->
     p = cfg.profile
     device = device or cfg.device
     if device is ProfileDevice.local:
-        cpus = p.cpus
-        if cpus == "auto":
-            import os
-
-            cpus = [max(os.sched_getaffinity(0))]
-        elif cpus is not None and not (isinstance(cpus, list) and all(isinstance(c, int) for c in cpus)):
-            raise ConfigError(f"profile.cpus={cpus!r}: use auto, null or a list of core numbers like [1]")
-        return LocalProfiler(threads=p.threads, cpus=cpus, warmup_runs=p.warmup_runs, num_runs=p.num_runs,
-                             min_time_s=p.min_time_s)
+        return local_profiler(p)
+    facts = SOC_FACTS.get(cfg.soc.name)
     return AdbProfiler(p.serial, p.benchmark_binary, adb=p.adb, taskset_mask=p.taskset_mask or cfg.soc.taskset_mask,
-                       threads=p.threads, warmup_runs=p.warmup_runs, num_runs=p.num_runs,
-                       enable_op_profiling=p.enable_op_profiling, expected_abi=cfg.soc.abi, remote_dir=p.remote_dir)
+                       threads=p.threads, warmup_runs=p.warmup_runs, num_runs=p.num_runs, repeats=p.repeats,
+                       enable_op_profiling=p.enable_op_profiling, expected_abi=cfg.soc.abi, soc=cfg.soc.name,
+                       soc_platforms=facts.platforms if facts else (), allow_soc_mismatch=p.allow_soc_mismatch,
+                       remote_dir=p.remote_dir)
 
 
 def table_keys(space: SearchSpace, resolutions: list[int], classes: list[int], width: float = 1.0) -> list[str]:
@@ -88,15 +109,17 @@ def whole_model_path(arch: ArchSpec, cache_dir: Path | None = None) -> Path:
     return path
 
 
-def measure_whole(archs: list[ArchSpec], profiler: Profiler, passes: int = 1, desc: str = "whole networks"
-                  ) -> list[Timing]:
+def measure_whole(archs: list[ArchSpec], profiler: Profiler, passes: int = 1, desc: str = "whole networks",
+                  progress: bool = True) -> list[Timing]:
     """End-to-end latency of whole networks, in `passes` interleaved rounds keeping each net's fastest."""
     from tqdm import tqdm
 
-    paths = [whole_model_path(a) for a in tqdm(archs, desc="convert", unit="net", dynamic_ncols=True)]
+    paths = [whole_model_path(a) for a in tqdm(archs, desc="convert", unit="net", dynamic_ncols=True,
+                                               disable=not progress)]
     best: list[Timing | None] = [None] * len(archs)
     for p in range(passes):
-        for i in tqdm(range(len(archs)), desc=f"{desc} pass {p + 1}/{passes}", unit="net", dynamic_ncols=True):
+        for i in tqdm(range(len(archs)), desc=f"{desc} pass {p + 1}/{passes}", unit="net", dynamic_ncols=True,
+                      disable=not progress):
             t = profiler.measure(paths[i])
             if best[i] is None or t.value < best[i].value:  # type: ignore[union-attr]
                 best[i] = t
@@ -107,81 +130,224 @@ def _space(cfg: ProfileAppConfig) -> SearchSpace:
     return SearchSpace.from_dict(to_plain(cfg.space))
 
 
-# ---------------------------------------------------------------------------------- commands
+def overhead_archs(space: SearchSpace, resolution: int = 224) -> list[ArchSpec]:
+    """The networks the constant overhead is fitted on: sampled with their own seed, so no network a
+    validation run judges the table by (its sample and the reference nets) is among them."""
+    archs = sample_validation_archs(space, OVERHEAD_ARCHS, OVERHEAD_SEED, resolution)
+    return [a.replace(name=f"overhead-{i:02d}") for i, a in enumerate(archs)]
+
+
+# ---------------------------------------------------------------------------------- measure
+def measure_table(keys: Iterable[str], profiler: Profiler, out: Path, meta: dict[str, Any], *, resume: bool,
+                  force: bool, passes: int, fit_on: list[ArchSpec] | None, micro_cache: Path | None = None,
+                  retry_refused: bool = False, progress: bool = True) -> LatencyTable:
+    """Profile `keys` into `out` (resumable, saved after every key), then fit the overhead on `fit_on`."""
+    cache = MicroModelCache(convert_to_tflite, micro_cache or cache_root() / "micro")
+    res = profile_keys(list(keys), profiler, cache.get, out, meta, resume=resume, force=force, passes=passes,
+                       retry_refused=retry_refused, progress=progress)
+    table = res.table
+    if fit_on:
+        timings = measure_whole(fit_on, profiler, passes, "overhead fit", progress)
+        fit = fit_overhead(table, [(a, t.value) for a, t in zip(fit_on, timings)])
+        table.meta["overhead_ms"] = fit["overhead_ms"]
+        table.meta["overhead_fit"] = {**fit, "note": "median residual on networks sampled with their own seed "
+                                                     f"({OVERHEAD_SEED}); none of them is in a validation set"}
+        table.save(out)
+    print(f"wrote {out}: {len(table)} ops, {len(res.measured)} measured this run, {len(res.refused)} refused, "
+          f"overhead {table.overhead_ms:.3f} ms")
+    return table
+
+
 def cmd_measure(cfg: ProfileAppConfig) -> LatencyTable:
     """Profile every key into `<SPNAS_HOME>/tables/<device>.json`, then fit the constant overhead."""
     profiler = make_profiler(cfg)
     local = cfg.device is ProfileDevice.local
     if local:
-        name = cfg.table_name or host_device_name()
+        name = cfg.table_name or host_device_name(cfg.profile.threads)
         soc_name = "host CPU"
     else:
         name = cfg.table_name or f"{cfg.soc.name}-measured"
         soc_name = cfg.soc.soc
         profiler.connect()  # type: ignore[attr-defined]
     out = Path(cfg.out or user_tables_dir() / f"{name}.json")
-    keys = table_keys(_space(cfg), list(cfg.resolutions), list(cfg.num_classes))
+    space = _space(cfg)
+    keys = table_keys(space, list(cfg.resolutions), list(cfg.num_classes))
     meta = {"device": name, "soc": soc_name, "provenance": "measured", "date": time.strftime("%Y-%m-%d"),
             "resolutions": list(cfg.resolutions), "num_classes": list(cfg.num_classes), "versions": versions(),
             **profiler.describe()}
-    cache = MicroModelCache(convert_to_tflite, cfg.micro_cache or cache_root() / "micro")
-    passes = cfg.profile.passes
-    meta["statistic"] = (f"p10 of invoke times, fastest of {passes} passes" if local
-                         else "benchmark_model average")
-    res = profile_keys(keys, profiler, cache.get, out, meta, resume=cfg.resume, force=cfg.force, passes=passes)
-    table = res.table
-    if cfg.fit_overhead:
-        refs = [ref(resolution=224) for ref in REFERENCE_NETS.values()]
-        timings = measure_whole(refs, profiler, passes, "overhead fit")
-        fit = fit_overhead(table, [(a, t.value) for a, t in zip(refs, timings)])
-        table.meta["overhead_ms"] = fit["overhead_ms"]
-        table.meta["overhead_fit"] = {k: v for k, v in fit.items()}
-        table.save(out)
-    log.info("table %s: %d ops (%d measured now, %d kept); overhead %.3f ms", out, len(table), len(res.measured),
-             len(res.skipped), table.overhead_ms)
-    print(f"wrote {out}: {len(table)} ops, {len(res.measured)} measured this run, "
-          f"overhead {table.overhead_ms:.3f} ms")
-    return table
+    fit_on = overhead_archs(space) if cfg.fit_overhead else None
+    return measure_table(keys, profiler, out, meta, resume=cfg.resume, force=cfg.force, passes=cfg.profile.passes,
+                         fit_on=fit_on, micro_cache=Path(cfg.micro_cache) if cfg.micro_cache else None,
+                         retry_refused=cfg.profile.retry_refused)
 
 
+# ---------------------------------------------------------------------------------- host: fingerprint, stale check
+def profile_host(keys: Iterable[str], profile: ProfilerConfig, *, fit_on: list[ArchSpec] | None,
+                 out_dir: Path | None = None, progress: bool = True) -> LatencyTable:
+    """Measure this machine's table for `keys`, filed under its fingerprint (resumable: a killed run
+    continues where it stopped, rows already there are kept)."""
+    profiler = local_profiler(profile)
+    name = host_device_name(profile.threads)
+    out = (out_dir or user_tables_dir()) / f"{name}.json"
+    meta = {"device": name, "soc": "host CPU", "provenance": "measured", "date": time.strftime("%Y-%m-%d"),
+            "versions": versions(), **profiler.describe()}
+    return measure_table(keys, profiler, out, meta, resume=out.exists(), force=False, passes=profile.passes,
+                         fit_on=fit_on, progress=progress)
+
+
+def spot_check(table: LatencyTable, profiler: Profiler, archs: list[ArchSpec] | None = None,
+               progress: bool = False) -> dict[str, Any]:
+    """A few reference networks measured now against the table's predictions (seconds).
+
+    `drift` is the median of prediction / measurement - 1: a table measured under other conditions
+    (another CPU governor, a new runtime, a busier machine) shows as a drift of the same sign."""
+    archs = archs or [make(resolution=224) for make in REFERENCE_NETS.values()]
+    timings = measure_whole(archs, profiler, 1, "stale check", progress)
+    rows = [{"name": a.name, "predicted_ms": predict_latency_ms(a, table), "measured_ms": t.value}
+            for a, t in zip(archs, timings)]
+    for r in rows:
+        r["rel_err"] = r["predicted_ms"] / r["measured_ms"] - 1.0
+    return {"table": table.device, "rows": rows, "drift": float(statistics.median(r["rel_err"] for r in rows)),
+            "checked": time.strftime("%Y-%m-%d %H:%M:%S")}
+
+
+class StaleTableError(TableError):
+    """A measured table that no longer predicts this machine (beyond `soc.stale_tolerance`)."""
+
+
+def check_table(table: LatencyTable, soc: SocConfig, profile: ProfilerConfig | None = None,
+                archs: list[ArchSpec] | None = None) -> dict[str, Any] | None:
+    """`soc.stale_check` on a table measured on this machine: warn or refuse on drift, saying how to re-profile."""
+    if soc.stale_check is StaleCheck.off or table.provenance != "measured" or table_fingerprint(table.meta) is None:
+        return None
+    res = spot_check(table, local_profiler(profile or ProfilerConfig()), archs)
+    if abs(res["drift"]) > soc.stale_tolerance:
+        msg = (f"latency table '{table.device}' predicts this machine {res['drift'] * 100:+.1f}% off (median over "
+               f"{', '.join(r['name'] for r in res['rows'])}; tolerance {soc.stale_tolerance * 100:.0f}%): it was "
+               f"measured under other conditions. Re-profile it: `spnas-profile table_name={table.device} force=true`")
+        if soc.stale_check is StaleCheck.refuse:
+            raise StaleTableError(msg + " (or soc.stale_check=warn to go on)")
+        log.warning("%s", msg)
+        res["warning"] = msg
+    return res
+
+
+def prepare_soc(soc: SocConfig, space: SearchSpace, resolution: int, num_classes: int,
+                profile: ProfilerConfig | None = None, progress: bool = True) -> tuple[SocConfig | None, dict[str, Any]]:
+    """The SoC config a search or report should use, with `table` resolved to a file.
+
+    `host` means this machine: the table whose fingerprint matches it. With none, `soc.if_no_table`
+    decides: `error` (one message naming both fingerprints), `profile` (measure the keys this run
+    needs now, filed under this machine's fingerprint; resumable) or `skip` (returns None). A
+    measured table is spot-checked first (`soc.stale_check`). The dict says what happened (for
+    summaries and the report: the table's fingerprint, the spot check)."""
+    info: dict[str, Any] = {}
+    if soc.name != "host" and soc.table != "host":
+        return soc, info
+    profile = profile or ProfilerConfig()
+    try:
+        path = resolve_table_path("host")
+    except HostTableMismatch as e:
+        if soc.if_no_table is MissingTablePolicy.skip:
+            log.warning("no latency table matches this machine; soc.if_no_table=skip leaves the host out")
+            return None, {"skipped": str(e)}
+        if soc.if_no_table is MissingTablePolicy.error:
+            raise
+        keys = sorted(set(K.ops_of_space(space, resolution, 1.0, [num_classes])) |
+                      set(K.ops_of_references(resolution, [num_classes])))
+        log.info("profiling this machine now: %d ops (%s)", len(keys), machine_fingerprint(profile.threads).describe())
+        table = profile_host(keys, profile, fit_on=overhead_archs(space, resolution), progress=progress)
+        path = Path(table.path or "")
+        info["profiled_now"] = True
+    table = LatencyTable.load(path)
+    fp = table_fingerprint(table.meta)
+    info["table"] = table.device
+    info["fingerprint"] = fp.to_dict() if fp else None
+    info["fingerprint_text"] = fp.describe() if fp else "unknown"
+    check = check_table(table, soc, profile)
+    if check is not None:
+        info["stale_check"] = check
+    return dataclasses.replace(soc, table=str(path)), info
+
+
+# ---------------------------------------------------------------------------------- model / import
 def cmd_model(cfg: ProfileAppConfig) -> list[Path]:
-    """Write the modeled Snapdragon tables (roofline, calibrated on MobileNetV2)."""
+    """Derive the Snapdragon tables: fit each measured phone, map to each SoC, scale to MobileNetV2."""
+    from latency_tables.grounding import validation_summary
+    from search_spaces.space import SPACES
+
     resolutions = list(cfg.resolutions)
-    keys = table_keys(_space(cfg), resolutions, list(cfg.num_classes))
+    keys: set[str] = set()
+    for space in SPACES.values():
+        keys.update(table_keys(space, resolutions, list(cfg.num_classes)))
     names = cfg.model_socs or list(SOCS)
     unknown = [n for n in names if n not in SOCS]
     if unknown:
         raise ConfigError(f"model_socs: no SoC model for {unknown}; known: {', '.join(SOCS)}")
+    fits = fit_measured()
+    tables = {n: modeled_table(SOCS[n], fits, sorted(keys), resolutions) for n in SOCS}
+    summary = validation_summary(fits, tables)
     written = []
     for n in names:
-        table = modeled_table(SOCS[n], keys, resolutions)
-        path = table.save(Path(cfg.out_dir or user_tables_dir()) / f"{n}.json")
-        ref = predict_latency_ms(REFERENCE_NETS["mobilenet_v2"](), table)
-        print(f"wrote {path}: {len(table)} ops; MobileNetV2 224 predicted {ref:.2f} ms "
+        t = tables[n]
+        t.meta["method"]["validation"] = _table_validation(summary, n)
+        path = t.save(Path(cfg.out_dir or user_tables_dir()) / f"{n}.json")
+        ref = predict_latency_ms(REFERENCE_NETS["mobilenet_v2"](), t)
+        print(f"wrote {path}: {len(t)} ops (others on demand); MobileNetV2 224 predicted {ref:.2f} ms "
               f"(published {SOCS[n].calibration_ms} ms)")
         written.append(path)
     return written
 
 
+def _table_validation(summary: dict[str, Any], soc: str) -> dict[str, Any]:
+    """The validation figures a table's meta carries (the benchmark has the details)."""
+    base = SOCS[soc].base
+    lodo = [r for r in summary["leave_one_device_out"] if r["held_out"] == base]
+    nets = [r for r in summary["whole_network"] if r["model"] == base]
+    shared = summary["shared_keys"][soc]
+    tau_min = min(r["kendall_tau"] for r in lodo) if lodo else None
+    pooled = next((r for r in lodo if r["mapping"].startswith("pooled")), None)
+    worst = max((abs(r["ratio_err_pct"]) for r in nets), default=None)
+    return {
+        "benchmark": "python -m bench.bench_modeled_tables (docs/benchmarks.md)",
+        "leave_one_device_out": {"held_out": base, "pooled_others_tau": pooled and pooled["kendall_tau"],
+                                 "pooled_others_mape_pct": pooled and pooled["mape_pct"], "min_tau": tau_min,
+                                 "target_tau": summary["held_out_tau_target"],
+                                 "met": bool(pooled and pooled["kendall_tau"] >= summary["held_out_tau_target"])},
+        "whole_network_ratios": {"phone": base, "n": len(nets), "max_abs_err_pct": worst,
+                                 "within_target": sum(abs(r["ratio_err_pct"]) <= summary["whole_network_target_pct"]
+                                                      for r in nets),
+                                 "target_pct": summary["whole_network_target_pct"],
+                                 "met": worst is not None and worst <= summary["whole_network_target_pct"]},
+        "shared_keys": {**shared, "target_pct": summary["shared_key_target_pct"],
+                        "met": bool(shared.get("n")) and shared["max_abs_err_pct"] <= summary["shared_key_target_pct"]},
+    }
+
+
 def cmd_import(cfg: ProfileAppConfig) -> Path:
-    """Import a Single-Path NAS JSON or an OFA / ProxylessNAS YAML table."""
-    from latency_tables.importers import import_ofa_yaml, import_spnas_json
+    """Import a Single-Path NAS JSON or an OFA / ProxylessNAS YAML table (the format is read from the content)."""
+    from latency_tables.importers import check_format, import_ofa_yaml, import_spnas_json, read_source
 
     src = cfg.source
     if not src.path:
-        raise ConfigError("spnas-profile import needs source.path=<file> and source.format=spnas|ofa")
+        raise ConfigError("spnas-profile import needs source.path=<file> (a Single-Path NAS JSON or an "
+                          "OFA/ProxylessNAS YAML)")
     device = src.device or Path(src.path).stem
-    if src.format is TableFormat.spnas:
-        table = import_spnas_json(src.path, _space(cfg), src.resolution, src.num_classes, device)
+    fmt = check_format(src.path, read_source(src.path), src.format.name)
+    if fmt == "spnas":
+        table = import_spnas_json(src.path, _space(cfg), src.resolution, src.num_classes, device, src.k3e3.name,
+                                  src.fixed_ms, src.classifier_ms)
     else:
-        table = import_ofa_yaml(src.path, "channels" if src.expand is ExpandMeaning.channels else "ratio", device)
+        table = import_ofa_yaml(src.path, src.expand.name, device)  # type: ignore[arg-type]
     out = table.save(Path(src.out or user_tables_dir() / f"{device}.json"))
-    print(f"wrote {out}: {len(table)} ops imported")
+    print(f"wrote {out}: {len(table)} rows imported ({table.meta['method'].get('flavour', fmt)})")
     return out
 
 
+# ---------------------------------------------------------------------------------- validate
 def cmd_validate(cfg: ProfileAppConfig) -> dict[str, Any]:
-    """Whole networks measured on this CPU vs the host table's predictions; and the roofline check."""
+    """Whole networks measured on this CPU vs the host table's predictions, and the fitted op model
+    (the method behind the Snapdragon tables) checked on this CPU, where every row is measured."""
     vcfg = cfg.validate
     profiler = make_profiler(cfg, ProfileDevice.local)
     table = LatencyTable.load(vcfg.table)
@@ -196,6 +362,7 @@ def cmd_validate(cfg: ProfileAppConfig) -> dict[str, Any]:
     for arch, t in zip(archs, measure_whole(archs, profiler, passes, "validate")):
         rows.append({"name": arch.name, "arch": arch.to_string(), "measured_ms": t.value,
                      "measured_median_ms": t.median_ms, "measured_std_ms": t.std_ms,
+                     "run_means_ms": list(t.run_means_ms),
                      "predicted_ms": predict_latency_ms(arch, table), "op_sum_ms": op_sum_ms(arch, table)})
     pred = [r["predicted_ms"] for r in rows]
     meas = [r["measured_ms"] for r in rows]
@@ -203,17 +370,19 @@ def cmd_validate(cfg: ProfileAppConfig) -> dict[str, Any]:
     png = scatter_plot(pred, meas, out_dir / "validate_scatter.png",
                        f"{table.device}: table prediction vs measured (LiteRT, {profiler.threads} thread)",  # type: ignore[attr-defined]
                        [r["name"] for r in rows], metrics)
-    # The modeling method on this CPU: fit the roofline on MobileNetV2 alone, predict the rest.
+    fit_in = [Measured(k, tuple(kernels_of_key(k)), table.ms(k), "table row", k) for k in sorted(table.ops)]
+    fp = table_fingerprint(table.meta)
+    cache_kb = float((fp.caches_kb.get("L2") if fp else None) or 2048)
+    fit = fit_device(fit_in, cache_kb, "this CPU")
     mbv2 = next(r for r in rows if r["name"] == "mobilenet_v2")
-    spec = with_target(host_spec(mbv2["measured_ms"]), mbv2["measured_ms"])
-    model = calibrate(spec)
-    row_keys = sorted(table.ops)
-    roof_rows = error_metrics([model.op_ms(k) for k in row_keys], [table.ms(k) for k in row_keys])
-    roof_nets = error_metrics([model.total_ms([op.key for op in K.ops_of(ArchSpec.from_string(r["arch"]))])
-                               for r in rows], meas)
-    result = {"table": table.device, "metrics": metrics, "roofline_vs_table_rows": roof_rows,
-              "roofline_vs_whole_networks": roof_nets, "roofline_scale": model.scale, "rows": rows,
-              "scatter_png": str(png), "threads": profiler.threads}  # type: ignore[attr-defined]
+    model = scale_to(fit.model, [op.key for op in K.ops_of(ArchSpec.from_string(mbv2["arch"]))], mbv2["measured_ms"])
+    model_nets = error_metrics([model.total_ms([op.key for op in K.ops_of(ArchSpec.from_string(r["arch"]))])
+                                for r in rows], meas)
+    result = {"table": table.device, "metrics": metrics, "op_model_vs_table_rows": fit.summary(),
+              "op_model_vs_whole_networks": model_nets, "rows": rows, "scatter_png": str(png),
+              "threads": profiler.threads, "passes": passes,  # type: ignore[attr-defined]
+              "statistic": table.meta.get("statistic"), "overhead_fit": table.meta.get("overhead_fit"),
+              "fingerprint": fp.describe() if fp else None}
     write_json_atomic(out_dir / "validate.json", result)
     print(json.dumps({"table": table.device, **metrics}, indent=1))
     return result

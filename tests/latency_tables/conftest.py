@@ -1,5 +1,6 @@
-"""Micro-models shared by the latency-table tests (converted once per session)."""
+"""Micro-models and public measurements shared by the latency-table tests."""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -24,3 +25,17 @@ def micro_cache(tmp_path_factory):
 @pytest.fixture(scope="session")
 def small_models(micro_cache) -> dict[str, Path]:
     return {k: micro_cache.get(k) for k in SMALL_KEYS}
+
+
+@pytest.fixture(scope="session")
+def latency_data() -> Path:
+    """`<shared>/latency-data`: the public phone measurements (skipped outside CI when absent, failed in CI)."""
+    from latency_tables.sources import latency_data_dir
+
+    d = latency_data_dir()
+    if not (d / "published_latencies.csv").is_file():
+        msg = f"public latency measurements not found in {d} (set SPNAS_SHARED)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI=true but {msg}")
+        pytest.skip(msg)
+    return d

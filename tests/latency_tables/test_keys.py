@@ -40,8 +40,8 @@ def test_reference_keys_and_round_trip_to_layers():
         layer = layer_of_key(key)
         if not key.startswith("Logits"):
             assert op_key(layer) == key, key
-        module, shape = micro_module(key)
-        assert shape[0] == 1
+        micro = micro_module(key)
+        assert micro.input_shape[0] == 1
 
 
 @pytest.mark.parametrize("bad", ["", "nonsense", "expanded_conv-input:AxB", "Foo-input:1x1x1",

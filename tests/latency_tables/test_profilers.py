@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from latency_tables.profilers import (
-    AdbProfiler, BenchmarkOutputError, DeviceDisconnected, LocalProfiler, WrongABIError, elf_abi,
+    STATISTIC, AdbProfiler, BenchmarkOutputError, DeviceDisconnected, LocalProfiler, WrongABIError, elf_abi,
     parse_benchmark_output, profile_keys)
 from latency_tables.table import LatencyTable
+from spnas.errors import ModelRefusedError, WrongSocError
 
 from .conftest import SMALL_KEYS
 
@@ -30,27 +31,67 @@ Memory (bytes): count=0
 Timings (microseconds): count=40 first=11 curr=10 min=9 max=12 avg=10.5 std=1"""
 
 
-@pytest.mark.parametrize("text,mean,std,count", [(NEW, 7.80123, 0.095, 50), (OLD, 5.0035, 0.041, 100),
-                                                 (TIMINGS, 1.20175, 0.022, 40)])
-def test_parse_all_three_benchmark_model_forms(text, mean, std, count):
+# TF 1.x: no summary figure, the warm-up's count=1 line first, the timed run's line after "Running benchmark"
+NO_STATS = """Running benchmark for at least 1 iterations and at least 0.5 seconds
+count=1 curr=9512
+Running benchmark for at least 50 iterations and at least 1 seconds
+count=50 first=4100 curr=4050 min=3980 max=4400 avg=4061.5 std=52
+Average inference timings in us: Warmup: 9512, Init: 2750, no stats: 50"""
+CURRENT = "\n".join("INFO: " + ln for ln in NEW.splitlines())
+OLD_ANDROID = OLD.replace("\n", "\r\n") + "\r\n"
+FAILED_AFTER = NEW + "\nERROR: failed to invoke the interpreter at run 51\nBenchmarking failed."
+REFUSED = """Loaded model /data/local/tmp/spnas/x.tflite
+ERROR: Didn't find op for builtin opcode 'HARD_SWISH' version '1'
+ERROR: Registration failed.
+Failed to construct interpreter
+Benchmarking failed."""
+
+
+@pytest.mark.parametrize("text,mean,std,count", [
+    (NEW, 7.80123, 0.095, 50), (OLD, 5.0035, 0.041, 100), (TIMINGS, 1.20175, 0.022, 40),
+    (NO_STATS, 4.0615, 0.052, 50), (CURRENT, 7.80123, 0.095, 50), (OLD_ANDROID, 5.0035, 0.041, 100)])
+def test_parse_every_benchmark_model_era(text, mean, std, count):
     t = parse_benchmark_output(text)
     assert t.mean_ms == pytest.approx(mean) and t.std_ms == pytest.approx(std) and t.count == count
 
 
-def test_parse_garbage_is_a_clear_error():
+def test_parse_refuses_failed_runs_and_names_refused_models():
     with pytest.raises(BenchmarkOutputError, match="no latency"):
-        parse_benchmark_output("Segmentation fault\n")
+        parse_benchmark_output("nothing useful\n")
+    with pytest.raises(BenchmarkOutputError, match="Benchmarking failed|failed to invoke"):
+        parse_benchmark_output(FAILED_AFTER)  # timings printed, then a failure: not a measurement
+    with pytest.raises(ModelRefusedError, match="HARD_SWISH"):
+        parse_benchmark_output(REFUSED)
 
 
 def test_local_profiler_measures_and_pins(small_models):
     cpu = max(os.sched_getaffinity(0))
-    p = LocalProfiler(threads=1, cpus=[cpu], warmup_runs=2, num_runs=10, min_time_s=0.05)
+    p = LocalProfiler(threads=1, cpus=[cpu], warmup_runs=2, num_runs=10, min_time_s=0.05, repeats=3)
     before = os.sched_getaffinity(0)
     t = p.measure(small_models[SMALL_KEYS[1]])
     assert t.count >= 10 and t.median_ms > 0 and t.std_ms >= 0
+    assert len(t.run_means_ms) == 3 and t.value == t.mean_ms == min(t.run_means_ms), "the fastest run's mean"
     assert os.sched_getaffinity(0) == before, "affinity restored after measuring"
     d = p.describe()
     assert d["threads"] == 1 and d["cores_used"] == str(cpu) and d["runtime_version"]
+    assert d["statistic"]["name"] == STATISTIC and d["fingerprint"]["cpu_model"]
+
+
+def test_micro_models_carry_no_layout_ops(micro_cache):
+    """Each micro-model's op list holds only the layer's own ops: a whole network runs no TRANSPOSE
+    between layers, so a row must not time one."""
+    from export.tflite import op_histogram
+
+    keys = SMALL_KEYS + ["Conv_1-input:2x2x160-output:2x2x960-kernel:1-stride:1-hs:1",
+                         "Conv_2-input:1x1x960-output:1x1x1280-hs:1", "Logits-input:1x1x1280-output:8",
+                         "expanded_conv-input:8x8x24-output:8x8x24-expand:6-kernel:5-stride:1-idskip:1-se:0-hs:0"]
+    layout = {"TRANSPOSE", "RESHAPE", "GATHER", "SQUEEZE", "EXPAND_DIMS"}
+    for key in keys:
+        ops = op_histogram(micro_cache.get(key))
+        assert not layout & set(ops), f"{key}: {dict(ops)}"
+        assert ops, key
+    pool = op_histogram(micro_cache.get("AvgPool2D-input:7x7x960"))
+    assert set(pool) == {"MEAN"}, dict(pool)
 
 
 # ---------------------------------------------------------------------------------- fake adb
@@ -75,6 +116,7 @@ def phone(tmp_path, monkeypatch):
     binary = _elf(tmp_path / "benchmark_model", 0xB7, 2)
 
     def make(**kw):
+        kw.setdefault("repeats", 1)
         return AdbProfiler("FAKE0845", kw.pop("binary", binary), adb=str(adb), taskset_mask="f0", num_runs=5,
                            warmup_runs=1, **kw)
 
@@ -86,12 +128,15 @@ def _calls(state: Path) -> list[dict]:
     return [json.loads(line) for line in (state / "calls.jsonl").read_text().splitlines()]
 
 
-@pytest.mark.parametrize("fmt", ["new", "old", "timings"])
-def test_adb_happy_path_each_output_form(phone, small_models, micro_cache, tmp_path, monkeypatch, fmt):
+@pytest.mark.parametrize("era,fmt", [("current", "new"), ("tf2", "new"), ("tf2", "timings"), ("tf1", "nostats"),
+                                     ("tf1", "old"), ("old", "old")])
+def test_adb_every_era(phone, small_models, micro_cache, tmp_path, monkeypatch, era, fmt):
+    """stdout or stderr-only output, CRLF line ends, `INFO:` prefixes, exit codes that lie (old Android)."""
+    monkeypatch.setenv("FAKE_ADB_ERA", era)
     monkeypatch.setenv("FAKE_ADB_FORMAT", fmt)
-    prof = phone(expected_abi="arm64-v8a")
+    prof = phone(expected_abi="arm64-v8a", soc="sd845", soc_platforms=("sdm845",), repeats=2)
     info = prof.connect()
-    assert info["soc"] == "SDM845" and info["governors"][0] == "schedutil"
+    assert info["soc"].lower() == "sdm845" and info["governors"][0] == "schedutil"
     assert info["max_freq_khz"][7] == 2803200
     meta = {"device": "sd845-measured", "soc": "Snapdragon 845", "provenance": "measured",
             "date": "x", **prof.describe()}
@@ -101,10 +146,12 @@ def test_adb_happy_path_each_output_form(phone, small_models, micro_cache, tmp_p
     assert t.meta["benchmark_sha256"] == prof.binary_sha256 and len(prof.binary_sha256) == 64
     assert all(s.mean_ms > 0 for s in t.ops.values())
     runs = [c for c in _calls(phone.state) if "shell" in c and "--graph=" in c["shell"]]
-    assert len(runs) == len(SMALL_KEYS)
+    assert len(runs) == 2 * len(SMALL_KEYS), "repeats=2 runs per op"
     assert all(c["shell"].startswith("taskset f0 /data/local/tmp/spnas/benchmark_model --graph=") for c in runs)
-    assert all("--enable_op_profiling=true" in c["shell"] and "--num_threads=1" in c["shell"] for c in runs)
+    assert all("--enable_op_profiling=false" in c["shell"] and "--num_threads=1" in c["shell"] for c in runs)
     assert sorted(res.measured) == sorted(SMALL_KEYS)
+    assert t.meta["benchmark_abi"] == "arm64-v8a" and t.meta["statistic"]["name"] == STATISTIC
+    assert t.meta["phone"]["soc_matches_config"] is True
 
 
 def test_adb_disconnect_keeps_partial_table_and_resume_measures_the_rest(phone, small_models, micro_cache,
@@ -139,15 +186,13 @@ def test_adb_wrong_abi(phone, tmp_path, monkeypatch):
     monkeypatch.setenv("FAKE_ADB_ABI", "armeabi-v7a")  # a 32-bit Snapdragon 801 phone
     with pytest.raises(WrongABIError, match="built for arm64-v8a"):
         phone().connect()
-    with pytest.raises(WrongABIError, match="expects arm64-v8a"):
-        phone(expected_abi="arm64-v8a").connect()
     arm32 = _elf(tmp_path / "bm32", 0x28, 1)
     assert elf_abi(arm32) == "armeabi-v7a"
     assert phone(binary=arm32, expected_abi="armeabi-v7a").connect()["abi"] == "armeabi-v7a"
     not_elf = tmp_path / "script.sh"
     not_elf.write_text("#!/bin/sh\n")
     with pytest.raises(WrongABIError, match="not an ELF"):
-        phone(binary=not_elf).connect()
+        phone(binary=not_elf)
 
 
 def test_adb_unknown_serial_is_disconnected(phone, tmp_path):
@@ -162,3 +207,88 @@ def test_adb_missing_binary_or_serial(tmp_path):
         AdbProfiler("X", tmp_path / "missing")
     with pytest.raises(ValueError, match="serial"):
         AdbProfiler("", tmp_path / "missing")
+
+
+def test_adb_failure_after_timing_lines_is_not_stored(phone, small_models, micro_cache, tmp_path, monkeypatch):
+    """Old Android returns exit 0 for everything: a run that printed timings and then failed must not count."""
+    monkeypatch.setenv("FAKE_ADB_ERA", "old")
+    monkeypatch.setenv("FAKE_ADB_FAIL_AFTER_TIMING", "1")
+    prof = phone()
+    with pytest.raises(BenchmarkOutputError, match="Benchmarking failed|failed to invoke"):
+        prof.measure(small_models[SMALL_KEYS[0]])
+
+
+def test_adb_refused_model_is_skipped_and_resume_continues(phone, small_models, micro_cache, tmp_path, monkeypatch):
+    refused_key = SMALL_KEYS[1]
+    monkeypatch.setenv("FAKE_ADB_REFUSE", micro_cache.path_for(refused_key).name)
+    out = tmp_path / "t.json"
+    meta = {"device": "sd845-measured", "soc": "Snapdragon 845", "provenance": "measured", "date": "x"}
+    prof = phone()
+    res = profile_keys(SMALL_KEYS, prof, micro_cache.get, out, {**meta, **prof.describe()}, progress=False)
+    t = LatencyTable.load(out)
+    assert set(t.ops) == set(SMALL_KEYS) - {refused_key}, "the run went on past the refused model"
+    assert refused_key in t.meta["refused_ops"] and "HARD_SWISH" in t.meta["refused_ops"][refused_key]
+    assert t.meta["complete"] is False and list(res.refused) == [refused_key]
+    # resume: nothing left to measure, the refused op is not retried (so resume never blocks on it)
+    runs_before = int((phone.state / "benchmark_runs").read_text())
+    res2 = profile_keys(SMALL_KEYS, phone(), micro_cache.get, out, meta, resume=True, progress=False)
+    assert res2.measured == [] and int((phone.state / "benchmark_runs").read_text()) == runs_before
+    # a newer binary: retry_refused measures it
+    monkeypatch.delenv("FAKE_ADB_REFUSE")
+    res3 = profile_keys(SMALL_KEYS, phone(), micro_cache.get, out, meta, resume=True, retry_refused=True,
+                        progress=False)
+    assert res3.measured == [refused_key] and LatencyTable.load(out).meta["complete"] is True
+
+
+@pytest.mark.parametrize("silent", [False, True])
+def test_adb_unplugged_mid_push_says_reconnect_and_resume(phone, small_models, micro_cache, tmp_path, monkeypatch,
+                                                          silent):
+    """`failed to read copy response: EOF` (or exit 255 with no text) is a disconnect, whatever pass it hits."""
+    monkeypatch.setenv("FAKE_ADB_UNPLUG_ON_PUSH", "3")  # push 1 is the binary, 2 the first model, 3 the second
+    if silent:
+        monkeypatch.setenv("FAKE_ADB_SILENT_255", "1")
+    out = tmp_path / "t.json"
+    meta = {"device": "sd845-measured", "soc": "Snapdragon 845", "provenance": "measured", "date": "x"}
+    prof = phone()
+    with pytest.raises(DeviceDisconnected) as e:
+        profile_keys(SMALL_KEYS, prof, micro_cache.get, out, {**meta, **prof.describe()}, progress=False)
+    msg = str(e.value)
+    assert "get-state" in msg and "resume=true" in msg and "cable" in msg
+    assert len(LatencyTable.load(out)) == 1
+
+
+def test_adb_disconnect_in_a_later_pass_keeps_the_table(phone, small_models, micro_cache, tmp_path, monkeypatch):
+    monkeypatch.setenv("FAKE_ADB_DISCONNECT_AFTER", str(len(SMALL_KEYS) + 1))  # during pass 2
+    out = tmp_path / "t.json"
+    meta = {"device": "sd845-measured", "soc": "Snapdragon 845", "provenance": "measured", "date": "x"}
+    prof = phone()
+    with pytest.raises(DeviceDisconnected, match="resume=true"):
+        profile_keys(SMALL_KEYS, prof, micro_cache.get, out, {**meta, **prof.describe()}, passes=2, progress=False)
+    assert set(LatencyTable.load(out).ops) == set(SMALL_KEYS)
+
+
+def test_adb_refuses_a_phone_of_another_soc_unless_overridden(phone, monkeypatch):
+    monkeypatch.setenv("FAKE_ADB_SOC", "sdm670")
+    with pytest.raises(WrongSocError, match="sdm670.*sd845|allow_soc_mismatch"):
+        phone(soc="sd845", soc_platforms=("sdm845",)).connect()
+    info = phone(soc="sd845", soc_platforms=("sdm845",), allow_soc_mismatch=True).connect()
+    assert info["soc_matches_config"] is False
+
+
+def test_adb_32_bit_userspace_on_a_64_bit_soc(phone, tmp_path, monkeypatch):
+    """An SD808 phone shipped with 32-bit Android: the soc says arm64-v8a, the phone runs armeabi-v7a."""
+    monkeypatch.setenv("FAKE_ADB_ABI", "armeabi-v7a")
+    monkeypatch.setenv("FAKE_ADB_ABILIST", "armeabi-v7a,armeabi")
+    monkeypatch.setenv("FAKE_ADB_SOC", "msm8992")
+    arm32 = _elf(tmp_path / "bm32", 0x28, 1)
+    info = phone(binary=arm32, expected_abi="arm64-v8a", soc="sd808", soc_platforms=("msm8992",)).connect()
+    assert info["abi"] == "armeabi-v7a" and info["binary_abi"] == "armeabi-v7a"
+    assert "armeabi-v7a userspace" in info["userspace_note"]
+    with pytest.raises(WrongABIError, match="built for arm64-v8a"):
+        phone(expected_abi="arm64-v8a", soc="sd808", soc_platforms=("msm8992",)).connect()
+
+
+def test_host_and_phone_rows_use_the_same_statistic(phone, small_models):
+    local = LocalProfiler(warmup_runs=1, num_runs=5, min_time_s=0.01, repeats=2).describe()["statistic"]
+    adb = phone(repeats=2).describe()["statistic"]
+    assert local == adb and local["name"] == STATISTIC

@@ -59,3 +59,25 @@ def test_space_from_config_dict():
     assert s.stages[0] == Stage(24, 2, 2)
     with pytest.raises(ArchSpecError, match="malformed"):
         SearchSpace.from_dict({"name": "x"})
+
+
+def test_single_path_nas_mnasnet_space():
+    """The paper's space: stem, 22 MBConv blocks (the first and last fixed), 20 searchable, 1280 head."""
+    import torch
+
+    from search_spaces.space import SPACES
+
+    s = SPACES["spnas_mnasnet"]
+    assert s.num_layers == 20 and [(st.channels, st.repeats, st.stride) for st in s.stages] == [
+        (24, 4, 2), (40, 4, 2), (80, 4, 2), (96, 4, 1), (192, 4, 2)]
+    arch = s.largest(224)
+    ir = [b for b in arch.blocks if b.kind == "ir"]
+    assert len(ir) == 22 and str(ir[0]) == "ir_k3_e1_c16_s1" and str(ir[-1]) == "ir_k3_e6_c320_s1"
+    assert all(b.act is None and not b.se for b in ir), "ReLU, no squeeze-excite"
+    assert [slot.skippable for slot in s.slots[:4]] == [False, True, True, True]
+    assert s.num_architectures() == 4**5 * 5**15
+    rng = random.Random(3)
+    choices = [rng.choice(c) for c in s.enumerate_layer_choices()]
+    small = s.decode(choices, resolution=32, num_classes=10)
+    assert s.encode(small) == choices
+    assert build_model(small)(torch.zeros(2, 3, 32, 32)).shape == (2, 10)

@@ -70,10 +70,13 @@ def worker_id() -> str:
 def trial_dir(run_dir: Path, trial: Any) -> Path:
     """A trial's folder; a retry of a trial whose worker died reuses the dead trial's folder, so its
     search resumes from the last checkpoint instead of starting over."""
+    import optuna
     from optuna.storages import RetryHeartbeatStaleTrialCallback
 
     frozen = next(t for t in trial.study.get_trials(deepcopy=False) if t.number == trial.number)
-    first = RetryHeartbeatStaleTrialCallback.retried_trial_number(frozen)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        first = RetryHeartbeatStaleTrialCallback.retried_trial_number(frozen)
     return run_dir / "trials" / f"{(trial.number if first is None else first):03d}"
 
 

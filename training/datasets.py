@@ -423,8 +423,9 @@ LOADERS = {DataKind.folder: _load_listed, DataKind.cifar10: _load_listed, DataKi
            DataKind.fashion_mnist: _load_fashion_mnist}
 CACHE_VERSION = 4  # 4: content-keyed, EXIF orientation honoured, val carved from the listing
 
-# Settings that change neither which images a split holds nor their pixels: left out of content keys.
-_NOT_CONTENT = ("root", "cache_dir", "workers", "loader")
+# Settings that change neither the images nor how training sees them: left out of content keys (the
+# loader stays in: a stream draws its augmentation per image, the in-RAM path per batch).
+_NOT_CONTENT = ("root", "cache_dir", "workers")
 
 
 def tree_fingerprint(root: str | Path) -> str:

@@ -93,6 +93,7 @@ class Compute:
     scaler: Any = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
+        self._mean, self._std = _MEAN.to(self.device), _STD.to(self.device)  # once, not per batch
         if self.scaler is None:
             # fp16 gradients underflow without loss scaling; bf16 has fp32's range and needs none
             self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype is torch.float16)
@@ -128,7 +129,7 @@ class Compute:
             if x.shape[-1] == 3 and x.shape[1] != 3:
                 x = x.permute(0, 3, 1, 2)  # NHWC bytes viewed as NCHW: already channels-last in memory
             x = x.to(self.device, non_blocking=True).float()
-            x = (x - _MEAN.to(self.device)) / _STD.to(self.device)
+            x = (x - self._mean) / self._std
         else:
             x = x.to(self.device, non_blocking=True)
         if self.channels_last:

@@ -10,8 +10,8 @@ it every helper here is a no-op for one process, so the same loop runs alone or 
 Semantics: `batch_size` is the *global* batch, split evenly across ranks; the learning rate belongs to
 that global batch, so N ranks take the same optimisation steps as one process would. Data order and
 augmentation are drawn for the global batch from (seed, epoch) and each rank takes its slice
-(`shard_slice`); BatchNorm statistics are computed over the global batch (`dist.sync_bn=true`: torch's
-SyncBatchNorm on CUDA, `GlobalBatchNorm2d` over gloo on CPU). Weight gradients are averaged by DDP;
+(`shard_slice`); BatchNorm statistics are computed over the global batch (`dist.sync_bn=true`:
+`GlobalBatchNorm2d`, over NCCL or gloo). Weight gradients are averaged by DDP;
 extra gradients that flow outside the DDP forward (the search's decision thresholds, which also receive
 the latency term) are averaged with `allreduce_gradients`. Only rank 0 writes files
 (`env.is_main`); resumes read the checkpoint on rank 0 and `broadcast_object` it.
@@ -228,15 +228,28 @@ def weights_digest(model: nn.Module) -> str:
 
 
 class GlobalBatchNorm2d(nn.BatchNorm2d):
-    """BatchNorm2d whose training statistics cover the global batch over a gloo group (CPU).
+    """BatchNorm2d whose training statistics cover the global batch of all ranks, on any backend.
 
-    torch's SyncBatchNorm accepts only accelerator tensors; this does the same over any backend: one
-    differentiable all-reduce of (sum, sum of squares, count) per layer, shifted by the running mean for
-    numerical accuracy. Parameter and buffer names are BatchNorm2d's, so checkpoints are unchanged."""
+    torch's SyncBatchNorm accepts only accelerator tensors and has no way to normalise with replaced
+    affine parameters (the search's superkernel slices them per candidate); this does both: one
+    differentiable all-reduce of (sum, sum of squares, count) per layer, shifted by the running mean
+    for numerical accuracy. Parameter and buffer names are BatchNorm2d's, so checkpoints are unchanged.
+    Code that calls `F.batch_norm` with a module's buffers itself should call `normalize` instead."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
-            return super().forward(x)
+        return self.normalize(x, self.weight, self.bias)
+
+    def normalize(self, x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None) -> torch.Tensor:
+        """This layer's BatchNorm of `x` with the given affine parameters (global statistics when training
+        in a group of several ranks, tracked in this module's running buffers)."""
+        synced = self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+        if self.training and self.track_running_stats:
+            self.num_batches_tracked.add_(1)
+        mom = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+        if not synced:
+            use_batch = self.training or self.running_mean is None
+            return torch.nn.functional.batch_norm(x, self.running_mean, self.running_var, weight, bias, use_batch,
+                                                  mom, self.eps)
         xf = x.float()
         shift = self.running_mean.detach().view(1, -1, 1, 1) if self.running_mean is not None else 0.0
         d = xf - shift
@@ -249,13 +262,11 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
         mean = m1 + (shift.view(-1) if isinstance(shift, torch.Tensor) else 0.0)
         if self.track_running_stats and self.running_mean is not None:
             with torch.no_grad():
-                self.num_batches_tracked.add_(1)
-                mom = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
                 self.running_mean.mul_(1 - mom).add_(mean.detach(), alpha=mom)
                 self.running_var.mul_(1 - mom).add_(var.detach() * (n / (n - 1).clamp_min(1)), alpha=mom)
         y = (xf - mean.view(1, -1, 1, 1)) * torch.rsqrt(var.view(1, -1, 1, 1) + self.eps)
-        if self.affine:
-            y = y * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
+        if weight is not None:
+            y = y * weight.view(1, -1, 1, 1) + bias.view(1, -1, 1, 1)
         return y.to(x.dtype)
 
 
@@ -275,10 +286,11 @@ def _global_bn(bn: nn.BatchNorm2d) -> nn.Module:
     return new.to(bn.weight.device if bn.weight is not None else "cpu")
 
 
-def convert_sync_batchnorm(model: nn.Module, device: torch.device) -> nn.Module:
-    """Global-batch BatchNorm: torch's SyncBatchNorm on CUDA, `GlobalBatchNorm2d` elsewhere."""
-    if device.type == "cuda":
-        return nn.SyncBatchNorm.convert_sync_batchnorm(model)
+def convert_sync_batchnorm(model: nn.Module, device: torch.device | None = None) -> nn.Module:
+    """Global-batch BatchNorm on every device: each BatchNorm2d becomes a `GlobalBatchNorm2d` (same state).
+
+    One implementation for CPU (gloo) and GPU (NCCL), and one the superkernel can call with sliced
+    affine parameters; for these small networks its cost is a few small all-reduces per step."""
     return _swap_batchnorm(model, _global_bn)
 
 
@@ -307,8 +319,6 @@ def wrap_ddp(model: nn.Module, env: DistEnv, device: torch.device, dcfg: DistCon
 
     if dcfg.sync_bn:
         model = convert_sync_batchnorm(model, device)
-        if device.type == "cuda":
-            model.to(device)
     if ignore:
         DDP._set_params_and_buffers_to_ignore_for_model(model, list(ignore))
     return DDP(model, device_ids=[device.index] if device.type == "cuda" else None,

@@ -145,36 +145,34 @@ async def _load(url: str, photos: list[bytes], concurrency: int, seconds: float)
 
 
 def bench_gateway(bundle: str, concurrency: list[int], seconds: float) -> list[dict[str, Any]]:
-    import socket
+    """`spnas-serve` as it runs (index service processes, gateway process) under concurrent photo searches."""
     import tempfile
-    import threading
 
-    import uvicorn
+    import httpx
+
     import spnas
     from spnas.app.serve import start
 
     tmp = tempfile.mkdtemp()
-    cfg = spnas.compose("serve", [f"bundle={bundle}", f"index_dir={tmp}/index"])
+    cfg = spnas.compose("serve", [f"bundle={bundle}", f"index_dir={tmp}/index", "port=0"])
     s = start(cfg)
-    with socket.socket() as so:
-        so.bind(("127.0.0.1", 0))
-        port = so.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(s["app"], host="127.0.0.1", port=port, log_level="warning"))
-    threading.Thread(target=server.run, daemon=True).start()
-    while not server.started:
-        time.sleep(0.05)
-    photos = [p.read_bytes() for p in sorted((Path(cfg.data.root) / "test").rglob("*.jpg"))[:200]]
-    rows = []
-    n_items = sum(len(s["store"].open(k)) for k in s["store"].keys())
-    for c in concurrency:
-        lat, err = asyncio.run(_load(f"http://127.0.0.1:{port}", photos, c, seconds))
-        rows.append({"concurrency": c, "requests": len(lat), "errors": err, "req_per_s": round(len(lat) / seconds, 1),
-                     "p50_ms": round(float(np.percentile(lat, 50)) * 1e3, 2),
-                     "p99_ms": round(float(np.percentile(lat, 99)) * 1e3, 2), "index_items": n_items,
-                     "partitions": len(s["servers"])})
-    server.should_exit = True
-    for srv, _ in s["servers"].values():
-        srv.stop(grace=0)
+    sup = s["supervisor"]
+    try:
+        sup.wait_ready(120)
+        while httpx.get(f"{s['url']}/ready", timeout=5).status_code != 200:
+            time.sleep(0.1)
+        photos = [p.read_bytes() for p in sorted((Path(cfg.data.root) / "test").rglob("*.jpg"))[:200]]
+        rows = []
+        n_items = sum(len(s["store"].open(k)) for k in s["store"].keys())
+        for c in concurrency:
+            lat, err = asyncio.run(_load(s["url"], photos, c, seconds))
+            rows.append({"concurrency": c, "requests": len(lat), "errors": err,
+                         "req_per_s": round(len(lat) / seconds, 1),
+                         "p50_ms": round(float(np.percentile(lat, 50)) * 1e3, 2),
+                         "p99_ms": round(float(np.percentile(lat, 99)) * 1e3, 2), "index_items": n_items,
+                         "partitions": len(sup.services)})
+    finally:
+        sup.stop()
     return rows
 
 

@@ -24,6 +24,12 @@ def _keys_served(d):
     return sorted(DirectoryResolver(d.s["discovery"], ttl_s=0).endpoints())
 
 
+def _gateway_sees(d, keys):
+    """The gateway's /ready lists exactly `keys` as services, all up (its view of the discovery folder)."""
+    r = httpx.get(f"{d.url}/ready", timeout=5)
+    return r.status_code == 200 and sorted(r.json()["services"]) == sorted(keys)
+
+
 def _all_live(d):
     from spnas.app.serve import open_store
 
@@ -77,23 +83,23 @@ def test_hour_rollover_rollups_and_retirement(small_bundle, grocery_root, tmp_pa
         assert "h/2025-01-15T12" in d.store.keys()
         rep = compact_once(cfg, now=clock[0])
         assert rep.rolled == {"d/2025-01-15": ["h/2025-01-15T10", "h/2025-01-15T11"]}
-        wait_for(lambda: d.sup.tick() or _keys_served(d) == ["d/2025-01-15", "h/2025-01-15T12"], 30,
-                 "retired hourly services to exit and withdraw")
-        assert sorted(d.sup.services) == ["d/2025-01-15", "h/2025-01-15T12"]
-        d.wait_ready()
+        day = ["d/2025-01-15", "h/2025-01-15T12"]
+        wait_for(lambda: d.sup.tick() or _keys_served(d) == day, 30, "retired hourly services to exit and withdraw")
+        assert sorted(d.sup.services) == day
+        wait_for(lambda: _gateway_sees(d, day), 30, "the gateway to see the day's services")
         assert _all_live(d) == seeded + [100, 101]
         vec = d.embedder.embed([decode_rgb(sorted((grocery_root / "test").rglob("*.jpg"))[3])])[0]
-        day = [T0 - 11 * 3600, T0 + 13 * 3600]
-        r = httpx.post(f"{d.url}/search", json={"vector": vec.tolist(), "k": 5, "start": day[0], "end": day[1]})
+        window = [T0 - 11 * 3600, T0 + 13 * 3600]
+        r = httpx.post(f"{d.url}/search", json={"vector": vec.tolist(), "k": 5, "start": window[0], "end": window[1]})
         assert r.status_code == 200 and r.json()["partitions"] == ["d/2025-01-15", "h/2025-01-15T12"], r.text
         assert {100, 101} <= {h["id"] for h in r.json()["results"]}
 
         # the next day: the schedule rolls the last hour into its day and the finished day into its month
         clock[0] = T0 + 14 * 3600  # 2025-01-16T00:59
         d.sup.tick()
-        wait_for(lambda: d.sup.tick() or _keys_served(d) == ["h/2025-01-16T00", "h/2025-01-16T01", "m/2025-01"], 30,
-                 "the day to roll into its month")
-        d.wait_ready()
+        month = ["h/2025-01-16T00", "h/2025-01-16T01", "m/2025-01"]
+        wait_for(lambda: d.sup.tick() or _keys_served(d) == month, 30, "the day to roll into its month")
+        wait_for(lambda: _gateway_sees(d, month), 30, "the gateway to see the month's services")
         assert _all_live(d) == seeded + [100, 101]
         r = httpx.post(f"{d.url}/search", json={"vector": vec.tolist(), "k": 5})
         assert r.json()["partitions"] == ["m/2025-01", "h/2025-01-16T00", "h/2025-01-16T01"]

@@ -57,7 +57,7 @@ def main() -> None:
         sb = tb.ms(keys["k5_e6"]) / tb.ms(keys["k3_e3"])
         why.append(f"L{i} ({a}: {choices[a][i]}, {b}: {choices[b][i]}; k5e6/k3e3 cost ratio {sa:.2f} on {a} vs {sb:.2f} on {b})")
     record("bench_search", f"Search on CIFAR-10 32x32 for {a} and {b} (pipeline experiment={args.experiment}{over})", rows,
-           notes=(f"Budget: {cfg.search.epochs} search epochs ({cfg.search.warmup_epochs} warm-up) on "
+           notes=(f"Budget: {cfg.search.steps} search steps ({cfg.search.warmup_fraction:.0%} warm-up) on "
                   f"{rep['provenance']['data'].get('train')} training images, loss {cfg.search.loss.name} with lambda "
                   f"{cfg.search.latency_lambda} and target {to_plain(cfg.search.target_fraction_of)}; retrain "
                   f"{cfg.train.epochs} epochs. The derived archs differ at {len(diff)} of {space.num_layers} layers"

@@ -15,7 +15,7 @@ from pathlib import Path
 import spnas
 
 TINY = {
-    "search": ["search.epochs=2", "search.warmup_epochs=1", "search.batch_size=16", "search.max_steps_per_epoch=3"],
+    "search": ["search.steps=6", "search.min_threshold_updates=3", "search.batch_size=16"],
     "train": ["train.epochs=1", "train.batch_size=16", "train.max_steps_per_epoch=3"],
     "export": ["export.int8=disabled", "export.measure_latency=false", "export.parity_images=32",
                "export.calibration_images=32"],

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from search_spaces import ArchSpec
+from search_spaces import ArchSpec, embedding_info
 from spnas.errors import ExportError, InputError, InputNotFoundError, ParityError
 from spnas.files import atomic_path, replace_dir
 
@@ -315,9 +315,12 @@ def build_bundle(net: nn.Module, arch: ArchSpec, inputs: ExportInputs, out_dir: 
         (work / "model_fp32.tflite").write_bytes(attach_metadata((work / "fp32_raw.tflite").read_bytes(), meta, files))
         (work / "fp32_raw.tflite").unlink()
         step("tflite_embedder", lambda: export_fp32(net, size, work / "emb_raw.tflite", "features"))
-        meta, files = build_metadata(spec, ModelInfo(name, f"{name} image embedder (pooled features)",
+        emb_info = embedding_info(net)
+        what = ("L2-normalised projection of the pooled features" if emb_info["head"] == "projection"
+                else "L2-normalised pooled features")
+        meta, files = build_metadata(spec, ModelInfo(name, f"{name} image embedder ({emb_info['dim']}-d, {what})",
                                                      output_name="embedding",
-                                                     output_description="pooled features before the classifier"),
+                                                     output_description=f"unit-length embedding: {what}"),
                                      classifier=False)
         (work / "embedder.tflite").write_bytes(attach_metadata((work / "emb_raw.tflite").read_bytes(), meta, files))
         (work / "emb_raw.tflite").unlink()
@@ -346,6 +349,7 @@ def build_bundle(net: nn.Module, arch: ArchSpec, inputs: ExportInputs, out_dir: 
             "outputs": {"model_fp32.tflite": "logits", "model_int8.tflite": "logits (int8, dequantize with the "
                         "output quantization)", "embedder.tflite": "embedding", "model.onnx": ["logits", "embedding"]},
             "labels": inputs.labels, "data": inputs.data_info, "parity": parity, "int8": int8_info,
+            "embedding": emb_info,
             "onnx": onnx_info, "ops": ops, "transpose_ops": transposes, "export_seconds": timings,
             "versions": versions or {},
         }
@@ -404,12 +408,12 @@ def bundle_id(bundle: str | os.PathLike) -> str:
 
 def load_torch_model(bundle: str | os.PathLike) -> nn.Module:
     """The bundle's network in PyTorch (arch.json + weights.pt), eval mode."""
-    from search_spaces import build_model
+    from search_spaces import build_for_weights
 
     b = Path(bundle)
     verify_files(b, ("arch.json", "weights.pt"))
     arch = ArchSpec.load(b / "arch.json")
-    net = build_model(arch)
+    net = build_for_weights(arch, load_manifest(b).get("embedding"))
     try:
         net.load_state_dict(torch.load(b / "weights.pt", map_location="cpu", weights_only=True))
     except Exception as e:

@@ -2,8 +2,9 @@
 
 Every exported model takes RGB float pixels scaled to [0, 1] (MediaPipe metadata: mean 0, std 255)
 and applies the per-channel training normalisation inside the graph, because MediaPipe's metadata
-holds a single scalar mean/std. Outputs: logits (classifier), the pooled embedding (embedder), or
-both (ONNX server-side extractor).
+holds a single scalar mean/std. Outputs: logits (classifier), the unit-length embedding (embedder:
+L2-normalised inside the model, so MediaPipe with default options, LiteRT, ONNX and PyTorch all
+return unit vectors), or both (ONNX server-side extractor).
 """
 
 from __future__ import annotations
@@ -33,10 +34,9 @@ class DeployModel(nn.Module):
         x = (x - self.mean) * self.inv_std
         if self.output == "logits":
             return self.net(x)
-        f = self.net.features(x)
         if self.output == "features":
-            return f
-        return self.net.classifier(f), f
+            return self.net.embed(x)
+        return self.net.outputs(x)
 
 
 class NHWC(nn.Module):

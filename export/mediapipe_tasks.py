@@ -9,12 +9,13 @@ import numpy as np
 
 
 def _mp_image(img: np.ndarray):
+    """Pixels as MediaPipe's SRGB image, after the project's one decoding path (`spnas.images.to_rgb_array`):
+    grey, alpha, 16-bit or float arrays are converted exactly as for every other backend."""
     import mediapipe as mp
 
-    img = np.ascontiguousarray(img, dtype=np.uint8)
-    if img.ndim == 2:
-        img = np.repeat(img[:, :, None], 3, axis=2)
-    return mp.Image(image_format=mp.ImageFormat.SRGB, data=img)
+    from spnas.images import to_rgb_array
+
+    return mp.Image(image_format=mp.ImageFormat.SRGB, data=to_rgb_array(img))
 
 
 class MediaPipeEmbedder:

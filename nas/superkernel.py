@@ -25,14 +25,19 @@ from torch.nn import functional as F
 
 from search_spaces import ArchSpec, LayerSlot, SearchSpace, make_divisible
 from search_spaces.model import ConvBNAct, InvertedResidual, build_layer, init_weights, make_activation
+from search_spaces.proxy import Proxy
 from search_spaces.space import SKIP, parse_choice
 from spnas.errors import ArchSpecError, CheckpointError
 
 
-def ste_step(x: torch.Tensor) -> torch.Tensor:
-    """Hard 0/1 step forward, sigmoid gradient backward: stop_grad(step(x) - s(x)) + s(x)."""
+def ste_step(x: torch.Tensor, band: torch.Tensor | float = 0.0, prev: torch.Tensor | None = None) -> torch.Tensor:
+    """Hard 0/1 step forward, sigmoid gradient backward: stop_grad(step(x) - s(x)) + s(x).
+
+    With a hysteresis `band` and the previous decision `prev`, a decision changes only when the margin
+    x crosses the band on the other side (a Schmitt trigger): near-zero margins stop flipping."""
     s = torch.sigmoid(x)
-    return (x > 0).to(x.dtype) - s.detach() + s
+    hard = x > 0 if prev is None else torch.where(prev > 0.5, x > -band, x > band)
+    return hard.to(x.dtype) - s.detach() + s
 
 
 def mean_square(w: torch.Tensor) -> torch.Tensor:
@@ -44,15 +49,16 @@ class SuperMBConv(nn.Module):
     """A searchable inverted residual: kernel {k_small, k_big} x expansion {e_small, e_big} (+ skip)."""
 
     def __init__(self, slot: LayerSlot, cin: int, cout: int, kernels: tuple[int, int] = (3, 5),
-                 expansions: tuple[int, int] = (3, 6), threshold_init: float = 0.0) -> None:
+                 expansions: tuple[int, int] = (3, 6), threshold_init: float = 0.0, stride: int | None = None) -> None:
         super().__init__()
         self.slot = slot
         self.kernels, self.expansions = kernels, expansions
-        self.cin, self.cout, self.stride = cin, cout, slot.stride
+        # `stride` differs from the slot's design stride only under a proxy geometry (search_spaces.proxy)
+        self.cin, self.cout, self.stride = cin, cout, slot.stride if stride is None else stride
         self.act_name = slot.act
         self.mid_small = make_divisible(cin * expansions[0])
         self.mid = make_divisible(cin * expansions[1])
-        self.residual = slot.stride == 1 and cin == cout
+        self.residual = self.stride == 1 and cin == cout
         if slot.skippable and not self.residual:
             raise ArchSpecError(f"layer {slot.index}: skip needs stride 1 and equal channels")
         kb, ks = kernels[1], kernels[0]
@@ -71,6 +77,10 @@ class SuperMBConv(nn.Module):
         ring[off:off + ks, off:off + ks] = 0
         self.register_buffer("ring_mask", ring.view(1, 1, kb, kb), persistent=False)
         self.register_buffer("inner_mask", (1 - ring).view(1, 1, kb, kb), persistent=False)
+        # the committed decisions (kernel, expand, keep) and the hysteresis band, as a fraction of each
+        # statistic, a decision must cross to change (0: the plain step of the paper)
+        self.register_buffer("decided", torch.ones(3))
+        self.hysteresis = 0.0
         self.t_kernel = nn.Parameter(torch.tensor(float(threshold_init)))
         self.t_expand = nn.Parameter(torch.tensor(float(threshold_init)))
         self.t_keep = nn.Parameter(torch.tensor(float(threshold_init))) if slot.skippable else None
@@ -82,26 +92,64 @@ class SuperMBConv(nn.Module):
         nn.init.normal_(self.dw_weight, 0.0, (2.0 / (k * k)) ** 0.5)
 
     # ------------------------------------------------------------------ decisions
+    def statistics(self) -> dict[str, float]:
+        """The three decision statistics, their thresholds and margins (statistic - threshold): a
+        positive margin keeps the 5x5 ring / the e6 half / the layer. For the search log."""
+        with torch.no_grad():
+            w = self.dw_weight
+            ms_ring = mean_square(w * self.ring_mask)
+            use_k = self.indicators()["kernel"].detach()
+            w_k = w * self.inner_mask + use_k * (w * self.ring_mask)
+            ms_e6, ms_e3 = mean_square(w_k[self.mid_small:]), mean_square(w_k[: self.mid_small])
+            out = {"ms_ring": float(ms_ring), "t_kernel": float(self.t_kernel),
+                   "margin_kernel": float(ms_ring - self.t_kernel), "ms_e6": float(ms_e6),
+                   "t_expand": float(self.t_expand), "margin_expand": float(ms_e6 - self.t_expand),
+                   "ms_e3": float(ms_e3), "t_keep": None, "margin_keep": None}
+            if self.t_keep is not None:
+                out.update(t_keep=float(self.t_keep), margin_keep=float(ms_e3 - self.t_keep))
+        return out
+
+    def random_indicators(self, keep_prob: float, g: torch.Generator) -> dict[str, torch.Tensor]:
+        """Warm-up path dropping (the official code's, keep probability 0.6): each of the three paths
+        (5x5 ring, e6 half, the layer itself where it may be skipped) kept at random, no gradient."""
+        w = self.dw_weight
+        draw = (torch.rand(3, generator=g) < keep_prob).to(w.dtype)
+        use_k, use_e = draw[0], draw[1]
+        keep = draw[2] if self.t_keep is not None else torch.ones((), dtype=w.dtype)
+        w_k = w * self.inner_mask + use_k * (w * self.ring_mask)
+        return {"kernel": use_k, "expand": use_e, "keep": keep, "w_k": w_k}
+
     def indicators(self) -> dict[str, torch.Tensor]:
         """STE indicators: 'kernel' (use big kernel), 'expand' (use big expansion), 'keep'."""
         w = self.dw_weight
-        use_k = ste_step(mean_square(w * self.ring_mask) - self.t_kernel)
+        h = self.hysteresis
+        prev = self.decided if h > 0 else [None, None, None]
+        ms_ring = mean_square(w * self.ring_mask)
+        use_k = ste_step(ms_ring - self.t_kernel, h * ms_ring.detach(), prev[0])
         w_k = w * self.inner_mask + use_k * (w * self.ring_mask)
-        use_e = ste_step(mean_square(w_k[self.mid_small:]) - self.t_expand)
+        ms_e6 = mean_square(w_k[self.mid_small:])
+        use_e = ste_step(ms_e6 - self.t_expand, h * ms_e6.detach(), prev[1])
         if self.t_keep is not None:
-            keep = ste_step(mean_square(w_k[: self.mid_small]) - self.t_keep)
+            ms_e3 = mean_square(w_k[: self.mid_small])
+            keep = ste_step(ms_e3 - self.t_keep, h * ms_e3.detach(), prev[2])
         else:
             keep = torch.ones((), dtype=w.dtype, device=w.device)
         return {"kernel": use_k, "expand": use_e, "keep": keep, "w_k": w_k}
 
-    def choice(self) -> str:
-        """The hard decision as a space choice ('k5_e6', ..., or 'skip')."""
-        with torch.no_grad():
-            ind = self.indicators()
-        if float(ind["keep"]) < 0.5:
+    @torch.no_grad()
+    def commit(self, ind: dict[str, torch.Tensor]) -> None:
+        """Remember the decisions a training step used (the hysteresis compares against them)."""
+        self.decided.copy_(torch.stack([ind["kernel"].detach(), ind["expand"].detach(), ind["keep"].detach()]))
+
+    def choice(self, ind: dict[str, torch.Tensor] | None = None) -> str:
+        """The hard decision as a space choice ('k5_e6', ..., or 'skip'), from `ind` or the current weights."""
+        if ind is None:
+            with torch.no_grad():
+                ind = self.indicators()
+        if float(ind["keep"].detach()) < 0.5:
             return SKIP
-        k = self.kernels[1] if float(ind["kernel"]) > 0.5 else self.kernels[0]
-        e = self.expansions[1] if float(ind["expand"]) > 0.5 else self.expansions[0]
+        k = self.kernels[1] if float(ind["kernel"].detach()) > 0.5 else self.kernels[0]
+        e = self.expansions[1] if float(ind["expand"].detach()) > 0.5 else self.expansions[0]
         return f"k{k}_e{e}"
 
     def _channel_mask(self, n_small: int, n: int, e: torch.Tensor) -> torch.Tensor:
@@ -165,7 +213,12 @@ class SuperMBConv(nn.Module):
 
 
 def _bn(x: torch.Tensor, bn: nn.BatchNorm2d, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """`bn(x)` with replaced affine parameters (running statistics tracked as nn.BatchNorm2d does)."""
+    """`bn(x)` with replaced affine parameters (running statistics tracked as nn.BatchNorm2d does); under
+    DDP with global BatchNorm the statistics are those of the global batch."""
+    from training.distributed import GlobalBatchNorm2d
+
+    if isinstance(bn, GlobalBatchNorm2d):
+        return bn.normalize(x, weight, bias)
     if bn.training and bn.track_running_stats:
         bn.num_batches_tracked.add_(1)
     momentum = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
@@ -190,14 +243,15 @@ class SuperNet(nn.Module):
     """The whole searchable network: fixed stem/blocks/head from the space, a `SuperMBConv` per slot."""
 
     def __init__(self, space: SearchSpace, resolution: int = 32, width: float = 1.0, num_classes: int = 10,
-                 dropout: float = 0.2, threshold_init: float = 0.0) -> None:
+                 dropout: float = 0.2, threshold_init: float = 0.0, proxy: Proxy | None = None) -> None:
         super().__init__()
         self.space = space
         self.resolution, self.width, self.num_classes = resolution, width, num_classes
+        self.proxy = proxy or Proxy(resolution)
         kernels = tuple(sorted({parse_choice(c)[0] for c in space.choices}))
         exps = tuple(sorted({parse_choice(c)[1] for c in space.choices}))
         big = space.largest(resolution, width, num_classes)
-        layers = big.resolve()
+        layers = self.proxy.apply(big).resolve()  # trained geometry; derive() returns the design one
         slot_at = {s.block_index: s for s in space.slots}
         mods: list[nn.Module] = []
         for layer in layers:
@@ -205,7 +259,8 @@ class SuperNet(nn.Module):
             if slot is None:
                 mods.append(build_layer(layer))
             else:
-                mods.append(SuperMBConv(slot, layer.cin, layer.cout, kernels, exps, threshold_init))  # type: ignore[arg-type]
+                mods.append(SuperMBConv(slot, layer.cin, layer.cout, kernels, exps, threshold_init,  # type: ignore[arg-type]
+                                        stride=layer.block.stride))
         self.layers = nn.ModuleList(mods)
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(layers[-1].cout, num_classes)
@@ -216,8 +271,13 @@ class SuperNet(nn.Module):
     def super_layers(self) -> list[SuperMBConv]:
         return [m for m in self.layers if isinstance(m, SuperMBConv)]
 
-    def indicators(self) -> list[dict[str, torch.Tensor]]:
-        """STE indicators of every searchable layer (computed once per step, shared by forward and latency)."""
+    def indicators(self, path_keep: float | None = None, g: torch.Generator | None = None
+                   ) -> list[dict[str, torch.Tensor]]:
+        """STE indicators of every searchable layer (computed once per step, shared by forward and latency);
+        with `path_keep`, random hard paths instead (warm-up path dropping)."""
+        if path_keep is not None:
+            g = g or torch.default_generator
+            return [m.random_indicators(path_keep, g) for m in self.super_layers()]
         return [m.indicators() for m in self.super_layers()]
 
     def forward(self, x: torch.Tensor, indicators: list[dict[str, torch.Tensor]] | None = None) -> torch.Tensor:
@@ -226,13 +286,27 @@ class SuperNet(nn.Module):
             x = m(x, next(it)) if isinstance(m, SuperMBConv) and it is not None else m(x)
         return self.classifier(self.dropout(x))
 
-    def choices(self) -> list[str]:
-        """The current hard decisions, one per searchable layer."""
-        return [m.choice() for m in self.super_layers()]
+    def set_hysteresis(self, band: float) -> None:
+        """Hysteresis band of every decision, as a fraction of its statistic (0: the plain step)."""
+        for m in self.super_layers():
+            m.hysteresis = float(band)
 
-    def derive(self, resolution: int | None = None, num_classes: int | None = None, name: str = "") -> ArchSpec:
-        """The architecture the decisions describe, in the grammar."""
-        return self.space.decode(self.choices(), resolution or self.resolution, self.width,
+    def commit(self, indicators: list[dict[str, torch.Tensor]]) -> None:
+        """Remember the decisions of a training step (for the hysteresis)."""
+        for m, ind in zip(self.super_layers(), indicators):
+            m.commit(ind)
+
+    def choices(self, indicators: list[dict[str, torch.Tensor]] | None = None) -> list[str]:
+        """The hard decisions, one per searchable layer (of `indicators`, or of the current weights)."""
+        layers = self.super_layers()
+        if indicators is None:
+            return [m.choice() for m in layers]
+        return [m.choice(i) for m, i in zip(layers, indicators)]
+
+    def derive(self, resolution: int | None = None, num_classes: int | None = None, name: str = "",
+               choices: list[str] | None = None) -> ArchSpec:
+        """The architecture the decisions (or `choices`) describe, in the grammar, design strides."""
+        return self.space.decode(choices or self.choices(), resolution or self.resolution, self.width,
                                  num_classes or self.num_classes, name=name)
 
     def threshold_parameters(self) -> list[nn.Parameter]:
@@ -242,25 +316,19 @@ class SuperNet(nn.Module):
         return [(n, p) for n, p in self.named_parameters() if not n.rsplit(".", 1)[-1].startswith("t_")]
 
     def threshold_values(self) -> list[dict[str, Any]]:
-        """Statistics and thresholds per layer (for the search log)."""
-        out = []
-        with torch.no_grad():
-            for m in self.super_layers():
-                w = m.dw_weight
-                out.append({"ms_ring": float(mean_square(w * m.ring_mask)), "t_kernel": float(m.t_kernel),
-                            "t_expand": float(m.t_expand),
-                            "t_keep": float(m.t_keep) if m.t_keep is not None else None})
-        return out
+        """Every decision statistic, threshold and margin per layer (for the search log)."""
+        return [m.statistics() for m in self.super_layers()]
 
 
 @torch.no_grad()
 def extract_fixed_net(supernet: SuperNet, choices: list[str] | None = None) -> nn.Module:
-    """A plain `Net` of the derived architecture carrying the superkernel's weights."""
+    """A plain `Net` of the derived architecture carrying the superkernel's weights, in the supernet's
+    training geometry (its proxy); the same weights load into the design geometry unchanged."""
     from search_spaces import build_model
 
     choices = choices or supernet.choices()
     arch = supernet.space.decode(choices, supernet.resolution, supernet.width, supernet.num_classes)
-    net = build_model(arch)
+    net = build_model(supernet.proxy.apply(arch))
     slot_choice = iter(choices)
     fixed_layers = []
     for m in supernet.layers:
@@ -280,7 +348,8 @@ def inherit_weights(model: nn.Module, arch: ArchSpec, supernet_path: str) -> Non
 
     blob = load_torch(supernet_path, "supernet checkpoint")
     space = SearchSpace.from_dict(blob["space"])
-    sup = SuperNet(space, blob["resolution"], blob["width"], blob["num_classes"])
+    proxy = Proxy.from_dict(blob["proxy"]) if blob.get("proxy") else None
+    sup = SuperNet(space, blob["resolution"], blob["width"], blob["num_classes"], proxy=proxy)
     sup.load_state_dict(blob["state_dict"])
     choices = space.encode(arch)
     if arch.num_classes != sup.num_classes:

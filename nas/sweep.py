@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from search_spaces import build_model
+from search_spaces.proxy import Proxy
 from spnas.config import SearchAppConfig, SweepAppConfig, SweepConfig, SweepParam
 from spnas.errors import InputError
 from spnas.files import write_bytes_atomic, write_json_atomic
@@ -58,7 +59,7 @@ def trial_config(cfg: SweepAppConfig, value: float, run_dir: Path) -> SearchAppC
         search = replace(cfg.search, target_ms=value, target_fraction_of=None, loss=sw.target_loss,
                          latency_lambda=sw.target_lambda)
     return SearchAppConfig(seed=cfg.seed, threads=cfg.threads, device=cfg.device, amp=cfg.amp, dist=cfg.dist,
-                           soc=cfg.soc, space=cfg.space, data=cfg.data, search=search,
+                           soc=cfg.soc, space=cfg.space, data=cfg.data, search=search, proxy=cfg.proxy,
                            resume=(run_dir / "last.pt").exists(), run_dir=str(run_dir))
 
 
@@ -95,8 +96,9 @@ def _objective(cfg: SweepAppConfig, data: DataBundle, run_dir: Path, on_start: C
         acc = float(s["val_top1"])
         if sw.retrain_epochs > 0:
             arch = resolve_arch(tdir / "arch.json", data.num_classes, data.resolution)
+            proxy = Proxy.from_dict(s["proxy"])  # the trial's search proxy: every trial retrains the same way
             rtrain = replace(cfg.train, epochs=sw.retrain_epochs)
-            r = fit(build_model(arch, rtrain.dropout), data, rtrain, tdir / "retrain", seed=cfg.seed,
+            r = fit(build_model(proxy.apply(arch), rtrain.dropout), data, rtrain, tdir / "retrain", seed=cfg.seed,
                     resume=True, desc=f"retrain trial {trial.number}",
                     compute=resolve_compute(cfg.device, cfg.amp, channels_last=rtrain.channels_last))
             acc = float(r["history"][-1]["val_top1"])

@@ -15,7 +15,7 @@ from typing import Iterator, Protocol, Sequence
 import numpy as np
 
 from export.bundle import bundle_id, load_manifest
-from spnas.images import resize_like_mediapipe
+from spnas.images import resize_like_mediapipe, to_rgb_array
 from spnas.errors import ConfigError
 
 BACKENDS = ("mediapipe", "litert", "onnx", "torch")
@@ -67,7 +67,8 @@ class _BundleEmbedder:
 
     def _prep(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """Resize like MediaPipe, scale to [0, 1]: the bundle's NHWC float input."""
-        return np.stack([resize_like_mediapipe(_rgb(im), self.size) for im in images]).astype(np.float32) / 255.0
+        return np.stack([resize_like_mediapipe(to_rgb_array(im), self.size)
+                         for im in images]).astype(np.float32) / 255.0
 
     def _run(self, x: np.ndarray) -> np.ndarray:
         raise NotImplementedError
@@ -79,14 +80,10 @@ class _BundleEmbedder:
         return l2_normalize(np.concatenate(out))
 
 
-def _rgb(im: np.ndarray) -> np.ndarray:
-    im = np.asarray(im)
-    if im.ndim == 2:
-        im = np.repeat(im[:, :, None], 3, axis=2)
-    return np.ascontiguousarray(im[:, :, :3], dtype=np.uint8)
-
-
 def _feature_dim(manifest: dict) -> int:
+    """The embedding size of a bundle (its projection, or the pooled features of a plain classifier)."""
+    if manifest.get("embedding", {}).get("dim"):
+        return int(manifest["embedding"]["dim"])
     from search_spaces import ArchSpec
 
     return ArchSpec.from_dict(manifest["arch"]).feature_dim
@@ -164,12 +161,12 @@ class MediaPipeImageEmbedder(_BundleEmbedder):
         super().__init__(bundle)
         from export.mediapipe_tasks import MediaPipeEmbedder
 
-        self.task = MediaPipeEmbedder(self.bundle / "embedder.tflite", l2_normalize=True)
+        self.task = MediaPipeEmbedder(self.bundle / "embedder.tflite")  # default options: the model normalises
 
     def embed(self, images: Sequence[np.ndarray], progress: bool | None = None) -> np.ndarray:
         if len(images) == 0:
             return np.zeros((0, self.dim), np.float32)
-        out = [self.task.embed([_rgb(i) for i in chunk]) for chunk in _batches(images, 64, progress, self.name)]
+        out = [self.task.embed([to_rgb_array(i) for i in chunk]) for chunk in _batches(images, 64, progress, self.name)]
         return l2_normalize(np.concatenate(out))
 
 

@@ -43,3 +43,42 @@ def summarize(ranked_labels: np.ndarray, query_labels: np.ndarray, gallery_label
 
 def percentile_ms(samples_s: list[float] | np.ndarray, q: float) -> float:
     return float(np.percentile(np.asarray(samples_s) * 1e3, q)) if len(samples_s) else float("nan")
+
+
+# ---------------------------------------------------------------------------------- per query, with intervals
+def per_query(ranked_labels: np.ndarray, query_labels: np.ndarray, gallery_labels: np.ndarray,
+              ks: tuple[int, ...] = (1, 5, 10), map_k: int = 10) -> dict[str, np.ndarray]:
+    """Each query's hit@k (0/1) and AP@map_k: the means are `summarize`; kept per query so intervals
+    and paired comparisons between models can be bootstrapped over the same queries."""
+    rel = relevance(ranked_labels, query_labels)
+    counts = np.bincount(np.asarray(gallery_labels), minlength=int(max(np.max(gallery_labels),
+                                                                      np.max(query_labels))) + 1)
+    out = {f"recall@{k}": rel[:, :k].any(axis=1).astype(np.float64) for k in ks}
+    r = rel[:, :map_k].astype(np.float64)
+    prec = np.cumsum(r, axis=1) / np.arange(1, r.shape[1] + 1)
+    denom = np.minimum(counts[np.asarray(query_labels)].astype(np.float64), map_k)
+    out[f"mAP@{map_k}"] = np.where(denom > 0, (prec * r).sum(axis=1) / np.maximum(denom, 1), 0.0)
+    return out
+
+
+def bootstrap_ci(values: np.ndarray, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of per-query values (resampling queries)."""
+    v = np.asarray(values, dtype=np.float64)
+    if len(v) == 0:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    means = v[rng.integers(0, len(v), size=(n_boot, len(v)))].mean(axis=1)
+    a = (1 - level) / 2
+    return float(np.quantile(means, a)), float(np.quantile(means, 1 - a))
+
+
+def paired_difference(a: np.ndarray, b: np.ndarray, n_boot: int = 2000, level: float = 0.95,
+                      seed: int = 0) -> dict[str, float | bool]:
+    """Mean of a - b over the same queries with a paired bootstrap interval; `differ` when the interval
+    excludes 0 (the two models really rank differently on this query set)."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"paired comparison needs the same queries ({a.shape} vs {b.shape})")
+    lo, hi = bootstrap_ci(a - b, n_boot, level, seed)
+    return {"difference": float((a - b).mean()) if len(a) else float("nan"), "ci_low": lo, "ci_high": hi,
+            "differ": bool(lo > 0 or hi < 0)}

@@ -127,6 +127,69 @@ class Net(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.dropout(self.features(x)))
 
+    @property
+    def embedding_dim(self) -> int:
+        return self.classifier.in_features
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """The unit-length embedding: the L2-normalised pooled features."""
+        return l2_normalize(self.features(x))
+
+    def outputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits, unit-length embedding) from one pass."""
+        f = self.features(x)
+        return self.classifier(f), l2_normalize(f)
+
+
+def l2_normalize(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """Rows scaled to unit length, written with ops every converter maps (MUL, SUM, RSQRT, MAXIMUM)."""
+    return x * torch.rsqrt(torch.clamp((x * x).sum(dim=1, keepdim=True), min=eps))
+
+
+class CosineClassifier(nn.Module):
+    """Scaled cosine between a unit embedding and unit class weights (normalised softmax, CosFace)."""
+
+    def __init__(self, dim: int, num_classes: int, scale: float) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(num_classes, dim) * 0.01)
+        self.scale = float(scale)
+
+    def forward(self, emb: torch.Tensor) -> torch.Tensor:
+        return self.scale * emb @ l2_normalize(self.weight).t()
+
+
+class EmbeddingNet(nn.Module):
+    """The embedding layer of the design on a backbone `Net`: pooled features -> linear projection to
+    `dim` -> L2 normalisation. Classification (for training it, and for the exported classifier) is the
+    scaled cosine to unit class weights. Every exported embedder returns these unit vectors."""
+
+    def __init__(self, backbone: Net, dim: int, num_classes: int, scale: float = 16.0) -> None:
+        super().__init__()
+        self.arch = backbone.arch
+        self.layers = backbone.layers
+        self.project = nn.Linear(backbone.classifier.in_features, dim)
+        nn.init.normal_(self.project.weight, 0, (1.0 / backbone.classifier.in_features) ** 0.5)
+        nn.init.zeros_(self.project.bias)
+        self.classifier = CosineClassifier(dim, num_classes, scale)
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.project.out_features
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The unit-length embedding (what an embedder returns)."""
+        return l2_normalize(self.project(self.layers(x)))
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+    def outputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        e = self.features(x)
+        return self.classifier(e), e
+
 
 def init_weights(module: nn.Module) -> None:
     """torchvision's MobileNet initialisation (kaiming fan-out convs, ones/zeros BN, small linear)."""
@@ -146,6 +209,23 @@ def init_weights(module: nn.Module) -> None:
 def build_model(arch: ArchSpec, dropout: float = 0.2) -> Net:
     """Build the PyTorch network an `ArchSpec` describes."""
     return Net(arch, dropout=dropout)
+
+
+def embedding_info(net: nn.Module) -> dict:
+    """What a checkpoint or bundle records about a network's embedding layer (to rebuild it)."""
+    if isinstance(net, EmbeddingNet):
+        return {"head": "projection", "dim": net.embedding_dim, "num_classes": net.classifier.weight.shape[0],
+                "scale": net.classifier.scale, "normalized": True}
+    return {"head": "pooled", "dim": net.embedding_dim, "normalized": True}
+
+
+def build_for_weights(arch: ArchSpec, embedding: dict | None = None) -> nn.Module:
+    """The network a checkpoint or bundle holds: a plain `Net`, or an `EmbeddingNet` when `embedding`
+    (from `embedding_info`) says it has a projection head."""
+    if embedding and embedding.get("head") == "projection":
+        return EmbeddingNet(build_model(arch), int(embedding["dim"]), int(embedding["num_classes"]),
+                            float(embedding["scale"]))
+    return build_model(arch)
 
 
 def count_params(model: nn.Module) -> int:

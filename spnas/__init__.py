@@ -1,7 +1,7 @@
 """spnas: hardware-aware Single-Path NAS for phones, as a Python API.
 
     import spnas
-    cfg = spnas.compose("search", ["soc=sd808", "data=folder", "data.root=~/photos", "search.epochs=2"])
+    cfg = spnas.compose("search", ["soc=sd808", "data=folder", "data.root=~/photos", "search.steps=600"])
     result = spnas.search(cfg)                    # -> SearchResult (arch, predicted latency, accuracy)
     table = spnas.load_table("sd845")
     table.predict(result.arch)                    # ms on the Snapdragon 845 table

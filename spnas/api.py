@@ -1,7 +1,7 @@
 """The Python API behind `import spnas`: a small typed surface over the same code the CLIs run.
 
     import spnas
-    cfg = spnas.compose("search", ["soc=sd845", "data=folder", "data.root=~/photos", "search.epochs=2"])
+    cfg = spnas.compose("search", ["soc=sd845", "data=folder", "data.root=~/photos", "search.steps=600"])
     found = spnas.search(cfg)                                   # SearchResult
     trained = spnas.train(spnas.compose("train", [...]))       # TrainResult
     bundle = spnas.export(spnas.compose("export", [...]))      # ExportResult

@@ -92,13 +92,94 @@ class ProfileDevice(enum.Enum):
 
 
 class TableFormat(enum.Enum):
+    auto = "read the format from the file's content"
     ofa = "Once-for-All / ProxylessNAS YAML lookup table"
     spnas = "Single-Path NAS runtime-model JSON"
 
 
 class ExpandMeaning(enum.Enum):
+    auto = "inferred from the rows (an error when they allow both meanings)"
     ratio = "expand:<e> is the expansion ratio (ProxylessNAS)"
     channels = "expand:<c> is the expanded channel count (OFA MobileNetV3)"
+
+
+class K3e3Row(enum.Enum):
+    """Which figure a Single-Path NAS import uses for k3e3."""
+
+    estimate = "R(k5e3) * R(k3e6) / R(k5e6), as the official runtime model computes it"
+    measured = "the file's measured index-0 row"
+
+
+class MissingTablePolicy(enum.Enum):
+    """What a run does when no table measured on this machine exists (soc=host)."""
+
+    error = "stop, naming this machine's fingerprint and the tables found, and how to measure it"
+    profile = "profile this machine now (progress bar, resumable, cached under its fingerprint)"
+    skip = "leave the host out of the run (the pipeline skips its row)"
+
+
+class StaleCheck(enum.Enum):
+    """A quick check of a measured table against this machine before a search or report uses it."""
+
+    off = "no check"
+    warn = "measure a few reference networks; warn when the table's predictions drift beyond the tolerance"
+    refuse = "the same check; stop when the drift is beyond the tolerance"
+
+
+class EmbeddingLoss(enum.Enum):
+    """The retrieval loss of the fine-tuning stage (on unit embeddings and unit class weights)."""
+
+    cosface = "normalised softmax with an additive cosine margin (CosFace): s * (cos - m) for the true class"
+    normsoftmax = "normalised softmax (temperature 1/s), no margin"
+
+
+class ThresholdSchedule(enum.Enum):
+    """How the decision thresholds' learning rate moves over the searching steps."""
+
+    cosine = "cosine decay to 0 at the start of the last epoch: decisions settle, the last epoch shows they hold"
+    constant = "the base learning rate throughout (the original behaviour)"
+
+
+class ProxyStrides(enum.Enum):
+    auto = "drop as few stride-2 blocks as needed so every layer's input map is >= proxy.min_map"
+    design = "train with the design strides whatever the resolution"
+
+
+class DropOrder(enum.Enum):
+    last = "drop the last stride-2 blocks first (cheapest on a CPU: the late stages grow, the early ones do not)"
+    first = "drop the stem's and first stages' strides first (the usual CIFAR adaptation; 4-16x the compute)"
+
+
+class DataLoaderKind(enum.Enum):
+    """How training and evaluation read a data set."""
+
+    memory = "decode every split once into RAM (cached on disk); fastest for sets that fit"
+    stream = "decode from the files on the fly in DataLoader worker processes (sets that do not fit in RAM)"
+
+
+class TransformKind(enum.Enum):
+    """Image preprocessing of the data loaders."""
+
+    stretch = "the whole image resized to data.resolution as MediaPipe resizes (what the in-RAM path stores)"
+    imagenet = ("train: random-resized crop + flip; eval: resize to resolution/0.875 and centre crop "
+                "(needs data.loader=stream)")
+
+
+class AmpMode(enum.Enum):
+    """Automatic mixed precision of training and search steps."""
+
+    auto = "on CUDA: bf16 where the GPU supports it, else fp16 with a grad scaler; off on CPU"
+    off = "float32 throughout"
+    bf16 = "bfloat16 autocast (CUDA or CPU), no grad scaler"
+    fp16 = "float16 autocast with a dynamic grad scaler (CUDA only)"
+
+
+class DistBackend(enum.Enum):
+    """torch.distributed backend under torchrun."""
+
+    auto = "nccl on CUDA, gloo on CPU"
+    gloo = "gloo (CPU tensors; works everywhere)"
+    nccl = "nccl (CUDA only)"
 
 
 class SweepParam(enum.Enum):
@@ -122,6 +203,10 @@ class DataConfig:
     val_limit: Optional[int] = opt(None, "use at most this many val images")
     test_limit: Optional[int] = opt(None, "use at most this many test images")
     cache_dir: Optional[str] = opt(None, "decoded-data cache (default <SPNAS_HOME>/cache/data)")
+    loader: DataLoaderKind = opt(DataLoaderKind.memory, "memory | stream")
+    transform: TransformKind = opt(TransformKind.stretch, "stretch | imagenet")
+    workers: int = opt(4, "data.loader=stream: DataLoader worker processes per rank (0: decode in the main process)")
+    min_crop_scale: float = opt(0.08, "transform=imagenet: smallest area fraction of a random-resized crop")
 
     def __post_init__(self) -> None:
         _check_range("data.resolution", self.resolution, 8, 4096)
@@ -131,6 +216,14 @@ class DataConfig:
             v = getattr(self, k)
             if v is not None and v < 1:
                 raise ConfigError(f"data.{k}={v}: must be >= 1 (or null for no limit)")
+        _check_range("data.workers", self.workers, 0, 256)
+        _check_range("data.min_crop_scale", self.min_crop_scale, 0.01, 1.0)
+        if self.loader is DataLoaderKind.stream and self.kind is DataKind.fashion_mnist:
+            raise ConfigError("data.loader=stream reads image files; fashion_mnist is four IDX archives: use "
+                              "data.loader=memory")
+        if self.transform is TransformKind.imagenet and self.loader is not DataLoaderKind.stream:
+            raise ConfigError("data.transform=imagenet crops the source photos, which the in-RAM cache does not "
+                              "keep: add data.loader=stream")
 
 
 @dataclass
@@ -169,33 +262,67 @@ def _threshold_optimizer() -> OptimizerConfig:
 
 
 @dataclass
-class SearchConfig:
-    """The Single-Path NAS search (config group `search/`)."""
+class ProxyConfig:
+    """Training geometry below the deployment resolution (search_spaces.proxy): the same for every model
+    compared; the deployed geometry (design strides at search.latency_resolution) is what is exported
+    and what the latency tables price."""
 
-    epochs: int = opt(8, "search epochs over the train split (the paper: 8)")
-    warmup_epochs: int = opt(2, "epochs with the latency term and threshold updates off")
-    batch_size: int = opt(128, "images per step")
-    latency_lambda: float = opt(0.02, "weight of the latency term (see search.loss)")
-    loss: LossForm = opt(LossForm.log, "log | target | target_one_sided")
-    target_ms: Optional[float] = opt(None, "latency budget T for the target forms")
-    target_fraction_of: Optional[TargetFraction] = opt(None, "or a per-device budget, e.g. "
-                                                              "{arch: mobilenet_v2, fraction: 0.75}")
+    strides: ProxyStrides = opt(ProxyStrides.auto, "auto | design")
+    min_map: int = opt(4, "with strides=auto: smallest input map any layer may see while training")
+    drop: DropOrder = opt(DropOrder.last, "with strides=auto: which stride-2 blocks to train at stride 1 first")
+
+    def __post_init__(self) -> None:
+        _check_range("proxy.min_map", self.min_map, 1, 64)
+
+
+@dataclass
+class SearchConfig:
+    """The Single-Path NAS search (config group `search/`). Lengths are in optimisation steps: the data
+    size sets how many epochs that is, so a small photo folder gets as many threshold updates as a large
+    data set."""
+
+    steps: int = opt(2800, "optimisation steps in all (8 epochs of CIFAR-10's 45k train images at batch 128; "
+                           "the paper: 8 ImageNet epochs)")
+    warmup_fraction: float = opt(0.25, "share of the steps with the latency term and threshold updates off")
+    min_threshold_updates: int = opt(200, "floor on searching steps: the budget grows to reach it")
+    batch_size: int = opt(128, "largest batch; smaller sets get smaller batches (see min_batches_per_epoch)")
+    min_batches_per_epoch: int = opt(8, "shrink the batch (not below min_batch_size) so an epoch has this many")
+    min_batch_size: int = opt(16, "smallest batch the adaptation may choose")
+    latency_lambda: float = opt(1.0, "weight of the latency term. The official Single-Path NAS code scales "
+                                     "log R by 1e3: its lambda 0.020 is latency_lambda=20 here (search=paper)")
+    loss: LossForm = opt(LossForm.target, "log | target | target_one_sided")
+    target_ms: Optional[float] = opt(None, "latency budget T for the target forms (overrides target_fraction_of)")
+    target_fraction_of: Optional[TargetFraction] = opt(factory=TargetFraction,
+                                                       help="per-device budget: fraction x a reference net's "
+                                                            "latency on the same table")
+    target_tolerance: float = opt(0.03, "a search lands on its target when within this fraction of it")
     latency_resolution: int = opt(224, "the table is read at the deployed input size, not the proxy's")
     width: float = opt(1.0, "width multiplier of the searched networks")
     label_smoothing: float = opt(0.1, "cross-entropy label smoothing")
     dropout: float = opt(0.0, "dropout before the classifier during the search")
     threshold_init: float = opt(0.0, "initial decision thresholds (0: every layer starts as k5e6)")
-    max_steps_per_epoch: Optional[int] = opt(None, "cap steps per epoch (tests, quick looks)")
+    threshold_schedule: ThresholdSchedule = opt(ThresholdSchedule.cosine, "cosine | constant")
+    decision_hysteresis: float = opt(0.02, "a decision changes only when its statistic crosses the threshold by "
+                                           "this fraction of itself (0: the plain step)")
+    decision_window_min_steps: int = opt(20, "the derived net is the majority decision over the last epoch, "
+                                             "and at least this many final steps")
+    warmup_path_keep: Optional[float] = opt(None, "drop candidate paths at random during warm-up, keeping each "
+                                                  "with this probability (the official code: 0.6; null: off)")
     eval_batch_size: int = opt(500, "batch size for validation")
     augment: AugmentConfig = opt(factory=AugmentConfig, help="train-time augmentation")
     weights: OptimizerConfig = opt(factory=OptimizerConfig, help="optimizer of the network weights")
     thresholds: OptimizerConfig = opt(factory=_threshold_optimizer, help="optimizer of the decision thresholds")
 
     def __post_init__(self) -> None:
-        _check_range("search.epochs", self.epochs, 1, 10_000)
-        _check_range("search.warmup_epochs", self.warmup_epochs, 0, self.epochs - 1 if self.epochs > 0 else 0,
-                     hint="it must leave at least one searching epoch")
+        _check_range("search.steps", self.steps, 1, 10_000_000)
+        _check_range("search.warmup_fraction", self.warmup_fraction, 0.0, 0.95)
+        _check_range("search.min_threshold_updates", self.min_threshold_updates, 0, 10_000_000)
         _check_range("search.batch_size", self.batch_size, 1, 1 << 16)
+        _check_range("search.min_batch_size", self.min_batch_size, 1, self.batch_size,
+                     hint="at most search.batch_size")
+        _check_range("search.target_tolerance", self.target_tolerance, 0.0, 1.0)
+        if self.warmup_path_keep is not None:
+            _check_range("search.warmup_path_keep", self.warmup_path_keep, 0.0, 1.0)
         if self.latency_lambda < 0:
             raise ConfigError(f"search.latency_lambda={self.latency_lambda}: must be >= 0")
         if self.loss is not LossForm.log and self.target_ms is None and self.target_fraction_of is None:
@@ -210,7 +337,7 @@ class TrainConfig(OptimizerConfig):
     """The training recipe for fixed architectures (config group `train/`)."""
 
     epochs: int = opt(2, "training epochs")
-    batch_size: int = opt(128, "images per step")
+    batch_size: int = opt(128, "images per step in all (global: split across DDP ranks; lr is for this batch)")
     lr: float = opt(0.1, "base learning rate (linear warm-up, then cosine decay)")
     warmup_epochs: float = opt(0.2, "linear learning-rate warm-up, in epochs")
     label_smoothing: float = opt(0.1, "cross-entropy label smoothing")
@@ -273,6 +400,15 @@ class SocConfig:
     table: str = opt(MISSING, "latency table: a name (latency_tables/data or <SPNAS_HOME>/tables) or a path")
     abi: str = opt("arm64-v8a", "Android ABI of the phone's benchmark binary")
     taskset_mask: Optional[str] = opt(None, "big-core CPU mask for taskset on the phone (hex)")
+    if_no_table: MissingTablePolicy = opt(MissingTablePolicy.error, "host: no table matches this machine's "
+                                                                    "fingerprint -> error | profile | skip")
+    stale_check: StaleCheck = opt(StaleCheck.warn, "host: spot-check a measured table on this machine before use "
+                                                   "(off | warn | refuse)")
+    stale_tolerance: float = opt(0.10, "host: largest median |prediction / measurement - 1| of the spot check")
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.stale_tolerance < 1.0:
+            raise ConfigError(f"soc.stale_tolerance={self.stale_tolerance}: must be between 0 and 1 (e.g. 0.10)")
 
 
 @dataclass
@@ -297,6 +433,30 @@ class SpaceConfig:
     allow_skip: bool = opt(True, "layers after the first of a stage may be skipped")
 
 
+def _finetune_recipe() -> TrainConfig:
+    return TrainConfig(epochs=8, batch_size=64, lr=0.02, warmup_epochs=0.5, label_smoothing=0.0, dropout=0.0,
+                       weight_decay=4.0e-5)
+
+
+@dataclass
+class FinetuneConfig:
+    """The product-domain stage: every model compared is fine-tuned the same way as an embedder on the
+    retrieval data's train split (Grocery fine classes by default, or your folder) before export."""
+
+    enabled: bool = opt(True, "fine-tune before export (false: export the proxy-trained classifier as is)")
+    resolution: int = opt(96, "input size of the fine-tuning and of the exported embedder (photos support 96-128)")
+    embedding_dim: int = opt(128, "size of the projection after pooling (the index stores this many floats)")
+    loss: EmbeddingLoss = opt(EmbeddingLoss.cosface, "cosface | normsoftmax")
+    scale: float = opt(16.0, "s: the logit scale of the cosine classifier")
+    margin: float = opt(0.1, "m: the additive cosine margin of cosface")
+    recipe: TrainConfig = opt(factory=_finetune_recipe, help="optimizer, epochs and batch of the fine-tuning")
+
+    def __post_init__(self) -> None:
+        _check_range("finetune.resolution", self.resolution, 32, 1024)
+        _check_range("finetune.embedding_dim", self.embedding_dim, 8, 4096)
+        _check_range("finetune.margin", self.margin, 0.0, 1.0)
+
+
 @dataclass
 class RetrievalConfig:
     """The photo-search evaluation inside the pipeline."""
@@ -305,6 +465,7 @@ class RetrievalConfig:
     backend: Backend = opt(Backend.litert, "embedder backend")
     factory: str = opt("Flat", "FAISS index_factory string for the galleries (exact by default)")
     latency_queries: int = opt(100, "single queries timed")
+    bootstrap: int = opt(2000, "bootstrap resamples of the queries for the 95% intervals")
 
 
 @dataclass
@@ -318,14 +479,19 @@ class ProfilerConfig:
     cpus: Any = opt("auto", "local: pin to these cores (auto = the last core; null = no pinning)")
     warmup_runs: int = opt(20, "warm-up invocations per op")
     num_runs: int = opt(100, "timed invocations per op")
-    min_time_s: float = opt(0.5, "time each op at least this long")
+    min_time_s: float = opt(0.2, "each timed run lasts at least this long")
     passes: int = opt(3, "re-measure every key in this many interleaved passes, keep the fastest")
+    repeats: int = opt(3, "timed runs per measurement; the fastest run's mean is the table statistic (this CPU "
+                          "and phones alike)")
     serial: Optional[str] = opt(None, "adb: the phone's serial (adb devices)")
     benchmark_binary: Optional[str] = opt(None, "adb: TFLite benchmark_model built for the phone's ABI")
     adb: str = opt("adb", "adb executable")
     taskset_mask: Optional[str] = opt(None, "adb: CPU mask (default: the SoC's big cores)")
-    enable_op_profiling: bool = opt(True, "adb: ask benchmark_model for per-node times")
+    enable_op_profiling: bool = opt(False, "adb: ask benchmark_model for per-node times (adds profiling overhead "
+                                           "to the timed runs)")
     remote_dir: str = opt("/data/local/tmp/spnas", "adb: working folder on the phone")
+    allow_soc_mismatch: bool = opt(False, "adb: profile a phone whose SoC is not soc= (recorded in meta)")
+    retry_refused: bool = opt(False, "re-try ops the binary refused in an earlier run (meta.refused_ops)")
 
 
 @dataclass
@@ -340,11 +506,17 @@ class ValidateConfig:
 @dataclass
 class ImportConfig:
     path: Optional[str] = opt(None, "the table file to import")
-    format: TableFormat = opt(TableFormat.ofa, "ofa | spnas")
-    expand: ExpandMeaning = opt(ExpandMeaning.ratio, "ofa tables: meaning of expand:<n>")
+    format: TableFormat = opt(TableFormat.auto, "auto | ofa | spnas (the content decides; a given format is checked)")
+    expand: ExpandMeaning = opt(ExpandMeaning.auto, "ofa tables: meaning of expand:<n> (auto: from the rows)")
     device: Optional[str] = opt(None, "name of the imported table (default: the file's stem)")
     resolution: int = opt(224, "spnas tables: input size")
     num_classes: int = opt(1000, "spnas tables: classes")
+    k3e3: K3e3Row = opt(K3e3Row.estimate, "spnas tables: estimate (official runtime model) | measured (index 0)")
+    fixed_ms: Optional[float] = opt(None, "spnas tables: the fixed part (stem, first/last block, head, classifier) "
+                                          "in ms; null: the official 19.5999 for a file in the official 22-block "
+                                          "form, none for a file of searchable layers only")
+    classifier_ms: float = opt(0.295, "spnas tables: the classifier's share of the fixed part, rescaled for "
+                                      "another class count")
     out: Optional[str] = opt(None, "output path (default <SPNAS_HOME>/tables/<device>.json)")
 
 
@@ -360,12 +532,36 @@ class SweepConfig:
     study_name: Optional[str] = opt(None, "study name (default spnas-<soc>-<param>)")
     target_loss: LossForm = opt(LossForm.target, "with param=target_ms: target | target_one_sided")
     target_lambda: float = opt(0.5, "with param=target_ms: lambda of the target loss")
+    heartbeat_s: int = opt(60, "a running trial's heartbeat (database storages); a worker silent for grace_s "
+                               "has its trial marked failed and retried")
+    grace_s: Optional[int] = opt(None, "seconds without a heartbeat before a trial counts as dead "
+                                       "(default 2 x heartbeat_s)")
+    max_retry: int = opt(2, "times a trial whose worker died is retried with the same parameter")
 
     def __post_init__(self) -> None:
         if not self.low < self.high:
             raise ConfigError(f"sweep.low={self.low} must be below sweep.high={self.high}")
         if self.n_trials < 1:
             raise ConfigError(f"sweep.n_trials={self.n_trials}: must be >= 1")
+        _check_range("sweep.heartbeat_s", self.heartbeat_s, 1, 86_400)
+        if self.grace_s is not None and self.grace_s <= self.heartbeat_s:
+            raise ConfigError(f"sweep.grace_s={self.grace_s} must exceed sweep.heartbeat_s={self.heartbeat_s} "
+                              f"(a live worker beats once per heartbeat)")
+        _check_range("sweep.max_retry", self.max_retry, 0, 100)
+
+
+class ServeCommand(enum.Enum):
+    """What `spnas-serve` does (its first word)."""
+
+    serve = "run the index services and the REST gateway, supervised, until interrupted"
+    compact = "roll finished hours into days and days into months once, then exit (for cron / a CronJob)"
+
+
+class PartialResults(enum.Enum):
+    """What a search does when an index service it needs does not answer."""
+
+    allow = "answer with the partitions that did and name the missing ones ('missing' in the response)"
+    fail = "answer 503 naming the missing partitions"
 
 
 @dataclass
@@ -374,6 +570,58 @@ class ServeLimits:
     max_pixels: int = opt(24_000_000, "largest decoded image, pixels")
     max_items_per_request: int = opt(64, "photos per /items request")
     max_k: int = opt(100, "largest k of a search")
+    max_body_bytes: int = opt(32 << 20, "largest request body, refused (413) before it is read")
+    max_request_pixels: int = opt(48_000_000, "decoded pixels per request, summed over its photos (read from "
+                                              "the headers before anything is decoded)")
+    workers: int = opt(4, "threads decoding, embedding and calling the index services (off the event loop)")
+    queue: int = opt(32, "requests waiting for a worker before new ones get 503 with Retry-After")
+    retry_after_s: int = opt(1, "Retry-After of a 503 (saturated, or a partition briefly unavailable)")
+    rpc_timeout_s: float = opt(5.0, "deadline of one gRPC call to an index service")
+    max_future_s: int = opt(300, "how far in the future a listing's timestamp may be (clock skew)")
+
+    def __post_init__(self) -> None:
+        for k in ("max_bytes", "max_pixels", "max_items_per_request", "max_k", "max_body_bytes",
+                  "max_request_pixels", "workers"):
+            if getattr(self, k) < 1:
+                raise ConfigError(f"limits.{k}={getattr(self, k)}: must be >= 1")
+        if self.max_bytes > self.max_body_bytes:
+            raise ConfigError(f"limits.max_bytes={self.max_bytes} is larger than limits.max_body_bytes="
+                              f"{self.max_body_bytes}: one photo could never arrive")
+        if self.max_pixels > self.max_request_pixels:
+            raise ConfigError(f"limits.max_pixels={self.max_pixels} is larger than limits.max_request_pixels="
+                              f"{self.max_request_pixels}")
+        if self.queue < 0 or self.rpc_timeout_s <= 0 or self.retry_after_s < 0 or self.max_future_s < 0:
+            raise ConfigError("limits.queue, limits.retry_after_s and limits.max_future_s must be >= 0 and "
+                              "limits.rpc_timeout_s > 0")
+
+
+@dataclass
+class ServeAuthConfig:
+    """Bearer token of the mutating REST endpoints and of every gRPC call to the index services."""
+
+    token_env: str = opt("SPNAS_SERVE_TOKEN", "environment variable holding the token")
+    token_file: Optional[str] = opt(None, "file holding the token (wins over the variable)")
+
+
+@dataclass
+class GrpcTlsConfig:
+    """TLS of the index services (plaintext on loopback when `cert` is unset)."""
+
+    cert: Optional[str] = opt(None, "PEM certificate the index services present (enables TLS)")
+    key: Optional[str] = opt(None, "PEM private key of that certificate")
+    ca: Optional[str] = opt(None, "PEM CA the gateway verifies the services with (and, mutual, clients too)")
+    mutual: bool = opt(False, "services require a client certificate signed by `ca`")
+    client_cert: Optional[str] = opt(None, "mutual TLS: the certificate the gateway presents")
+    client_key: Optional[str] = opt(None, "mutual TLS: its private key")
+    server_name: Optional[str] = opt(None, "name to check in the services' certificate (default: the host)")
+
+    def __post_init__(self) -> None:
+        if bool(self.cert) != bool(self.key):
+            raise ConfigError("tls.cert and tls.key go together")
+        if self.cert and not self.ca:
+            raise ConfigError("tls.cert needs tls.ca: the CA the gateway verifies the services' certificate with")
+        if self.mutual and not (self.cert and self.client_cert and self.client_key):
+            raise ConfigError("tls.mutual=true needs tls.cert, tls.key, tls.ca, tls.client_cert and tls.client_key")
 
 
 @dataclass
@@ -385,11 +633,37 @@ class SearchParamsConfig:
 
 # ====================================================================================== commands
 @dataclass
+class DistConfig:
+    """DistributedDataParallel under `torchrun` (world size, ranks and rendezvous come from torchrun)."""
+
+    backend: DistBackend = opt(DistBackend.auto, "auto | gloo | nccl")
+    sync_bn: bool = opt(True, "BatchNorm statistics over the global batch (N ranks train as one process would); "
+                              "false: per-rank statistics, less communication")
+    timeout_s: int = opt(1800, "a collective that waits longer than this fails the run")
+
+    def __post_init__(self) -> None:
+        _check_range("dist.timeout_s", self.timeout_s, 10, 86_400)
+
+
+@dataclass
 class RunConfig:
     """Settings every command has."""
 
     seed: int = opt(0, "seed of data order, augmentation and initialisation")
     threads: Optional[int] = opt(None, "torch intra-op threads (null: torch's default)")
+    device: str = opt("auto", "auto | cpu | cuda | cuda:N (auto: the first CUDA GPU if there is one, else cpu; "
+                              "under torchrun each rank takes cuda:LOCAL_RANK)")
+    amp: AmpMode = opt(AmpMode.auto, "auto | off | bf16 | fp16")
+    dist: DistConfig = opt(factory=DistConfig, help="multi-process settings (under torchrun)")
+
+    def __post_init__(self) -> None:
+        import re
+
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", str(self.device)):
+            raise ConfigError(f"device={self.device}: use auto, cpu, cuda or cuda:N")
+        if self.amp is AmpMode.fp16 and self.device == "cpu":
+            raise ConfigError("amp=fp16 needs a CUDA device (its grad scaler is CUDA-only): use amp=bf16 or amp=off "
+                              "on the CPU")
 
 
 @dataclass
@@ -402,6 +676,7 @@ class TrainAppConfig(RunConfig):
     train: TrainConfig = opt(MISSING, "training recipe")
     arch: str = opt("mobilenet_v3_small", "a reference net (mobilenet_v2, mobilenet_v3_large, mobilenet_v3_small) "
                                           "or an arch.json")
+    proxy: ProxyConfig = opt(factory=ProxyConfig, help="training geometry below the deployment resolution")
     init: InitKind = opt(InitKind.scratch, "scratch | inherit")
     supernet: Optional[str] = opt(None, "with init=inherit: the search's supernet.pt")
     resume: bool = opt(False, "continue from run_dir/last.pt")
@@ -409,6 +684,7 @@ class TrainAppConfig(RunConfig):
     run_dir: str = opt("runs/train/${now:%Y%m%d-%H%M%S}", "run folder")
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.init is InitKind.inherit and not self.supernet:
             raise ConfigError("init=inherit needs supernet=<path to the search's supernet.pt>")
 
@@ -424,6 +700,7 @@ class SearchAppConfig(RunConfig):
     space: SpaceConfig = opt(MISSING, "search space")
     data: DataConfig = opt(MISSING, "proxy data set")
     search: SearchConfig = opt(MISSING, "search settings")
+    proxy: ProxyConfig = opt(factory=ProxyConfig, help="training geometry below the deployment resolution")
     resume: bool = opt(False, "continue a killed search from run_dir/last.pt")
     run_dir: str = opt("runs/search/${soc.name}-${now:%Y%m%d-%H%M%S}", "run folder")
 
@@ -440,6 +717,7 @@ class SweepAppConfig(RunConfig):
     data: DataConfig = opt(MISSING, "proxy data set")
     search: SearchConfig = opt(MISSING, "search settings of every trial")
     train: TrainConfig = opt(MISSING, "retrain recipe of every trial")
+    proxy: ProxyConfig = opt(factory=ProxyConfig, help="training geometry of every trial")
     sweep: SweepConfig = opt(factory=SweepConfig, help="the study")
     run_dir: str = opt("runs/sweep/${soc.name}-${sweep.param}", "study folder (a re-run continues the study)")
 
@@ -467,6 +745,7 @@ class RetrievalEvalAppConfig(RunConfig):
     backend: Backend = opt(Backend.litert, "embedder backend")
     factory: str = opt("Flat", "FAISS index_factory string for the galleries (exact by default)")
     latency_queries: int = opt(200, "single queries timed")
+    bootstrap: int = opt(2000, "bootstrap resamples of the queries for the 95% intervals")
     threads: Optional[int] = opt(1, "embedder threads")
     out_dir: Optional[str] = opt(None, "default: <bundle>/retrieval")
 
@@ -488,9 +767,28 @@ class ServeAppConfig(RunConfig):
     seed_limit: Optional[int] = opt(None, "seed at most this many listings")
     seed_hours: int = opt(48, "spread seeded listings over the past hours")
     compact: bool = opt(True, "roll finished hours into days (and days into months) at start")
-    host: str = opt("127.0.0.1", "gateway address")
-    port: int = opt(8000, "gateway port")
+    host: str = opt("127.0.0.1", "gateway address (beyond loopback only with a token)")
+    port: int = opt(8000, "gateway port (0: any free port)")
     limits: ServeLimits = opt(factory=ServeLimits, help="upload and query limits")
+    command: ServeCommand = opt(ServeCommand.serve, "serve | compact (spnas-serve command=compact: one roll-up, for cron)")
+    grpc_host: str = opt("127.0.0.1", "address the index services listen on")
+    auth: ServeAuthConfig = opt(factory=ServeAuthConfig, help="bearer token")
+    tls: GrpcTlsConfig = opt(factory=GrpcTlsConfig, help="TLS of the index services")
+    partial: PartialResults = opt(PartialResults.allow, "allow | fail: a search when an index service is down")
+    tick_s: float = opt(5.0, "how often the supervisor checks its services and the clock")
+    compact_every_s: float = opt(300.0, "how often finished hours and days are rolled up while serving")
+    precreate_s: float = opt(120.0, "start the next hour's partition this long before the hour begins")
+    checkpoint_wal_bytes: int = opt(16 << 20, "fold a partition's write-ahead log into a snapshot past this size")
+    state_dir: Optional[str] = opt(None, "gateway state: transaction decisions, pending deletes "
+                                         "(default <index_dir>/gateway)")
+    photos_dir: Optional[str] = opt(None, "listing photos shown by the web page (default <index_dir>/photos)")
+
+    def __post_init__(self) -> None:
+        _check_range("port", self.port, 0, 65535)
+        if self.tick_s <= 0 or self.compact_every_s <= 0 or self.precreate_s < 0:
+            raise ConfigError("tick_s and compact_every_s must be > 0, precreate_s >= 0")
+        if self.checkpoint_wal_bytes < 1 << 16:
+            raise ConfigError(f"checkpoint_wal_bytes={self.checkpoint_wal_bytes}: use at least 65536")
 
 
 @dataclass
@@ -518,8 +816,13 @@ class ProfileAppConfig(RunConfig):
     validate: ValidateConfig = opt(factory=ValidateConfig, help="command=validate")
     source: ImportConfig = opt(factory=ImportConfig, help="command=import: the table to import")
 
+    def __post_init__(self) -> None:
+        # `device` is what is profiled here (local | adb), not RunConfig's torch device: its check does not apply.
+        if self.resolutions and min(self.resolutions) < 8:
+            raise ConfigError(f"resolutions={self.resolutions}: every input size must be >= 8")
 
-STAGE_KINDS = ("search", "train", "export", "retrieval")
+
+STAGE_KINDS = ("search", "train", "finetune", "export", "retrieval")
 
 
 @dataclass
@@ -536,7 +839,9 @@ class PipelineAppConfig(RunConfig):
     data: DataConfig = opt(MISSING, "proxy data set for search and retraining")
     search: SearchConfig = opt(MISSING, "search settings (every SoC)")
     train: TrainConfig = opt(MISSING, "retrain recipe (every model)")
+    proxy: ProxyConfig = opt(factory=ProxyConfig, help="one training geometry for every model compared")
     export: ExportConfig = opt(MISSING, "export settings (every model)")
+    finetune: FinetuneConfig = opt(factory=FinetuneConfig, help="product-domain embedder fine-tuning (every model)")
     retrieval: RetrievalConfig = opt(factory=RetrievalConfig, help="photo-search evaluation")
     report: ReportConfig = opt(factory=ReportConfig, help="report options")
     soc_configs: dict[str, SocConfig] = opt(factory=dict, help="known devices (one per soc/ option)")
@@ -551,6 +856,7 @@ class PipelineAppConfig(RunConfig):
     report_dir: Optional[str] = opt(None, "where report.md/json/csv + PNGs go (default: run_dir)")
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if not self.socs:
             raise ConfigError("socs is empty: name at least one device, e.g. socs=[sd845]")
         for s in self.socs:

@@ -110,6 +110,14 @@ class BenchmarkOutputError(DeviceError, ValueError):
     """benchmark_model printed nothing a latency can be read from."""
 
 
+class ModelRefusedError(BenchmarkOutputError):
+    """The benchmark binary cannot run this model (an op it lacks, a tensor it cannot allocate)."""
+
+
+class WrongSocError(DeviceError):
+    """The connected phone is not the SoC the table is being measured for."""
+
+
 # ---------------------------------------------------------------------------------- retrieval
 class RetrievalError(SpnasError, ValueError):
     """A retrieval index or service request that cannot be served."""

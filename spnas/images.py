@@ -1,4 +1,12 @@
-"""Image decoding and resizing shared by training, export calibration and every embedder.
+"""Image decoding and resizing shared by training, export calibration, evaluation and every embedder.
+
+One decoder for every path, so a photo gives the same pixels whichever backend embeds it:
+- EXIF orientation is applied exactly as MediaPipe's own loader (`mp.Image.create_from_file`) applies
+  it: a phone photo stored sideways with an orientation tag is embedded upright;
+- transparency (RGBA, LA, palette with transparency) is composited on white (`BACKGROUND`: catalogue
+  cut-outs sit on a white studio background); an app that hands MediaPipe RGBA pixels should do the same;
+- palette, grey, grey+alpha, CMYK and 16-bit images become 8-bit RGB (16-bit values keep their top
+  byte, as MediaPipe's loader does).
 
 MediaPipe's ImageEmbedder stretches the whole image to the model's input size (no crop, no
 aspect-preserving pad) with bilinear sampling; every other path in the project resizes with
@@ -21,11 +29,70 @@ from .errors import ImageDecodeError, ImageTooLargeError
 MEAN_RGB = (123.675, 116.28, 103.53)
 STD_RGB = (58.395, 57.12, 57.375)
 
-RESIZE_METHOD = "mediapipe-warp-corners-bilinear/2"  # part of cache keys: change it when the resize changes
+RESIZE_METHOD = "mediapipe-warp-corners-bilinear/2+exif+alpha-white"  # part of cache keys: change it with the decode
+BACKGROUND = (255, 255, 255)  # transparency is composited on this colour
+
+
+def to_rgb(im: Image.Image) -> np.ndarray:
+    """A decoded PIL image as uint8 RGB [H, W, 3]: EXIF orientation applied, alpha composited on
+    `BACKGROUND`, palette / grey / CMYK / 16-bit converted."""
+    from PIL import ImageOps
+
+    im = ImageOps.exif_transpose(im) or im
+    mode = im.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        a = np.asarray(im).astype(np.uint32)
+        a = (a >> 8) if mode.startswith("I;16") or a.max() > 255 else a  # 16-bit: keep the top byte
+        return to_rgb_array(np.clip(a, 0, 255).astype(np.uint8))
+    if mode == "F":
+        a = np.asarray(im, dtype=np.float32)
+        return to_rgb_array(np.clip(a if a.max() > 1.0 else a * 255.0, 0, 255).astype(np.uint8))
+    if mode == "P" and "transparency" in im.info:
+        im = im.convert("RGBA")
+    elif mode == "P":
+        im = im.convert("RGB")
+    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = im.convert("RGBA")
+        bg = Image.new("RGBA", rgba.size, (*BACKGROUND, 255))
+        im = Image.alpha_composite(bg, rgba)
+    return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
+
+
+def to_rgb_array(x: "np.ndarray | Image.Image") -> np.ndarray:
+    """Pixels handed to an embedder as uint8 RGB [H, W, 3]: a PIL image (any mode, see `to_rgb`), or an
+    array [H, W] (grey), [H, W, 1], [H, W, 2] (grey + alpha), [H, W, 3] (RGB) or [H, W, 4] (RGBA), of
+    uint8, uint16 (top byte kept) or float in [0, 1]. Anything else is an `ImageDecodeError`."""
+    if isinstance(x, Image.Image):
+        return to_rgb(x)
+    a = np.asarray(x)
+    if a.dtype == np.uint16:
+        a = (a >> 8).astype(np.uint8)
+    elif a.dtype.kind == "f":
+        if not np.isfinite(a).all():
+            raise ImageDecodeError("image array holds NaN or infinity")
+        a = np.clip(np.rint(a * 255.0) if a.max() <= 1.0 else np.rint(a), 0, 255).astype(np.uint8)
+    elif a.dtype == np.bool_:
+        a = a.astype(np.uint8) * 255
+    elif a.dtype != np.uint8:
+        raise ImageDecodeError(f"image array of dtype {a.dtype}: pass uint8, uint16 or float in [0, 1]")
+    if a.ndim == 2:
+        a = a[:, :, None]
+    if a.ndim != 3 or a.shape[2] not in (1, 2, 3, 4) or a.shape[0] == 0 or a.shape[1] == 0:
+        raise ImageDecodeError(f"image array of shape {list(a.shape)}: expected [H, W] or [H, W, 1-4 channels]")
+    c = a.shape[2]
+    if c in (2, 4):  # colour + alpha: composite on the background
+        alpha = a[:, :, -1:].astype(np.float32) / 255.0
+        colour = a[:, :, :1].repeat(3, axis=2) if c == 2 else a[:, :, :3]
+        bg = np.asarray(BACKGROUND, np.float32)
+        return np.ascontiguousarray(np.rint(colour * alpha + bg * (1 - alpha)).astype(np.uint8))
+    if c == 1:
+        return np.ascontiguousarray(a.repeat(3, axis=2))
+    return np.ascontiguousarray(a)
 
 
 def decode_rgb(data: bytes | str | Path, max_pixels: int | None = None) -> np.ndarray:
-    """Decode an image (path or bytes) to uint8 RGB [H, W, 3]; grey and palette become RGB.
+    """Decode an image (path or bytes) to uint8 RGB [H, W, 3] the one way every path uses (`to_rgb`:
+    EXIF orientation, alpha on white, palette / grey / CMYK / 16-bit to RGB).
 
     Truncated files raise `ImageDecodeError` instead of returning half an image.
     `max_pixels` guards against decompression bombs before the pixels are decoded.
@@ -41,8 +108,7 @@ def decode_rgb(data: bytes | str | Path, max_pixels: int | None = None) -> np.nd
                         f"over the limit of {max_pixels}"
                     )
                 im.load()
-                rgb = im.convert("RGB")
-                return np.asarray(rgb, dtype=np.uint8).copy()
+                return to_rgb(im)
     except ImageDecodeError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from search_spaces import ArchSpec, build_model
+from search_spaces import ArchSpec, build_for_weights
 from spnas.errors import CheckpointError, InputNotFoundError
 from spnas.files import atomic_path
 
@@ -56,7 +56,7 @@ def load_model_file(path: str | os.PathLike) -> tuple[nn.Module, ArchSpec, dict[
         raise CheckpointError(f"{path} is not an spnas model checkpoint (expected format {MODEL_FORMAT}); "
                               f"pass the model.pt written by spnas-train")
     arch = ArchSpec.from_dict(blob["arch"])
-    model = build_model(arch)
+    model = build_for_weights(arch, blob.get("embedding"))  # a plain classifier, or a fine-tuned embedder
     try:
         model.load_state_dict(blob["state_dict"])
     except RuntimeError as e:

@@ -10,7 +10,8 @@ through an epoch. Sets too large for RAM stream from their files instead (`train
 split by the same listing code (`list_splits`).
 
 Sources:
-- ``folder``: ``root/<class>/<image>``, or ``root/{train,val,test}/<class>/<image>``
+- ``folder``: ``root/<class>/<image>``, or ``root/{train,val,test}/<class>/<image>`` (plus an optional
+  ``root/gallery/<class>/<image>`` of catalogue images, the retrieval gallery)
 - ``cifar10``: the CIFAR-10 JPEG tree (``train/`` and ``test/`` class folders)
 - ``grocery``: Grocery Store lists (``train.txt``/``val.txt``/``test.txt``, fine or coarse labels)
   with the iconic catalogue images as the ``gallery`` split
@@ -279,7 +280,14 @@ def _list_folder_like(cfg: DataConfig, seed: int) -> Listing:
     for s, (paths, labels) in sources.items():
         pick = _balanced_limit(labels, limits.get(s), seed)
         out[s] = ([paths[i] for i in pick], labels[pick])
-    return Listing(classes, out)
+    gallery = None
+    if has_splits and (root / "gallery").is_dir():  # catalogue images: root/gallery/<class>/*, any subset of classes
+        gp, gl, gc = _list_folder(root / "gallery")
+        unknown = sorted(set(gc) - set(classes))
+        if unknown:
+            raise DataNotFoundError(f"{root / 'gallery'} has classes that {root / 'train'} lacks: {unknown[:5]}")
+        gallery = (gp, np.asarray([classes.index(gc[i]) for i in gl], dtype=np.int64))
+    return Listing(classes, out, gallery)
 
 
 def _list_grocery(cfg: DataConfig, seed: int) -> Listing:

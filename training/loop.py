@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from search_spaces import ArchSpec, build_model, count_macs, count_params, reference
+from search_spaces.proxy import proxy_for
 from search_spaces.reference import REFERENCE_NETS
 from spnas.config import DataConfig, DataLoaderKind, DistConfig, InitKind, TrainAppConfig, TrainConfig
 from spnas.errors import ConfigError, RunStateError
@@ -318,7 +319,9 @@ def _train_model(cfg: TrainAppConfig, data: TrainData | None, inherit: InitWeigh
     seed_everything(cfg.seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
     data = data if data is not None else load_train_data(cfg.data, cfg.seed, env)
     arch = resolve_arch(cfg.arch, data.num_classes, data.resolution)
-    model = build_model(arch, dropout=cfg.train.dropout)
+    pc = cfg.proxy
+    proxy = proxy_for(arch, data.resolution, pc.min_map, pc.drop.name, pc.strides.name)
+    model = build_model(proxy.apply(arch), dropout=cfg.train.dropout)  # trained geometry; arch keeps the design's
     if cfg.init is InitKind.inherit:
         if inherit is None or not cfg.supernet:
             raise ConfigError("init=inherit needs supernet=<the search's supernet.pt>")
@@ -330,7 +333,7 @@ def _train_model(cfg: TrainAppConfig, data: TrainData | None, inherit: InitWeigh
     final = result["model"]
     if env.is_main:
         save_model(run_dir / MODEL_NAME, final, arch, {"name": data.name, "resolution": data.resolution,
-                                                       "classes": data.classes})
+                                                       "classes": data.classes}, {"proxy": proxy.to_dict()})
     deploy = arch.replace(resolution=cfg.latency_resolution)
     hist = result["history"]
     summary = {
@@ -343,6 +346,7 @@ def _train_model(cfg: TrainAppConfig, data: TrainData | None, inherit: InitWeigh
         "train_wall_s": result["train_wall_s"],
         "images_per_s": sum(r["images_per_s"] for r in hist) / len(hist) if hist else None,
         "data": data.summary(), "seed": cfg.seed, "init": cfg.init.name, "versions": versions(),
+        "proxy": proxy.to_dict(), "proxy_description": proxy.describe(arch),
         "compute": result["compute"], "world_size": result["world_size"],
     }
     if env.is_main:

@@ -1,6 +1,6 @@
 """Console entry points `spnas-<verb>`: Hydra-composed typed configs, one-line errors.
 
-    spnas-search soc=sd808 search.epochs=2        # group=option and key=value overrides (Hydra grammar)
+    spnas-search soc=sd808 search.steps=600        # group=option and key=value overrides (Hydra grammar)
     spnas-search --help                           # every option with its default and help text
     spnas-search --cfg job                        # the composed config, unresolved (as Hydra prints it)
     spnas-search --version
@@ -82,13 +82,19 @@ def run_app(app: str, summary: str, task: Callable[[Any], Any], argv: Sequence[s
 
 
 # ---------------------------------------------------------------------------------- commands
+def _is_main_rank() -> bool:
+    """Under torchrun only rank 0 prints the result line (every rank runs the command)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def _train(cfg: Any) -> None:
     from nas.superkernel import inherit_weights
     from training.loop import train_model
 
     s = train_model(cfg, inherit=inherit_weights)
-    print(f"{s['arch']['name'] or 'arch'} on {s['data']['name']}: test top-1 {s['test_top1']:.4f}, "
-          f"top-5 {s['test_top5']:.4f} ({s['epochs']} epochs, {s['train_wall_s']:.0f} s); run folder: {cfg.run_dir}")
+    if _is_main_rank():
+        print(f"{s['arch']['name'] or 'arch'} on {s['data']['name']}: test top-1 {s['test_top1']:.4f}, "
+              f"top-5 {s['test_top5']:.4f} ({s['epochs']} epochs, {s['train_wall_s']:.0f} s); run folder: {cfg.run_dir}")
 
 
 def train_main() -> None:
@@ -120,11 +126,25 @@ def search_main() -> None:
     """`spnas-search`: Single-Path NAS against a device's latency table."""
 
     def task(cfg: Any) -> None:
-        from nas.search import run_search
+        import dataclasses
 
-        s = run_search(cfg)
-        print(f"derived for {s['soc']}: {s['arch_string']}\npredicted {s['predicted_ms']:.2f} ms on {s['table']} "
-              f"({s['table_provenance']}), val top-1 {s['val_top1']:.4f}; run folder: {cfg.run_dir}")
+        from nas.search import run_search
+        from search_spaces import SearchSpace
+        from spnas.config import to_plain
+
+        from .profile import prepare_soc
+
+        # soc=host: the table measured on this machine (by fingerprint; soc.if_no_table, soc.stale_check)
+        soc, _ = prepare_soc(cfg.soc, SearchSpace.from_dict(to_plain(cfg.space)), cfg.search.latency_resolution,
+                             1000)
+        if soc is None:
+            raise ConfigError("soc.if_no_table=skip leaves spnas-search nothing to search for; use error or profile")
+        s = run_search(dataclasses.replace(cfg, soc=soc))
+        if _is_main_rank():
+            print(f"derived for {s['soc']}: {s['arch_string']}\npredicted {s['predicted_ms']:.2f} ms on {s['table']} "
+                  f"({s['table_provenance']}), val top-1 {s['val_top1']:.4f}; run folder: {cfg.run_dir}")
+            if s["target"].get("met") is False:
+                print(f"the search missed its budget: {s['target']['reason']}")
 
     run_app("search", "Single-Path NAS against one device's latency table", task)
 
@@ -194,8 +214,14 @@ def pipeline_main() -> None:
         r = run_pipeline(cfg)
         print()
         for h in r["headline"]:
+            ret = h.get("retrieval")
+            photo = (f"; photo search R@1 {ret['winner_r1']:.3f} vs {ret['mbv2_r1']:.3f}"
+                     f"{'' if ret['differ'] else ' (within noise)'}" if ret else "")
             print(f"{h['soc']:>6}: {'MET' if h['met'] else 'not met'} (latency {h['latency_delta_pct']:+.1f}% "
-                  f"{h['latency_basis']}, top-1 {h['top1_delta_pts']:+.2f} points vs MobileNetV2)")
+                  f"{h['latency_basis']}, top-1 {h['top1_delta_pts']:+.2f} points vs MobileNetV2{photo})")
+        for row in r["rows"]:
+            if row["kind"] == "spnas" and row.get("on_target") is False:
+                print(f"{row['soc']:>6}: the search missed its budget: {row['target_note']}")
         print(f"\nreport: {cfg.report_dir or cfg.run_dir}/report.md ({time.perf_counter() - t0:.0f} s)")
 
     run_app("pipeline", "search -> retrain -> export -> photo search -> report, per SoC, against baselines", task)

@@ -26,6 +26,12 @@ RENAMED = {
     "search.lambda": "search.latency_lambda",
     "import": "source",
 }
+# Keys replaced by others with another meaning: the message says what to use instead.
+REPLACED = {
+    "search.epochs": "search.steps (optimisation steps; the epochs follow from the data size)",
+    "search.warmup_epochs": "search.warmup_fraction (share of search.steps)",
+    "search.max_steps_per_epoch": "search.steps (the whole search's length in steps)",
+}
 
 _registered = False
 
@@ -116,7 +122,7 @@ def to_typed(node: Any, app: str) -> Any:
 
 
 def compose(app: str, overrides: Sequence[str] = ()) -> Any:
-    """Compose and type a command's config: `compose("search", ["soc=sd808", "search.epochs=2"])`."""
+    """Compose and type a command's config: `compose("search", ["soc=sd808", "search.steps=600"])`."""
     return to_typed(compose_node(app, overrides), app)
 
 
@@ -137,6 +143,8 @@ def _check_app(cfg: Any) -> None:
 # ---------------------------------------------------------------------------------- errors
 def _renamed_override(o: str) -> str:
     key = o.split("=", 1)[0].lstrip("+~")
+    if key in REPLACED and "=" in o:
+        raise ConfigError(f"`{key}` was replaced: use {REPLACED[key]} (see CHANGELOG.md)")
     if key in RENAMED and "=" in o:
         raise ConfigError(f"`{key}` was renamed: use `{RENAMED[key]}={o.split('=', 1)[1]}` (see CHANGELOG.md)")
     return o

@@ -19,7 +19,7 @@ from typing import Any
 from latency_tables.table import resolve_table_path
 from search_spaces import ArchSpec
 from spnas.config import (
-    ExportAppConfig, InitKind, LabelLevel, PipelineAppConfig, SearchAppConfig, TrainAppConfig, to_plain,
+    DataConfig, ExportAppConfig, InitKind, LabelLevel, PipelineAppConfig, SearchAppConfig, TrainAppConfig, to_plain,
 )
 from spnas.files import sha256_file, write_bytes_atomic, write_json_atomic
 from training.datasets import DataBundle, data_key, load_data
@@ -48,14 +48,21 @@ class _Run:
         return self._data["train"]
 
     def retrieval_data(self) -> DataBundle:
+        """The photo collection (fine labels, the whole train split), decoded at the fine-tuning size:
+        the fine-tuning trains on its train split, export calibrates on it, retrieval queries its test split."""
         if "ret" not in self._data:
-            self._data["ret"] = load_data(replace(self.cfg.retrieval.data, label_level=LabelLevel.fine), self.cfg.seed)
+            self._data["ret"] = load_data(self.retrieval_cfg(), self.cfg.seed)
         return self._data["ret"]
+
+    def retrieval_cfg(self) -> DataConfig:
+        """The photo collection's config as loaded (see `retrieval_eval.load_retrieval_data`)."""
+        res = self.cfg.finetune.resolution if self.cfg.finetune.enabled else self.cfg.retrieval.data.resolution
+        return replace(self.cfg.retrieval.data, resolution=res, label_level=LabelLevel.fine, val_fraction=0.0)
 
     def data_key(self, which: str = "train") -> dict[str, Any]:
         """A data set's content key (file list with sizes and times, not its path), listed once per run."""
         if f"key:{which}" not in self._keys:
-            cfg = self.cfg.data if which == "train" else replace(self.cfg.retrieval.data, label_level=LabelLevel.fine)
+            cfg = self.cfg.data if which == "train" else self.retrieval_cfg()
             self._keys[f"key:{which}"] = data_key(cfg)
         return self._keys[f"key:{which}"]
 
@@ -75,13 +82,16 @@ def search_stage(run: _Run, soc_name: str) -> dict[str, Any]:
     cfg = run.cfg
     soc = cfg.soc_configs[soc_name]
     key = {"space": to_plain(cfg.space), "data": run.data_key(), "search": to_plain(cfg.search),
-           "soc": to_plain(soc), "table_sha256": sha256_file(resolve_table_path(soc.table)), "seed": cfg.seed}
+           "proxy": to_plain(cfg.proxy), "soc": to_plain(soc), "table_sha256": sha256_file(resolve_table_path(soc.table)), "seed": cfg.seed}
     st = run.stage("search", soc_name, key)
 
     def do(folder: Path, resume: bool) -> dict[str, Any]:
-        s = run_search(SearchAppConfig(seed=cfg.seed, threads=cfg.threads, soc=soc, space=cfg.space, data=cfg.data,
-                                       search=cfg.search, resume=resume, run_dir=str(folder)), data=run.data())
-        return {k: s[k] for k in ("arch", "predicted_ms", "val_top1", "choices", "target_ms", "table")}
+        s = run_search(SearchAppConfig(seed=cfg.seed, threads=cfg.threads, device=cfg.device, amp=cfg.amp,
+                                       dist=cfg.dist, soc=soc, space=cfg.space, data=cfg.data, search=cfg.search,
+                                       proxy=cfg.proxy, resume=resume, run_dir=str(folder)),
+                       data=run.data())
+        return {k: s[k] for k in ("arch", "predicted_ms", "val_top1", "choices", "target_ms", "table", "target",
+                                  "decision", "budget", "proxy")}
 
     res, how = st.run(do)
     run.note(st, how)
@@ -98,19 +108,21 @@ def train_stage(run: _Run, name: str, m: dict[str, Any]) -> None:
     init = cfg.init if m["kind"] == "spnas" else InitKind.scratch
     inherited = sha256_file(Path(m["search_dir"]) / "supernet.pt") if init is InitKind.inherit else None
     st = run.stage("train", name, {"arch": arch_ref, "data": run.data_key(), "train": to_plain(cfg.train),
-                                   "seed": cfg.seed, "init": init.name, "supernet_sha256": inherited})
+                                   "proxy": to_plain(cfg.proxy), "seed": cfg.seed, "init": init.name,
+                                   "supernet_sha256": inherited})
 
     def do(folder: Path, resume: bool) -> dict[str, Any]:
         arch = m["arch"]
         if not isinstance(arch, str):
             arch = str(ArchSpec.from_dict(arch).replace(name=name).save(folder / "derived_arch.json"))
         supernet = str(Path(m["search_dir"]) / "supernet.pt") if init is InitKind.inherit else None
-        s = train_model(TrainAppConfig(seed=cfg.seed, threads=cfg.threads, data=cfg.data, train=cfg.train, arch=arch,
-                                       init=init, supernet=supernet, resume=resume,
+        s = train_model(TrainAppConfig(seed=cfg.seed, threads=cfg.threads, device=cfg.device, amp=cfg.amp,
+                                       dist=cfg.dist, data=cfg.data, train=cfg.train, arch=arch,
+                                       proxy=cfg.proxy, init=init, supernet=supernet, resume=resume,
                                        latency_resolution=cfg.search.latency_resolution, run_dir=str(folder)),
                         data=run.data(), inherit=inherit_weights)
         return {k: s[k] for k in ("test_top1", "test_top5", "params", "macs", "macs_at_deploy_resolution",
-                                  "arch_string", "train_wall_s", "epochs", "data")}
+                                  "arch_string", "train_wall_s", "epochs", "data", "proxy", "proxy_description")}
 
     res, how = st.run(do)
     run.note(st, how)
@@ -118,18 +130,46 @@ def train_stage(run: _Run, name: str, m: dict[str, Any]) -> None:
     m["model_pt"] = str(st.dir / "model.pt")
 
 
+def finetune_stage(run: _Run, name: str, m: dict[str, Any]) -> None:
+    """Fine-tune the trained model as an embedder on the photo collection's train split (same recipe for all)."""
+    from training.devices import resolve_compute
+    from training.finetune import finetune_embedder
+
+    cfg = run.cfg
+    if not cfg.finetune.enabled:
+        m["export_model_pt"], m["finetune"] = m["model_pt"], None
+        return
+    st = run.stage("finetune", name, {"model_sha256": sha256_file(m["model_pt"]), "finetune": to_plain(cfg.finetune),
+                                      "proxy": to_plain(cfg.proxy), "data": run.data_key("retrieval"),
+                                      "seed": cfg.seed})
+
+    def do(folder: Path, resume: bool) -> dict[str, Any]:
+        s = finetune_embedder(m["model_pt"], run.retrieval_data(), cfg.finetune, cfg.proxy, folder, seed=cfg.seed,
+                              resume=resume, compute=resolve_compute(cfg.device, cfg.amp))
+        return {k: s[k] for k in ("test_top1", "val_top1", "epochs", "resolution", "embedding", "loss", "margin",
+                                  "train_wall_s", "proxy_description")}
+
+    res, how = st.run(do)
+    run.note(st, how)
+    m["finetune"] = res
+    m["export_model_pt"] = str(st.dir / "model.pt")
+
+
 def export_stage(run: _Run, name: str, m: dict[str, Any]) -> None:
-    """Export a trained model to a verified bundle (int8 as the export policy says)."""
+    """Export the model (the fine-tuned embedder, or the trained classifier when fine-tuning is off) to a
+    verified bundle (int8 as the export policy says)."""
     from .export_job import run_export
 
     cfg = run.cfg
-    st = run.stage("export", name, {"model_sha256": sha256_file(m["model_pt"]), "export": to_plain(cfg.export),
-                                    "data": run.data_key()})
+    finetuned = m.get("finetune") is not None
+    data_cfg = replace(cfg.retrieval.data, resolution=cfg.finetune.resolution) if finetuned else cfg.data
+    st = run.stage("export", name, {"model_sha256": sha256_file(m["export_model_pt"]), "export": to_plain(cfg.export),
+                                    "data": run.data_key("retrieval" if finetuned else "train")})
 
     def do(folder: Path, resume: bool) -> dict[str, Any]:
-        man = run_export(ExportAppConfig(seed=cfg.seed, threads=cfg.threads, data=cfg.data, export=cfg.export,
-                                         checkpoint=m["model_pt"], arch=None, out_dir=str(folder / "bundle")),
-                         data=run.data())
+        man = run_export(ExportAppConfig(seed=cfg.seed, threads=cfg.threads, data=data_cfg, export=cfg.export,
+                                         checkpoint=m["export_model_pt"], arch=None, out_dir=str(folder / "bundle")),
+                         data=run.retrieval_data() if finetuned else run.data())
         lat = man.get("latency", {})
         return {"bundle": str(folder / "bundle"), "fp32_bytes": man["files"]["model_fp32.tflite"]["bytes"],
                 "int8_bytes": man["files"].get("model_int8.tflite", {}).get("bytes"),
@@ -140,7 +180,8 @@ def export_stage(run: _Run, name: str, m: dict[str, Any]) -> None:
                            "mediapipe_min_cos": man["parity"]["mediapipe_embedder"]["min_cosine"]},
                 "int8": {k: man["int8"].get(k) for k in ("top1_drop", "top1_agreement")} if man.get("int8") else None,
                 "int8_refused": man.get("int8_refused"),
-                "embedder_sha256": man["files"]["embedder.tflite"]["sha256"]}
+                "embedder_sha256": man["files"]["embedder.tflite"]["sha256"], "embedding": man.get("embedding"),
+                "input_size": man["input"]["size"][0]}
 
     res, how = st.run(do)
     run.note(st, how)
@@ -157,10 +198,11 @@ def retrieval_stage(run: _Run, name: str, m: dict[str, Any]) -> None:
                                        "seed": run.cfg.seed})
 
     def do(folder: Path, resume: bool) -> dict[str, Any]:
-        s = evaluate_bundle(m["export"]["bundle"], run.retrieval_data(), rc.backend, rc.factory, rc.latency_queries)
+        s = evaluate_bundle(m["export"]["bundle"], run.retrieval_data(), rc.backend, rc.factory, rc.latency_queries,
+                            n_boot=rc.bootstrap, seed=run.cfg.seed)
         write_json_atomic(folder / "retrieval_eval.json", s)
         write_bytes_atomic(folder / "retrieval_eval.md", markdown_table(s).encode())
-        return {"results": s["results"], "latency": s["latency"]}
+        return {"results": s["results"], "latency": s["latency"], "split": s["split"], "data": s["data"]}
 
     res, how = st.run(do)
     run.note(st, how)
@@ -180,6 +222,7 @@ def run_pipeline(cfg: PipelineAppConfig) -> dict[str, Any]:
         models[b] = {"arch": b, "soc": None, "kind": "baseline"}
     for name, m in models.items():
         train_stage(run, name, m)
+        finetune_stage(run, name, m)
         export_stage(run, name, m)
         retrieval_stage(run, name, m)
     report_dir = Path(cfg.report_dir or run.run_dir)  # benches that run a subset share stages, not the report

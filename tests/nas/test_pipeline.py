@@ -13,6 +13,7 @@ import pytest
 from latency_tables.predictor import predict_latency_ms
 from latency_tables.table import LatencyTable
 from search_spaces import ArchSpec
+from search_spaces.proxy import Proxy, _min_input_map
 
 from ..conftest import compose
 
@@ -25,8 +26,11 @@ def _overrides(tmp: Path, cifar_root: Path, grocery_root: Path) -> list[str]:
             f"data.cache_dir={tmp / 'cache'}", f"retrieval.data.root={grocery_root}",
             "retrieval.data.train_limit=160", "retrieval.data.test_limit=60", "retrieval.data.val_limit=20",
             f"retrieval.data.cache_dir={tmp / 'cache'}", "retrieval.latency_queries=10",
-            "search.epochs=2", "search.warmup_epochs=0", "search.batch_size=32", "train.epochs=1",
-            "train.batch_size=32", "export.latency.mediapipe_runs=5", "export.latency.onnx_runs=5", "threads=2"]
+            "search.steps=22", "search.warmup_fraction=0", "search.min_threshold_updates=0", "search.batch_size=32",
+            "train.epochs=1",
+            "train.batch_size=32", "export.latency.mediapipe_runs=5", "export.latency.onnx_runs=5", "threads=2",
+            "finetune.resolution=64", "finetune.recipe.epochs=1", "finetune.recipe.batch_size=32",
+            "retrieval.bootstrap=200"]
 
 
 def test_pipeline_resume_report_and_cache(cifar_root, grocery_root, tmp_path):
@@ -68,13 +72,28 @@ def test_pipeline_resume_report_and_cache(cifar_root, grocery_root, tmp_path):
         assert r["recall@10"] == ret["results"]["train"]["fine"]["recall@10"]
         arch = ArchSpec.from_string(summary["arch_string"]).replace(resolution=224)
         assert r["predicted_ms"] == pytest.approx(predict_latency_ms(arch, LatencyTable.load("sd845")))
-        for v in r.values():
-            assert v is not None and v == v  # no placeholders, no NaN
+        # one proxy for every model compared: trained at 32 px with every layer >= 4x4 ...
+        proxy = Proxy.from_dict(summary["proxy"])
+        assert proxy.resolution == 32 and proxy.min_map == 4 and len(proxy.dropped) == 2
+        assert _min_input_map(proxy.apply(arch)) >= 4
+        # ... while the bundle and the latency keys keep the design strides
+        exported = ArchSpec.load(run / "export" / name / "bundle" / "arch.json")
+        assert exported.replace(resolution=32, num_classes=10).to_string() == summary["arch_string"]
+        # the exported embedder is the one fine-tuned on the product photos (same recipe for every model)
+        ft = json.loads((run / "finetune" / name / "summary.json").read_text())
+        assert exported.resolution == ft["resolution"] == 64 and exported.num_classes == 81
+        assert manifest["embedding"] == {**ft["embedding"], "normalized": True} and manifest["embedding"]["dim"] == 128
+        for k, v in r.items():
+            if r["kind"] == "baseline" and k in ("target_ms", "on_target", "target_note"):
+                continue  # a baseline has no search budget
+            assert v is not None and v == v, k  # no placeholders, no NaN
     w = rows["spnas-sd845"]
     assert w["d_latency_pct"] == pytest.approx(100 * (w["predicted_ms"] / rows["mobilenet_v2"]["predicted_ms"] - 1))
     assert report["headline"][0]["soc"] == "sd845" and "met" in report["headline"][0]
     md = (run / "report.md").read_text()
     assert "| sd845 | spnas-sd845 |" in md and "modeled" in md and "MET" in md.upper()
+    assert "## Against the seed's table" in md and "| sd845 (2018) |" in md and "+2.7 | +2% |" in md
+    assert rows["spnas-sd845"]["on_target"] in (True, False) and rows["spnas-sd845"]["target_note"]
     # 4. nothing changed: every stage is skipped
     t = time.perf_counter()
     again = run_pipeline(compose("pipeline", ov))

@@ -26,7 +26,8 @@ def _cfg(tmp_path, cifar_root, lam, name, **search):
     return compose("search", [
         "soc=sd845", f"data.root={cifar_root}", "data.train_limit=320", "data.test_limit=50",
         f"data.cache_dir={tmp_path / 'cache'}", f"run_dir={tmp_path / name}", "search=demo",
-        "search.epochs=3", "search.warmup_epochs=0", "search.batch_size=32", f"search.latency_lambda={lam}",
+        "search.steps=27", "search.warmup_fraction=0", "search.min_threshold_updates=0", "search.batch_size=32",
+        "search.loss=log", f"search.latency_lambda={lam}",
         "search.thresholds.lr=0.02", "threads=2"] + [f"search.{k}={v}" for k, v in search.items()])
 
 
@@ -52,7 +53,8 @@ def test_huge_lambda_derives_faster_arch_than_zero_lambda(tiny, cifar_root):
     assert arch.num_classes == 10 and arch.resolution == 32
     log = [json.loads(line) for line in (run / "search_log.jsonl").read_text().splitlines()]
     assert len(log) == 3 and all(len(r["choices"]) == 14 for r in log)
-    assert {"ce", "val_top1", "predicted_ms", "thresholds"} <= set(log[0])
+    assert {"ce", "val_top1", "predicted_ms", "thresholds", "flips"} <= set(log[0])
+    assert {"ms_ring", "ms_e6", "ms_e3", "margin_kernel", "margin_expand", "margin_keep"} <= set(log[0]["thresholds"][1])
     assert (run / "search_progress.png").stat().st_size > 1000
     assert set(costly["predicted_ms_all_tables"]) >= {"sd845", "sd670", "sd808", "sd801"}
     deployed = arch.replace(resolution=224)
@@ -77,7 +79,7 @@ def test_search_killed_mid_run_resumes(cifar_root, tmp_path):
     run = tmp_path / "run"
     cmd = [str(BIN / "spnas-search"), "soc=sd808", f"data.root={cifar_root}", "data.train_limit=640",
            "data.test_limit=50", f"data.cache_dir={tmp_path / 'cache'}", f"run_dir={run}", "search=demo",
-           "search.epochs=3", "search.batch_size=32", "threads=1"]
+           "search.steps=54", "search.min_threshold_updates=0", "search.batch_size=32", "threads=1"]
     p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while not (run / "last.pt").exists():

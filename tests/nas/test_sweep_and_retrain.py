@@ -15,7 +15,7 @@ def test_sweep_over_lambda_writes_pareto_and_continues(cifar_root, tmp_path):
     from nas.sweep import run_sweep
 
     data = [f"data.root={cifar_root}", "data.train_limit=320", "data.test_limit=50", f"data.cache_dir={tmp_path / 'c'}"]
-    search = ["search.epochs=2", "search.warmup_epochs=0", "search.batch_size=32"]
+    search = ["search.steps=18", "search.warmup_fraction=0", "search.min_threshold_updates=0", "search.batch_size=32"]
     cfg = compose("sweep", ["soc=sd808", *data, *search, f"run_dir={tmp_path / 'sweep'}", "sweep.n_trials=2",
                             "sweep.population=2", "sweep.retrain_epochs=1", "train.batch_size=32"])
     s = run_sweep(cfg)
@@ -47,7 +47,8 @@ def test_retrain_inherits_superkernel_weights(cifar_root, tmp_path):
     from training.loop import train_model
 
     data = [f"data.root={cifar_root}", "data.train_limit=320", "data.test_limit=50", f"data.cache_dir={tmp_path / 'c'}"]
-    scfg = compose("search", ["soc=sd845", *data, "search=demo", "search.epochs=1", "search.warmup_epochs=0",
+    scfg = compose("search", ["soc=sd845", *data, "search=demo", "search.steps=9", "search.warmup_fraction=0",
+                              "search.min_threshold_updates=0",
                               "search.batch_size=32", f"run_dir={tmp_path / 's'}"])
     search(scfg)
     arch_path = tmp_path / "s" / "arch.json"

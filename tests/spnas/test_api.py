@@ -32,7 +32,7 @@ def test_architectures_and_tables():
 
 
 def test_api_takes_a_config_or_overrides_not_both():
-    cfg = spnas.compose("search", ["search.epochs=3"])
+    cfg = spnas.compose("search", ["search.steps=30"])
     with pytest.raises(spnas.ConfigError, match="either"):
         spnas.search(cfg, overrides=["seed=1"])
     with pytest.raises(spnas.ConfigError, match="SearchAppConfig"):

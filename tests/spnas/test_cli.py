@@ -56,8 +56,8 @@ def test_cfg_job_prints_config_and_version(app):
 
 
 def test_config_errors_exit_2_before_any_data(tmp_path):
-    r = run("spnas-search", "search.epochs=abc", "--cfg", "job")
-    assert r.returncode == EXIT_CONFIG and "search.epochs" in one_line_error(r, "spnas-search")
+    r = run("spnas-search", "search.steps=abc", "--cfg", "job")
+    assert r.returncode == EXIT_CONFIG and "search.steps" in one_line_error(r, "spnas-search")
     r = run("spnas-search", "search.lamda=0.1", f"data.root={tmp_path / 'none'}")
     assert r.returncode == EXIT_CONFIG and "did you mean `search.latency_lambda`" in one_line_error(r, "spnas-search")
     r = run("spnas-train", "data=nonexistent")

@@ -26,12 +26,12 @@ def test_every_command_composes_to_its_dataclass(app):
 
 
 @pytest.mark.parametrize("overrides, key, words", [
-    (["search.epochs=abc"], "search.epochs", ["Integer"]),
+    (["search.steps=abc"], "search.steps", ["Integer"]),
     (["search.loss=foo"], "search.loss", ["log", "target", "target_one_sided"]),
     (["data.resolution=big"], "data.resolution", ["Integer"]),
     (["search.weights.optimizer=lamb"], "search.weights.optimizer", ["sgd", "rmsprop", "adam"]),
-    (["search.warmup_epochs=9"], "search.warmup_epochs", ["between"]),
-    (["search.loss=target"], "search.loss", ["search.target_ms"]),
+    (["search.warmup_fraction=2"], "search.warmup_fraction", ["between"]),
+    (["search.loss=target", "search.target_fraction_of=null"], "search.loss", ["search.target_ms"]),
 ])
 def test_wrong_type_or_choice_fails_at_compose_time_naming_the_key(overrides, key, words):
     with pytest.raises(ConfigError) as e:
@@ -54,6 +54,8 @@ def test_did_you_mean_on_mistyped_keys_and_options():
         spnas.compose("pipeline", ["socs=[sd855]"])
     with pytest.raises(ConfigError, match=r"unknown reference net 'mobilenetv2' \(did you mean `mobilenet_v2`"):
         spnas.compose("pipeline", ["baselines=[mobilenetv2]"])
+    with pytest.raises(ConfigError, match=r"replaced: use search.steps"):
+        spnas.compose("search", ["search.epochs=3"])
     with pytest.raises(ConfigError, match="force takes stage kinds"):
         spnas.compose("pipeline", ["force=[serch]"])
 
@@ -67,7 +69,7 @@ def test_defaults_live_in_one_place():
     assert SearchConfig().label_smoothing == TrainConfig().label_smoothing  # they used to disagree (0.1 vs 0.0)
     # a composed config carries exactly the schema default when nothing overrides it
     assert spnas.compose("search").search.latency_lambda == SearchConfig().latency_lambda
-    assert spnas.compose("search").search.loss is LossForm.log
+    assert spnas.compose("search").search.loss is LossForm.target
 
 
 def test_the_search_space_is_defined_once():

@@ -1,0 +1,45 @@
+"""The search's budget, threshold schedule, decision rule and verdict (pure functions)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from nas.search import majority_decision, plan_budget, target_verdict, threshold_lr_factor
+from spnas.config import SearchConfig, ThresholdSchedule
+
+
+def test_budget_is_in_steps_and_small_sets_get_smaller_batches():
+    cfg = SearchConfig(steps=240, warmup_fraction=0.25, min_threshold_updates=200)
+    big = plan_budget(cfg, 45_000)
+    assert big.batch_size == 128 and big.steps_per_epoch == 351 and big.epochs == 1
+    assert big.total_steps == 260 and big.threshold_updates == 200  # the floor on threshold updates
+    small = plan_budget(cfg, 325)  # a folder of 10 product classes: 2 steps per epoch at batch 128 before
+    assert small.batch_size == 40 and small.steps_per_epoch == 8 and small.epochs == math.ceil(260 / 8)
+    assert small.threshold_updates >= 200 and len(small.notes) == 2
+    assert small.window_steps == 20  # at least decision_window_min_steps
+
+
+def test_threshold_lr_is_off_in_warmup_then_decays_to_zero():
+    f = threshold_lr_factor(ThresholdSchedule.cosine, 10, 110)  # warm-up 10 steps, settled at 110
+    assert f(0) == f(9) == 0 and f(10) == pytest.approx(0.1) and f(19) == pytest.approx(1, abs=0.01)
+    assert f(60) == pytest.approx(0.5)
+    assert f(109) < 0.001 and f(110) == pytest.approx(0)
+    assert threshold_lr_factor(ThresholdSchedule.constant, 10, 110)(100) == 1
+
+
+def test_decision_is_the_majority_over_the_window():
+    window = [["k5_e6", "skip"], ["k3_e3", "skip"], ["k3_e3", "k3_e3"], ["k3_e3", "skip"], ["k5_e6", "skip"]]
+    choices, flips, agree = majority_decision(window)
+    assert choices == ["k3_e3", "skip"] and flips == [2, 2] and agree == [0.6, 0.8]
+    assert majority_decision([["a"], ["b"]])[0] == ["b"]  # a tie goes to the latest
+
+
+def test_verdict_says_plainly_when_a_search_misses_its_budget():
+    assert target_verdict(50.0, 51.0, 0.03, [], 20.0, 90.0, 0, 1.0)["met"] is True
+    v = target_verdict(50.0, 60.0, 0.03, [], 20.0, 90.0, 0, 1.0)
+    assert v["met"] is False and "above the budget" in v["reason"] and v["off_pct"] == pytest.approx(20)
+    assert "below the smallest" in target_verdict(10.0, 20.0, 0.03, [], 20.0, 90.0, 0, 1.0)["reason"]
+    assert "above the largest" in target_verdict(120.0, 90.0, 0.03, [], 20.0, 90.0, 0, 1.0)["reason"]
+    assert "still changing" in target_verdict(50.0, 45.0, 0.03, [], 20.0, 90.0, 3, 1.0)["reason"]

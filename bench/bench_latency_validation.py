@@ -1,56 +1,94 @@
-"""Latency-table validation on this CPU: >= 50 sampled architectures of the space plus the three
-reference nets, each converted whole with litert-torch and measured with the local profiler,
-against the host table's prediction (sum of op rows + fitted overhead). Also the modeling check:
-the roofline fitted on MobileNetV2 alone, against the measured table rows and whole networks.
+"""Latency-table validation on this CPU, repeated: does the host table's agreement with whole networks hold
+from run to run?
 
-    python -m bench.bench_latency_validation [--num-archs 50] [--passes 3]
+    python -m bench.bench_latency_validation [--runs 3] [--num-archs 50] [--passes 3]
+
+Each run measures >= 50 sampled architectures of the space plus the three reference nets (converted
+whole with litert-torch, LiteRT on one pinned core) and compares them with the host table's prediction
+(the sum of op rows + the overhead constant, which was fitted on other networks). Rows and whole
+networks are reduced with the same statistic (the fastest of `repeats` runs' means, the fastest of
+`passes` interleaved passes). Also the fitted op model (the method behind the Snapdragon tables)
+checked on this CPU. Run it under the CPU lock, runs one after another.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
+import time
 
 from bench.common import record
+
+TARGET = {"within_10pct": 0.95, "mape_pct": 3.0, "kendall_tau": 0.95}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--num-archs", type=int, default=50)
     ap.add_argument("--passes", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--table", default="host")
     args = ap.parse_args()
     import spnas
-    from spnas.app.profile import cmd_validate
+    from latency_tables.fingerprint import table_fingerprint
+    from latency_tables.table import LatencyTable
+    from spnas.app.profile import OVERHEAD_SEED, cmd_validate
 
-    cfg = spnas.compose("profile", ["command=validate", f"validate.num_archs={args.num_archs}",
-                                    f"validate.seed={args.seed}", f"profile.passes={args.passes}",
-                                    "validate.out_dir=bench/out/validate"])
-    r = cmd_validate(cfg)
-    m, rr, rn = r["metrics"], r["roofline_vs_table_rows"], r["roofline_vs_whole_networks"]
-    rows = [
-        {"what": f"host table -> whole networks ({m['n']} nets)", "MAPE_%": round(m["mape_pct"], 2),
-         "RMSE_ms": round(m["rmse_ms"], 3), "kendall_tau": round(m["kendall_tau"], 3),
-         "within_10%": f"{m['within_10pct'] * 100:.1f}%", "max_err_%": round(m["max_abs_err_pct"], 1),
-         "target": ">=95% within 10%, MAPE<=5%, tau>=0.9",
-         "met": m["within_10pct"] >= 0.95 and m["mape_pct"] <= 5 and m["kendall_tau"] >= 0.9},
-        {"what": f"roofline fit on MobileNetV2 -> table rows ({rr['n']} ops)", "MAPE_%": round(rr["mape_pct"], 2),
-         "RMSE_ms": round(rr["rmse_ms"], 3), "kendall_tau": round(rr["kendall_tau"], 3),
-         "within_10%": f"{rr['within_10pct'] * 100:.1f}%", "max_err_%": round(rr["max_abs_err_pct"], 1),
-         "target": "(diagnostic)", "met": ""},
-        {"what": f"roofline fit on MobileNetV2 -> whole networks ({rn['n']} nets)", "MAPE_%": round(rn["mape_pct"], 2),
-         "RMSE_ms": round(rn["rmse_ms"], 3), "kendall_tau": round(rn["kendall_tau"], 3),
-         "within_10%": f"{rn['within_10pct'] * 100:.1f}%", "max_err_%": round(rn["max_abs_err_pct"], 1),
-         "target": "(diagnostic)", "met": ""},
-    ]
-    ms = sorted(row["measured_ms"] for row in r["rows"])
-    record("bench_latency_validation", "Latency table validation on this CPU (LiteRT, 1 thread)", rows,
-           notes=(f"Host table `{r['table']}`; architectures sampled with per-network preferences for big "
-                  f"kernels / expansions / skips so they span the latency range ({ms[0]:.2f}-{ms[-1]:.2f} ms); "
-                  f"whole networks measured in {args.passes} interleaved passes keeping each one's fastest, with "
-                  f"the same statistic as the table rows (p10 of invoke times). The overhead constant was fitted "
-                  f"on the three reference nets, which are also in the validation set. Scatter plot: "
-                  f"`{r['scatter_png']}` (not committed). nn-Meter's mark on a Pixel 4 CPU: 99.0% within +-10%."),
-           extra={"rows_detail": r["rows"]})
+    table = LatencyTable.load(args.table)
+    fp = table_fingerprint(table.meta)
+    runs, rows = [], []
+    for i in range(args.runs):
+        t0 = time.perf_counter()
+        cfg = spnas.compose("profile", ["command=validate", f"validate.table={args.table}",
+                                        f"validate.num_archs={args.num_archs}", f"validate.seed={args.seed}",
+                                        f"profile.passes={args.passes}", f"validate.out_dir=bench/out/validate/run{i + 1}"])
+        r = cmd_validate(cfg)
+        m = r["metrics"]
+        met = (m["within_10pct"] >= TARGET["within_10pct"] and m["mape_pct"] <= TARGET["mape_pct"]
+               and m["kendall_tau"] >= TARGET["kendall_tau"])
+        runs.append(r)
+        rows.append({"what": f"run {i + 1}: host table -> whole networks ({m['n']} nets)",
+                     "within_10%": f"{m['within_10pct'] * 100:.1f}%", "MAPE_%": round(m["mape_pct"], 2),
+                     "kendall_tau": round(m["kendall_tau"], 3), "max_err_%": round(m["max_abs_err_pct"], 1),
+                     "bias_%": round(m["bias_pct"], 2), "wall_s": round(time.perf_counter() - t0),
+                     "target": ">=95% within 10%, MAPE<=3%, tau>=0.95", "met": met})
+    ms = [r["metrics"] for r in runs]
+
+    def spread(key: str, scale: float = 1.0, d: int = 2) -> str:
+        v = [x[key] * scale for x in ms]
+        return f"{min(v):.{d}f}..{max(v):.{d}f} (median {statistics.median(v):.{d}f})"
+
+    rows.append({"what": f"spread over {len(runs)} runs", "within_10%": spread("within_10pct", 100, 1),
+                 "MAPE_%": spread("mape_pct"), "kendall_tau": spread("kendall_tau", 1, 3),
+                 "max_err_%": spread("max_abs_err_pct", 1, 1), "bias_%": spread("bias_pct"),
+                 "wall_s": "", "target": "every run", "met": all(row["met"] for row in rows)})
+    om, on = runs[-1]["op_model_vs_table_rows"], runs[-1]["op_model_vs_whole_networks"]
+    rows.append({"what": f"fitted op model -> this CPU's table rows ({om['n']} ops, diagnostic)",
+                 "within_10%": f"{om['within_10pct'] * 100:.1f}%", "MAPE_%": round(om["mape_pct"], 2),
+                 "kendall_tau": round(om["kendall_tau"], 3), "max_err_%": round(om["max_abs_err_pct"], 1),
+                 "bias_%": "", "wall_s": "", "target": "(diagnostic)", "met": ""})
+    rows.append({"what": f"fitted op model, scaled on MobileNetV2 -> whole networks ({on['n']} nets, diagnostic)",
+                 "within_10%": f"{on['within_10pct'] * 100:.1f}%", "MAPE_%": round(on["mape_pct"], 2),
+                 "kendall_tau": round(on["kendall_tau"], 3), "max_err_%": round(on["max_abs_err_pct"], 1),
+                 "bias_%": round(on["bias_pct"], 2), "wall_s": "", "target": "(diagnostic)", "met": ""})
+    meas = sorted(x["measured_ms"] for x in runs[-1]["rows"])
+    ov = table.meta.get("overhead_fit") or {}
+    record("bench_latency_validation", "Latency table validation on this CPU, repeated (LiteRT, 1 thread)", rows,
+           notes=(f"Host table `{table.device}` ({fp.describe() if fp else 'no fingerprint'}); statistic: "
+                  f"{(table.meta.get('statistic') or {}).get('meaning', table.meta.get('statistic'))}. "
+                  f"{args.runs} validation runs one after another, each {len(meas)} networks ({meas[0]:.2f}-"
+                  f"{meas[-1]:.2f} ms; {args.num_archs} sampled with per-network preferences for big kernels / "
+                  f"expansions / skips, plus the three reference nets) in {args.passes} interleaved passes. The "
+                  f"overhead constant ({table.overhead_ms:.3f} ms) was fitted on {ov.get('n', '?')} other sampled "
+                  f"networks (seed {OVERHEAD_SEED}), none of which is validated. What moved the "
+                  "agreement between runs before: rows and whole networks reduced with different statistics "
+                  "(p10 of single invocations vs whole-network passes), an overhead fitted on three networks that "
+                  "were also judged, and a table measured on another CPU under the same name (the machine behind "
+                  "the previous figures was an Intel Xeon; this one is an AMD EPYC). Scatter plots: "
+                  "`bench/out/validate/run*/validate_scatter.png` (not committed). nn-Meter's mark on a Pixel 4 "
+                  "CPU: 99.0% within +-10%."),
+           extra={"runs": [{"metrics": r["metrics"], "rows_detail": r["rows"]} for r in runs]})
 
 
 if __name__ == "__main__":

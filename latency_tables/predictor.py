@@ -57,6 +57,41 @@ def fit_overhead(table: LatencyTable, measured: Sequence[tuple[ArchSpec, float]]
             "residuals_ms": residuals}
 
 
+def fit_calibration(table: LatencyTable, measured: Sequence[tuple[ArchSpec, float]],
+                    scale_range: tuple[float, float] = (0.8, 1.5)) -> dict[str, Any]:
+    """Fit `measured ~ row_scale * sum(rows) + overhead_ms` on whole networks (relative least squares,
+    then once more without points beyond 3 MADs of the residuals).
+
+    An op timed alone runs with its weights and activations hot in cache and pays one interpreter
+    invocation of its own; inside a network neither holds, which a constant alone cannot express
+    (large networks were predicted low, small ones high). Fit it on networks no validation judges
+    the table by. With fewer than 4 networks, or a scale outside `scale_range`, only the constant is
+    fitted (as `fit_overhead`)."""
+    import numpy as np
+
+    if not measured:
+        raise TableError("fit_calibration needs (arch, measured ms) pairs")
+    x = np.array([op_sum_ms(a, table) / table.row_scale for a, _ in measured])  # raw row sums
+    y = np.array([ms for _, ms in measured])
+    names = [a.name or a.to_string()[:60] for a, _ in measured]
+    keep = np.ones(len(y), dtype=bool)
+    scale, overhead = 1.0, float(np.median(y - x))
+    if len(y) >= 4:
+        for _ in range(2):
+            A = np.vstack([x[keep], np.ones(keep.sum())]).T / y[keep, None]
+            (a, b), *_ = np.linalg.lstsq(A, np.ones(keep.sum()), rcond=None)
+            r = (a * x + b - y) / y
+            # floor: residuals within a few percent are timing noise, never outliers
+            mad = max(float(np.median(np.abs(r - np.median(r)))), 0.005)
+            keep = np.abs(r - np.median(r)) <= 3 * 1.4826 * mad
+        if scale_range[0] <= a <= scale_range[1]:
+            scale, overhead = float(a), float(b)
+    pred = scale * x + overhead
+    return {"row_scale": scale, "overhead_ms": overhead, "n": len(y), "archs": names, "op_sums_ms": x.tolist(),
+            "measured_ms": y.tolist(), "rel_residuals": ((pred - y) / y).tolist(),
+            "used": [bool(k) for k in keep], "residuals_ms": (y - x).tolist()}
+
+
 class SpaceLatency:
     """A search space's table rows arranged for differentiable latency.
 
@@ -104,7 +139,7 @@ class SpaceLatency:
         Indicator tensors have one entry per searchable layer (keep = 1 where skip is not allowed);
         with hard 0/1 indicators this equals `predict_latency_ms` of the derived architecture.
         """
-        r = self.rows.to(keep.dtype)
+        r = self.rows.to(device=keep.device, dtype=keep.dtype)
         k, e = use_big_k, use_big_e
         small_e = (1 - k) * r[:, 0, 0] + k * r[:, 0, 1]
         big_e = (1 - k) * r[:, 1, 0] + k * r[:, 1, 1]

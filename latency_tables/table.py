@@ -119,6 +119,13 @@ class LatencyTable:
         return float(self.meta.get("overhead_ms", 0.0))
 
     @property
+    def row_scale(self) -> float:
+        """Fitted factor from an op timed alone to the same op inside a whole network (measured tables:
+        a micro-model runs with its weights and activations hot in cache and pays one invocation of its
+        own; `predictor.fit_calibration`); 1 where none was fitted."""
+        return float(self.meta.get("row_scale", 1.0))
+
+    @property
     def model(self) -> Any:
         """The `costmodel.DeviceModel` of a modeled table (None otherwise)."""
         if not self._model_loaded:
@@ -154,7 +161,12 @@ class LatencyTable:
             raise MissingOpsError(self.device, missing, self.how_to_fill(missing))
 
     def ms(self, key: str) -> float:
-        """Latency of one op: its row, else (modeled tables, classifiers) a derived figure; else raise."""
+        """Latency of one op in a network: its row (times `row_scale`), else (modeled tables, classifiers)
+        a derived figure; else raise."""
+        return self.raw_ms(key) * self.row_scale
+
+    def raw_ms(self, key: str) -> float:
+        """The op's figure as measured, modeled or estimated (before `row_scale`)."""
         row = self.ops.get(key)
         if row is not None:
             return row.value

@@ -31,7 +31,7 @@ from latency_tables.costmodel import Measured, fit_device, kernels_of_key, scale
 from latency_tables.fingerprint import host_slug, machine_fingerprint, table_fingerprint
 from latency_tables.micro import MicroModelCache
 from latency_tables.modeled import SOCS, fit_measured, modeled_table
-from latency_tables.predictor import fit_overhead, op_sum_ms, predict_latency_ms
+from latency_tables.predictor import fit_calibration, op_sum_ms, predict_latency_ms
 from latency_tables.profilers import AdbProfiler, LocalProfiler, Profiler, Timing, profile_keys
 from latency_tables.socs import SOCS as SOC_FACTS
 from latency_tables.table import HostTableMismatch, LatencyTable, host_mismatch, resolve_table_path
@@ -48,10 +48,10 @@ from training.runtime import versions
 
 log = logging.getLogger(__name__)
 
-# The overhead constant is fitted on these sampled architectures (a seed no validation run uses), never
-# on the networks the validation then judges the table by.
+# The calibration (row scale + overhead constant) is fitted on these sampled architectures (a seed no
+# validation run uses), never on the networks the validation then judges the table by.
 OVERHEAD_SEED = 90_001
-OVERHEAD_ARCHS = 8
+OVERHEAD_ARCHS = 16
 
 
 def host_device_name(threads: int = 1) -> str:
@@ -147,11 +147,13 @@ def measure_table(keys: Iterable[str], profiler: Profiler, out: Path, meta: dict
                        retry_refused=retry_refused, progress=progress)
     table = res.table
     if fit_on:
-        timings = measure_whole(fit_on, profiler, passes, "overhead fit", progress)
-        fit = fit_overhead(table, [(a, t.value) for a, t in zip(fit_on, timings)])
+        timings = measure_whole(fit_on, profiler, passes, "calibration", progress)
+        fit = fit_calibration(table, [(a, t.value) for a, t in zip(fit_on, timings)])
         table.meta["overhead_ms"] = fit["overhead_ms"]
-        table.meta["overhead_fit"] = {**fit, "note": "median residual on networks sampled with their own seed "
-                                                     f"({OVERHEAD_SEED}); none of them is in a validation set"}
+        table.meta["row_scale"] = fit["row_scale"]
+        table.meta["overhead_fit"] = {**fit, "note": "measured = row_scale * sum(rows) + overhead_ms, fitted on "
+                                                     f"networks sampled with their own seed ({OVERHEAD_SEED}); none "
+                                                     "of them is in a validation set"}
         table.save(out)
     print(f"wrote {out}: {len(table)} ops, {len(res.measured)} measured this run, {len(res.refused)} refused, "
           f"overhead {table.overhead_ms:.3f} ms")
@@ -242,9 +244,17 @@ def prepare_soc(soc: SocConfig, space: SearchSpace, resolution: int, num_classes
     measured table is spot-checked first (`soc.stale_check`). The dict says what happened (for
     summaries and the report: the table's fingerprint, the spot check)."""
     info: dict[str, Any] = {}
-    if soc.name != "host" and soc.table != "host":
-        return soc, info
     profile = profile or ProfilerConfig()
+    if soc.table != "host":
+        if soc.name == "host":  # an explicit table for this machine: say so when it was measured elsewhere
+            t = LatencyTable.load(soc.table)
+            fp = table_fingerprint(t.meta)
+            diff = fp.differences(machine_fingerprint(fp.threads)) if fp else ["no fingerprint"]
+            if diff:
+                log.warning("soc.table=%s was not measured on this machine (%s); its figures are not this CPU's",
+                            soc.table, "; ".join(diff))
+                info["foreign"] = diff
+        return soc, info
     try:
         path = resolve_table_path("host")
     except HostTableMismatch as e:

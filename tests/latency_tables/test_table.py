@@ -7,7 +7,7 @@ import random
 import pytest
 import torch
 
-from latency_tables.keys import ops_of
+from latency_tables.keys import ops_of, ops_of_space
 from latency_tables.predictor import SpaceLatency, fit_overhead, latency_breakdown, predict_latency_ms
 from latency_tables.table import LatencyTable, MissingOpsError, OpStats, TableError, available_tables
 from search_spaces import SKIP, default_space, mobilenet_v2
@@ -105,3 +105,30 @@ def test_shipped_tables_exist_and_load():
     hosts = [n for n in names if n.startswith("host-")]
     assert hosts, "the measured host table must be shipped"
     assert LatencyTable.load(hosts[0]).provenance == "measured"
+
+
+def test_fit_calibration_scales_rows_and_drops_an_outlier():
+    """Ops timed alone run hot in cache: a network costs row_scale x its rows + a constant, fitted on
+    networks held out of any validation; one disturbed measurement does not move the fit."""
+    from latency_tables.predictor import fit_calibration
+
+    space = default_space()
+    rng = random.Random(1)
+    archs = [space.sample(rng, 224) for _ in range(10)]
+    keys = sorted(set(ops_of_space(space, 224)) | {op.key for a in archs for op in ops_of(a)})
+    t = LatencyTable({"device": "t", "soc": "x", "provenance": "measured", "runtime": "r", "threads": 1,
+                      "date": "x"}, {k: OpStats(0.05 + 0.01 * (i % 7), 0.0, 10) for i, k in enumerate(keys)})
+    sums = [predict_latency_ms(a, t) for a in archs]
+    measured = [1.2 * s + 0.3 for s in sums]
+    measured[3] *= 1.5  # a slow episode
+    fit = fit_calibration(t, list(zip(archs, measured)))
+    assert fit["row_scale"] == pytest.approx(1.2, rel=1e-6) and fit["overhead_ms"] == pytest.approx(0.3, abs=1e-6)
+    assert fit["used"][3] is False and sum(fit["used"]) == 9
+    t.meta.update(row_scale=fit["row_scale"], overhead_ms=fit["overhead_ms"])
+    assert predict_latency_ms(archs[0], t) == pytest.approx(measured[0], rel=1e-9)
+    sl = SpaceLatency(space, t, 224, 1.0, 1000)
+    choices = space.encode(archs[0])
+    assert sl.of_choices(choices) == pytest.approx(measured[0], rel=1e-9)
+    # too few networks: the constant alone
+    few = fit_calibration(t, list(zip(archs[:3], measured[:3])))
+    assert few["row_scale"] == 1.0

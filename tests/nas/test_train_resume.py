@@ -38,11 +38,11 @@ def test_kill_after_epoch_1_then_resume_matches(fashion_mnist_root, tmp_path):
     p.send_signal(signal.SIGKILL)
     p.wait()
     assert not (run / "summary.json").exists(), "the run finished before it could be killed"
-    assert torch.load(run / "last.pt", weights_only=False)["epoch"] == 1
+    assert torch.load(run / "last.pt", weights_only=True)["epoch"] == 1
     subprocess.run(_cmd(run, cache, fashion_mnist_root, True), check=True, cwd=ROOT, env=env,
                    capture_output=True)
-    a = torch.load(ref / "model.pt", weights_only=False)["state_dict"]
-    b = torch.load(run / "model.pt", weights_only=False)["state_dict"]
+    a = torch.load(ref / "model.pt", weights_only=True)["state_dict"]
+    b = torch.load(run / "model.pt", weights_only=True)["state_dict"]
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), f"{k} differs after resume"

@@ -1,0 +1,115 @@
+"""`host` means this machine: fingerprints, the profile-now path, the stale-table check."""
+
+import dataclasses
+import json
+
+import pytest
+
+from latency_tables.fingerprint import Fingerprint, host_slug, machine_fingerprint, table_fingerprint
+from latency_tables.table import HostTableMismatch, LatencyTable, OpStats, host_table_name, resolve_table_path
+
+from .conftest import SMALL_KEYS
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    """An empty SPNAS_HOME, and no shipped host table in the way (the shipped folder is swapped for an empty one)."""
+    import latency_tables.table as T
+
+    monkeypatch.setenv("SPNAS_HOME", str(tmp_path / "home"))
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    monkeypatch.setattr(T, "DATA_DIR", shipped)
+    return tmp_path / "home"
+
+
+def _host_table(fp: Fingerprint, keys, ms=0.5) -> LatencyTable:
+    meta = {"device": host_slug(fp), "soc": "host CPU", "provenance": "measured", "runtime": "LiteRT", "threads": 1,
+            "date": "2026-01-01", "fingerprint": fp.to_dict()}
+    return LatencyTable(meta, {k: OpStats(ms, 0.01, 10) for k in keys})
+
+
+def test_fingerprint_names_what_decides_op_costs():
+    fp = machine_fingerprint(1)
+    assert fp.cpu_model and fp.cores >= 1 and fp.runtime_version and fp.threads == 1
+    assert fp.caches_kb, "cache sizes from sysfs"
+    assert Fingerprint.from_dict(json.loads(json.dumps(fp.to_dict()))) == fp
+    assert not fp.differences(machine_fingerprint(1))
+    other = dataclasses.replace(fp, isa=tuple(f for f in fp.isa if f != "avx2") + ("sve",), caches_kb={"L2": 1})
+    diffs = " ".join(other.differences(fp))
+    assert "isa" in diffs and "caches_kb" in diffs
+    assert host_slug(fp).endswith(fp.id) and host_slug(fp) != host_slug(other)
+
+
+def test_a_table_of_another_machine_is_never_host(home):
+    here = machine_fingerprint(1)
+    foreign = dataclasses.replace(here, cpu_model="AMD EPYC 7B13", isa=("avx", "avx2", "fma"), caches_kb={"L2": 512})
+    _host_table(foreign, SMALL_KEYS).save(home / "tables" / f"{host_slug(foreign)}.json")
+    assert host_table_name() is None
+    with pytest.raises(HostTableMismatch) as e:
+        LatencyTable.load("host")
+    msg = str(e.value)
+    assert here.describe() in msg and foreign.describe() in msg, "both fingerprints are named"
+    assert "spnas-profile" in msg and "if_no_table=profile" in msg
+    assert e.value.exit_code == 4
+    # the same machine's table is found, under any name
+    _host_table(here, SMALL_KEYS).save(home / "tables" / "host-mine.json")
+    assert host_table_name() == "host-mine"
+    assert resolve_table_path("host").name == "host-mine.json"
+
+
+def test_prepare_soc_error_skip_and_profile_now(home, micro_cache, monkeypatch):
+    import spnas
+    from search_spaces import default_space
+    from spnas.app import profile as P
+    from spnas.config import MissingTablePolicy, StaleCheck
+
+    cfg = spnas.compose("search", ["soc=host"])
+    soc = dataclasses.replace(cfg.soc, stale_check=StaleCheck.off)
+    with pytest.raises(HostTableMismatch):
+        P.prepare_soc(soc, default_space(), 224, 10)
+    skipped, info = P.prepare_soc(dataclasses.replace(soc, if_no_table=MissingTablePolicy.skip), default_space(), 224, 10)
+    assert skipped is None and "skipped" in info
+    # profile now: a small op subset (the search's keys are replaced by three real ones), no overhead fit
+    monkeypatch.setattr(P.K, "ops_of_space", lambda *a, **k: SMALL_KEYS[:3])
+    monkeypatch.setattr(P.K, "ops_of_references", lambda *a, **k: [])
+    monkeypatch.setattr(P, "overhead_archs", lambda *a, **k: [])
+    monkeypatch.setattr(P, "MicroModelCache", lambda conv, d: micro_cache)
+    prof = P.ProfilerConfig(warmup_runs=1, num_runs=5, min_time_s=0.01, repeats=2, passes=1)
+    ready, info = P.prepare_soc(dataclasses.replace(soc, if_no_table=MissingTablePolicy.profile), default_space(), 224,
+                                10, prof, progress=False)
+    path = home / "tables" / f"{host_slug(machine_fingerprint(1))}.json"
+    assert ready is not None and ready.table == str(path) and path.is_file() and info["profiled_now"]
+    t = LatencyTable.load("host")
+    assert set(t.ops) == set(SMALL_KEYS[:3]) and table_fingerprint(t.meta) == machine_fingerprint(1)
+    assert t.meta["statistic"]["name"] == "fastest_run_mean" and t.meta["complete"] is True
+    assert info["fingerprint"]["id"] == machine_fingerprint(1).id
+
+
+def test_stale_check_warns_on_injected_drift_and_refuses_when_asked(home, caplog):
+    from spnas.app import profile as P
+    from spnas.config import ProfilerConfig, SocConfig, StaleCheck
+
+    from latency_tables.profilers import LocalProfiler
+
+    # A tiny whole network measured now; a table whose rows add up to 1.5x that measurement (an injected drift).
+    from search_spaces import mobilenet_v3_small
+
+    archs = [mobilenet_v3_small(resolution=96, num_classes=10)]  # ~1 ms: long enough to time steadily
+    prof = ProfilerConfig(warmup_runs=2, num_runs=20, min_time_s=0.05, repeats=2)
+    from latency_tables.keys import ops_of
+
+    profiler = LocalProfiler(warmup_runs=2, num_runs=20, min_time_s=0.05, repeats=2)
+    measured = P.measure_whole(archs, profiler, 1, progress=False)[0].value
+    keys = [op.key for op in ops_of(archs[0])]
+    table = _host_table(machine_fingerprint(1), keys, ms=1.5 * measured / len(keys))
+    soc = SocConfig(name="host", table="host", stale_check=StaleCheck.warn, stale_tolerance=0.2)
+    caplog.set_level("WARNING")
+    res = P.check_table(table, soc, prof, archs)
+    assert res is not None and 0.25 < res["drift"] < 0.8 and "warning" in res
+    assert "force=true" in caplog.text and table.device in caplog.text
+    with pytest.raises(P.StaleTableError, match="re-profile|Re-profile"):
+        P.check_table(table, dataclasses.replace(soc, stale_check=StaleCheck.refuse), prof, archs)
+    # within tolerance: no warning
+    soc_loose = dataclasses.replace(soc, stale_tolerance=0.9)
+    assert "warning" not in P.check_table(table, soc_loose, prof, archs)

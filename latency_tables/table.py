@@ -437,7 +437,7 @@ def host_mismatch(threads: int = 1) -> HostTableMismatch:
             lines.append(f"  {n}: {fp.describe()}; differs in {'; '.join(fp.differences(here)) or 'threads'}")
     lines.append(f"measure this machine with `spnas-profile` (writes <SPNAS_HOME>/tables/{host_slug(here)}.json; "
                  f"resumable with resume=true), or let the run do it: soc.if_no_table=profile; "
-                 f"soc.if_no_table=skip leaves the host out")
+                 f"soc.if_no_table=skip leaves the host out (spnas-pipeline: soc_configs.host.if_no_table=...)")
     return HostTableMismatch("\n".join(lines), here, cands)
 
 

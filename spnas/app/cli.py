@@ -222,6 +222,11 @@ def pipeline_main() -> None:
         for row in r["rows"]:
             if row["kind"] == "spnas" and row.get("on_target") is False:
                 print(f"{row['soc']:>6}: the search missed its budget: {row['target_note']}")
+        for soc, info in r["provenance"].get("devices", {}).items():
+            if "skipped" in info:
+                print(f"{soc:>6}: skipped: {info['skipped']}")
+            elif (info.get("stale_check") or {}).get("warning"):
+                print(f"{soc:>6}: {info['stale_check']['warning']}")
         print(f"\nreport: {cfg.report_dir or cfg.run_dir}/report.md ({time.perf_counter() - t0:.0f} s)")
 
     run_app("pipeline", "search -> retrain -> export -> photo search -> report, per SoC, against baselines", task)

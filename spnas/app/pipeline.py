@@ -21,6 +21,7 @@ from search_spaces import ArchSpec
 from spnas.config import (
     DataConfig, ExportAppConfig, InitKind, LabelLevel, PipelineAppConfig, SearchAppConfig, TrainAppConfig, to_plain,
 )
+from spnas.errors import ConfigError
 from spnas.files import sha256_file, write_bytes_atomic, write_json_atomic
 from training.datasets import DataBundle, data_key, load_data
 
@@ -81,8 +82,10 @@ def search_stage(run: _Run, soc_name: str) -> dict[str, Any]:
 
     cfg = run.cfg
     soc = cfg.soc_configs[soc_name]
+    # the table by name and content (a resolved host table is a path: moving the checkout keeps the cache)
     key = {"space": to_plain(cfg.space), "data": run.data_key(), "search": to_plain(cfg.search),
-           "proxy": to_plain(cfg.proxy), "soc": to_plain(soc), "table_sha256": sha256_file(resolve_table_path(soc.table)), "seed": cfg.seed}
+           "proxy": to_plain(cfg.proxy), "soc": {**to_plain(soc), "table": Path(soc.table).stem},
+           "table_sha256": sha256_file(resolve_table_path(soc.table)), "seed": cfg.seed}
     st = run.stage("search", soc_name, key)
 
     def do(folder: Path, resume: bool) -> dict[str, Any]:
@@ -214,8 +217,9 @@ def run_pipeline(cfg: PipelineAppConfig) -> dict[str, Any]:
     """Run every stage (skipping finished ones) and write the report; returns report.json's content."""
     from .report import write_report
 
+    Path(cfg.run_dir).mkdir(parents=True, exist_ok=True)
+    cfg, devices = prepare_devices(cfg)
     run = _Run(cfg, Path(cfg.run_dir), set(cfg.force))
-    run.run_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(run.run_dir / "config.json", to_plain(cfg))
     models: dict[str, dict[str, Any]] = {f"spnas-{s}": search_stage(run, s) for s in cfg.socs}
     for b in cfg.baselines:
@@ -227,4 +231,28 @@ def run_pipeline(cfg: PipelineAppConfig) -> dict[str, Any]:
         retrieval_stage(run, name, m)
     report_dir = Path(cfg.report_dir or run.run_dir)  # benches that run a subset share stages, not the report
     report_dir.mkdir(parents=True, exist_ok=True)
-    return write_report(report_dir, cfg, models, run.events)
+    return write_report(report_dir, cfg, models, run.events, devices)
+
+
+def prepare_devices(cfg: PipelineAppConfig) -> tuple[PipelineAppConfig, dict[str, dict[str, Any]]]:
+    """Resolve every SoC's table before any data is decoded: `host` is the table measured on this machine
+    (by fingerprint; `soc.if_no_table` says what to do without one, `soc.stale_check` spot-checks it).
+    A skipped device leaves the run and the report says why; returns the config to run and, per device,
+    what happened (table, fingerprint, spot check, skip reason)."""
+    from search_spaces import SearchSpace
+
+    from .profile import prepare_soc
+
+    space = SearchSpace.from_dict(to_plain(cfg.space))
+    socs, configs, devices = [], dict(cfg.soc_configs), {}
+    for name in cfg.socs:
+        soc, info = prepare_soc(cfg.soc_configs[name], space, cfg.search.latency_resolution, 1000)
+        devices[name] = info
+        if soc is None:
+            print(f"[skipped] search/{name}: {info.get('skipped', 'no table')}", flush=True)
+            continue
+        configs[name] = soc
+        socs.append(name)
+    if not socs:
+        raise ConfigError("no device left to search for: every SoC in `socs` was skipped (see soc.if_no_table)")
+    return replace(cfg, soc_configs=configs, socs=socs), devices

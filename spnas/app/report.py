@@ -258,6 +258,17 @@ def markdown(cfg: PipelineAppConfig, rows: list[dict[str, Any]], head: list[dict
     for n, t in prov["tables"].items():
         lines.append(f"| {n} | {t['provenance']} | {t.get('method') or t.get('runtime') or ''} | {t.get('soc')} "
                      f"| {t.get('date')} |")
+    for soc, info in prov.get("devices", {}).items():
+        if "skipped" in info:
+            lines.append(f"\n**{soc} skipped**: {info['skipped']}")
+        elif info.get("fingerprint_text"):
+            chk = info.get("stale_check")
+            spot = (f"; spot check on this machine: median drift {chk['drift'] * 100:+.1f}% over "
+                    f"{', '.join(r['name'] for r in chk['rows'])}" + (" (WARNING: beyond tolerance)"
+                                                                      if chk.get("warning") else "")
+                    if chk else "")
+            lines.append(f"\n{soc}: table `{info.get('table')}` measured on {info['fingerprint_text']}"
+                         f"{' (profiled in this run)' if info.get('profiled_now') else ''}{spot}")
     lines += ["", f"Seed {prov['seed']}. Versions: " + ", ".join(f"{k} {v}" for k, v in prov["versions"].items()), "",
               "| stage | this run | wall time (s) |", "|---|---|---|"]
     for e in prov["stages"]:
@@ -266,8 +277,9 @@ def markdown(cfg: PipelineAppConfig, rows: list[dict[str, Any]], head: list[dict
 
 
 def write_report(run_dir: Path, cfg: PipelineAppConfig, models: dict[str, dict[str, Any]],
-                 events: list[dict[str, Any]]) -> dict[str, Any]:
-    """report.json, report.md, report.csv and the PNGs, from the stage outputs only."""
+                 events: list[dict[str, Any]], devices: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """report.json, report.md, report.csv and the PNGs, from the stage outputs only (`devices`: what
+    `pipeline.prepare_devices` found per SoC: the table's fingerprint, its spot check, or why it was skipped)."""
     rows = build_rows(cfg, models)
     head = headline(rows)
     tables = {cfg.soc_configs[s].table: LatencyTable.load(cfg.soc_configs[s].table) for s in cfg.socs}
@@ -285,7 +297,8 @@ def write_report(run_dir: Path, cfg: PipelineAppConfig, models: dict[str, dict[s
                          if cfg.finetune.enabled else "exported as trained on the proxy (no fine-tuning)"),
             "tables": {n: {"provenance": t.provenance, "soc": t.meta.get("soc"), "date": t.meta.get("date"),
                            "runtime": t.meta.get("runtime"), "method": (t.meta.get("method") or {}).get("name")}
-                       for n, t in tables.items()}}
+                       for n, t in tables.items()},
+            "devices": devices or {}}
     plots = make_plots(run_dir, cfg, models, rows)
     ret_cmp = retrieval_comparison(rows, models)
     for h in head:  # the headline gains the photo-search comparison on the same device

@@ -113,3 +113,27 @@ def test_stale_check_warns_on_injected_drift_and_refuses_when_asked(home, caplog
     # within tolerance: no warning
     soc_loose = dataclasses.replace(soc, stale_tolerance=0.9)
     assert "warning" not in P.check_table(table, soc_loose, prof, archs)
+
+
+def test_pipeline_never_presents_another_machines_table_as_this_cpu(home):
+    """The pipeline resolves `host` before any data is decoded: no matching table -> error naming both
+    fingerprints, or (if_no_table=skip) the host leaves the run and the report says why."""
+    import spnas
+    from spnas.app.pipeline import prepare_devices
+
+    here = machine_fingerprint(1)
+    foreign = dataclasses.replace(here, cpu_model="AMD EPYC 7B13", isa=("avx", "avx2", "fma"), caches_kb={"L2": 512})
+    _host_table(foreign, SMALL_KEYS).save(home / "tables" / f"{host_slug(foreign)}.json")
+    cfg = spnas.compose("pipeline", ["socs=[sd845,host]", "soc_configs.host.if_no_table=error"])
+    with pytest.raises(HostTableMismatch):
+        prepare_devices(cfg)
+    cfg = spnas.compose("pipeline", ["socs=[sd845,host]", "soc_configs.host.if_no_table=skip"])
+    ran, devices = prepare_devices(cfg)
+    assert ran.socs == ["sd845"] and "skipped" in devices["host"] and foreign.describe() in devices["host"]["skipped"]
+    assert ran.soc_configs["sd845"].table == "sd845"
+    # this machine's table: resolved to its file, fingerprint named for the report
+    _host_table(here, SMALL_KEYS).save(home / "tables" / "host-mine.json")
+    cfg = spnas.compose("pipeline", ["socs=[host]", "soc_configs.host.stale_check=off"])
+    ran, devices = prepare_devices(cfg)
+    assert ran.soc_configs["host"].table.endswith("host-mine.json")
+    assert devices["host"]["fingerprint_text"] == here.describe()

@@ -808,7 +808,7 @@ class ProfileAppConfig(RunConfig):
     num_classes: list[int] = opt(factory=lambda: [1000, 10, 43, 81], help="classifier sizes whose keys are profiled")
     resume: bool = opt(False, "keep rows already in the table, profile only missing keys")
     force: bool = opt(False, "re-measure an existing table from scratch")
-    fit_overhead: bool = opt(True, "fit the constant per-inference overhead on the reference nets")
+    fit_overhead: bool = opt(True, "fit the calibration (row scale + per-run overhead) on 16 held-out sampled nets")
     micro_cache: Optional[str] = opt(None, "micro-model cache folder (default <SPNAS_HOME>/cache/micro)")
     model_socs: Optional[list[str]] = opt(None, "command=model: which SoCs (default all four)")
     out_dir: Optional[str] = opt(None, "command=model: output folder (default <SPNAS_HOME>/tables)")

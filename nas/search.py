@@ -320,10 +320,7 @@ def search_step(s: Search, x: torch.Tensor, y: torch.Tensor, cfg: SearchAppConfi
     logits = logits.float()
     ce = crit(logits, y)
     r = s.latency.expected_ms(_stack(ind, "keep"), _stack(ind, "kernel"), _stack(ind, "expand"))  # float32
-    # Huber region: half the tolerance, so the full pull holds until the search is well inside its band
-    # (with the whole tolerance it faded at the band's edge and the decay could freeze it just outside)
-    smooth = scfg.target_tolerance / 2
-    loss = ce + scfg.latency_lambda * latency_loss(r, scfg.loss, s.target_ms, smooth) if searching else ce
+    loss = ce + scfg.latency_lambda * latency_loss(r, scfg.loss, s.target_ms, scfg.target_tolerance) if searching else ce
     s.opt_w.zero_grad(set_to_none=True)
     s.opt_t.zero_grad(set_to_none=True)
     for group in s.opt_t.param_groups:

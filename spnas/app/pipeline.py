@@ -249,7 +249,7 @@ def prepare_devices(cfg: PipelineAppConfig) -> tuple[PipelineAppConfig, dict[str
         soc, info = prepare_soc(cfg.soc_configs[name], space, cfg.search.latency_resolution, 1000)
         devices[name] = info
         if soc is None:
-            print(f"[skipped] search/{name}: {info.get('skipped', 'no table')}", flush=True)
+            print(f"[left out] {name}: {info.get('skipped', 'no table')}", flush=True)
             continue
         configs[name] = soc
         socs.append(name)

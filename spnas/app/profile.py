@@ -41,8 +41,8 @@ from search_spaces.reference import REFERENCE_NETS
 from spnas.config import (
     MissingTablePolicy, ProfileAppConfig, ProfileDevice, ProfilerConfig, SocConfig, StaleCheck, to_plain,
 )
-from spnas.errors import ConfigError, TableError
-from spnas.files import write_json_atomic
+from spnas.errors import ConfigError, SpnasError, TableError
+from spnas.files import write_bytes_atomic, write_json_atomic
 from spnas.paths import cache_root, user_tables_dir
 from training.runtime import versions
 
@@ -177,6 +177,16 @@ def cmd_measure(cfg: ProfileAppConfig) -> LatencyTable:
     meta = {"device": name, "soc": soc_name, "provenance": "measured", "date": time.strftime("%Y-%m-%d"),
             "resolutions": list(cfg.resolutions), "num_classes": list(cfg.num_classes), "versions": versions(),
             **profiler.describe()}
+    if local and cfg.resume and not out.exists():  # resuming a shipped table of this machine: start from its rows
+        try:
+            src: Path | None = resolve_table_path(name)
+        except SpnasError:
+            src = None
+        if src is not None and src.resolve() != out.resolve():
+            fp = table_fingerprint(LatencyTable.load(src).meta)
+            if fp is not None and not fp.differences(machine_fingerprint(cfg.profile.threads)):
+                log.info("resume: starting %s from the rows of %s (same machine fingerprint)", out, src)
+                write_bytes_atomic(out, src.read_bytes())
     fit_on = overhead_archs(space) if cfg.fit_overhead else None
     return measure_table(keys, profiler, out, meta, resume=cfg.resume, force=cfg.force, passes=cfg.profile.passes,
                          fit_on=fit_on, micro_cache=Path(cfg.micro_cache) if cfg.micro_cache else None,
@@ -226,7 +236,8 @@ def check_table(table: LatencyTable, soc: SocConfig, profile: ProfilerConfig | N
     if abs(res["drift"]) > soc.stale_tolerance:
         msg = (f"latency table '{table.device}' predicts this machine {res['drift'] * 100:+.1f}% off (median over "
                f"{', '.join(r['name'] for r in res['rows'])}; tolerance {soc.stale_tolerance * 100:.0f}%): it was "
-               f"measured under other conditions. Re-profile it: `spnas-profile table_name={table.device} force=true`")
+               f"measured under other conditions. Re-fit its calibration (16 networks, ~1 min): `spnas-profile "
+               f"table_name={table.device} resume=true`, or re-profile it: `... force=true`")
         if soc.stale_check is StaleCheck.refuse:
             raise StaleTableError(msg + " (or soc.stale_check=warn to go on)")
         log.warning("%s", msg)

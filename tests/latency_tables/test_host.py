@@ -137,3 +137,21 @@ def test_pipeline_never_presents_another_machines_table_as_this_cpu(home):
     ran, devices = prepare_devices(cfg)
     assert ran.soc_configs["host"].table.endswith("host-mine.json")
     assert devices["host"]["fingerprint_text"] == here.describe()
+
+
+def test_resume_of_a_shipped_table_of_this_machine_starts_from_its_rows(home, tmp_path):
+    """`spnas-profile table_name=<shipped host table> resume=true` (what the stale check suggests) copies
+    the shipped rows into the user's tables and measures only what is missing, never from scratch."""
+    import latency_tables.table as T
+    import spnas
+    from spnas.app import profile as P
+
+    cfg = spnas.compose("profile", ["resume=true", "fit_overhead=false", "resolutions=[32]", "num_classes=[10]"])
+    keys = P.table_keys(P._space(cfg), [32], [10])
+    here = machine_fingerprint(cfg.profile.threads)
+    name = host_slug(here)
+    _host_table(here, keys, ms=0.123).save(T.DATA_DIR / f"{name}.json")
+    t = P.cmd_measure(spnas.compose("profile", ["resume=true", "fit_overhead=false", "resolutions=[32]",
+                                                "num_classes=[10]", f"table_name={name}"]))
+    out = home / "tables" / f"{name}.json"
+    assert out.is_file() and len(t) == len(keys) and all(r.value == 0.123 for r in t.ops.values())

@@ -3,7 +3,6 @@ and the differentiable form the Single-Path NAS search uses."""
 
 from __future__ import annotations
 
-import statistics
 from typing import Any, Sequence
 
 import torch
@@ -41,20 +40,8 @@ def latency_breakdown(arch: ArchSpec, table: LatencyTable) -> list[dict[str, Any
 
 
 def op_sum_ms(arch: ArchSpec, table: LatencyTable) -> float:
-    """Sum of op rows without the overhead (what `fit_overhead` compares with measurements)."""
+    """Sum of op rows (times the row scale) without the overhead (what `fit_calibration` relates to measurements)."""
     return sum(r.ms for r in table.cost_rows(ops_of(arch)))
-
-
-def fit_overhead(table: LatencyTable, measured: Sequence[tuple[ArchSpec, float]]) -> dict[str, Any]:
-    """Fit the constant per-inference overhead as the median residual (measured - op sum).
-
-    The median keeps one noisy measurement from moving every prediction."""
-    if not measured:
-        raise TableError("fit_overhead needs at least one (arch, measured ms) pair")
-    residuals = [ms - op_sum_ms(arch, table) for arch, ms in measured]
-    c = float(statistics.median(residuals))
-    return {"overhead_ms": c, "n": len(residuals), "archs": [a.name or a.to_string()[:60] for a, _ in measured],
-            "residuals_ms": residuals}
 
 
 def fit_calibration(table: LatencyTable, measured: Sequence[tuple[ArchSpec, float]],
@@ -66,7 +53,7 @@ def fit_calibration(table: LatencyTable, measured: Sequence[tuple[ArchSpec, floa
     invocation of its own; inside a network neither holds, which a constant alone cannot express
     (large networks were predicted low, small ones high). Fit it on networks no validation judges
     the table by. With fewer than 4 networks, or a scale outside `scale_range`, only the constant is
-    fitted (as `fit_overhead`)."""
+    fitted: the median of measured - sum(rows), which one noisy measurement cannot move."""
     import numpy as np
 
     if not measured:

@@ -259,21 +259,29 @@ def markdown(cfg: PipelineAppConfig, rows: list[dict[str, Any]], head: list[dict
         lines.append(f"| {n} | {t['provenance']} | {t.get('method') or t.get('runtime') or ''} | {t.get('soc')} "
                      f"| {t.get('date')} |")
     for soc, info in prov.get("devices", {}).items():
-        if "skipped" in info:
-            lines.append(f"\n**{soc} skipped**: {info['skipped']}")
-        elif info.get("fingerprint_text"):
-            chk = info.get("stale_check")
-            spot = (f"; spot check on this machine: median drift {chk['drift'] * 100:+.1f}% over "
-                    f"{', '.join(r['name'] for r in chk['rows'])}" + (" (WARNING: beyond tolerance)"
-                                                                      if chk.get("warning") else "")
-                    if chk else "")
-            lines.append(f"\n{soc}: table `{info.get('table')}` measured on {info['fingerprint_text']}"
-                         f"{' (profiled in this run)' if info.get('profiled_now') else ''}{spot}")
+        lines += ["", _device_line(soc, info)] if "skipped" in info or info.get("fingerprint_text") else []
     lines += ["", f"Seed {prov['seed']}. Versions: " + ", ".join(f"{k} {v}" for k, v in prov["versions"].items()), "",
               "| stage | this run | wall time (s) |", "|---|---|---|"]
     for e in prov["stages"]:
         lines.append(f"| {e['stage']} | {e['how']} | {e['wall_s']:.0f} |")
     return "\n".join(lines) + "\n"
+
+
+def _device_line(soc: str, info: dict[str, Any]) -> str:
+    """What `pipeline.prepare_devices` found for one device: why it was left out, or its table's
+    fingerprint and spot check."""
+    if "skipped" in info:
+        return f"**{soc} skipped**: {info['skipped']}"
+    line = f"{soc}: table `{info.get('table')}` measured on {info['fingerprint_text']}"
+    if info.get("profiled_now"):
+        line += " (profiled in this run)"
+    chk = info.get("stale_check")
+    if chk:
+        names = ", ".join(r["name"] for r in chk["rows"])
+        line += f"; spot check on this machine: median drift {chk['drift'] * 100:+.1f}% over {names}"
+        if chk.get("warning"):
+            line += " (WARNING: beyond tolerance)"
+    return line
 
 
 def write_report(run_dir: Path, cfg: PipelineAppConfig, models: dict[str, dict[str, Any]],

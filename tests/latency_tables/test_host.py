@@ -155,3 +155,13 @@ def test_resume_of_a_shipped_table_of_this_machine_starts_from_its_rows(home, tm
                                                 "num_classes=[10]", f"table_name={name}"]))
     out = home / "tables" / f"{name}.json"
     assert out.is_file() and len(t) == len(keys) and all(r.value == 0.123 for r in t.ops.values())
+
+
+def test_report_names_the_table_fingerprint_and_spot_check_or_why_a_device_was_left_out():
+    from spnas.app.report import _device_line
+
+    assert _device_line("host", {"skipped": "no table matches"}) == "**host skipped**: no table matches"
+    chk = {"drift": 0.153, "rows": [{"name": "mobilenet_v2"}, {"name": "mobilenet_v3_small"}], "warning": "x"}
+    line = _device_line("host", {"table": "host-x", "fingerprint_text": "CPU Z (avx2)", "stale_check": chk})
+    assert line.startswith("host: table `host-x` measured on CPU Z (avx2); spot check on this machine")
+    assert "+15.3% over mobilenet_v2, mobilenet_v3_small (WARNING" in line

@@ -17,6 +17,8 @@ from spnas.errors import ModelRefusedError, WrongSocError
 from .conftest import SMALL_KEYS
 
 FAKE_ADB = Path(__file__).with_name("fake_adb.py")
+# the table meta every fake-phone profile starts from
+ADB_META = {"device": "sd845-measured", "soc": "Snapdragon 845", "provenance": "measured", "date": "x"}
 
 NEW = """Running benchmark for at least 50 iterations and at least 1 seconds but terminate if exceeding 150 seconds.
 count=50 first=8211 curr=7702 min=7650 max=8810 avg=7801.23 std=95
@@ -138,8 +140,7 @@ def test_adb_every_era(phone, small_models, micro_cache, tmp_path, monkeypatch, 
     info = prof.connect()
     assert info["soc"].lower() == "sdm845" and info["governors"][0] == "schedutil"
     assert info["max_freq_khz"][7] == 2803200
-    meta = {"device": "sd845-measured", "soc": "Snapdragon 845", "provenance": "measured",
-            "date": "x", **prof.describe()}
+    meta = {**ADB_META, **prof.describe()}
     res = profile_keys(SMALL_KEYS, prof, micro_cache.get, tmp_path / "t.json", meta, progress=False)
     t = LatencyTable.load(tmp_path / "t.json")
     assert set(t.ops) == set(SMALL_KEYS) and t.meta["complete"] is True
@@ -158,7 +159,7 @@ def test_adb_disconnect_keeps_partial_table_and_resume_measures_the_rest(phone, 
                                                                         tmp_path, monkeypatch):
     monkeypatch.setenv("FAKE_ADB_DISCONNECT_AFTER", "2")
     out = tmp_path / "t.json"
-    meta = {"device": "sd845-measured", "soc": "Snapdragon 845", "provenance": "measured", "date": "x"}
+    meta = ADB_META
     prof = phone()
     with pytest.raises(DeviceDisconnected) as e:
         profile_keys(SMALL_KEYS, prof, micro_cache.get, out, {**meta, **prof.describe()}, progress=False)
@@ -222,7 +223,7 @@ def test_adb_refused_model_is_skipped_and_resume_continues(phone, small_models, 
     refused_key = SMALL_KEYS[1]
     monkeypatch.setenv("FAKE_ADB_REFUSE", micro_cache.path_for(refused_key).name)
     out = tmp_path / "t.json"
-    meta = {"device": "sd845-measured", "soc": "Snapdragon 845", "provenance": "measured", "date": "x"}
+    meta = ADB_META
     prof = phone()
     res = profile_keys(SMALL_KEYS, prof, micro_cache.get, out, {**meta, **prof.describe()}, progress=False)
     t = LatencyTable.load(out)
@@ -248,7 +249,7 @@ def test_adb_unplugged_mid_push_says_reconnect_and_resume(phone, small_models, m
     if silent:
         monkeypatch.setenv("FAKE_ADB_SILENT_255", "1")
     out = tmp_path / "t.json"
-    meta = {"device": "sd845-measured", "soc": "Snapdragon 845", "provenance": "measured", "date": "x"}
+    meta = ADB_META
     prof = phone()
     with pytest.raises(DeviceDisconnected) as e:
         profile_keys(SMALL_KEYS, prof, micro_cache.get, out, {**meta, **prof.describe()}, progress=False)
@@ -260,7 +261,7 @@ def test_adb_unplugged_mid_push_says_reconnect_and_resume(phone, small_models, m
 def test_adb_disconnect_in_a_later_pass_keeps_the_table(phone, small_models, micro_cache, tmp_path, monkeypatch):
     monkeypatch.setenv("FAKE_ADB_DISCONNECT_AFTER", str(len(SMALL_KEYS) + 1))  # during pass 2
     out = tmp_path / "t.json"
-    meta = {"device": "sd845-measured", "soc": "Snapdragon 845", "provenance": "measured", "date": "x"}
+    meta = ADB_META
     prof = phone()
     with pytest.raises(DeviceDisconnected, match="resume=true"):
         profile_keys(SMALL_KEYS, prof, micro_cache.get, out, {**meta, **prof.describe()}, passes=2, progress=False)

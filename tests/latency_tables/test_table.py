@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from latency_tables.keys import ops_of, ops_of_space
-from latency_tables.predictor import SpaceLatency, fit_overhead, latency_breakdown, predict_latency_ms
+from latency_tables.predictor import SpaceLatency, fit_calibration, latency_breakdown, predict_latency_ms
 from latency_tables.table import LatencyTable, MissingOpsError, OpStats, TableError, available_tables
 from search_spaces import SKIP, default_space, mobilenet_v2
 
@@ -74,11 +74,12 @@ def test_missing_keys_are_named_never_zero():
 
 
 def test_fit_overhead_is_median_residual():
+    """With fewer than 4 networks only the constant is fitted: the median residual."""
     arch = mobilenet_v2()
     t = _table([op.key for op in ops_of(arch)], 0.1)
     s = 0.1 * len(ops_of(arch))
-    fit = fit_overhead(t, [(arch, s + 1.0), (arch, s + 2.0), (arch, s + 10.0)])
-    assert fit["overhead_ms"] == pytest.approx(2.0)
+    fit = fit_calibration(t, [(arch, s + 1.0), (arch, s + 2.0), (arch, s + 10.0)])
+    assert fit["overhead_ms"] == pytest.approx(2.0) and fit["row_scale"] == 1.0
 
 
 def test_differentiable_latency_matches_predictor_when_hard():
@@ -110,8 +111,6 @@ def test_shipped_tables_exist_and_load():
 def test_fit_calibration_scales_rows_and_drops_an_outlier():
     """Ops timed alone run hot in cache: a network costs row_scale x its rows + a constant, fitted on
     networks held out of any validation; one disturbed measurement does not move the fit."""
-    from latency_tables.predictor import fit_calibration
-
     space = default_space()
     rng = random.Random(1)
     archs = [space.sample(rng, 224) for _ in range(10)]

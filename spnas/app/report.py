@@ -41,12 +41,13 @@ def _arch(m: dict[str, Any], resolution: int) -> ArchSpec:
     return ArchSpec.from_string(m["train"]["arch_string"]).replace(resolution=resolution)
 
 
-def build_rows(cfg: PipelineAppConfig, models: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per (SoC, model) with the deltas against MobileNetV2 on the same SoC."""
+def build_rows(cfg: PipelineAppConfig, models: dict[str, dict[str, Any]],
+               tables: dict[str, LatencyTable]) -> list[dict[str, Any]]:
+    """One row per (SoC, model) with the deltas against MobileNetV2 on the same SoC (`tables`: per SoC)."""
     lat_res = cfg.search.latency_resolution
     rows = []
     for soc in cfg.socs:
-        table = LatencyTable.load(cfg.soc_configs[soc].table)
+        table = tables[soc]
         names = [f"spnas-{soc}", *cfg.baselines]
         for name in names:
             m = models.get(name)
@@ -288,9 +289,10 @@ def write_report(run_dir: Path, cfg: PipelineAppConfig, models: dict[str, dict[s
                  events: list[dict[str, Any]], devices: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """report.json, report.md, report.csv and the PNGs, from the stage outputs only (`devices`: what
     `pipeline.prepare_devices` found per SoC: the table's fingerprint, its spot check, or why it was skipped)."""
-    rows = build_rows(cfg, models)
+    by_soc = {s: LatencyTable.load(cfg.soc_configs[s].table) for s in cfg.socs}  # read once, used throughout
+    rows = build_rows(cfg, models, by_soc)
     head = headline(rows)
-    tables = {cfg.soc_configs[s].table: LatencyTable.load(cfg.soc_configs[s].table) for s in cfg.socs}
+    tables = {cfg.soc_configs[s].table: by_soc[s] for s in cfg.socs}
     any_model = next(iter(models.values()))
     prov = {"versions": versions(), "seed": cfg.seed, "stages": events,
             "data": any_model["train"].get("data", {}),
@@ -307,7 +309,7 @@ def write_report(run_dir: Path, cfg: PipelineAppConfig, models: dict[str, dict[s
                            "runtime": t.meta.get("runtime"), "method": (t.meta.get("method") or {}).get("name")}
                        for n, t in tables.items()},
             "devices": devices or {}}
-    plots = make_plots(run_dir, cfg, models, rows)
+    plots = make_plots(run_dir, cfg, models, rows, by_soc)
     ret_cmp = retrieval_comparison(rows, models)
     for h in head:  # the headline gains the photo-search comparison on the same device
         c = next((c for c in ret_cmp if c["soc"] == h["soc"]), None)
@@ -331,8 +333,8 @@ def write_report(run_dir: Path, cfg: PipelineAppConfig, models: dict[str, dict[s
 
 
 def make_plots(run_dir: Path, cfg: PipelineAppConfig, models: dict[str, dict[str, Any]],
-               rows: list[dict[str, Any]]) -> list[str]:
-    """accuracy_vs_latency.png, winner_decisions.png, latency_breakdown.png."""
+               rows: list[dict[str, Any]], tables: dict[str, LatencyTable]) -> list[str]:
+    """accuracy_vs_latency.png, winner_decisions.png, latency_breakdown.png (`tables`: per SoC)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -387,7 +389,7 @@ def make_plots(run_dir: Path, cfg: PipelineAppConfig, models: dict[str, dict[str
     # 3. per-layer latency breakdown on each SoC's table (winner vs baselines)
     fig, axes = plt.subplots(len(socs), 1, figsize=(9, 1.6 * len(socs) + 0.6), squeeze=False)
     for ax, soc in zip(axes[:, 0], socs):
-        table = LatencyTable.load(cfg.soc_configs[soc].table)
+        table = tables[soc]
         names = [n for n in [f"spnas-{soc}", *cfg.baselines] if n in models]
         for yi, n in enumerate(names):
             left = 0.0

@@ -74,7 +74,8 @@ def fit_calibration(table: LatencyTable, measured: Sequence[tuple[ArchSpec, floa
         if scale_range[0] <= a <= scale_range[1]:
             scale, overhead = float(a), float(b)
     pred = scale * x + overhead
-    return {"row_scale": scale, "overhead_ms": overhead, "n": len(y), "archs": names, "op_sums_ms": x.tolist(),
+    return {"row_scale": scale, "overhead_ms": overhead, "n": len(y), "archs": names,
+            "arch_strings": [a.to_string() for a, _ in measured], "op_sums_ms": x.tolist(),
             "measured_ms": y.tolist(), "rel_residuals": ((pred - y) / y).tolist(),
             "used": [bool(k) for k in keep], "residuals_ms": (y - x).tolist()}
 

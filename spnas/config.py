@@ -500,6 +500,8 @@ class ValidateConfig:
     num_archs: int = opt(50, "random architectures (plus the reference nets)")
     seed: int = opt(0, "sampling seed")
     resolution: int = opt(224, "input size")
+    speed_probes: int = opt(6, "calibration networks re-measured among the validated ones, for the machine's speed "
+                               "now vs at calibration (0: absolute figures only)")
     out_dir: str = opt("bench/out/validate", "where validate.json and the scatter plot go")
 
 

@@ -21,7 +21,7 @@ import logging
 import statistics
 import time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import torch
 
@@ -366,6 +366,44 @@ def cmd_import(cfg: ProfileAppConfig) -> Path:
 
 
 # ---------------------------------------------------------------------------------- validate
+def speed_probes(table: LatencyTable, k: int) -> list[tuple[ArchSpec, float]]:
+    """`k` of the table's calibration networks (spread over their latency range, outliers left out)
+    with the latency measured for them at calibration: re-measured beside other networks, they say
+    how fast this machine runs now relative to then. Empty for a table fitted without arch strings."""
+    fit = table.meta.get("overhead_fit") or {}
+    strings, ms = fit.get("arch_strings"), fit.get("measured_ms")
+    if k <= 0 or not strings or not ms or len(strings) != len(ms):
+        return []
+    used = fit.get("used") or [True] * len(ms)
+    cand = sorted((float(m), s) for s, m, u in zip(strings, ms, used) if u)
+    k = min(k, len(cand))
+    if k == 0:
+        return []
+    idx = sorted({round(i * (len(cand) - 1) / max(k - 1, 1)) for i in range(k)})
+    return [(ArchSpec.from_string(cand[i][1]).replace(name=f"probe-{j}"), cand[i][0]) for j, i in enumerate(idx)]
+
+
+def interleave(archs: list[ArchSpec], extra: list[ArchSpec]) -> tuple[list[ArchSpec], list[int]]:
+    """`extra` spread evenly among `archs` (so each pass measures them early, midway and late); the
+    second list gives each position's index in archs + extra."""
+    slots = {int(j * len(archs) / len(extra)): j for j in range(len(extra))} if extra else {}
+    order: list[int] = []
+    for i in range(len(archs)):
+        if i in slots:
+            order.append(len(archs) + slots[i])
+        order.append(i)
+    combined = archs + extra
+    return [combined[i] for i in order], order
+
+
+def speed_factor(now_ms: Sequence[float], then_ms: Sequence[float]) -> float:
+    """This machine's latency level now relative to when the table was calibrated: the median of
+    now / then over the speed probes (one noisy probe cannot move it)."""
+    if not now_ms or len(now_ms) != len(then_ms):
+        raise TableError("speed_factor needs the same non-empty probes measured now and then")
+    return float(statistics.median(n / t for n, t in zip(now_ms, then_ms)))
+
+
 def cmd_validate(cfg: ProfileAppConfig) -> dict[str, Any]:
     """Whole networks measured on this CPU vs the host table's predictions, and the fitted op model
     (the method behind the Snapdragon tables) checked on this CPU, where every row is measured."""
@@ -379,8 +417,15 @@ def cmd_validate(cfg: ProfileAppConfig) -> dict[str, Any]:
     out_dir = Path(vcfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     passes = cfg.profile.passes
+    probes = speed_probes(table, vcfg.speed_probes)
+    order_archs, order = interleave(archs, [a for a, _ in probes])
+    timing = [None] * len(order)
+    for pos, t in zip(order, measure_whole(order_archs, profiler, passes, "validate")):
+        timing[pos] = t
+    probe_now = [t.value for t in timing[len(archs):]]  # type: ignore[union-attr]
     rows = []
-    for arch, t in zip(archs, measure_whole(archs, profiler, passes, "validate")):
+    for arch, t in zip(archs, timing):
+        assert t is not None
         rows.append({"name": arch.name, "arch": arch.to_string(), "measured_ms": t.value,
                      "measured_median_ms": t.median_ms, "measured_std_ms": t.std_ms,
                      "run_means_ms": list(t.run_means_ms),
@@ -388,9 +433,24 @@ def cmd_validate(cfg: ProfileAppConfig) -> dict[str, Any]:
     pred = [r["predicted_ms"] for r in rows]
     meas = [r["measured_ms"] for r in rows]
     metrics = error_metrics(pred, meas)
-    png = scatter_plot(pred, meas, out_dir / "validate_scatter.png",
-                       f"{table.device}: table prediction vs measured (LiteRT, {profiler.threads} thread)",  # type: ignore[attr-defined]
-                       [r["name"] for r in rows], metrics)
+    speed: dict[str, Any] | None = None
+    at_speed = None
+    if probes:
+        factor = speed_factor(probe_now, [ms for _, ms in probes])
+        speed = {"factor": factor, "probes": [{"name": a.name, "arch": a.to_string(), "calibration_ms": ms,
+                                               "now_ms": now} for (a, ms), now in zip(probes, probe_now)],
+                 "meaning": "median of now / at calibration over calibration networks re-measured in this run "
+                            "(none of them is validated); predictions x factor = the table at this machine's "
+                            "current speed"}
+        for r in rows:
+            r["predicted_at_speed_ms"] = r["predicted_ms"] * factor
+        at_speed = error_metrics([r["predicted_at_speed_ms"] for r in rows], meas)
+    shown = at_speed or metrics
+    title = f"{table.device}: table prediction vs measured (LiteRT, {profiler.threads} thread)"  # type: ignore[attr-defined]
+    if speed:
+        title += f"\nprediction x {speed['factor']:.3f} (this machine's speed vs at calibration)"
+    png = scatter_plot([r.get("predicted_at_speed_ms", r["predicted_ms"]) for r in rows], meas,
+                       out_dir / "validate_scatter.png", title, [r["name"] for r in rows], shown)
     fit_in = [Measured(k, tuple(kernels_of_key(k)), table.ms(k), "table row", k) for k in sorted(table.ops)]
     fp = table_fingerprint(table.meta)
     cache_kb = float((fp.caches_kb.get("L2") if fp else None) or 2048)
@@ -399,13 +459,15 @@ def cmd_validate(cfg: ProfileAppConfig) -> dict[str, Any]:
     model = scale_to(fit.model, [op.key for op in K.ops_of(ArchSpec.from_string(mbv2["arch"]))], mbv2["measured_ms"])
     model_nets = error_metrics([model.total_ms([op.key for op in K.ops_of(ArchSpec.from_string(r["arch"]))])
                                 for r in rows], meas)
-    result = {"table": table.device, "metrics": metrics, "op_model_vs_table_rows": fit.summary(),
+    result = {"table": table.device, "metrics": metrics, "metrics_at_speed": at_speed, "speed": speed,
+              "op_model_vs_table_rows": fit.summary(),
               "op_model_vs_whole_networks": model_nets, "rows": rows, "scatter_png": str(png),
               "threads": profiler.threads, "passes": passes,  # type: ignore[attr-defined]
               "statistic": table.meta.get("statistic"), "overhead_fit": table.meta.get("overhead_fit"),
               "fingerprint": fp.describe() if fp else None}
     write_json_atomic(out_dir / "validate.json", result)
-    print(json.dumps({"table": table.device, **metrics}, indent=1))
+    print(json.dumps({"table": table.device, "absolute": metrics, "speed_factor": speed and speed["factor"],
+                      "at_this_speed": at_speed}, indent=1))
     return result
 
 

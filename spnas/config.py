@@ -500,9 +500,16 @@ class ValidateConfig:
     num_archs: int = opt(50, "random architectures (plus the reference nets)")
     seed: int = opt(0, "sampling seed")
     resolution: int = opt(224, "input size")
+    passes: int = opt(10, "interleaved passes over the networks, each net's fastest kept (10: two measurements of "
+                          "the same networks rank them with tau >= 0.95 on a shared 2-core VM; 3-5 did not)")
     speed_probes: int = opt(6, "calibration networks re-measured among the validated ones, for the machine's speed "
                                "now vs at calibration (0: absolute figures only)")
     out_dir: str = opt("bench/out/validate", "where validate.json and the scatter plot go")
+
+    def __post_init__(self) -> None:
+        if self.passes < 1 or self.speed_probes < 0:
+            raise ConfigError(f"validate.passes={self.passes}, validate.speed_probes={self.speed_probes}: passes must "
+                              "be >= 1 and speed_probes >= 0 (e.g. validate.passes=10 validate.speed_probes=6)")
 
 
 @dataclass

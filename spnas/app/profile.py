@@ -416,7 +416,7 @@ def cmd_validate(cfg: ProfileAppConfig) -> dict[str, Any]:
     archs += [ref(resolution=res) for ref in REFERENCE_NETS.values()]
     out_dir = Path(vcfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    passes = cfg.profile.passes
+    passes = vcfg.passes
     probes = speed_probes(table, vcfg.speed_probes)
     order_archs, order = interleave(archs, [a for a, _ in probes])
     timing = [None] * len(order)

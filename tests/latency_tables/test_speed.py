@@ -70,6 +70,7 @@ def test_validate_judges_the_table_at_this_machines_speed(tmp_path, monkeypatch)
 
     def fake_measure_whole(archs, profiler, passes=1, desc="", progress=True):
         calls.append([a.name for a in archs])
+        assert passes == 7, "validate.passes, not the row profiler's passes"
         out = []
         for i, a in enumerate(archs):
             noise = 1.0 if a.name.startswith("probe") else (1.01 if i % 2 else 0.99)
@@ -79,7 +80,8 @@ def test_validate_judges_the_table_at_this_machines_speed(tmp_path, monkeypatch)
 
     monkeypatch.setattr(P, "measure_whole", fake_measure_whole)
     cfg = spnas.compose("profile", ["command=validate", f"validate.table={path}", "validate.num_archs=8",
-                                    f"validate.out_dir={tmp_path / 'out'}", "validate.speed_probes=4"])
+                                    f"validate.out_dir={tmp_path / 'out'}", "validate.speed_probes=4",
+                                    "validate.passes=7"])
     r = P.cmd_validate(cfg)
     assert len(calls) == 1 and sum(n.startswith("probe") for n in calls[0]) == 4
     assert calls[0][0] == "probe-0", "a probe opens each pass; the others are spread through it"
@@ -90,3 +92,8 @@ def test_validate_judges_the_table_at_this_machines_speed(tmp_path, monkeypatch)
     assert not any(row["name"].startswith("probe") for row in r["rows"]), "probes are not validated"
     saved = json.loads((tmp_path / "out" / "validate.json").read_text())
     assert saved["speed"]["factor"] == pytest.approx(1.08) and (tmp_path / "out" / "validate_scatter.png").exists()
+
+
+def test_validate_passes_and_probes_are_checked_at_compose_time():
+    with pytest.raises(spnas.errors.ConfigError, match="validate.passes=0"):
+        spnas.compose("profile", ["command=validate", "validate.passes=0"])

@@ -34,6 +34,7 @@ def main() -> None:
     import spnas
     from latency_tables.fingerprint import table_fingerprint
     from latency_tables.table import LatencyTable
+    from latency_tables.validate import error_metrics
     from spnas.app.profile import OVERHEAD_SEED, cmd_validate
 
     table = LatencyTable.load(args.table)
@@ -79,10 +80,8 @@ def main() -> None:
                  "bias_%": spread("bias_pct"), "speed": f"x{min(speeds):.3f}..x{max(speeds):.3f}" if speeds else "",
                  "wall_s": "", "target": f"every run: {goal}", "met": all(met(x) for x in ms)})
     if len(runs) > 1:  # how well this machine's measurements agree with themselves: the ceiling of any predictor
-        from scipy.stats import kendalltau
-
         meas_runs = [[x["measured_ms"] for x in r["rows"]] for r in runs]
-        taus = [float(kendalltau(meas_runs[i], meas_runs[j])[0])
+        taus = [error_metrics(meas_runs[i], meas_runs[j])["kendall_tau"]
                 for i in range(len(runs)) for j in range(i + 1, len(runs))]
         per_net = [statistics.pstdev(v) / statistics.fmean(v) * 100 for v in zip(*meas_runs)]
         rows.append({"what": f"repeatability: measured vs measured, run pairs ({len(taus)})", "within_10%": "",

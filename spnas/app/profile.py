@@ -418,14 +418,16 @@ def cmd_validate(cfg: ProfileAppConfig) -> dict[str, Any]:
     out_dir.mkdir(parents=True, exist_ok=True)
     passes = vcfg.passes
     probes = speed_probes(table, vcfg.speed_probes)
+    if vcfg.speed_probes and not probes:
+        log.warning("table '%s' has no calibration networks to use as speed probes (fitted before they were kept): "
+                    "absolute figures only. Re-fit its calibration (~1.5 min): `spnas-profile table_name=%s "
+                    "resume=true`", table.device, table.device)
     order_archs, order = interleave(archs, [a for a, _ in probes])
-    timing = [None] * len(order)
-    for pos, t in zip(order, measure_whole(order_archs, profiler, passes, "validate")):
-        timing[pos] = t
-    probe_now = [t.value for t in timing[len(archs):]]  # type: ignore[union-attr]
+    measured = measure_whole(order_archs, profiler, passes, "validate")
+    timing = [measured[order.index(i)] for i in range(len(order))]  # back to archs + probes order
+    probe_now = [t.value for t in timing[len(archs):]]
     rows = []
     for arch, t in zip(archs, timing):
-        assert t is not None
         rows.append({"name": arch.name, "arch": arch.to_string(), "measured_ms": t.value,
                      "measured_median_ms": t.median_ms, "measured_std_ms": t.std_ms,
                      "run_means_ms": list(t.run_means_ms),

@@ -16,8 +16,7 @@ SHIPPED = sorted((P.Path(P.__file__).parents[2] / "latency_tables" / "data").glo
 
 def _calibrated(tmp_path, used=None):
     """The shipped host table with a calibration whose 16 networks measured exactly as predicted."""
-    if not SHIPPED:
-        pytest.skip("no shipped host table")
+    assert SHIPPED, "latency_tables/data ships this project's host table"
     table = LatencyTable.load(SHIPPED[0])
     cfg = spnas.compose("profile", [])
     archs = P.overhead_archs(P._space(cfg))
@@ -44,6 +43,24 @@ def test_speed_probes_spread_over_the_calibration_range_and_leave_outliers_out(t
     del table.meta["overhead_fit"]["arch_strings"]  # a table fitted before arch strings were kept
     assert P.speed_probes(table, 6) == []
     assert P.speed_probes(LatencyTable.load(path), 0) == []
+
+
+def test_validate_says_how_to_get_probes_for_a_table_without_them(tmp_path, monkeypatch, caplog):
+    path, _, _ = _calibrated(tmp_path)
+    table = LatencyTable.load(path)
+    del table.meta["overhead_fit"]["arch_strings"]
+    table.save(path)
+
+    def fake_measure_whole(archs, profiler, passes=1, desc="", progress=True):
+        return [Timing(1.0, 0.01, 10, 1.0, 1.0, 1.0, (1.0,)) for _ in archs]
+
+    monkeypatch.setattr(P, "measure_whole", fake_measure_whole)
+    cfg = spnas.compose("profile", ["command=validate", f"validate.table={path}", "validate.num_archs=4",
+                                    f"validate.out_dir={tmp_path / 'out'}"])
+    with caplog.at_level("WARNING"):
+        r = P.cmd_validate(cfg)
+    assert r["speed"] is None and r["metrics_at_speed"] is None
+    assert "resume=true" in caplog.text and "speed probes" in caplog.text
 
 
 def test_interleave_spreads_probes_through_each_pass():

@@ -36,23 +36,27 @@ def worker(args: argparse.Namespace) -> None:
     import torch
     from torch import nn
 
+    import nas.superkernel as superkernel
     import spnas
     from latency_tables.predictor import SpaceLatency
     from latency_tables.table import LatencyTable
     from nas.superkernel import SuperNet
     from search_spaces import SearchSpace
-    from spnas.config import AmpMode, to_plain
     from training.batches import iterate_batches
+    from training.config import AmpMode
     from training.datasets import load_data
     from training.devices import resolve_compute
     from training.distributed import (
-        allreduce_gradients, check_same_on_all_ranks, env_from_torchrun, process_group, unwrap, wrap_ddp,
+        GlobalBatchNorm2d,
+        allreduce_gradients,
+        check_same_on_all_ranks,
+        env_from_torchrun,
+        process_group,
+        unwrap,
+        wrap_ddp,
     )
     from training.optim import make_optimizer, param_groups
     from training.runtime import epoch_generator, seed_everything
-
-    import nas.superkernel as superkernel
-    from training.distributed import GlobalBatchNorm2d
 
     plain_bn = superkernel._bn
 
@@ -67,7 +71,7 @@ def worker(args: argparse.Namespace) -> None:
     compute = resolve_compute("cpu", AmpMode.off)
     with process_group(cfg.dist, compute.device, env) as env:
         data = load_data(cfg.data, 0)
-        space = SearchSpace.from_dict(to_plain(cfg.space))
+        space = SearchSpace.from_config(cfg.space)
         latency = SpaceLatency(space, LatencyTable.load(cfg.soc.table), 224, 1.0, data.num_classes)
         seed_everything(0)
         net = compute.module(SuperNet(space, data.resolution, 1.0, data.num_classes, 0.0, 0.0))

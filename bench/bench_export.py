@@ -22,7 +22,7 @@ def main() -> None:
     ap.add_argument("--models", nargs="+", default=["mobilenet_v2", "spnas-sd845"])
     args = ap.parse_args()
     import spnas
-    from spnas.app.export_job import run_export
+    from spnas.app import commands
 
     run = Path(args.run)
     rows: list[dict[str, Any]] = []
@@ -36,7 +36,7 @@ def main() -> None:
                                            # measure int8 even where the pipeline's agreement gate
                                            # would not ship it; the agreement column says which
                                            "export.int8=required", "export.tolerances.int8_min_agreement=0"])
-            m = run_export(cfg)
+            m = commands.export(cfg)
         lat = m["latency"]
         cpu = lat["cpu"]
         f = m["files"]

@@ -33,9 +33,10 @@ def main() -> None:
     args = ap.parse_args()
     import spnas
     from latency_tables.fingerprint import table_fingerprint
+    from latency_tables.host import OVERHEAD_SEED
     from latency_tables.table import LatencyTable
     from latency_tables.validate import error_metrics
-    from spnas.app.profile import OVERHEAD_SEED, cmd_validate
+    from spnas.app.profile import cmd_validate
 
     table = LatencyTable.load(args.table)
     fp = table_fingerprint(table.meta)

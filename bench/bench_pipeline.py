@@ -1,10 +1,9 @@
-"""The headline: run `spnas-pipeline` with a preset and record, per SoC, the winner against MobileNetV2.
+"""The headline: run `spnas-pipeline` with a preset and record every model's figures with their intervals,
+each winner's verdicts against its controls, the budget check, the fleet view and the wall time.
 
-    python -m bench.bench_pipeline [--experiment cifar10] [overrides ...]
+    python -m bench.bench_pipeline [--experiment evidence] [overrides ...]
 
-Target (on each Snapdragon table, and on this CPU's measured latency): the winner of a matched-budget
-search is at least 20% faster than MobileNetV2 1.0 at the same input resolution, at equal or better
-top-1. Re-running is cheap: finished stages are skipped.
+Re-running is cheap: finished stages are skipped (the wall time recorded is the stages' own, summed).
 """
 
 from __future__ import annotations
@@ -15,9 +14,17 @@ import time
 from bench.common import record
 
 
+def _ci(st: dict | None) -> str:
+    if not st or st.get("mean") is None:
+        return "n/a"
+    if st.get("ci_low") is None:
+        return f"{st['mean']:.4f} (1 seed)"
+    return f"{st['mean']:.4f} [{st['ci_low']:.4f}, {st['ci_high']:.4f}]"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--experiment", default="cifar10")
+    ap.add_argument("--experiment", default="evidence")
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args()
     import spnas
@@ -27,28 +34,27 @@ def main() -> None:
     t0 = time.perf_counter()
     rep = run_pipeline(cfg)
     wall = time.perf_counter() - t0
-    rows = []
-    for r in rep["rows"]:
-        h = next((h for h in rep["headline"] if h["soc"] == r["soc"]), None)
-        rows.append({"soc": r["soc"], "model": r["model"], "top1": round(r["top1"], 4),
-                     "pred_ms": round(r["predicted_ms"], 2), "d_lat_%": round(r["d_latency_pct"], 1),
-                     "cpu_ms_224": round(r["measured_cpu_ms"], 3), "d_cpu_%": round(r["d_measured_pct"], 1),
-                     "d_top1_pts": round(r["d_top1_pts"], 2), "R@1": round(r["recall@1"], 3),
-                     "R@10": round(r["recall@10"], 3), "mAP@10": round(r["mAP@10"], 3),
-                     "MACs_M": round(r["macs_224"] / 1e6), "params_M": round(r["params"] / 1e6, 2),
-                     "target_met": (h["met"] if h else "") if r["kind"] == "spnas" else ""})
-    over = (" " + " ".join(args.overrides)) if args.overrides else ""
+    socs = sorted({s for r in rep["rows"] for s in r["latency_ms"]})
+    rows = [{"model": r["model"], "kind": r["kind"], **{f"ms_{s}": round(r["latency_ms"][s], 2)
+                                                        for s in socs if r["latency_ms"].get(s) is not None},
+             "top1 [95%]": _ci(r["stats"].get("top1")), "R@1 train [95%]": _ci(r["stats"].get("r1_train")),
+             "seeds": len(r["seeds"])} for r in rep["rows"]]
     stage_wall = sum(e["wall_s"] for e in rep["provenance"]["stages"])
-    lines = [f"{h['soc']}: {'MET' if h['met'] else 'NOT met'} ({h['latency_basis']} latency "
-             f"{h['latency_delta_pct']:+.1f}%, top-1 {h['top1_delta_pts']:+.2f} points)" for h in rep["headline"]]
-    record("bench_pipeline", f"Headline: SPNAS winners vs MobileNetV2 1.0 (pipeline experiment={args.experiment}{over})", rows,
-           notes=("Headline target (>= 20% faster than MobileNetV2 at equal or better top-1): " + "; ".join(lines) +
-                  f". Stage wall time {stage_wall / 3600:.2f} h (this invocation {wall:.0f} s). Predicted latency from "
-                  "each SoC's table at 224 (the Snapdragon tables are modeled); CPU ms measured on this machine with "
-                  f"LiteRT, 1 thread, at 224. Report: `{cfg.run_dir}/report.md` (not committed). Paper rows for "
-                  "orientation: SD808 73.07% @ 113.92 ms vs MobileNetV2 71.80% @ 162.82 ms; SD845 74.48% @ 77.90 ms "
-                  "vs 71.80% @ 76.36 ms (ImageNet)."),
-           extra={"headline": rep["headline"], "winners": rep["winners"]})
+    b = rep["budget"]
+    fleet = ""
+    if rep.get("fleet"):
+        fleet = " Fleet view (ms on each table): " + "; ".join(
+            f"{f['winner']}: " + ", ".join(f"{d} {v:.1f}" for d, v in f["ms"].items() if v is not None) +
+            f" (fleet cost {f['fleet_cost']:.3f}, over budget on {', '.join(f['over_budget_on']) or 'none'})"
+            for f in rep["fleet"]) + "."
+    over = (" " + " ".join(args.overrides)) if args.overrides else ""
+    record("bench_pipeline", f"Headline with controls and seeds (pipeline experiment={args.experiment}{over})", rows,
+           notes=("Verdicts (paired over seeds, proxy test top-1): " + " ".join(h["text"] + "." for h in rep["headline"])
+                  + f" Budget check: {'ranks capacity' if b['ranks'] else 'budget-limited: ' + '; '.join(b['reasons'])}."
+                  + fleet + f" Stage wall time {stage_wall / 60:.1f} min on this machine (this invocation {wall:.0f} s)."
+                  f" Report: `{cfg.run_dir}/report.md` (not committed)."),
+           extra={"headline": rep["headline"], "budget": b, "winners": rep["winners"], "fleet": rep.get("fleet"),
+                  "stage_wall_s": stage_wall})
 
 
 if __name__ == "__main__":

@@ -26,12 +26,12 @@ def main() -> None:
     from latency_tables.table import LatencyTable
     from search_spaces import ArchSpec, SearchSpace
     from spnas.app.pipeline import run_pipeline
-    from spnas.config import to_plain
+    from spnas_core.config import to_plain
 
     cfg = spnas.compose("pipeline", [f"experiment={args.experiment}", f"socs=[{','.join(args.socs)}]",
                                      "baselines=[]", "report_dir=${run_dir}/bench_search", *args.overrides])
     rep = run_pipeline(cfg)
-    space = SearchSpace.from_dict(to_plain(cfg.space))
+    space = SearchSpace.from_config(cfg.space)
     rows, choices = [], {}
     stages = {e["stage"]: e["wall_s"] for e in rep["provenance"]["stages"]}
     for r in rep["rows"]:

@@ -33,7 +33,9 @@ def gradients(args: argparse.Namespace) -> None:
     """Median |dCE/dt| per searchable layer over `--steps` steps after a weights-only warm-up."""
     from torch import nn
 
-    from nas.search import build_search
+    from latency_tables.table import LatencyTable
+    from nas.search import SearchJob, build_search
+    from search_spaces import SearchSpace
     from training.batches import iterate_batches
     from training.datasets import load_data
     from training.runtime import epoch_generator, seed_everything, set_threads
@@ -46,7 +48,8 @@ def gradients(args: argparse.Namespace) -> None:
     for strides in ("design", "auto"):
         cfg = replace(base, proxy=replace(base.proxy, strides=type(base.proxy.strides)[strides]))
         seed_everything(0)
-        s = build_search(cfg, data)
+        s = build_search(SearchJob(cfg.search, SearchSpace.from_config(cfg.space), (LatencyTable.load(cfg.soc.table),),
+                                   cfg.proxy, cfg.soc.name, cfg.seed), data)
         s.budget = replace(s.budget, warmup_steps=args.warmup, total_steps=args.warmup + args.steps)
         crit = nn.CrossEntropyLoss(label_smoothing=cfg.search.label_smoothing)
         layers = s.net.super_layers()
@@ -107,11 +110,11 @@ def _in_map(net: Any, m: Any) -> int:
 
 
 def _search(overrides: list[str], run_dir: Path) -> dict[str, Any]:
-    from nas.search import run_search
+    from spnas.app import commands
 
     if run_dir.exists():
         shutil.rmtree(run_dir)
-    return run_search(_cfg([*overrides, f"run_dir={run_dir}"]))
+    return commands.search(_cfg([*overrides, f"run_dir={run_dir}"]))
 
 
 def landing(args: argparse.Namespace) -> None:
@@ -142,7 +145,7 @@ def landing(args: argparse.Namespace) -> None:
 
 def folder(args: argparse.Namespace) -> None:
     """A user's small photo folder: 10 Grocery classes, ~30 photos each, searched at 96 px."""
-    from spnas.paths import data_root
+    from spnas_core.paths import data_root
 
     src = data_root() / "grocery-store-128" / "train" / "Fruit"
     rows = []

@@ -36,8 +36,8 @@ def main() -> None:
     import spnas
     from bench.common import record
     from search_spaces import build_model, reference
-    from spnas.config import DataLoaderKind
     from training.batches import iterate_batches
+    from training.config import DataLoaderKind
     from training.datasets import load_data
     from training.devices import Compute
     from training.runtime import epoch_generator

@@ -29,9 +29,9 @@ def main() -> None:
     import spnas
     from latency_tables.keys import ops_of
     from latency_tables.table import LatencyTable
-    from nas.search import run_search
     from search_spaces import SearchSpace
-    from spnas.config import to_plain
+    from spnas.app import commands
+    from spnas_core.config import to_plain
     from training.datasets import load_data
 
     results = {}
@@ -42,7 +42,7 @@ def main() -> None:
                                        "threads=2", f"run_dir={Path(args.run_dir) / soc}", *args.overrides])
         data = data or load_data(cfg.data, cfg.seed)
         t0 = time.perf_counter()
-        s = run_search(cfg, data)
+        s = commands.search(cfg, data)
         results[soc] = {"summary": s, "wall_s": time.perf_counter() - t0, "space": SearchSpace.from_dict(
             to_plain(cfg.space))}
     a, b = args.socs

@@ -18,12 +18,12 @@ def main() -> None:
     ap.add_argument("--arch", default="mobilenet_v3_small")
     args = ap.parse_args()
     import spnas
-    from training.loop import train_model
+    from spnas.app import commands
 
     with tempfile.TemporaryDirectory() as tmp:
         cfg = spnas.compose("train", [f"arch={args.arch}", "data=fashion_mnist", f"train.epochs={args.epochs}",
                                       f"run_dir={Path(tmp) / 'run'}"])
-        s = train_model(cfg)
+        s = commands.train(cfg)
     rows = [{"arch": args.arch, "data": "fashion_mnist 32x32", "epochs": args.epochs,
              "test_top1": round(s["test_top1"], 4), "test_top5": round(s["test_top5"], 4),
              "train_s": round(s["train_wall_s"], 1), "img_per_s": round(s["images_per_s"], 0),

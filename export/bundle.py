@@ -24,13 +24,13 @@ import torch
 from torch import nn
 
 from search_spaces import ArchSpec, embedding_info
-from spnas.errors import ExportError, InputError, InputNotFoundError, ParityError
-from spnas.files import atomic_path, replace_dir
+from spnas_core.errors import InputError, InputNotFoundError, ParityError
+from spnas_core.files import atomic_path, replace_dir
+from spnas_core.images import resize_like_mediapipe
 
 from .deploy import NHWC, DeployModel, to_unit_float
 from .mediapipe_graph import embedder_graph
 from .metadata import ImageInputSpec, ModelInfo, attach_metadata, build_metadata
-from spnas.images import resize_like_mediapipe
 from .tflite import _quiet_litert, convert_to_tflite, op_histogram, run_tflite
 
 log = logging.getLogger(__name__)
@@ -236,28 +236,33 @@ def parity_report(net: nn.Module, size: int, work: Path, inputs: ExportInputs, t
         rep["tflite_int8"] = {"top1_agreement": float((q.argmax(1) == logits.argmax(1)).mean()),
                               "mean_cosine_logits": float(_cos(q, logits).mean()),
                               "min_cosine_logits": float(_cos(q, logits).min())}
-    failures: list[str] = []
-    failed: list[str] = []
-    if rep["tflite_fp32"]["max_abs_diff"] > tol.fp32_max_abs:
-        failed.append("tflite_fp32")
-        failures.append(f"TFLite fp32 logits differ by {rep['tflite_fp32']['max_abs_diff']:.2e} > {tol.fp32_max_abs}")
-    if max(rep["onnx"]["max_abs_diff_logits"], rep["onnx"]["max_abs_diff_embedding"]) > tol.onnx_max_abs:
-        failed.append("onnx")
-        failures.append(f"ONNX differs by {max(rep['onnx']['max_abs_diff_logits'], rep['onnx']['max_abs_diff_embedding']):.2e}"
-                        f" > {tol.onnx_max_abs}")
-    if rep["mediapipe_embedder"]["min_cosine"] < tol.mediapipe_min_cos:
-        failed.append("mediapipe_embedder")
-        failures.append(f"MediaPipe embedding cosine {rep['mediapipe_embedder']['min_cosine']:.5f} < {tol.mediapipe_min_cos}")
-    if "tflite_int8" in rep and rep["tflite_int8"]["top1_agreement"] < tol.int8_min_agreement:
-        failed.append("tflite_int8")
-        failures.append(f"int8 top-1 agreement {rep['tflite_int8']['top1_agreement']:.3f} < {tol.int8_min_agreement} "
-                        f"(an undertrained model's near-tied logits flip under quantization: train longer, calibrate "
-                        f"on more images, or export with export.int8=false)")
     rep["tolerances"] = tol.__dict__
+    failed, failures = parity_failures(rep, tol)
     rep["passed"] = not failures
     if failures:
         raise ParityError("export refused, parity failed: " + "; ".join(failures), failed)
     return rep
+
+
+def parity_failures(rep: dict[str, Any], tol: Tolerances) -> tuple[list[str], list[str]]:
+    """Which artifacts miss their tolerance (names) and why (sentences a user can act on)."""
+    checks = [
+        ("tflite_fp32", rep["tflite_fp32"]["max_abs_diff"] > tol.fp32_max_abs,
+         f"TFLite fp32 logits differ by {rep['tflite_fp32']['max_abs_diff']:.2e} > {tol.fp32_max_abs}"),
+        ("onnx", max(rep["onnx"]["max_abs_diff_logits"], rep["onnx"]["max_abs_diff_embedding"]) > tol.onnx_max_abs,
+         f"ONNX differs by {max(rep['onnx']['max_abs_diff_logits'], rep['onnx']['max_abs_diff_embedding']):.2e}"
+         f" > {tol.onnx_max_abs}"),
+        ("mediapipe_embedder", rep["mediapipe_embedder"]["min_cosine"] < tol.mediapipe_min_cos,
+         f"MediaPipe embedding cosine {rep['mediapipe_embedder']['min_cosine']:.5f} < {tol.mediapipe_min_cos}"),
+    ]
+    if "tflite_int8" in rep:
+        agree = rep["tflite_int8"]["top1_agreement"]
+        checks.append(("tflite_int8", agree < tol.int8_min_agreement,
+                       f"int8 top-1 agreement {agree:.3f} < {tol.int8_min_agreement} (an undertrained model's "
+                       f"near-tied logits flip under quantization: train longer, calibrate on more images, or export "
+                       f"with export.int8=false)"))
+    bad = [(name, why) for name, failed, why in checks if failed]
+    return [n for n, _ in bad], [w for _, w in bad]
 
 
 def int8_accuracy(net: nn.Module, work: Path, images: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
@@ -308,22 +313,8 @@ def build_bundle(net: nn.Module, arch: ArchSpec, inputs: ExportInputs, out_dir: 
             timings[label] = time.perf_counter() - ts
             return r
 
-        step("tflite_fp32", lambda: export_fp32(net, size, work / "fp32_raw.tflite", "logits"))
-        meta, files = build_metadata(spec, ModelInfo(name, f"{name} classifier ({arch.to_string()})",
-                                                     labels=inputs.labels, output_name="logits",
-                                                     output_description="class logits"), classifier=True)
-        (work / "model_fp32.tflite").write_bytes(attach_metadata((work / "fp32_raw.tflite").read_bytes(), meta, files))
-        (work / "fp32_raw.tflite").unlink()
-        step("tflite_embedder", lambda: export_fp32(net, size, work / "emb_raw.tflite", "features"))
-        emb_info = embedding_info(net)
-        what = ("L2-normalised projection of the pooled features" if emb_info["head"] == "projection"
-                else "L2-normalised pooled features")
-        meta, files = build_metadata(spec, ModelInfo(name, f"{name} image embedder ({emb_info['dim']}-d, {what})",
-                                                     output_name="embedding",
-                                                     output_description=f"unit-length embedding: {what}"),
-                                     classifier=False)
-        (work / "embedder.tflite").write_bytes(attach_metadata((work / "emb_raw.tflite").read_bytes(), meta, files))
-        (work / "emb_raw.tflite").unlink()
+        step("tflite_fp32", lambda: _tflite_with_metadata(net, arch, spec, inputs, work, embedder=False))
+        emb_info = step("tflite_embedder", lambda: _tflite_with_metadata(net, arch, spec, inputs, work, embedder=True))
         int8_info: dict[str, Any] = {}
         if int8:
             int8_info = step("tflite_int8", lambda: export_int8(net, size, inputs.calibration, work / "model_int8.tflite"))
@@ -333,26 +324,12 @@ def build_bundle(net: nn.Module, arch: ArchSpec, inputs: ExportInputs, out_dir: 
         torch.save(net.state_dict(), work / "weights.pt")  # the PyTorch embedder of the retrieval stage
         ops = {f: dict(op_histogram(work / f)) for f in ("model_fp32.tflite", "embedder.tflite", "model_int8.tflite")
                if (work / f).exists()}
-        transposes = {f: h.get("TRANSPOSE", 0) for f, h in ops.items()}
         parity = step("parity", lambda: parity_report(net, size, work, inputs, tol))
         if int8:
             int8_info.update(step("int8_eval", lambda: int8_accuracy(net, work, inputs.eval_images, inputs.eval_labels)))
             h = ops["model_int8.tflite"]
             int8_info["float_islands"] = {"QUANTIZE": h.get("QUANTIZE", 0), "DEQUANTIZE": h.get("DEQUANTIZE", 0)}
-        manifest: dict[str, Any] = {
-            "format": BUNDLE_FORMAT, "name": name, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            "arch": arch.to_dict(), "arch_string": arch.to_string(),
-            "input": {"layout": "NHWC", "dtype": "float32", "range": [0.0, 1.0], "size": [size, size],
-                      "color": "RGB", "resize": "stretch (MediaPipe ImageToTensor, corners to corners, bilinear)",
-                      "mediapipe_normalization": {"mean": spec.mean, "std": spec.std},
-                      "per_channel_normalization": "folded into the model"},
-            "outputs": {"model_fp32.tflite": "logits", "model_int8.tflite": "logits (int8, dequantize with the "
-                        "output quantization)", "embedder.tflite": "embedding", "model.onnx": ["logits", "embedding"]},
-            "labels": inputs.labels, "data": inputs.data_info, "parity": parity, "int8": int8_info,
-            "embedding": emb_info,
-            "onnx": onnx_info, "ops": ops, "transpose_ops": transposes, "export_seconds": timings,
-            "versions": versions or {},
-        }
+        manifest = _manifest(name, arch, spec, inputs, parity, int8_info, emb_info, onnx_info, ops, timings, versions)
         if extra_manifest:
             manifest.update(extra_manifest(work))
         manifest["files"] = {p.name: file_entry(p) for p in sorted(work.iterdir()) if p.is_file()}
@@ -364,6 +341,52 @@ def build_bundle(net: nn.Module, arch: ArchSpec, inputs: ExportInputs, out_dir: 
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
+
+
+def _tflite_with_metadata(net: nn.Module, arch: ArchSpec, spec: ImageInputSpec, inputs: ExportInputs, work: Path,
+                          embedder: bool) -> dict[str, Any] | None:
+    """`model_fp32.tflite` (logits, with the labels) or `embedder.tflite` (the unit embedding), converted and
+    given the TFLite metadata MediaPipe reads (input normalisation, output names); returns the embedding's
+    description for the embedder."""
+    name = arch.name or "spnas-model"
+    raw = work / ("emb_raw.tflite" if embedder else "fp32_raw.tflite")
+    export_fp32(net, spec.height, raw, "features" if embedder else "logits")
+    if embedder:
+        emb_info = embedding_info(net)
+        what = ("L2-normalised projection of the pooled features" if emb_info["head"] == "projection"
+                else "L2-normalised pooled features")
+        info = ModelInfo(name, f"{name} image embedder ({emb_info['dim']}-d, {what})", output_name="embedding",
+                         output_description=f"unit-length embedding: {what}")
+    else:
+        emb_info = None
+        info = ModelInfo(name, f"{name} classifier ({arch.to_string()})", labels=inputs.labels, output_name="logits",
+                         output_description="class logits")
+    meta, files = build_metadata(spec, info, classifier=not embedder)
+    out = work / ("embedder.tflite" if embedder else "model_fp32.tflite")
+    out.write_bytes(attach_metadata(raw.read_bytes(), meta, files))
+    raw.unlink()
+    return emb_info
+
+
+def _manifest(name: str, arch: ArchSpec, spec: ImageInputSpec, inputs: ExportInputs, parity: dict[str, Any],
+              int8_info: dict[str, Any], emb_info: dict[str, Any] | None, onnx_info: dict[str, Any],
+              ops: dict[str, Any], timings: dict[str, float], versions: dict[str, str] | None) -> dict[str, Any]:
+    """`manifest.json` before the file list: what each artifact is, its input contract, parity and versions."""
+    size = arch.resolution
+    return {
+        "format": BUNDLE_FORMAT, "name": name, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "arch": arch.to_dict(), "arch_string": arch.to_string(),
+        "input": {"layout": "NHWC", "dtype": "float32", "range": [0.0, 1.0], "size": [size, size],
+                  "color": "RGB", "resize": "stretch (MediaPipe ImageToTensor, corners to corners, bilinear)",
+                  "mediapipe_normalization": {"mean": spec.mean, "std": spec.std},
+                  "per_channel_normalization": "folded into the model"},
+        "outputs": {"model_fp32.tflite": "logits", "model_int8.tflite": "logits (int8, dequantize with the "
+                    "output quantization)", "embedder.tflite": "embedding", "model.onnx": ["logits", "embedding"]},
+        "labels": inputs.labels, "data": inputs.data_info, "parity": parity, "int8": int8_info,
+        "embedding": emb_info, "onnx": onnx_info, "ops": ops,
+        "transpose_ops": {f: h.get("TRANSPOSE", 0) for f, h in ops.items()}, "export_seconds": timings,
+        "versions": versions or {},
+    }
 
 
 def _json(o: Any) -> Any:
@@ -424,7 +447,7 @@ def load_torch_model(bundle: str | os.PathLike) -> nn.Module:
 def verify_files(bundle: str | os.PathLike, names: Sequence[str] = FILES) -> dict[str, str]:
     """Check files against the manifest's sha256 (a bundle edited or truncated after export); returns
     each file's sha256 as computed from its bytes."""
-    from spnas.files import sha256_file
+    from spnas_core.files import sha256_file
 
     m = load_manifest(bundle)
     out = {}

@@ -12,8 +12,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from spnas.images import MEAN_RGB, STD_RGB
-from spnas.errors import ExportError
+from spnas_core.errors import ExportError
+from spnas_core.images import MEAN_RGB, STD_RGB
 
 OUTPUTS = ("logits", "features", "both")
 

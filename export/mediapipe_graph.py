@@ -11,8 +11,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from spnas_core.errors import InputError
+
 from .metadata import ImageInputSpec
-from spnas.errors import InputError
 
 
 def embedder_graph(image: ImageInputSpec, model_path: str = "embedder.tflite", l2_normalize: bool = True) -> str:

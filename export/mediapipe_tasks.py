@@ -9,11 +9,11 @@ import numpy as np
 
 
 def _mp_image(img: np.ndarray):
-    """Pixels as MediaPipe's SRGB image, after the project's one decoding path (`spnas.images.to_rgb_array`):
+    """Pixels as MediaPipe's SRGB image, after the project's one decoding path (`spnas_core.images.to_rgb_array`):
     grey, alpha, 16-bit or float arrays are converted exactly as for every other backend."""
     import mediapipe as mp
 
-    from spnas.images import to_rgb_array
+    from spnas_core.images import to_rgb_array
 
     return mp.Image(image_format=mp.ImageFormat.SRGB, data=to_rgb_array(img))
 

@@ -15,7 +15,8 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
-from spnas.errors import ExportError
+
+from spnas_core.errors import ExportError
 
 METADATA_NAME = "TFLITE_METADATA"
 MIN_PARSER_VERSION = "1.0.0"

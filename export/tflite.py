@@ -22,7 +22,7 @@ os.environ.setdefault("GLOG_minloglevel", "2")
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from spnas.files import atomic_path  # noqa: E402
+from spnas_core.files import atomic_path  # noqa: E402
 
 log = logging.getLogger(__name__)
 

@@ -27,8 +27,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from search_spaces import ResolvedLayer
-
-from spnas.errors import TableError
+from spnas_core.errors import TableError
 
 F32 = 4  # bytes per float32 element
 

@@ -24,7 +24,7 @@ import numpy as np
 from search_spaces import ArchSpec, SearchSpace, make_divisible, mobilenet_v3_large, mobilenet_v3_small
 from search_spaces.space import SKIP
 
-from .costmodel import FEATURES, DeviceModel, Measured, features, fit_device
+from .costmodel import FEATURES, DeviceModel, Measured, features
 from .keys import ops_of, ops_of_references, ops_of_space
 from .modeled import SOCS, MeasuredFits, group_factors
 from .sources import MEASURED, Published, proxyless_mobile_blocks, published_latencies

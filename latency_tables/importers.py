@@ -34,11 +34,12 @@ from typing import Any, Literal
 
 from search_spaces import SearchSpace
 from search_spaces.grammar import _fmt_float
+from spnas_core.errors import InputNotFoundError, OpKeyError, TableError
 
+from .completeness import missing_parts
 from .costmodel import fc_kernels, pool_kernels
 from .keys import ops_of, parse_op_key
 from .table import LatencyTable, OpStats
-from spnas.errors import InputNotFoundError, OpKeyError, TableError
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +116,37 @@ def import_spnas_json(path: str | os.PathLike, space: SearchSpace, resolution: i
     fixed blocks, inside the fixed part: `fixed_ms`, by default the official 19.5999 ms); one with
     `space.num_layers` rows has searchable layers only (a fixed part only if `fixed_ms` is given).
     """
+    rows = _spnas_rows(path)
+    n = len(rows)
+    if n == space.num_layers + 2:
+        fixed_rows, searchable = [0, n - 1], rows[1:-1]
+        fixed_ms = SPNAS_OFFICIAL_FIXED_MS if fixed_ms is None else fixed_ms
+    elif n == space.num_layers:
+        fixed_rows, searchable = [], rows
+    else:
+        raise TableError(f"{path} has {n} layers, but space '{space.name}' has {space.num_layers} searchable "
+                         f"layers ({space.num_layers + 2} with its fixed first and last blocks); the file belongs to "
+                         f"another space (the official Pixel 1 file is space=spnas_mnasnet)")
+    ops = _spnas_layer_ops(space, searchable, resolution, num_classes, k3e3)
+    meta = _meta(device, f"Single-Path NAS runtime model {Path(path).name}", [resolution])
+    meta["per_block_rows"] = True
+    meta["space"] = space.name
+    meta["method"].update({
+        "format": "spnas", "k3e3": k3e3,
+        "k3e3_rule": "R(k5e3) * R(k3e6) / R(k5e6) (official superkernel)" if k3e3 == "estimate"
+        else "the file's measured index-0 row",
+        "skip_ms": 0.0,
+        "layers_in_file": n,
+        "unused_fixed_block_rows": {str(i): rows[i] for i in fixed_rows},
+    })
+    if fixed_ms is not None:
+        meta["groups"] = [_spnas_fixed_group(space, resolution, num_classes, fixed_ms, classifier_ms)]
+    meta["complete"] = fixed_ms is not None
+    return LatencyTable(meta, ops)
+
+
+def _spnas_rows(path: str | os.PathLike) -> list[list[float]]:
+    """The file's rows in layer order, each [k3e3, k3e6, k5e3, k5e6] in ms; any gap or odd value is an error."""
     text = read_source(path)
     check_format(path, text, "spnas")
     try:
@@ -130,87 +162,79 @@ def import_spnas_json(path: str | os.PathLike, space: SearchSpace, resolution: i
         gone = sorted(want - set(data), key=int)
         raise TableError(f"{path}: layer keys must be 0..{n - 1}; unexpected {odd}, missing {gone} (a renamed or "
                          f"dropped layer would shift every following row)")
-    rows: list[list[float]] = []
-    for i in range(n):
-        row = data[str(i)]
-        if not isinstance(row, dict):
-            raise TableError(f"{path}: layer {i}: expected {{\"0\": ms, ..., \"3\": ms}}, got {type(row).__name__}")
-        missing = [c for c in ("0", "1", "2", "3") if c not in row]
-        if missing:
-            raise TableError(f"{path}: layer {i} lacks choice(s) {missing} (0 k3e3, 1 k3e6, 2 k5e3, 3 k5e6)")
-        extra = sorted(set(row) - {"0", "1", "2", "3"})
-        if extra:
-            raise TableError(f"{path}: layer {i} has unknown choice(s) {extra}; the format has 0..3")
-        vals = []
-        for c in ("0", "1", "2", "3"):
-            v = row[c]
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
-                raise TableError(f"{path}: layer {i} choice {c}: {v!r} is not a latency in ms (a positive number)")
-            vals.append(float(v))
-        rows.append(vals)
-    if n == space.num_layers + 2:
-        fixed_rows, searchable = [0, n - 1], rows[1:-1]
-        fixed_ms = SPNAS_OFFICIAL_FIXED_MS if fixed_ms is None else fixed_ms
-    elif n == space.num_layers:
-        fixed_rows, searchable = [], rows
-    else:
-        raise TableError(f"{path} has {n} layers, but space '{space.name}' has {space.num_layers} searchable "
-                         f"layers ({space.num_layers + 2} with its fixed first and last blocks); the file belongs to "
-                         f"another space (the official Pixel 1 file is space=spnas_mnasnet)")
+    return [_spnas_row(path, i, data[str(i)]) for i in range(n)]
+
+
+def _spnas_row(path: str | os.PathLike, i: int, row: Any) -> list[float]:
+    if not isinstance(row, dict):
+        raise TableError(f"{path}: layer {i}: expected {{\"0\": ms, ..., \"3\": ms}}, got {type(row).__name__}")
+    missing = [c for c in ("0", "1", "2", "3") if c not in row]
+    if missing:
+        raise TableError(f"{path}: layer {i} lacks choice(s) {missing} (0 k3e3, 1 k3e6, 2 k5e3, 3 k5e6)")
+    extra = sorted(set(row) - {"0", "1", "2", "3"})
+    if extra:
+        raise TableError(f"{path}: layer {i} has unknown choice(s) {extra}; the format has 0..3")
+    vals = []
+    for c in ("0", "1", "2", "3"):
+        v = row[c]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+            raise TableError(f"{path}: layer {i} choice {c}: {v!r} is not a latency in ms (a positive number)")
+        vals.append(float(v))
+    return vals
+
+
+def _spnas_layer_ops(space: SearchSpace, searchable: list[list[float]], resolution: int, num_classes: int,
+                     k3e3: str) -> dict[str, OpStats]:
+    """One row per (layer, choice), keyed `<op key>-block:<i>` so layers of the same shape keep their own figures."""
     ops: dict[str, OpStats] = {}
-    base = [SPNAS_CHOICES[0]] * space.num_layers
     keys_by_choice = {c: {op.block_index: op.key for op in ops_of(space.decode([c] * space.num_layers, resolution,
                                                                                1.0, num_classes))}
                       for c in SPNAS_CHOICES}
-    for li, (slot, r) in enumerate(zip(space.slots, searchable)):
+    for slot, r in zip(space.slots, searchable):
         est = r[2] * r[1] / r[3]
         values = {"k3_e3": est if k3e3 == "estimate" else r[0], "k3_e6": r[1], "k5_e3": r[2], "k5_e6": r[3]}
         for choice in SPNAS_CHOICES:
-            if choice not in slot.choices:
-                continue
-            key = f"{keys_by_choice[choice][slot.block_index]}-block:{slot.block_index}"
-            ops[key] = OpStats(values[choice], 0.0, 1)
-    meta = _meta(device, f"Single-Path NAS runtime model {Path(path).name}", [resolution])
-    meta["per_block_rows"] = True
-    meta["space"] = space.name
-    meta["method"].update({
-        "format": "spnas", "k3e3": k3e3,
-        "k3e3_rule": "R(k5e3) * R(k3e6) / R(k5e6) (official superkernel)" if k3e3 == "estimate"
-        else "the file's measured index-0 row",
-        "skip_ms": 0.0,
-        "layers_in_file": n,
-        "unused_fixed_block_rows": {str(i): rows[i] for i in fixed_rows},
-    })
-    if fixed_ms is not None:
-        arch = space.decode(base, resolution, 1.0, num_classes)
-        slot_blocks = {s.block_index for s in space.slots}
-        fixed_ops = [op for op in ops_of(arch) if op.block_index not in slot_blocks]
-        cls = [op.key for op in fixed_ops if op.block_index == -1]
-        meta["groups"] = [{
-            "name": "Single-Path NAS fixed part (stem, first and last blocks, head, classifier)",
+            if choice in slot.choices:
+                ops[f"{keys_by_choice[choice][slot.block_index]}-block:{slot.block_index}"] = OpStats(values[choice],
+                                                                                                     0.0, 1)
+    return ops
+
+
+def _spnas_fixed_group(space: SearchSpace, resolution: int, num_classes: int, fixed_ms: float,
+                       classifier_ms: float) -> dict[str, Any]:
+    """The fixed part (stem, first and last blocks, head, classifier) as one group row, its classifier share
+    rescaled for another class count."""
+    arch = space.decode([SPNAS_CHOICES[0]] * space.num_layers, resolution, 1.0, num_classes)
+    slot_blocks = {s.block_index for s in space.slots}
+    fixed_ops = [op for op in ops_of(arch) if op.block_index not in slot_blocks]
+    cls = [op.key for op in fixed_ops if op.block_index == -1]
+    return {"name": "Single-Path NAS fixed part (stem, first and last blocks, head, classifier)",
             "keys": [op.key for op in fixed_ops if op.block_index != -1],
             "classifier": {"key": cls[0], "ms": classifier_ms},
-            "ms": float(fixed_ms), "std_ms": 0.0,
-            "source": f"official runtime model constant {fixed_ms} ms"}]
-        meta["complete"] = True
-    else:
-        meta["complete"] = False
-    return LatencyTable(meta, ops)
-
-
-def _filler(space: SearchSpace) -> list[str]:
-    return [space.choices[0]] * space.num_layers
+            "ms": float(fixed_ms), "std_ms": 0.0, "source": f"official runtime model constant {fixed_ms} ms"}
 
 
 # ---------------------------------------------------------------------------------- OFA / ProxylessNAS
 def import_ofa_yaml(path: str | os.PathLike, expand: Literal["auto", "ratio", "channels"] = "auto",
-                    device: str = "ofa-import", stem_kernel: int = 3, head_kernel: int = 1) -> LatencyTable:
-    """Rows from an OFA / ProxylessNAS YAML table, re-keyed to spnas op keys (see the module docstring)."""
+                    device: str = "ofa-import", stem_kernel: int = 3, head_kernel: int = 1,
+                    allow_partial: bool = False) -> LatencyTable:
+    """Rows from an OFA / ProxylessNAS YAML table, re-keyed to spnas op keys (see the module docstring).
+
+    A table that does not price a whole network (cut short at a row boundary, or trimmed by hand) is
+    an error naming what is missing (`latency_tables.completeness`); `allow_partial=True` imports the
+    rows that are there, lists what is missing in `meta.missing` and says so."""
     text = read_source(path)
     check_format(path, text, "ofa")
     entries = _strict_yaml_rows(path, text)
     flavour = "ofa-mbv3" if any(k.startswith("expanded_conv") and "-se:" in k for k, *_ in entries) else "proxylessnas"
     meaning = _expand_meaning(path, entries, expand)
+    missing = missing_parts([k for k, *_ in entries], meaning)
+    if missing and not allow_partial:
+        raise TableError(f"{path}: {len(entries)} rows that do not make a whole table: {'; '.join(missing)}. The file "
+                         f"looks cut short (re-download it), or pass source.allow_partial=true to import only these "
+                         f"rows (networks that need the missing ones cannot be predicted)")
+    if missing:
+        log.warning("%s: importing a partial table (source.allow_partial=true): %s", path, "; ".join(missing))
     hs_fixed = 1 if flavour == "ofa-mbv3" else 0
     ops: dict[str, OpStats] = {}
     origin: dict[str, str] = {}
@@ -240,6 +264,8 @@ def import_ofa_yaml(path: str | os.PathLike, expand: Literal["auto", "ratio", "c
     meta["method"].update({"format": "ofa", "flavour": flavour, "expand": meaning,
                            "stem_head_activation": "h-swish (hs:1)" if hs_fixed else "ReLU6 (hs:0)"})
     meta["skipped_rows"] = skipped
+    meta["complete"] = not missing
+    meta["missing"] = missing
     if groups:
         meta["groups"] = groups
     return LatencyTable(meta, ops)
@@ -394,7 +420,7 @@ def import_table(path: str | os.PathLike, fmt: str = "auto", **kw: Any) -> Laten
     found = check_format(path, text, fmt)
     if found == "spnas":
         return import_spnas_json(path, **kw)
-    return import_ofa_yaml(path, **{k: v for k, v in kw.items() if k in ("expand", "device")})
+    return import_ofa_yaml(path, **{k: v for k, v in kw.items() if k in ("expand", "device", "allow_partial")})
 
 
 def _meta(device: str, source: str, resolutions: list[int]) -> dict[str, Any]:

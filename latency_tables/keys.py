@@ -19,11 +19,10 @@ from typing import Iterable
 import torch
 from torch import nn
 
-from spnas.errors import OpKeyError
-
 from search_spaces import ArchSpec, Block, ResolvedLayer, SearchSpace, build_layer, make_divisible
 from search_spaces.grammar import _fmt_float
 from search_spaces.reference import REFERENCE_NETS
+from spnas_core.errors import OpKeyError
 
 
 def op_key(layer: ResolvedLayer, num_classes: int | None = None) -> str | None:

@@ -21,7 +21,7 @@ Converter = Callable[..., Path]  # (module, sample_input, path, *, nhwc_input=bo
 
 def default_cache_dir() -> Path:
     """`<SPNAS_HOME>/cache/micro` (never inside the installed package)."""
-    from spnas.paths import cache_root
+    from spnas_core.paths import cache_root
 
     return cache_root() / "micro"
 

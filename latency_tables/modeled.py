@@ -41,7 +41,6 @@ from .socs import SOCS as SOC_FACTS
 from .socs import SPNAS_PAPER
 from .sources import MEASURED, MeasuredDevice
 from .table import LatencyTable, OpStats
-from spnas.errors import TableError
 
 METHOD = "fitted-op-model/1"
 GEMM_FEATURES = ("pw_macs", "conv_macs", "fc_macs")

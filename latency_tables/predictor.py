@@ -9,18 +9,16 @@ import torch
 
 from search_spaces import SKIP, ArchSpec, SearchSpace
 from search_spaces.space import parse_choice
+from spnas_core.errors import TableError
 
 from .keys import ops_of
 from .table import LatencyTable
-from spnas.errors import TableError
 
 
 def predict_latency_ms(arch: ArchSpec, table: LatencyTable) -> float:
-    """Predicted end-to-end latency: the sum of the arch's cost rows + the table's fitted overhead.
-
-    Rows a table lacks but can derive (a modeled table's model, a classifier for another class
-    count) are computed and marked in `table.derived`; anything else raises `MissingOpsError`."""
-    return sum(r.ms for r in table.cost_rows(ops_of(arch))) + table.overhead_ms
+    """Predicted end-to-end latency (ms): `table.predict(arch)`, the sum of the arch's cost rows + the
+    table's fitted overhead."""
+    return table.predict(arch)
 
 
 def latency_breakdown(arch: ArchSpec, table: LatencyTable) -> list[dict[str, Any]]:

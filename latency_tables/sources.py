@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from spnas.errors import DataNotFoundError, InputError
+from spnas_core.errors import DataNotFoundError, InputError
 
 from .costmodel import Kernel, Measured, conv_kernels, fc_kernels, mbconv_kernels, pool_kernels
 
@@ -30,7 +30,7 @@ PUBLISHED_FILE = "published_latencies.csv"
 
 def latency_data_dir() -> Path:
     """`<shared>/latency-data` (the public measurements; `$SPNAS_SHARED` moves the shared folder)."""
-    from spnas.paths import shared_dir
+    from spnas_core.paths import shared_dir
 
     return shared_dir() / "latency-data"
 

@@ -17,8 +17,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from spnas.errors import InputNotFoundError, OpKeyError, TableError
-from spnas.files import write_text_atomic
+from spnas_core.errors import InputNotFoundError, OpKeyError, TableError
+from spnas_core.files import write_text_atomic
+
+from .keys import ops_of
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 SCHEMA_PATH = Path(__file__).resolve().parent / "schema" / "lut.schema.json"
@@ -270,10 +272,12 @@ class LatencyTable:
         return [r for r in rows if r is not None]
 
     def predict(self, arch: Any) -> float:
-        """Predicted end-to-end latency (ms) of an `ArchSpec` on this table (its input size as given)."""
-        from .predictor import predict_latency_ms
+        """Predicted end-to-end latency (ms) of an `ArchSpec` on this table (its input size as given): the
+        sum of its cost rows (times the row scale) plus the fitted overhead.
 
-        return predict_latency_ms(arch, self)
+        Rows a table lacks but can derive (a modeled table's model, a classifier for another class
+        count) are computed and marked in `derived`; anything else raises `MissingOpsError`."""
+        return sum(r.ms for r in self.cost_rows(ops_of(arch))) + self.overhead_ms
 
     def missing(self, keys: Iterable[str]) -> list[str]:
         """Keys with no row yet (what a resumed profiling run still has to measure)."""
@@ -374,7 +378,7 @@ def validate_table_dict(data: Any, where: str = "<table>") -> None:
 
 def table_dirs() -> list[Path]:
     """Where tables are looked up by name: the user's tables (measured or imported), then the shipped ones."""
-    from spnas.paths import user_tables_dir
+    from spnas_core.paths import user_tables_dir
 
     return [user_tables_dir(), DATA_DIR]
 

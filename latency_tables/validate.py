@@ -10,7 +10,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from search_spaces import SKIP, ArchSpec, SearchSpace
-from spnas.errors import TableError
+from spnas_core.errors import TableError
 
 
 def error_metrics(predicted: Sequence[float], measured: Sequence[float]) -> dict[str, float]:

@@ -19,6 +19,14 @@ What makes the result evidence rather than noise:
 Each epoch appends loss, accuracy, predicted latency, every decision statistic, threshold and margin
 to `search_log.jsonl` and writes an atomic checkpoint, so `resume=true` continues a killed search.
 
+One warm-up for every phone: the warm-up (weights only, latency term off) does not depend on any
+table, so `run_warmup` runs it once and saves the exact state at its last step (weights, optimizer,
+schedule, decisions, random-number streams, the open epoch's counters); `run_search(..., warmup=)`
+forks from it and takes the same steps an unshared search of the same seed would take.
+
+One net for a fleet: given several tables, the cost is the fleet's normalised latency
+(`latency_tables.fleet.FleetLatency`: the max or the weighted sum of R_d / T_d, budget 1.0).
+
 Devices and processes (`training.devices`, `training.distributed`): `device=auto|cpu|cuda|cuda:N` with
 mixed precision for the forward pass (the latency term stays float32); under `torchrun` the supernet
 runs in DistributedDataParallel on each rank's slice of the global batch (`search.batch_size` is
@@ -34,35 +42,50 @@ Single-Path NAS code multiplies log R by 1e3, so its lambda 0.020 is `latency_la
 from __future__ import annotations
 
 import logging
-import math
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
 
+from latency_tables.fleet import FleetLatency
 from latency_tables.predictor import SpaceLatency, predict_latency_ms
 from latency_tables.table import LatencyTable, available_tables
-from search_spaces import ArchSpec, SearchSpace, reference
+from nas.budget import Budget, majority_decision, plan_budget, threshold_lr_factor
+from nas.config import SearchConfig
+from nas.cost import TableCost, latency_loss, resolve_target_ms, target_verdict
+from search_spaces import ArchSpec, SearchSpace
+from search_spaces.config import ProxyConfig
 from search_spaces.proxy import Proxy, proxy_for
 from search_spaces.space import SKIP, parse_choice
-from spnas.config import LossForm, ProxyConfig, SearchAppConfig, SearchConfig, ThresholdSchedule, to_plain
-from spnas.errors import ConfigError, RunStateError, TableError
-from spnas.files import JsonLines, write_json_atomic
+from spnas_core.config import to_plain
+from spnas_core.errors import ConfigError, RunStateError, TableError
+from spnas_core.files import JsonLines, write_json_atomic
+from spnas_core.versions import versions
 from training.batches import iterate_batches
 from training.checkpoints import atomic_torch_save, load_torch
+from training.config import DataConfig, DistConfig, Runtime
 from training.datasets import DataBundle
 from training.devices import Compute, resolve_compute
 from training.distributed import (
-    DistEnv, all_reduce_sums, allreduce_gradients, broadcast_object, check_same_on_all_ranks, env_from_torchrun,
-    per_rank_batch, process_group, rank_seed, unwrap, wrap_ddp,
+    DistEnv,
+    all_reduce_sums,
+    barrier,
+    allreduce_gradients,
+    broadcast_object,
+    check_same_on_all_ranks,
+    env_from_torchrun,
+    per_rank_batch,
+    process_group,
+    rank_seed,
+    unwrap,
+    wrap_ddp,
 )
 from training.loop import evaluate, load_train_data
 from training.optim import make_optimizer, param_groups, warmup_cosine
-from training.runtime import epoch_generator, progress, seed_everything, set_threads, versions
+from training.runtime import epoch_generator, progress, seed_everything, set_threads
 
 from .plots import plot_search
 from .superkernel import SuperNet
@@ -71,151 +94,10 @@ log = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------------------------- pure parts
-def latency_loss(r_ms: torch.Tensor, form: LossForm, target_ms: float | None, smooth: float = 0.0) -> torch.Tensor:
-    """The latency term (before lambda): log R, |log(R/T)|, or max(0, log(R/T)).
-
-    With `smooth` > 0 the target forms are Huber-smoothed within +-smooth of the budget (quadratic in
-    log(R/T) there): the pull towards T fades as R reaches it, instead of a constant push that makes the
-    decisions chatter around the budget."""
-    if form is LossForm.log:
-        return torch.log(r_ms)
-    if target_ms is None or target_ms <= 0:
-        raise ConfigError(f"search.loss={form.name} needs search.target_ms > 0")
-    ratio = torch.log(r_ms / target_ms)
-    if form is LossForm.target_one_sided:
-        ratio = torch.clamp(ratio, min=0)
-    a = ratio.abs()
-    if smooth > 0:
-        return torch.where(a < smooth, 0.5 * a * a / smooth, a - 0.5 * smooth)
-    return a
-
-
-def resolve_target_ms(scfg: SearchConfig, table: LatencyTable, num_classes: int) -> float | None:
-    """The budget T: `search.target_ms`, or a fraction of a reference net's latency on this table."""
-    if scfg.target_ms is not None:
-        return float(scfg.target_ms)
-    if scfg.loss is LossForm.log or scfg.target_fraction_of is None:
-        return None
-    ref = reference(scfg.target_fraction_of.arch, resolution=scfg.latency_resolution, num_classes=num_classes)
-    return float(scfg.target_fraction_of.fraction) * predict_latency_ms(ref, table)
-
-
 def search_proxy(space: SearchSpace, resolution: int, width: float, num_classes: int, pc: ProxyConfig) -> Proxy:
     """The training geometry of every network of the space at the data resolution."""
     return proxy_for(space.largest(resolution, width, num_classes), resolution, pc.min_map, pc.drop.name,
                      pc.strides.name)
-
-
-@dataclass(frozen=True)
-class Budget:
-    """How long a search runs, derived from the config and the data size."""
-
-    batch_size: int
-    steps_per_epoch: int
-    total_steps: int
-    warmup_steps: int
-    epochs: int
-    window_steps: int  # the final steps whose majority decision is the derived network
-    notes: tuple[str, ...] = ()
-
-    @property
-    def threshold_updates(self) -> int:
-        return self.total_steps - self.warmup_steps
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"batch_size": self.batch_size, "steps_per_epoch": self.steps_per_epoch,
-                "total_steps": self.total_steps, "warmup_steps": self.warmup_steps, "epochs": self.epochs,
-                "threshold_updates": self.threshold_updates, "decision_window_steps": self.window_steps,
-                "notes": list(self.notes)}
-
-
-def plan_budget(scfg: SearchConfig, n_train: int, world_size: int = 1) -> Budget:
-    """Steps, epochs and batch size for `n_train` images: a small set gets a smaller batch (an epoch of
-    at least `min_batches_per_epoch` steps) and at least `min_threshold_updates` searching steps. The
-    batch is global: an adapted batch is rounded down to a multiple of the ranks."""
-    if n_train < 1:
-        raise ConfigError("the search's train split is empty: give the data set more images")
-    notes = []
-    bs = scfg.batch_size
-    if n_train // bs < scfg.min_batches_per_epoch:
-        bs = max(scfg.min_batch_size, n_train // scfg.min_batches_per_epoch)
-        bs = max(1, min(bs, n_train))
-        bs = max(world_size, bs - bs % world_size)
-        notes.append(f"batch {scfg.batch_size} -> {bs} for {n_train} train images "
-                     f"(>= {scfg.min_batches_per_epoch} steps per epoch)")
-    spe = max(1, n_train // bs)
-    warm = int(round(scfg.warmup_fraction * scfg.steps))
-    total = scfg.steps
-    if total - warm < scfg.min_threshold_updates:
-        total = warm + scfg.min_threshold_updates
-        notes.append(f"steps {scfg.steps} -> {total} to reach {scfg.min_threshold_updates} threshold updates")
-    window = min(total - warm, max(spe, scfg.decision_window_min_steps))
-    return Budget(bs, spe, total, warm, math.ceil(total / spe), window, tuple(notes))
-
-
-def threshold_lr_factor(schedule: ThresholdSchedule, warmup: int, settle: int) -> Callable[[int], float]:
-    """Multiplier of the thresholds' learning rate at a step: 0 in warm-up, then (cosine) a decay that
-    reaches 0 at step `settle`, where the decision window starts; the window only trains the weights of
-    the settled architecture and shows whether its decisions hold (constant: the base rate throughout)."""
-    span = max(1, settle - warmup)
-    ramp = max(1, span // 10)  # a short linear ramp: the first searching steps do not shock the decisions
-
-    def f(step: int) -> float:
-        if step < warmup:
-            return 0.0
-        if schedule is ThresholdSchedule.constant:
-            return 1.0
-        t = min(1.0, (step - warmup) / span)
-        return min(1.0, (step - warmup + 1) / ramp) * 0.5 * (1 + math.cos(math.pi * t))
-
-    return f
-
-
-def majority_decision(window: list[list[str]]) -> tuple[list[str], list[int], list[float]]:
-    """Per layer over the window's steps: the most frequent choice (ties: the latest), the number of
-    flips (changes between consecutive steps) and the share of steps that agree with the majority."""
-    if not window:
-        raise ValueError("the decision window is empty")
-    n_layers = len(window[0])
-    choices, flips, agree = [], [], []
-    for li in range(n_layers):
-        seq = [w[li] for w in window]
-        counts = Counter(seq)
-        best = max(counts.values())
-        pick = next(c for c in reversed(seq) if counts[c] == best)
-        choices.append(pick)
-        flips.append(sum(a != b for a, b in zip(seq, seq[1:])))
-        agree.append(best / len(seq))
-    return choices, flips, agree
-
-
-def target_verdict(target_ms: float | None, predicted_ms: float, tolerance: float, choices: list[str],
-                   smallest_ms: float, largest_ms: float, window_flips: int, lam: float) -> dict[str, Any]:
-    """Did the search land within `tolerance` of its budget? If not, the reason a user can act on."""
-    if target_ms is None:
-        return {"target_ms": None, "predicted_ms": predicted_ms, "met": None,
-                "reason": "no latency budget (loss=log): the latency term only pushes down"}
-    off = predicted_ms / target_ms - 1
-    out = {"target_ms": target_ms, "predicted_ms": predicted_ms, "off_pct": 100 * off,
-           "tolerance_pct": 100 * tolerance, "met": abs(off) <= tolerance}
-    if out["met"]:
-        out["reason"] = f"landed {100 * off:+.1f}% from the budget"
-    elif target_ms < smallest_ms * (1 - tolerance):
-        out["reason"] = (f"the budget {target_ms:.1f} ms is below the smallest network of the space on this table "
-                         f"({smallest_ms:.1f} ms): raise the budget")
-    elif target_ms > largest_ms * (1 + tolerance):
-        out["reason"] = (f"the budget {target_ms:.1f} ms is above the largest network of the space on this table "
-                         f"({largest_ms:.1f} ms): every layer can take its largest choice")
-    elif window_flips > 0:
-        out["reason"] = (f"decisions were still changing in the last epoch ({window_flips} flips): give the search "
-                         f"more steps (search.steps)")
-    elif off > 0:
-        out["reason"] = (f"ended {100 * off:+.1f}% above the budget: the accuracy term outweighed the latency term "
-                         f"(latency_lambda {lam:g}); raise search.latency_lambda or search.steps")
-    else:
-        out["reason"] = (f"ended {100 * off:+.1f}% below the budget: the latency term pushed past it "
-                         f"(latency_lambda {lam:g}); use loss=target, or lower search.latency_lambda")
-    return out
 
 
 def predictions_on_all_tables(arch: ArchSpec, resolution: int) -> dict[str, float | None]:
@@ -236,9 +118,14 @@ def _stack(ind: list[dict[str, torch.Tensor]], key: str) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------------------- the search state
+WARMUP_FORMAT = "spnas.search-warmup/1"
+
+
 @dataclass
 class Search:
-    """A search in progress: the supernet, its two optimizers and schedules, the latency model, budget."""
+    """A search in progress: the supernet, its two optimizers and schedules, the cost term, the budget.
+
+    `cost` is None while only the warm-up runs (no table is needed before the latency term starts)."""
 
     net: SuperNet  # the supernet itself: indicators, decisions, checkpoints
     model: nn.Module  # what the forward runs: `net` in DDP under torchrun, else `net`
@@ -248,14 +135,15 @@ class Search:
     opt_t: torch.optim.Optimizer
     sched_w: torch.optim.lr_scheduler.LambdaLR
     threshold_lr: Callable[[int], float]  # the thresholds' learning rate at a global step
-    latency: SpaceLatency
-    table: LatencyTable
-    target_ms: float | None
+    cost: TableCost | FleetLatency | None
+    tables: list[LatencyTable]
+    target: float | None  # ms for one device, 1.0 for a fleet, None without a budget
     budget: Budget
     step: int = 0  # global optimisation steps done
     start_epoch: int = 0
     wall_before: float = 0.0
     window: list[list[str]] = field(default_factory=list)  # per-step decisions of the decision window
+    carry: dict[str, Any] | None = None  # a fork's open epoch: counters and random streams at its first step
 
     def checkpoint(self, epoch: int, wall: float) -> dict[str, Any]:
         return {"epoch": epoch, "step": self.step, "net": self.net.state_dict(), "opt_w": self.opt_w.state_dict(),
@@ -268,32 +156,75 @@ class Search:
                 "spnas.search-checkpoint/2":
             raise RunStateError("the checkpoint was written with another search budget or release; start a new "
                                 "run_dir (or delete last.pt)")
+        self._load_state(st)
+        self.step, self.start_epoch = int(st["step"]), int(st["epoch"])
+        self.wall_before, self.window = float(st.get("wall_s", 0.0)), [list(w) for w in st.get("window", [])]
+
+    def _load_state(self, st: dict[str, Any]) -> None:
         self.net.load_state_dict(st["net"])
         self.opt_w.load_state_dict(st["opt_w"])
         self.opt_t.load_state_dict(st["opt_t"])
         self.sched_w.load_state_dict(st["sched_w"])
         self.compute.load_state_dict(st.get("scaler"))
-        self.step, self.start_epoch = int(st["step"]), int(st["epoch"])
-        self.wall_before, self.window = float(st.get("wall_s", 0.0)), [list(w) for w in st.get("window", [])]
+
+    def fork_from(self, st: dict[str, Any]) -> None:
+        """Continue from a shared warm-up's state (its budget must be this search's)."""
+        if st.get("format") != WARMUP_FORMAT or st.get("budget") != self.budget.to_dict():
+            raise RunStateError("the shared warm-up was run with another search budget (steps, batch, warm-up "
+                                "share) or release; run the warm-up again for these settings")
+        self._load_state(st)
+        self.step = int(st["step"])
+        self.start_epoch = self.step // self.budget.steps_per_epoch
+        self.wall_before = float(st.get("wall_s", 0.0))
+        self.carry = st["carry"]
 
 
-def build_search(cfg: SearchAppConfig, data: DataBundle, compute: Compute | None = None,
+@dataclass(frozen=True)
+class SearchJob:
+    """What one search is asked to do: its settings, the space, the devices' tables (one, a fleet, or none
+    for a warm-up alone), the training geometry, the name its winner takes (`spnas-<name>`), the seed and
+    the DDP settings."""
+
+    search: SearchConfig
+    space: SearchSpace
+    tables: tuple[LatencyTable, ...]
+    proxy: ProxyConfig = field(default_factory=ProxyConfig)
+    name: str = "search"
+    seed: int = 0
+    dist: DistConfig = field(default_factory=DistConfig)
+
+
+def build_cost(job: SearchJob, num_classes: int) -> tuple[TableCost | FleetLatency | None, float | None]:
+    """The cost term and its budget: one table (ms), a fleet (normalised, budget 1.0), or none."""
+    scfg = job.search
+    lats = [SpaceLatency(job.space, t, scfg.latency_resolution, scfg.width, num_classes) for t in job.tables]
+    if not lats:
+        return None, None
+    if len(lats) == 1:
+        target = resolve_target_ms(scfg, job.tables[0], num_classes)
+        return TableCost(lats[0], target), target
+    budgets = [resolve_target_ms(scfg, t, num_classes) for t in job.tables]
+    if any(b is None for b in budgets):
+        raise ConfigError("a fleet search needs a budget on every device: search.target_fraction_of (a fraction of "
+                          "a reference net's latency on each table) or search.target_ms")
+    return FleetLatency(lats, budgets, scfg.fleet_objective.name, scfg.fleet_weights), 1.0  # type: ignore[arg-type]
+
+
+def build_search(job: SearchJob, data: DataBundle, compute: Compute | None = None,
                  env: DistEnv | None = None) -> Search:
     """Supernet under the proxy geometry (on the device, in DDP under torchrun), optimizers (weights vs
-    thresholds), schedules, latency model and budget."""
-    scfg = cfg.search
+    thresholds), schedules, cost term and budget."""
+    scfg = job.search
     compute = compute or Compute(torch.device("cpu"), None, True)
     env = env or DistEnv()
-    space = SearchSpace.from_dict(to_plain(cfg.space))
-    table = LatencyTable.load(cfg.soc.table)
-    latency = SpaceLatency(space, table, scfg.latency_resolution, scfg.width, data.num_classes)
-    proxy = search_proxy(space, data.resolution, scfg.width, data.num_classes, cfg.proxy)
-    net = compute.module(SuperNet(space, data.resolution, scfg.width, data.num_classes, scfg.dropout,
+    cost, target = build_cost(job, data.num_classes)
+    proxy = search_proxy(job.space, data.resolution, scfg.width, data.num_classes, job.proxy)
+    net = compute.module(SuperNet(job.space, data.resolution, scfg.width, data.num_classes, scfg.dropout,
                                   scfg.threshold_init, proxy))
     budget = plan_budget(scfg, len(data.train), env.world_size)
     per_rank_batch(budget.batch_size, env, "search.batch_size")
     t_names = [n for n, _ in net.named_parameters() if n.rsplit(".", 1)[-1].startswith("t_")]
-    model = wrap_ddp(net, env, compute.device, cfg.dist, ignore=t_names)  # thresholds stay out of DDP
+    model = wrap_ddp(net, env, compute.device, job.dist, ignore=t_names)  # thresholds stay out of DDP
     net = unwrap(model)
     w_groups = param_groups(net, scfg.weights.weight_decay, exclude=lambda n: n.rsplit(".", 1)[-1].startswith("t_"))
     opt_w = make_optimizer(w_groups, scfg.weights)
@@ -303,15 +234,17 @@ def build_search(cfg: SearchAppConfig, data: DataBundle, compute: Compute | None
     factor = threshold_lr_factor(scfg.threshold_schedule, budget.warmup_steps, budget.total_steps - budget.window_steps)
     net.set_hysteresis(scfg.decision_hysteresis)
     return Search(net, model, compute, env, opt_w, opt_t, sched_w, lambda step: scfg.thresholds.lr * factor(step),
-                  latency, table, resolve_target_ms(scfg, table, data.num_classes), budget)
+                  cost, list(job.tables), target, budget)
 
 
-def search_step(s: Search, x: torch.Tensor, y: torch.Tensor, cfg: SearchAppConfig, crit: nn.Module,
+def search_step(s: Search, x: torch.Tensor, y: torch.Tensor, scfg: SearchConfig, crit: nn.Module,
                 g: torch.Generator) -> dict[str, Any]:
     """One optimisation step (weights always; thresholds and the latency term after warm-up). Returns
-    the step's CE, hard latency R, correct count and decisions (taken from the indicators it used)."""
-    scfg = cfg.search
+    the step's CE, the cost of the path it used (None without a cost term), correct count and decisions."""
     searching = s.step >= s.budget.warmup_steps
+    if searching and s.cost is None:
+        raise RunStateError("the warm-up is over but this search has no latency table: a warm-up alone stops at "
+                            "its last step (run_warmup)")
     drop = scfg.warmup_path_keep if (not searching and scfg.warmup_path_keep is not None) else None
     x, y = s.compute.batch(x), s.compute.labels(y)
     ind = s.net.indicators(path_keep=drop, g=g)  # once per step, outside DDP: identical on every rank
@@ -319,8 +252,8 @@ def search_step(s: Search, x: torch.Tensor, y: torch.Tensor, cfg: SearchAppConfi
         logits = s.model(x, ind)
     logits = logits.float()
     ce = crit(logits, y)
-    r = s.latency.expected_ms(_stack(ind, "keep"), _stack(ind, "kernel"), _stack(ind, "expand"))  # float32
-    loss = ce + scfg.latency_lambda * latency_loss(r, scfg.loss, s.target_ms, scfg.target_tolerance) if searching else ce
+    r = s.cost.expected(_stack(ind, "keep"), _stack(ind, "kernel"), _stack(ind, "expand")) if s.cost else None
+    loss = ce + scfg.latency_lambda * latency_loss(r, scfg.loss, s.target, scfg.target_tolerance) if searching else ce
     s.opt_w.zero_grad(set_to_none=True)
     s.opt_t.zero_grad(set_to_none=True)
     for group in s.opt_t.param_groups:
@@ -333,54 +266,101 @@ def search_step(s: Search, x: torch.Tensor, y: torch.Tensor, cfg: SearchAppConfi
         s.net.commit(ind)
     s.sched_w.step()
     s.step += 1
-    return {"ce": ce.item(), "ms": r.item(), "correct": int((logits.argmax(1) == y).sum()), "n": len(y),
-            "choices": s.net.choices(ind) if drop is None else None, "searching": searching}
+    return {"ce": ce.item(), "ms": r.item() if r is not None else None, "correct": int((logits.argmax(1) == y).sum()),
+            "n": len(y), "choices": s.net.choices(ind) if drop is None else None, "searching": searching}
 
 
-def _search_epoch(s: Search, data: DataBundle, cfg: SearchAppConfig, epoch: int, crit: nn.Module) -> dict[str, Any]:
-    """The steps of one epoch (the last one may be partial); returns its log record (before validation)."""
+@dataclass
+class _EpochCounters:
+    """What an epoch record sums over its steps (kept across a fork, so a forked epoch reads as an unshared one)."""
+
+    n: int = 0
+    correct: int = 0
+    ce_sum: float = 0.0
+    cost_sum: float = 0.0
+    cost_n: int = 0
+    prev: list[str] | None = None
+    flips: list[int] | None = None
+
+    def add(self, r: dict[str, Any], n_layers: int) -> None:
+        self.n += r["n"]
+        self.correct += r["correct"]
+        self.ce_sum += r["ce"] * r["n"]
+        if r["ms"] is not None:
+            self.cost_sum += r["ms"] * r["n"]
+            self.cost_n += r["n"]
+        if r["choices"] is not None:
+            self.flips = self.flips or [0] * n_layers
+            if self.prev is not None:
+                self.flips = [f + (a != c) for f, a, c in zip(self.flips, self.prev, r["choices"])]
+            self.prev = r["choices"]
+
+
+def _search_epoch(s: Search, data: DataBundle, job: SearchJob, epoch: int, crit: nn.Module,
+                  stop_at: int | None = None) -> dict[str, Any]:
+    """The steps of one epoch (the last one may be partial; a warm-up alone stops at `stop_at`, a fork
+    starts after the steps its warm-up took); returns its log record (before validation)."""
     b = s.budget
-    torch.manual_seed(rank_seed(cfg.seed, s.env, epoch))  # dropout masks per rank, replayable on resume
-    g = epoch_generator(cfg.seed, epoch)
-    g_drop = epoch_generator(cfg.seed, epoch, stream=1)
-    n_steps = min(b.steps_per_epoch, b.total_steps - s.step)
+    torch.manual_seed(rank_seed(job.seed, s.env, epoch))  # dropout masks per rank, replayable on resume
+    g = epoch_generator(job.seed, epoch)
+    g_drop = epoch_generator(job.seed, epoch, stream=1)
+    first = epoch * b.steps_per_epoch
+    done_here = s.step - first  # > 0 only in a fork's first epoch
+    end = min(first + b.steps_per_epoch, b.total_steps, stop_at if stop_at is not None else b.total_steps)
     warm = s.step < b.warmup_steps
-    bar = progress(n_steps if s.env.is_main else 0, f"search {cfg.soc.name} {epoch + 1}/{b.epochs}"
+    bar = progress(end - s.step if s.env.is_main else 0, f"search {job.name} {epoch + 1}/{b.epochs}"
                    f"{' (warm-up)' if warm else ''}")
     s.net.train()
-    n = correct = 0
-    ce_sum = lat_sum = 0.0
-    prev: list[str] | None = None
-    flips = [0] * s.net.space.num_layers
+    acc = _EpochCounters(flips=[0] * s.net.space.num_layers)
     t0 = time.perf_counter()
-    for i, (x, y) in enumerate(iterate_batches(data.train, b.batch_size, shuffle=True, generator=g,
-                                               augment=cfg.search.augment, drop_last=True, shard=s.env,
-                                               normalize=False)):
-        if i >= n_steps:
+    batches = iterate_batches(data.train, b.batch_size, shuffle=True, generator=g, augment=job.search.augment,
+                              drop_last=True, shard=s.env, normalize=False)
+    for i, (x, y) in enumerate(batches):
+        if i < done_here:
+            continue  # drawn (the data order and augmentation are the unshared search's), already trained
+        if i == done_here and s.carry is not None:
+            acc = _restore_carry(s, g_drop)
+        if first + i >= end:
             break
-        r = search_step(s, x, y, cfg, crit, g_drop)
-        n += r["n"]
-        correct += r["correct"]
-        ce_sum += r["ce"] * r["n"]
-        lat_sum += r["ms"] * r["n"]
-        if r["choices"] is not None:
-            if prev is not None:
-                flips = [f + (a != c) for f, a, c in zip(flips, prev, r["choices"])]
-            prev = r["choices"]
-            if s.step > b.total_steps - b.window_steps:
-                s.window.append(r["choices"])
+        r = search_step(s, x, y, job.search, crit, g_drop)
+        acc.add(r, s.net.space.num_layers)
+        if r["choices"] is not None and s.step > b.total_steps - b.window_steps:
+            s.window.append(r["choices"])
         bar.update(1)
-        bar.set_postfix(ce=f"{ce_sum / n:.3f}", acc=f"{correct / n:.3f}", ms=f"{r['ms']:.1f}", refresh=False)
+        bar.set_postfix(ce=f"{acc.ce_sum / acc.n:.3f}", acc=f"{acc.correct / acc.n:.3f}", refresh=False)
     bar.close()
+    if stop_at is not None and s.step == stop_at and s.step % b.steps_per_epoch:
+        s.carry = _open_epoch(acc, g_drop)  # the warm-up ends inside this epoch: what a fork needs to go on
     choices = s.net.choices()
     check_same_on_all_ranks(choices, s.env, "the layer decisions")
-    n, correct, ce_sum, lat_sum = all_reduce_sums([n, correct, ce_sum, lat_sum], s.env)  # global figures
+    n, correct, ce_sum = all_reduce_sums([acc.n, acc.correct, acc.ce_sum], s.env)  # global figures
+    cost_sum, cost_n = all_reduce_sums([acc.cost_sum, acc.cost_n], s.env)
     return {"epoch": epoch + 1, "step": s.step, "searching": not warm or s.step > b.warmup_steps,
-            "lambda": cfg.search.latency_lambda if s.step > b.warmup_steps else 0.0, "ce": ce_sum / max(1, n),
-            "train_top1": correct / max(1, n), "predicted_ms": s.latency.of_choices(choices),
-            "mean_step_ms": lat_sum / max(1, n), "target_ms": s.target_ms, "choices": choices, "flips": flips,
-            "threshold_lr": s.opt_t.param_groups[0]["lr"], "weight_lr": s.opt_w.param_groups[0]["lr"],
-            "thresholds": s.net.threshold_values(), "epoch_s": time.perf_counter() - t0}
+            "lambda": job.search.latency_lambda if s.step > b.warmup_steps else 0.0, "ce": ce_sum / max(1, n),
+            "train_top1": correct / max(1, n),
+            "predicted_ms": s.cost.of_choices(choices) if s.cost else None,
+            "predicted_ms_by_table": s.cost.per_device_ms(choices) if s.cost else None,
+            "mean_step_ms": cost_sum / cost_n if cost_n else None, "target_ms": s.target, "choices": choices,
+            "flips": acc.flips, "threshold_lr": s.opt_t.param_groups[0]["lr"],
+            "weight_lr": s.opt_w.param_groups[0]["lr"], "thresholds": s.net.threshold_values(),
+            "epoch_s": time.perf_counter() - t0}
+
+
+def _open_epoch(acc: _EpochCounters, g_drop: torch.Generator) -> dict[str, Any]:
+    """The state of an epoch stopped between two steps: its counters and random-number streams."""
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+    return {"counters": vars(acc).copy(), "torch_rng": torch.get_rng_state(), "cuda_rng": cuda,
+            "drop_rng": g_drop.get_state()}
+
+
+def _restore_carry(s: Search, g_drop: torch.Generator) -> _EpochCounters:
+    """A fork's first epoch: the warm-up's counters and random streams at the step the fork starts at."""
+    carry, s.carry = s.carry, None
+    torch.set_rng_state(carry["torch_rng"])
+    if carry.get("cuda_rng") is not None:
+        torch.cuda.set_rng_state_all(carry["cuda_rng"])
+    g_drop.set_state(carry["drop_rng"])
+    return _EpochCounters(**carry["counters"])
 
 
 def _resume_or_start(s: Search, run_dir: Path, log_file: JsonLines, resume: bool) -> None:
@@ -401,21 +381,22 @@ def _resume_or_start(s: Search, run_dir: Path, log_file: JsonLines, resume: bool
 
 
 def _space_extremes(s: Search) -> tuple[float, float]:
-    """Latency of the smallest and the largest network of the space on this table."""
+    """Cost of the smallest and the largest network of the space."""
     key = lambda c: parse_choice(c)[::-1]  # noqa: E731 - expansion first, then kernel
     small = [SKIP if SKIP in sl.choices else min((c for c in sl.choices if c != SKIP), key=key)
              for sl in s.net.space.slots]
     big = [max((c for c in sl.choices if c != SKIP), key=key) for sl in s.net.space.slots]
-    return s.latency.of_choices(small), s.latency.of_choices(big)
+    assert s.cost is not None
+    return s.cost.of_choices(small), s.cost.of_choices(big)
 
 
-def _finish(s: Search, cfg: SearchAppConfig, data: DataBundle, run_dir: Path, history: list[dict[str, Any]],
+def _finish(s: Search, job: SearchJob, data: DataBundle, run_dir: Path, history: list[dict[str, Any]],
             wall: float) -> dict[str, Any]:
     """Majority decision, derived arch, supernet file, verdict, plots and `search_summary.json`."""
-    scfg = cfg.search
+    scfg = job.search
     final = s.window or [s.net.choices()]
     choices, flips, agree = majority_decision(final)
-    arch = s.net.derive(name=f"spnas-{cfg.soc.name}", choices=choices)
+    arch = s.net.derive(name=f"spnas-{job.name}", choices=choices)
     main = s.env.is_main
     if main:
         arch.save(run_dir / "arch.json")
@@ -426,68 +407,161 @@ def _finish(s: Search, cfg: SearchAppConfig, data: DataBundle, run_dir: Path, hi
                            "num_classes": s.net.num_classes,
                            "state_dict": {k: v.detach().cpu() for k, v in plain.state_dict().items()},
                            "choices": choices, "proxy": s.net.proxy.to_dict()}, run_dir / "supernet.pt")
-    predicted = s.latency.of_choices(choices)
+    assert s.cost is not None
+    cost = s.cost.of_choices(choices)
     smallest, largest = _space_extremes(s)
-    verdict = target_verdict(s.target_ms, predicted, scfg.target_tolerance, choices, smallest, largest, sum(flips),
-                             scfg.latency_lambda)
-    plots = plot_search(history, s.net.space, run_dir, f"{cfg.soc.name} ({s.table.provenance} table)") if main else []
+    fleet = isinstance(s.cost, FleetLatency)
+    verdict = target_verdict(s.target, cost, scfg.target_tolerance, choices, smallest, largest, sum(flips),
+                             scfg.latency_lambda, unit="x budget" if fleet else "ms")
+    provenance = "+".join(sorted({t.provenance for t in s.tables}))
+    plots = plot_search(history, s.net.space, run_dir, f"{job.name} ({provenance} table{'s' if fleet else ''})") \
+        if main else []
     summary = {
-        "soc": cfg.soc.name, "table": s.table.device, "table_provenance": s.table.provenance,
+        "soc": job.name, "table": "+".join(t.device for t in s.tables), "table_provenance": provenance,
+        "tables": [t.device for t in s.tables], "fleet": s.cost.describe() if fleet else None,  # type: ignore[union-attr]
+        "cost": cost, "cost_unit": "x budget (fleet)" if fleet else "ms",
         "arch": arch.to_dict(), "arch_string": arch.to_string(), "choices": choices,
-        "last_step_choices": s.net.choices(), "predicted_ms": predicted,
-        "latency_resolution": scfg.latency_resolution,
+        "last_step_choices": s.net.choices(), "predicted_ms": None if fleet else cost,
+        "predicted_ms_by_table": s.cost.per_device_ms(choices), "latency_resolution": scfg.latency_resolution,
         "predicted_ms_all_tables": predictions_on_all_tables(arch, scfg.latency_resolution),
-        "loss": scfg.loss.name, "lambda": scfg.latency_lambda, "target_ms": s.target_ms, "target": verdict,
+        "loss": scfg.loss.name, "lambda": scfg.latency_lambda, "target_ms": None if fleet else s.target,
+        "target": verdict,
         "decision": {"rule": "majority over the last epoch's steps", "window_steps": len(final),
                      "flips": flips, "agreement": agree},
         "budget": s.budget.to_dict(), "proxy": s.net.proxy.to_dict(),
         "proxy_description": s.net.proxy.describe(s.net.space.largest(data.resolution, scfg.width, data.num_classes)),
         "val_top1": history[-1]["val_top1"] if history else None, "search_wall_s": wall, "data": data.summary(),
-        "seed": cfg.seed, "plots": plots, "versions": versions(), "compute": s.compute.describe(),
+        "seed": job.seed, "plots": plots, "versions": versions(), "compute": s.compute.describe(),
         "world_size": s.env.world_size,
     }
     if main:
         write_json_atomic(run_dir / "search_summary.json", summary)
     if verdict["met"] is False:
-        log.warning("search for %s missed its budget: %s", cfg.soc.name, verdict["reason"])
+        log.warning("search for %s missed its budget: %s", job.name, verdict["reason"])
     return summary
 
 
-def run_search(cfg: SearchAppConfig, data: DataBundle | None = None) -> dict[str, Any]:
-    """Run (or resume) a search on `cfg.device`, alone or on every rank under torchrun; returns the
-    summary (derived arch, latencies, verdict, accuracy)."""
+# ---------------------------------------------------------------------------------- entry points
+def run_search(search: SearchConfig, space: SearchSpace, table: LatencyTable | str | Sequence[LatencyTable | str],
+               data: DataConfig | DataBundle, run_dir: str | Path, *, proxy: ProxyConfig | None = None,
+               name: str | None = None, seed: int = 0, resume: bool = False, runtime: Runtime | None = None,
+               warmup: str | Path | None = None) -> dict[str, Any]:
+    """Run (or resume, `resume=True`) a Single-Path NAS search of `space` against a device's latency
+    `table` (a `LatencyTable`, a table name or path) or a fleet's (a list of them: the cost is the fleet's
+    normalised latency, `search.fleet_objective`), on `data` (a `DataConfig`, decoded here, or data already
+    decoded into RAM), writing into `run_dir`; alone or on every rank under torchrun. `warmup`: the
+    `warmup.pt` of `run_warmup` with the same settings and seed: the search forks from it instead of
+    running its own warm-up. `name` names the device in logs and the winner (`spnas-<name>`; default: the
+    table's device, or `fleet`). Returns the summary: derived arch, latencies, verdict, accuracy."""
+    runtime = runtime or Runtime()
+    refs = [table] if isinstance(table, (LatencyTable, str, Path)) else list(table)
+    tables = tuple(t if isinstance(t, LatencyTable) else LatencyTable.load(t) for t in refs)
+    if not tables:
+        raise ConfigError("run_search needs a latency table (or several, for a fleet)")
+    default_name = tables[0].device if len(tables) == 1 else "fleet"
+    job = SearchJob(search, space, tables, proxy or ProxyConfig(), name or default_name, seed, runtime.dist)
+    return _with_runtime(runtime, data, seed, lambda d, compute, env: _run(job, d, Path(run_dir), resume, compute,
+                                                                            env, warmup))
+
+
+def run_warmup(search: SearchConfig, space: SearchSpace, data: DataConfig | DataBundle, run_dir: str | Path, *,
+               proxy: ProxyConfig | None = None, seed: int = 0, runtime: Runtime | None = None) -> Path:
+    """The warm-up steps alone (weights only, latency term off: no table needed), saved exactly as they
+    end (`warmup.pt`) so every device's search, and a fleet's, forks from the same supernet. Resumable
+    from its per-epoch checkpoint like a search; returns the path of `warmup.pt`."""
+    runtime = runtime or Runtime()
+    job = SearchJob(search, space, (), proxy or ProxyConfig(), "warm-up", seed, runtime.dist)
+    return _with_runtime(runtime, data, seed, lambda d, compute, env: _run_warmup(job, d, Path(run_dir), compute,
+                                                                                   env))
+
+
+def _with_runtime(runtime: Runtime, data: DataConfig | DataBundle, seed: int,
+                  fn: Callable[[DataBundle, Compute, DistEnv], Any]) -> Any:
     env = env_from_torchrun()
-    compute = resolve_compute(cfg.device, cfg.amp, local_rank=env.local_rank)  # a clear error before any data
-    with process_group(cfg.dist, compute.device, env) as env:
-        return _run_search(cfg, data, compute, env)
+    compute = resolve_compute(runtime.device, runtime.amp, local_rank=env.local_rank)  # a clear error before any data
+    with process_group(runtime.dist, compute.device, env) as env:
+        set_threads(runtime.threads)
+        seed_everything(seed)
+        if isinstance(data, DataConfig):
+            data = load_train_data(data, seed, env)
+        if not isinstance(data, DataBundle):
+            raise ConfigError("the search decodes its data into RAM (its proxy sets are small): use data.loader=memory")
+        return fn(data, compute, env)
 
 
-def _run_search(cfg: SearchAppConfig, data: DataBundle | None, compute: Compute, env: DistEnv) -> dict[str, Any]:
-    run_dir = Path(cfg.run_dir)
+def _start(job: SearchJob, data: DataBundle, run_dir: Path, compute: Compute, env: DistEnv,
+           log_name: str) -> tuple[Search, JsonLines]:
     if env.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-    set_threads(cfg.threads)
-    seed_everything(cfg.seed)
-    data = data if data is not None else load_train_data(cfg.data, cfg.seed, env)
-    if not isinstance(data, DataBundle):
-        raise ConfigError("the search decodes its data into RAM (its proxy sets are small): use data.loader=memory")
-    if env.is_main:
-        write_json_atomic(run_dir / "config.json", to_plain(cfg))
-    s = build_search(cfg, data, compute, env)
+        write_json_atomic(run_dir / "config.json", {"search": to_plain(job.search), "space": job.space.to_dict(),
+                                                    "tables": [t.device for t in job.tables],
+                                                    "proxy": to_plain(job.proxy), "name": job.name,
+                                                    "seed": job.seed, "data": data.summary()})
+    s = build_search(job, data, compute, env)
     for note in s.budget.notes:
         log.info("search budget: %s", note)
-    log_file = JsonLines(run_dir / "search_log.jsonl")
-    _resume_or_start(s, run_dir, log_file, cfg.resume)
-    crit = nn.CrossEntropyLoss(label_smoothing=cfg.search.label_smoothing)
+    return s, JsonLines(run_dir / log_name)
+
+
+def _epochs(s: Search, job: SearchJob, data: DataBundle, run_dir: Path, log_file: JsonLines, compute: Compute,
+            env: DistEnv, stop_at: int | None = None) -> float:
+    """Run epochs from `s.start_epoch` (until the budget, or `stop_at` steps), checkpointing each."""
+    crit = nn.CrossEntropyLoss(label_smoothing=job.search.label_smoothing)
     t0 = time.perf_counter()
-    for epoch in range(s.start_epoch, s.budget.epochs):
-        rec = _search_epoch(s, data, cfg, epoch, crit)
-        rec["val_top1"] = evaluate(s.net, data.val, cfg.search.eval_batch_size, compute=compute, env=env)["top1"]
+    end = stop_at if stop_at is not None else s.budget.total_steps
+    epoch = s.start_epoch
+    while s.step < end:
+        rec = _search_epoch(s, data, job, epoch, crit, stop_at)
+        if s.carry is not None:  # a warm-up alone stopped inside this epoch: the fork finishes and logs it
+            break
+        rec["val_top1"] = evaluate(s.net, data.val, job.search.eval_batch_size, compute=compute, env=env)["top1"]
+        epoch += 1
         if env.is_main:
             log_file.append(rec)
-            atomic_torch_save(s.checkpoint(epoch + 1, s.wall_before + time.perf_counter() - t0), run_dir / "last.pt")
-        log.info("search epoch %d/%d (step %d/%d): ce %.3f val %.3f predicted %.2f ms on %s | %s", epoch + 1,
-                 s.budget.epochs, s.step, s.budget.total_steps, rec["ce"], rec["val_top1"], rec["predicted_ms"],
-                 s.table.device, " ".join(rec["choices"]))
+            atomic_torch_save(s.checkpoint(epoch, s.wall_before + time.perf_counter() - t0), run_dir / "last.pt")
+        log.info("search %s epoch %d/%d (step %d/%d): ce %.3f val %.3f cost %s | %s", job.name, epoch, s.budget.epochs,
+                 s.step, s.budget.total_steps, rec["ce"], rec["val_top1"],
+                 "n/a" if rec["predicted_ms"] is None else f"{rec['predicted_ms']:.3f}", " ".join(rec["choices"]))
+    return s.wall_before + time.perf_counter() - t0
+
+
+def _run(job: SearchJob, data: DataBundle, run_dir: Path, resume: bool, compute: Compute, env: DistEnv,
+         warmup: str | Path | None) -> dict[str, Any]:
+    s, log_file = _start(job, data, run_dir, compute, env, "search_log.jsonl")
+    if warmup is not None and not (run_dir / "last.pt").exists():
+        _fork(s, Path(warmup), log_file, env)
+    else:
+        _resume_or_start(s, run_dir, log_file, resume)
+    wall = _epochs(s, job, data, run_dir, log_file, compute, env)
     history = broadcast_object(log_file.read() if env.is_main else None, env)
-    return _finish(s, cfg, data, run_dir, history, s.wall_before + time.perf_counter() - t0)
+    return _finish(s, job, data, run_dir, history, wall)
+
+
+def _fork(s: Search, warmup: Path, log_file: JsonLines, env: DistEnv) -> None:
+    """Start from a shared warm-up: its state, and its finished epochs' records with this cost's figures."""
+    st = broadcast_object(load_torch(warmup, "shared warm-up") if env.is_main else None, env)
+    s.fork_from(st)
+    if env.is_main:
+        records = []
+        for rec in st["log"]:
+            cost = s.cost.of_choices(rec["choices"]) if s.cost else None  # type: ignore[union-attr]
+            records.append({**rec, "predicted_ms": cost, "target_ms": s.target, "forked_from": str(warmup),
+                            "predicted_ms_by_table": s.cost.per_device_ms(rec["choices"]) if s.cost else None})
+        log_file.truncate_to(records)
+    log.info("forked from the shared warm-up %s at step %d", warmup, s.step)
+
+
+def _run_warmup(job: SearchJob, data: DataBundle, run_dir: Path, compute: Compute, env: DistEnv) -> Path:
+    out = run_dir / "warmup.pt"
+    if broadcast_object(out.exists(), env):
+        return out
+    s, log_file = _start(job, data, run_dir, compute, env, "warmup_log.jsonl")
+    _resume_or_start(s, run_dir, log_file, resume=True)
+    warm = s.budget.warmup_steps
+    wall = _epochs(s, job, data, run_dir, log_file, compute, env, stop_at=warm)
+    if env.is_main:
+        atomic_torch_save({**s.checkpoint(s.step // s.budget.steps_per_epoch, wall), "format": WARMUP_FORMAT,
+                           "carry": s.carry, "log": log_file.read()}, out)
+        (run_dir / "last.pt").unlink(missing_ok=True)  # the warm-up is done: warmup.pt is its result
+    barrier(env)
+    return out

@@ -27,7 +27,7 @@ from search_spaces import ArchSpec, LayerSlot, SearchSpace, make_divisible
 from search_spaces.model import ConvBNAct, InvertedResidual, build_layer, init_weights, make_activation
 from search_spaces.proxy import Proxy
 from search_spaces.space import SKIP, parse_choice
-from spnas.errors import ArchSpecError, CheckpointError
+from spnas_core.errors import ArchSpecError, CheckpointError
 
 
 def ste_step(x: torch.Tensor, band: torch.Tensor | float = 0.0, prev: torch.Tensor | None = None) -> torch.Tensor:

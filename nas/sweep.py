@@ -32,15 +32,18 @@ import os
 import socket
 import time
 import warnings
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
-from search_spaces import build_model
+from latency_tables.table import LatencyTable
+from nas.config import SearchConfig, SweepConfig, SweepParam
+from search_spaces import SearchSpace, build_model
+from search_spaces.config import ProxyConfig
 from search_spaces.proxy import Proxy
-from spnas.config import SearchAppConfig, SweepAppConfig, SweepConfig, SweepParam
-from spnas.errors import InputError
-from spnas.files import write_bytes_atomic, write_json_atomic
+from spnas_core.errors import InputError
+from spnas_core.files import write_bytes_atomic, write_json_atomic
+from training.config import DataConfig, Runtime, TrainConfig
 from training.datasets import DataBundle, load_data
 from training.devices import resolve_compute
 from training.loop import fit, resolve_arch
@@ -50,17 +53,28 @@ from .search import run_search
 log = logging.getLogger(__name__)
 
 
-def trial_config(cfg: SweepAppConfig, value: float, run_dir: Path) -> SearchAppConfig:
-    """The search config of one trial: the sweep's search settings with the trial's parameter set."""
-    sw = cfg.sweep
-    if sw.param is SweepParam.latency_lambda:
-        search = replace(cfg.search, latency_lambda=value)
-    else:
-        search = replace(cfg.search, target_ms=value, target_fraction_of=None, loss=sw.target_loss,
-                         latency_lambda=sw.target_lambda)
-    return SearchAppConfig(seed=cfg.seed, threads=cfg.threads, device=cfg.device, amp=cfg.amp, dist=cfg.dist,
-                           soc=cfg.soc, space=cfg.space, data=cfg.data, search=search, proxy=cfg.proxy,
-                           resume=(run_dir / "last.pt").exists(), run_dir=str(run_dir))
+def trial_search(sweep: SweepConfig, search: SearchConfig, value: float) -> SearchConfig:
+    """The search settings of one trial: the sweep's search settings with the trial's parameter set."""
+    if sweep.param is SweepParam.latency_lambda:
+        return replace(search, latency_lambda=value)
+    return replace(search, target_ms=value, target_fraction_of=None, loss=sweep.target_loss,
+                   latency_lambda=sweep.target_lambda)
+
+
+@dataclass(frozen=True)
+class SweepJob:
+    """What every trial shares: the sweep, the search and retrain settings, the space, the device's table
+    and name, the training geometry, the seed and the runtime."""
+
+    sweep: SweepConfig
+    search: SearchConfig
+    train: TrainConfig
+    space: SearchSpace
+    table: LatencyTable
+    name: str
+    proxy: ProxyConfig
+    seed: int
+    runtime: Runtime
 
 
 def worker_id() -> str:
@@ -81,8 +95,8 @@ def trial_dir(run_dir: Path, trial: Any) -> Path:
     return run_dir / "trials" / f"{(trial.number if first is None else first):03d}"
 
 
-def _objective(cfg: SweepAppConfig, data: DataBundle, run_dir: Path, on_start: Callable[[], None] = lambda: None):
-    sw = cfg.sweep
+def _objective(job: SweepJob, data: DataBundle, run_dir: Path, on_start: Callable[[], None] = lambda: None):
+    sw = job.sweep
 
     def objective(trial: Any) -> tuple[float, float]:
         on_start()  # the trial exists and runs: the next worker may claim a slot
@@ -92,15 +106,16 @@ def _objective(cfg: SweepAppConfig, data: DataBundle, run_dir: Path, on_start: C
         else:
             v = trial.suggest_float(sw.param.name, sw.low, sw.high)
         tdir = trial_dir(run_dir, trial)
-        s = run_search(trial_config(cfg, v, tdir), data=data)
+        s = run_search(trial_search(sw, job.search, v), job.space, job.table, data, tdir, proxy=job.proxy,
+                       name=job.name, seed=job.seed, resume=(tdir / "last.pt").exists(), runtime=job.runtime)
         acc = float(s["val_top1"])
         if sw.retrain_epochs > 0:
             arch = resolve_arch(tdir / "arch.json", data.num_classes, data.resolution)
             proxy = Proxy.from_dict(s["proxy"])  # the trial's search proxy: every trial retrains the same way
-            rtrain = replace(cfg.train, epochs=sw.retrain_epochs)
-            r = fit(build_model(proxy.apply(arch), rtrain.dropout), data, rtrain, tdir / "retrain", seed=cfg.seed,
+            rtrain = replace(job.train, epochs=sw.retrain_epochs)
+            r = fit(build_model(proxy.apply(arch), rtrain.dropout), data, rtrain, tdir / "retrain", seed=job.seed,
                     resume=True, desc=f"retrain trial {trial.number}",
-                    compute=resolve_compute(cfg.device, cfg.amp, channels_last=rtrain.channels_last))
+                    compute=resolve_compute(job.runtime.device, job.runtime.amp, channels_last=rtrain.channels_last))
             acc = float(r["history"][-1]["val_top1"])
         trial.set_user_attr("arch", s["arch_string"])
         trial.set_user_attr("choices", s["choices"])
@@ -239,32 +254,39 @@ def _work(study: Any, objective: Callable[[Any], Any], lock: SlotLock, n_trials:
         time.sleep(poll_s)  # slots all taken: a running trial may still die and come back as a retry
 
 
-def run_sweep(cfg: SweepAppConfig) -> dict[str, Any]:
-    """Run (or continue) the study as one of its workers; write pareto.csv, pareto.png and sweep_summary.json."""
+def run_sweep(sweep: SweepConfig, search: SearchConfig, train: TrainConfig, space: SearchSpace,
+              table: LatencyTable | str, data: DataConfig, run_dir: str | Path, *, proxy: ProxyConfig | None = None,
+              name: str | None = None, seed: int = 0, runtime: Runtime | None = None) -> dict[str, Any]:
+    """Run (or continue) the study as one of its workers: every trial searches `space` against `table`
+    on `data` with `search` and the trial's parameter, then (`sweep.retrain_epochs` > 0) retrains the
+    derived net with `train`; writes pareto.csv, pareto.png and sweep_summary.json into `run_dir`."""
     import optuna
 
-    sw = cfg.sweep
-    run_dir = Path(cfg.run_dir)
+    runtime = runtime or Runtime()
+    table = table if isinstance(table, LatencyTable) else LatencyTable.load(table)
+    soc = name or table.device
+    job = SweepJob(sweep, search, train, space, table, soc, proxy or ProxyConfig(), seed, runtime)
+    sw = sweep
+    run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     storage = storage_url(sw.storage or f"sqlite:///{(run_dir / 'study.db').resolve()}")
-    soc = cfg.soc.name
     param = sw.param.name
-    name = sw.study_name or f"spnas-{soc}-{param}"
-    resolve_compute(cfg.device, cfg.amp)  # a device this machine lacks fails before the study is touched
-    sampler = optuna.samplers.NSGAIISampler(seed=cfg.seed, population_size=max(2, sw.population))
-    lock = SlotLock(storage, name)
+    study_name = sw.study_name or f"spnas-{soc}-{param}"
+    resolve_compute(runtime.device, runtime.amp)  # a device this machine lacks fails before the study is touched
+    sampler = optuna.samplers.NSGAIISampler(seed=seed, population_size=max(2, sw.population))
+    lock = SlotLock(storage, study_name)
     try:
         lock.acquire()  # two workers creating the schema or the study at once would race on their rows
         try:
             rdb = open_storage(sw, storage)
-            study = optuna.create_study(study_name=name, storage=rdb, directions=["maximize", "minimize"],
+            study = optuna.create_study(study_name=study_name, storage=rdb, directions=["maximize", "minimize"],
                                         load_if_exists=True, sampler=sampler)
         finally:
             lock.release()
-        data = load_data(cfg.data, cfg.seed)  # decoded once, shared by every trial of this worker
-        ran = _work(study, _objective(cfg, data, run_dir, on_start=lock.release), lock, sw.n_trials,
+        decoded = load_data(data, seed)  # decoded once, shared by every trial of this worker
+        ran = _work(study, _objective(job, decoded, run_dir, on_start=lock.release), lock, sw.n_trials,
                     poll_s=min(5.0, sw.heartbeat_s / 2))
-        log.info("sweep worker %s ran %d trial(s) of study %s", worker_id(), ran, name)
+        log.info("sweep worker %s ran %d trial(s) of study %s", worker_id(), ran, study_name)
     finally:
         lock.close()
     storage = _shown(storage)
@@ -281,7 +303,7 @@ def run_sweep(cfg: SweepAppConfig) -> dict[str, Any]:
     w.writerows(sorted(rows, key=lambda r: r["predicted_ms"]))
     write_bytes_atomic(run_dir / "pareto.csv", buf.getvalue().encode())
     png = plot_pareto(rows, run_dir / "pareto.png", f"{soc}: accuracy vs predicted latency ({param} sweep)")
-    summary = {"study": name, "storage": storage, "soc": soc, "param": param, "trials": rows,
+    summary = {"study": study_name, "storage": storage, "soc": soc, "param": param, "trials": rows,
                "pareto": [r for r in rows if r["pareto"]], "csv": str(run_dir / "pareto.csv"), "png": str(png)}
     write_json_atomic(run_dir / "sweep_summary.json", summary)
     return summary

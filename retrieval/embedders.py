@@ -2,7 +2,7 @@
 
 Four backends behind one interface (`embed(images) -> float32 [n, d]`): MediaPipe ImageEmbedder
 (`embedder.tflite`), the LiteRT interpreter, ONNX Runtime (`model.onnx`) and PyTorch. Every backend
-but MediaPipe resizes with `spnas.images.resize_like_mediapipe`, the warp MediaPipe applies
+but MediaPipe resizes with `spnas_core.images.resize_like_mediapipe`, the warp MediaPipe applies
 itself, so a query embedded on a phone and a gallery embedded on a server land in the same space.
 """
 
@@ -15,8 +15,8 @@ from typing import Iterator, Protocol, Sequence
 import numpy as np
 
 from export.bundle import bundle_id, load_manifest
-from spnas.images import resize_like_mediapipe, to_rgb_array
-from spnas.errors import ConfigError
+from spnas_core.errors import ConfigError
+from spnas_core.images import resize_like_mediapipe, to_rgb_array
 
 BACKENDS = ("mediapipe", "litert", "onnx", "torch")
 

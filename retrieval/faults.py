@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import signal
 
-from spnas.errors import ConfigError
+from spnas_core.errors import ConfigError
 
 FAILPOINTS = {
     "wal.before_fsync": "a record is written to the log but not yet fsync'd",

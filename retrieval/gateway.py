@@ -49,16 +49,34 @@ import numpy as np
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
-from spnas.config import Backend, GrpcTlsConfig, PartialResults, ServeAuthConfig, ServeLimits
-from spnas.errors import (ConfigError, DuplicateIdError, ImageDecodeError, ImageTooLargeError, IndexWriteError,
-                          PartitionClosedError, RetrievalError, SpnasError)
-from spnas.files import JsonLines, write_json_atomic
-from spnas.images import decode_rgb, image_size
+from retrieval.config import Backend, GrpcTlsConfig, PartialResults, ServeAuthConfig, ServeLimits
+from spnas_core.errors import (
+    ConfigError,
+    DuplicateIdError,
+    ImageDecodeError,
+    ImageTooLargeError,
+    IndexWriteError,
+    PartitionClosedError,
+    RetrievalError,
+    SpnasError,
+)
+from spnas_core.files import JsonLines, write_json_atomic
+from spnas_core.images import decode_rgb, image_size
 
 from .faults import failpoint
-from .index import MAX_ID, Hits, NORM_TOLERANCE
-from .partitions import (MAX_TS, MIN_TS, DecisionLog, coordinator_gone, finest_covering, key_range, merge_hits,
-                         new_txn_id, overlapping, partition_key)
+from .index import MAX_ID, NORM_TOLERANCE, Hits
+from .partitions import (
+    MAX_TS,
+    MIN_TS,
+    DecisionLog,
+    coordinator_gone,
+    finest_covering,
+    key_range,
+    merge_hits,
+    new_txn_id,
+    overlapping,
+    partition_key,
+)
 from .photos import PhotoStore, thumbnail
 from .security import check_bind, load_token, token_ok
 from .service import IndexClient, health_pb, pb

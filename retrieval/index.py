@@ -37,8 +37,8 @@ from typing import Any
 
 import numpy as np
 
-from spnas.errors import DuplicateIdError, IndexMismatchError, InputNotFoundError, RetrievalError
-from spnas.files import fsync_dir, recover_dir, replace_dir
+from spnas_core.errors import DuplicateIdError, IndexMismatchError, InputNotFoundError, RetrievalError
+from spnas_core.files import fsync_dir, recover_dir, replace_dir
 
 INDEX_FORMAT = "spnas.index/1"
 MAX_ID = 2**63 - 1

@@ -2,7 +2,8 @@
 
 recall@k: share of queries with at least one relevant item (same label) in the top k.
 mAP@k: mean over queries of AP@k = (1 / min(R, k)) * sum_{i<=k} P@i * rel_i, R = relevant items in
-the gallery (so a single relevant item at rank r gives 1/r).
+the gallery (so a single relevant item at rank r gives 1/r). Intervals and paired comparisons of the
+per-query values: `spnas_core.stats`.
 """
 
 from __future__ import annotations
@@ -59,26 +60,3 @@ def per_query(ranked_labels: np.ndarray, query_labels: np.ndarray, gallery_label
     denom = np.minimum(counts[np.asarray(query_labels)].astype(np.float64), map_k)
     out[f"mAP@{map_k}"] = np.where(denom > 0, (prec * r).sum(axis=1) / np.maximum(denom, 1), 0.0)
     return out
-
-
-def bootstrap_ci(values: np.ndarray, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean of per-query values (resampling queries)."""
-    v = np.asarray(values, dtype=np.float64)
-    if len(v) == 0:
-        return float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    means = v[rng.integers(0, len(v), size=(n_boot, len(v)))].mean(axis=1)
-    a = (1 - level) / 2
-    return float(np.quantile(means, a)), float(np.quantile(means, 1 - a))
-
-
-def paired_difference(a: np.ndarray, b: np.ndarray, n_boot: int = 2000, level: float = 0.95,
-                      seed: int = 0) -> dict[str, float | bool]:
-    """Mean of a - b over the same queries with a paired bootstrap interval; `differ` when the interval
-    excludes 0 (the two models really rank differently on this query set)."""
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    if a.shape != b.shape:
-        raise ValueError(f"paired comparison needs the same queries ({a.shape} vs {b.shape})")
-    lo, hi = bootstrap_ci(a - b, n_boot, level, seed)
-    return {"difference": float((a - b).mean()) if len(a) else float("nan"), "ci_low": lo, "ci_high": hi,
-            "differ": bool(lo > 0 or hi < 0)}

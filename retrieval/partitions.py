@@ -53,8 +53,8 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from spnas.errors import (DuplicateIdError, IndexWriteError, PartitionClosedError, RetrievalError)
-from spnas.files import JsonLines, fsync_dir, recover_dir, write_bytes_atomic
+from spnas_core.errors import DuplicateIdError, IndexWriteError, PartitionClosedError, RetrievalError
+from spnas_core.files import JsonLines, fsync_dir, recover_dir, write_bytes_atomic
 
 from . import wal
 from .faults import failpoint
@@ -807,7 +807,7 @@ class PartitionedStore:
         """Train and store the month's IVF template on a sample of its vectors."""
         import faiss
 
-        from spnas.files import atomic_path
+        from spnas_core.files import atomic_path
 
         from .index import new_faiss_index
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from spnas.files import write_bytes_atomic
+from spnas_core.files import write_bytes_atomic
 
 THUMB_SIDE = 256
 

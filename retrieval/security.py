@@ -16,8 +16,8 @@ import socket
 from pathlib import Path
 from typing import Any, Callable
 
-from spnas.config import GrpcTlsConfig, ServeAuthConfig
-from spnas.errors import ConfigError, InputNotFoundError
+from retrieval.config import GrpcTlsConfig, ServeAuthConfig
+from spnas_core.errors import ConfigError, InputNotFoundError
 
 HEALTH_PREFIX = "/grpc.health.v1.Health/"
 

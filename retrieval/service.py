@@ -34,10 +34,15 @@ from typing import Any, Callable
 
 import numpy as np
 
-from spnas.config import GrpcTlsConfig, ServeAuthConfig
-from spnas.errors import (DuplicateIdError, IndexMismatchError, IndexWriteError, PartitionClosedError,
-                          RetrievalError)
-from spnas.files import write_json_atomic
+from retrieval.config import GrpcTlsConfig, ServeAuthConfig
+from spnas_core.errors import (
+    DuplicateIdError,
+    IndexMismatchError,
+    IndexWriteError,
+    PartitionClosedError,
+    RetrievalError,
+)
+from spnas_core.files import write_json_atomic
 
 from .index import SearchParams, check_vectors
 from .partitions import PartitionedStore, key_range

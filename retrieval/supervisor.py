@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from spnas.errors import RetrievalError
+from spnas_core.errors import RetrievalError
 
 from .partitions import CompactionReport, PartitionedStore, partition_key
 from .service import ServiceSpec, announcement_path

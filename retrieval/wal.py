@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from spnas.errors import IndexWriteError, RetrievalError
-from spnas.files import fsync_dir
+from spnas_core.errors import IndexWriteError, RetrievalError
+from spnas_core.files import fsync_dir
 
 from .faults import failpoint
 

@@ -5,6 +5,8 @@
 #
 #   bash scripts/gpu_check.sh                  # SOC=sd845 EPOCHS=10 BATCH=256 OUT=runs/gpu_check
 #   RECORD=1 bash scripts/gpu_check.sh         # also record the figures (bench/results, docs/benchmarks.md)
+#   EVIDENCE=1 bash scripts/gpu_check.sh       # then the evidence preset at the cifar10 budget (experiment=evidence_gpu:
+#                                              # full CIFAR-10, 3 seeds, controls, a budget that ranks; <= 10 min)
 #
 # Environment: a venv in $GPU_VENV (default .venv-gpu) whose torch sees the GPU. Made on first use: from the
 # machine's own CUDA torch when it has one (--system-site-packages, nothing downloaded), else torch==2.13.0
@@ -109,3 +111,18 @@ if rec == "1":
            notes=f"scripts/gpu_check.sh: batch {batch}, {epochs} retrain epochs; search on {gpu['search_device']}.",
            command="RECORD=1 bash scripts/gpu_check.sh")
 EOF
+
+# The evidence preset at the budget that ranks (what 2 CPU cores cannot run in 75 minutes, docs/evidence.md):
+# experiment=evidence_gpu on the GPU, its verdicts and budget check printed, recorded with RECORD=1.
+if [ "${EVIDENCE:-0}" = "1" ]; then
+  echo "== evidence preset at the cifar10 budget (experiment=evidence_gpu), limit 600 s"
+  E0=$(date +%s)
+  timeout 600 "$PY" -m bench.bench_pipeline --experiment evidence_gpu device=cuda amp=auto "threads=$THREADS" \
+    "run_dir=$OUT/evidence" > "$OUT/evidence.log" 2>&1 \
+    || { echo "evidence preset failed or exceeded 600 s (resumable: run again); tail of $OUT/evidence.log:";
+         tail -5 "$OUT/evidence.log"; exit 1; }
+  echo "   $(( $(date +%s) - E0 )) s; verdicts:"
+  "$PY" -c 'import json,sys; r=json.load(open(sys.argv[1])); [print("  ", h["text"]) for h in r["headline"]];
+print("   budget ranks:", r["budget"]["ranks"], "; ".join(r["budget"]["reasons"]))' "$OUT/evidence/report.json"
+  [ "${RECORD:-0}" = "1" ] || git checkout -- bench/results docs/benchmarks.md 2>/dev/null || true
+fi

@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from spnas.files import write_text_atomic
+from spnas_core.errors import InputNotFoundError
+from spnas_core.files import write_text_atomic
+
 from .grammar import ArchSpecError, Block, _fmt_float, make_divisible
-from spnas.errors import InputNotFoundError
 
 ARCH_FORMAT = "spnas.arch/1"
 

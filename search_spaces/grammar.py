@@ -24,7 +24,7 @@ import math
 import re
 from dataclasses import dataclass
 
-from spnas.errors import ArchSpecError
+from spnas_core.errors import ArchSpecError
 
 KINDS = ("conv", "ir", "skip", "pool", "fc")
 ACTIVATIONS = {"re": "ReLU", "r6": "ReLU6", "hs": "h-swish"}

@@ -9,8 +9,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from spnas_core.errors import ArchSpecError
+
 from .arch import ArchSpec, ResolvedLayer
-from spnas.errors import ArchSpecError
 
 
 def make_activation(token: str) -> nn.Module:

@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-from spnas.errors import ArchSpecError
+from spnas_core.errors import ArchSpecError
 
 from .arch import ArchSpec
 

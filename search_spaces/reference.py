@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from typing import Callable
 
+from spnas_core.errors import ArchSpecError
+
 from .arch import ArchSpec
-from spnas.errors import ArchSpecError
 
 MOBILENET_V2 = [
     "conv_k3_c32_s2_r6",

@@ -107,6 +107,13 @@ class SearchSpace:
 
     # ------------------------------------------------------------------ data form
     @classmethod
+    def from_config(cls, cfg: Any) -> "SearchSpace":
+        """Build from a typed `space/` config (`search_spaces.config.SpaceConfig`)."""
+        from spnas_core.config import to_plain
+
+        return cls.from_dict(to_plain(cfg))
+
+    @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "SearchSpace":
         """Build from a Hydra `space/` config (plain dict)."""
         try:

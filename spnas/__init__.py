@@ -6,8 +6,9 @@
     table = spnas.load_table("sd845")
     table.predict(result.arch)                    # ms on the Snapdragon 845 table
 
-Names are imported on first use, so `import spnas` is cheap and lower layers can import the neutral
-modules (`spnas.errors`, `spnas.files`, `spnas.config`, `spnas.paths`, `spnas.images`) freely.
+Names are imported on first use, so `import spnas` is cheap. This package is the top floor (the API,
+and `spnas.app`: the commands); the layers below never import it, and the neutral ground floor they
+share (errors, files, paths, images, config helpers, statistics) is `spnas_core`.
 See docs/api.md.
 """
 
@@ -29,7 +30,7 @@ _API = {
     "TrainResult": "spnas.api", "export": "spnas.api", "ExportResult": "spnas.api",
     "evaluate_retrieval": "spnas.api", "PhotoIndex": "spnas.api", "open_photo_index": "spnas.api",
     # errors
-    "SpnasError": "spnas.errors", "ConfigError": "spnas.errors",
+    "SpnasError": "spnas_core.errors", "ConfigError": "spnas_core.errors",
 }
 
 __all__ = ["__version__", *_API]
@@ -51,9 +52,20 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from latency_tables.table import LatencyTable
     from search_spaces import ArchSpec, SearchSpace, reference
+    from spnas_core.errors import ConfigError, SpnasError
 
     from .api import (
-        Config, ExportResult, PhotoIndex, SearchResult, TrainResult, compose, evaluate_retrieval, export,
-        load_data, load_table, open_photo_index, search, train,
+        Config,
+        ExportResult,
+        PhotoIndex,
+        SearchResult,
+        TrainResult,
+        compose,
+        evaluate_retrieval,
+        export,
+        load_data,
+        load_table,
+        open_photo_index,
+        search,
+        train,
     )
-    from .errors import ConfigError, SpnasError

@@ -24,10 +24,9 @@ import numpy as np
 
 from latency_tables.table import LatencyTable
 from search_spaces import ArchSpec
-from spnas.config import (
-    APPS, DataConfig, ExportAppConfig, PipelineAppConfig, SearchAppConfig, TrainAppConfig,
-)
-from spnas.errors import ConfigError
+from spnas.app.config import APPS, ExportAppConfig, PipelineAppConfig, SearchAppConfig, TrainAppConfig
+from spnas_core.errors import ConfigError
+from training.config import DataConfig
 from training.datasets import DataBundle
 
 Config = Union[SearchAppConfig, TrainAppConfig, ExportAppConfig, PipelineAppConfig, Any]
@@ -36,8 +35,10 @@ Config = Union[SearchAppConfig, TrainAppConfig, ExportAppConfig, PipelineAppConf
 def compose(app: str = "search", overrides: Sequence[str] = ()) -> Config:
     """The typed config of a command (`search`, `train`, `export`, `pipeline`, `sweep`, `profile`,
     `retrieval_eval`, `serve`) with Hydra overrides applied and checked; raises `ConfigError`."""
+    from spnas.app.compose import check_call
     from spnas.app.compose import compose as _compose
 
+    check_call(app, overrides)
     return _compose(app, list(overrides))
 
 
@@ -91,11 +92,11 @@ def search(config: SearchAppConfig | None = None, *, train_data: DataBundle | st
            overrides: Sequence[str] = ()) -> SearchResult:
     """Run (or resume) a Single-Path NAS search. `train_data` may be a decoded `DataBundle` or a photos
     folder (decoded at `config.data.resolution`); by default the config's data set is loaded."""
-    from nas.search import run_search
+    from spnas.app import commands
 
     cfg = _typed(config, "search", SearchAppConfig, overrides)
     data = _data_arg(train_data, cfg.data.resolution, cfg.seed)
-    s = run_search(cfg, data=data)
+    s = commands.search(cfg, data)
     return SearchResult(ArchSpec.from_dict(s["arch"]), s["predicted_ms"], s["target_ms"], s["val_top1"],
                         list(s["choices"]), s["table"], Path(cfg.run_dir), s)
 
@@ -125,8 +126,7 @@ def train(config: TrainAppConfig | None = None, *, data: DataBundle | str | os.P
     (e.g. `SearchResult.arch`)."""
     from dataclasses import replace
 
-    from nas.superkernel import inherit_weights
-    from training.loop import train_model
+    from spnas.app import commands
 
     cfg = _typed(config, "train", TrainAppConfig, overrides)
     if arch is not None:
@@ -135,7 +135,7 @@ def train(config: TrainAppConfig | None = None, *, data: DataBundle | str | os.P
             arch.save(path)
             arch = path
         cfg = replace(cfg, arch=str(arch))
-    s = train_model(cfg, data=_data_arg(data, cfg.data.resolution, cfg.seed), inherit=inherit_weights)
+    s = commands.train(cfg, _data_arg(data, cfg.data.resolution, cfg.seed))
     run_dir = Path(cfg.run_dir)
     return TrainResult(run_dir / "model.pt", ArchSpec.from_dict(s["arch"]), s["test_top1"], s["test_top5"],
                        run_dir, s)
@@ -157,18 +157,18 @@ class ExportResult:
 def export(config: ExportAppConfig | None = None, *, data: DataBundle | str | os.PathLike | None = None,
            overrides: Sequence[str] = ()) -> ExportResult:
     """Export a `model.pt` to a parity-checked bundle (nothing is written when a check fails)."""
-    from spnas.app.export_job import run_export
+    from spnas.app import commands
 
     cfg = _typed(config, "export", ExportAppConfig, overrides)
-    m = run_export(cfg, data=_data_arg(data, cfg.data.resolution, cfg.seed))
+    m = commands.export(cfg, _data_arg(data, cfg.data.resolution, cfg.seed))
     return ExportResult(Path(cfg.out_dir), m)
 
 
 def evaluate_retrieval(bundle: str | os.PathLike, data: DataBundle, backend: str = "litert",
                        factory: str = "Flat", latency_queries: int = 50) -> dict[str, Any]:
     """Recall@k / mAP@10 of a bundle's embedder on a data set with a catalogue gallery (Grocery Store)."""
+    from retrieval.config import Backend
     from spnas.app.retrieval_eval import evaluate_bundle
-    from spnas.config import Backend
 
     return evaluate_bundle(bundle, data, Backend[backend], factory, latency_queries)
 
@@ -202,7 +202,7 @@ class PhotoIndex:
 
 
 def _photo(p: np.ndarray | str | os.PathLike) -> np.ndarray:
-    from spnas.images import decode_rgb
+    from spnas_core.images import decode_rgb
 
     return p if isinstance(p, np.ndarray) else decode_rgb(Path(p))
 

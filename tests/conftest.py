@@ -23,7 +23,7 @@ def _missing(reason: str) -> None:
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
     """The shared folder with the data set archives."""
-    from spnas.paths import shared_dir as _shared
+    from spnas_core.paths import shared_dir as _shared
 
     d = _shared()
     if not (d / "datasets").is_dir():
@@ -34,7 +34,7 @@ def shared_dir() -> Path:
 @pytest.fixture(scope="session")
 def cifar_root(shared_dir: Path) -> Path:
     """The CIFAR-10 JPEG tree, unpacked from the shared archive on first use."""
-    from spnas.paths import data_root
+    from spnas_core.paths import data_root
     from training.datasets import unpack_shared
 
     root = unpack_shared("cifar10", data_root())
@@ -46,7 +46,7 @@ def cifar_root(shared_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def grocery_root(shared_dir: Path) -> Path:
     """The Grocery Store tree, unpacked from the shared archive on first use."""
-    from spnas.paths import data_root
+    from spnas_core.paths import data_root
     from training.datasets import unpack_shared
 
     root = unpack_shared("grocery", data_root())
@@ -78,11 +78,11 @@ def fmnist_args(root: Path, tmp: Path) -> list[str]:
 
 
 def _train_small(tmp: Path, data_args: list[str], arch: str, name: str, epochs: int = 2) -> Path:
-    from training.loop import train_model
+    from spnas.app import commands
 
     cfg = compose("train", [f"arch={arch}", *data_args, f"train.epochs={epochs}", "train.batch_size=64",
                             f"run_dir={tmp / name}"])
-    train_model(cfg)
+    commands.train(cfg)
     return tmp / name / "model.pt"
 
 
@@ -96,7 +96,7 @@ def small_model(fashion_mnist_root, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def small_bundle(small_model, fashion_mnist_root, tmp_path_factory) -> Path:
     """The exported bundle of `small_model`, latency measured (a short run)."""
-    from spnas.app.export_job import run_export
+    from spnas.app import commands
 
     tmp = tmp_path_factory.mktemp("bundle")
     cfg = compose("export", [f"checkpoint={small_model}", *fmnist_args(fashion_mnist_root, tmp),
@@ -106,5 +106,61 @@ def small_bundle(small_model, fashion_mnist_root, tmp_path_factory) -> Path:
                              # a 2-epoch model's near-tied logits flip under int8 (0.94-0.97 agreement seen on
                              # 64 images): the bundle must carry int8 here, so the gate is set below that spread
                              "export.int8=required", "export.tolerances.int8_min_agreement=0.9"])
-    run_export(cfg)
+    commands.export(cfg)
     return tmp / "bundle"
+
+
+# ---------------------------------------------------------------------------------- one pipeline run for the suite
+def eight_classes(grocery_root: Path, dst: Path, per_class: int = 14) -> Path:
+    """8 Grocery product classes copied into `dst/<class>/*.jpg` (the README's own-photos layout)."""
+    import shutil
+
+    classes = sorted(p for p in (grocery_root / "train" / "Fruit").iterdir() if p.is_dir())[:8]
+    for c in classes:
+        files = sorted(c.rglob("*.jpg"))[:per_class]
+        (dst / c.name).mkdir(parents=True)
+        for f in files:
+            shutil.copy(f, dst / c.name / f.name)
+    return dst
+
+
+def own_photos_overrides(photos: Path, run: Path, cache: Path) -> list[str]:
+    """The README's own-images command (`experiment=demo data=folder data.root=... data.resolution=96
+    socs=[sd845]`) at a tiny budget, with two seeds, one random control and the width-scaled MobileNetV2. (A
+    12-step search keeps every layer at its largest choice, in the tail of the space's latency distribution:
+    the random control's band is +-50% here; the +-2% of the default is tested in tests/nas/test_evidence.py.)"""
+    return ["experiment=demo", "data=folder", f"data.root={photos}", "data.resolution=96", "socs=[sd845]",
+            f"run_dir={run}", "baselines=[mobilenet_v2]", f"data.cache_dir={cache}", "seeds=[0,1]",
+            "controls.random=1", "controls.tolerance=0.5", "search.steps=12", "search.warmup_fraction=0.5", "search.min_threshold_updates=0",
+            "search.batch_size=16", "search.min_batch_size=8", "train.steps=12", "train.batch_size=16",
+            "finetune.recipe.steps=6", "finetune.recipe.batch_size=16", "retrieval.latency_queries=5",
+            "retrieval.bootstrap=200", "export.latency.mediapipe_runs=3", "export.latency.onnx_runs=3",
+            "export.latency.deploy_resolution=null", "export.measure_latency=true", "threads=2"]
+
+
+@pytest.fixture(scope="session")
+def own_photos_pipeline(grocery_root, tmp_path_factory):
+    """One pipeline run the slow tests share: the README's own-images command, killed in the middle of its
+    search and run again (it resumes). Returns (overrides, run folder, report, the stages' first events)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from spnas.app.pipeline import run_pipeline
+
+    tmp = tmp_path_factory.mktemp("own_photos")
+    photos = eight_classes(grocery_root, tmp / "photos")
+    run = tmp / "run"
+    ov = own_photos_overrides(photos, run, tmp / "cache")
+    p = subprocess.Popen([str(Path(sys.executable).parent / "spnas-pipeline"), *ov], cwd=ROOT,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 600
+    while not (run / "search" / "sd845" / "last.pt").exists():
+        assert p.poll() is None and time.time() < deadline, "pipeline ended before its first search checkpoint"
+        time.sleep(0.02)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    killed_state = (run / "search" / "sd845" / "stage.json").read_text()
+    report = run_pipeline(compose("pipeline", ov))
+    return ov, run, report, killed_state

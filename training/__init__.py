@@ -1,12 +1,28 @@
 """Data sets, loaders and training of fixed architectures: train, retrain, evaluate, checkpoints.
 
-Imports only `search_spaces` and the neutral `spnas` modules; the search package builds on it.
+Imports only `search_spaces` and the neutral `spnas_core`; the search package builds on it. Names are
+imported on first use, so `training.config` (what compose reads) does not load torch's training code.
 """
 
-from .batches import iterate_batches, num_batches, to_tensor
-from .checkpoints import load_model_file, load_torch, save_model
-from .datasets import DataBundle, Split, load_data
-from .loop import evaluate, fit, resolve_arch, train_model
+from __future__ import annotations
 
-__all__ = ["DataBundle", "Split", "evaluate", "fit", "iterate_batches", "load_data", "load_model_file",
-           "load_torch", "num_batches", "resolve_arch", "save_model", "to_tensor", "train_model"]
+from importlib import import_module
+from typing import Any
+
+_NAMES = {
+    "iterate_batches": ".batches", "num_batches": ".batches", "to_tensor": ".batches",
+    "load_model_file": ".checkpoints", "load_torch": ".checkpoints", "save_model": ".checkpoints",
+    "DataBundle": ".datasets", "Split": ".datasets", "load_data": ".datasets",
+    "evaluate": ".loop", "fit": ".loop", "resolve_arch": ".loop", "train_model": ".loop",
+}
+
+__all__ = sorted(_NAMES)
+
+
+def __getattr__(name: str) -> Any:
+    module = _NAMES.get(name)
+    if module is None:
+        raise AttributeError(f"module 'training' has no attribute '{name}'")
+    value = getattr(import_module(module, __name__), name)
+    globals()[name] = value
+    return value

@@ -14,8 +14,8 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from spnas.config import AugmentConfig
-from spnas.images import MEAN_RGB, STD_RGB
+from spnas_core.images import MEAN_RGB, STD_RGB
+from training.config import AugmentConfig
 
 from .datasets import Split
 from .distributed import SINGLE, DistEnv, shard_slice

@@ -14,8 +14,8 @@ import torch
 from torch import nn
 
 from search_spaces import ArchSpec, build_for_weights
-from spnas.errors import CheckpointError, InputNotFoundError
-from spnas.files import atomic_path
+from spnas_core.errors import CheckpointError, InputNotFoundError
+from spnas_core.files import atomic_path
 
 MODEL_FORMAT = "spnas.model/1"
 

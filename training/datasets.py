@@ -1,7 +1,7 @@
 """Real image data for search, training, calibration and retrieval evaluation.
 
 Every source is decoded once into uint8 NHWC arrays at the configured resolution (resized the
-way MediaPipe resizes, see `spnas.images`, after honouring the photo's EXIF orientation) and cached
+way MediaPipe resizes, see `spnas_core.images`, after honouring the photo's EXIF orientation) and cached
 under `<SPNAS_HOME>/cache/data/`, so epochs run from memory. The cache key is the data set's
 *content* (`data_key`: the file list with sizes and modification times, not the folder's path) plus
 every setting that changes the arrays; the cache is a plain `.npz` (no pickled objects). Corrupt or
@@ -31,14 +31,15 @@ import tarfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
-from spnas.config import DataConfig, DataKind, LabelLevel, to_plain
-from spnas.errors import DataNotFoundError, ImageDecodeError, InputError
-from spnas.images import RESIZE_METHOD, decode_rgb, resize_like_mediapipe
-from spnas.paths import cache_root, data_root, shared_dir
+from spnas_core.config import to_plain
+from spnas_core.errors import DataNotFoundError, ImageDecodeError, InputError
+from spnas_core.images import RESIZE_METHOD, decode_rgb, resize_like_mediapipe
+from spnas_core.paths import cache_root, data_root, shared_dir
+from training.config import DataConfig, DataKind
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +146,7 @@ class DataBundle:
 # ---------------------------------------------------------------------------------- decoding
 def decode_photo(path: str | Path) -> np.ndarray:
     """Decode an image file to uint8 RGB the way a person sees it (EXIF orientation applied by
-    `spnas.images.decode_rgb`, as MediaPipe's loader applies it): one decoder for both loaders."""
+    `spnas_core.images.decode_rgb`, as MediaPipe's loader applies it): one decoder for both loaders."""
     return decode_rgb(path)
 
 
@@ -510,7 +511,7 @@ def load_data(cfg: DataConfig, seed: int = 0, cache_dir: str | Path | None = Non
 
 
 def _write_cache(path: Path, b: DataBundle, root: str) -> None:
-    from spnas.files import atomic_path
+    from spnas_core.files import atomic_path
 
     arrays: dict[str, Any] = {}
     for s in ("train", "val", "test", "gallery"):

@@ -21,9 +21,9 @@ from typing import Any, Iterable, Iterator
 
 import torch
 
-from spnas.config import AmpMode
-from spnas.errors import ConfigError
-from spnas.images import MEAN_RGB, STD_RGB
+from spnas_core.errors import ConfigError
+from spnas_core.images import MEAN_RGB, STD_RGB
+from training.config import AmpMode
 
 log = logging.getLogger(__name__)
 

@@ -32,8 +32,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from spnas.config import DistBackend, DistConfig
-from spnas.errors import ConfigError
+from spnas_core.errors import ConfigError
+from training.config import DistBackend, DistConfig
 
 log = logging.getLogger(__name__)
 

@@ -20,16 +20,17 @@ from torch import nn
 from torch.nn import functional as F
 
 from search_spaces import EmbeddingNet, build_model, count_params, embedding_info
+from search_spaces.config import ProxyConfig
 from search_spaces.proxy import proxy_for
-from spnas.config import EmbeddingLoss, FinetuneConfig, ProxyConfig
-from spnas.errors import CheckpointError
-from spnas.files import sha256_file, write_json_atomic
+from spnas_core.errors import CheckpointError
+from spnas_core.files import sha256_file, write_json_atomic
+from spnas_core.versions import versions
+from training.config import EmbeddingLoss, FinetuneConfig
 
 from .checkpoints import load_model_file, save_model
 from .datasets import DataBundle
 from .devices import Compute
 from .loop import fit
-from .runtime import versions
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +50,10 @@ class MarginLoss(nn.Module):
 
 
 def embedder_from(model_pt: str | Path, num_classes: int, fcfg: FinetuneConfig, proxy_cfg: ProxyConfig,
-                  ) -> tuple[EmbeddingNet, Any, Any]:
-    """The proxy-trained backbone of `model_pt` with a fresh embedding head for `num_classes` products,
-    in the geometry `proxy_cfg` gives at the fine-tuning resolution. Returns (net, design arch, proxy)."""
+                  seed: int = 0) -> tuple[EmbeddingNet, Any, Any]:
+    """The proxy-trained backbone of `model_pt` with a fresh embedding head (initialised from `seed`) for
+    `num_classes` products, in the geometry `proxy_cfg` gives at the fine-tuning resolution. Returns
+    (net, design arch, proxy)."""
     net, arch, _ = load_model_file(model_pt)
     if not hasattr(net, "classifier") or isinstance(net, EmbeddingNet):
         raise CheckpointError(f"{model_pt} is already a fine-tuned embedder; fine-tune the proxy-trained model.pt")
@@ -59,7 +61,7 @@ def embedder_from(model_pt: str | Path, num_classes: int, fcfg: FinetuneConfig, 
     proxy = proxy_for(arch_ft, fcfg.resolution, proxy_cfg.min_map, proxy_cfg.drop.name, proxy_cfg.strides.name)
     backbone = build_model(proxy.apply(arch_ft), dropout=fcfg.recipe.dropout)
     backbone.layers.load_state_dict(net.layers.state_dict())  # same weights in any geometry or resolution
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     return EmbeddingNet(backbone, fcfg.embedding_dim, num_classes, fcfg.scale), arch_ft, proxy
 
 
@@ -72,7 +74,7 @@ def finetune_embedder(model_pt: str | Path, data: DataBundle, fcfg: FinetuneConf
     if data.resolution != fcfg.resolution:
         raise CheckpointError(f"the fine-tuning data is decoded at {data.resolution} px but finetune.resolution is "
                               f"{fcfg.resolution}: load it at the fine-tuning resolution")
-    model, arch, proxy = embedder_from(model_pt, data.num_classes, fcfg, proxy_cfg)
+    model, arch, proxy = embedder_from(model_pt, data.num_classes, fcfg, proxy_cfg, seed)
     margin = fcfg.margin if fcfg.loss is EmbeddingLoss.cosface else 0.0
     result = fit(model, data, fcfg.recipe, run_dir, seed=seed, resume=resume, compute=compute,
                  desc=f"finetune {arch.name or 'model'}", criterion=MarginLoss(fcfg.scale, margin))
@@ -83,7 +85,9 @@ def finetune_embedder(model_pt: str | Path, data: DataBundle, fcfg: FinetuneConf
                {"proxy": proxy.to_dict(), "embedding": info, "finetuned_from": sha256_file(model_pt)})
     hist = result["history"]
     summary = {"arch_string": arch.to_string(), "embedding": info, "loss": fcfg.loss.name, "scale": fcfg.scale,
-               "margin": margin, "epochs": fcfg.recipe.epochs, "resolution": fcfg.resolution,
+               "margin": margin, "epochs": result["plan"]["epochs"], "budget": result["plan"],
+               "curve": [{"step": r.get("step"), "val_top1": r["val_top1"]} for r in hist],
+               "resolution": fcfg.resolution,
                "test_top1": result["test"]["top1"], "val_top1": hist[-1]["val_top1"] if hist else None,
                "params": count_params(final), "train_wall_s": result["train_wall_s"], "data": data.summary(),
                "proxy": proxy.to_dict(), "proxy_description": proxy.describe(arch), "seed": seed,

@@ -22,23 +22,38 @@ import torch
 from torch import nn
 
 from search_spaces import ArchSpec, build_model, count_macs, count_params, reference
+from search_spaces.config import ProxyConfig
 from search_spaces.proxy import proxy_for
 from search_spaces.reference import REFERENCE_NETS
-from spnas.config import DataConfig, DataLoaderKind, DistConfig, InitKind, TrainAppConfig, TrainConfig
-from spnas.errors import ConfigError, RunStateError
-from spnas.files import JsonLines, write_json_atomic
+from spnas_core.errors import ConfigError, RunStateError
+from spnas_core.files import JsonLines, write_json_atomic
+from spnas_core.versions import versions
 
-from .batches import iterate_batches, num_batches
+from .batches import iterate_batches
+from .budget import TrainPlan, plan_training
 from .checkpoints import atomic_torch_save, load_torch, save_model
+from .config import DataConfig, DataLoaderKind, DistConfig, Runtime, TrainConfig
 from .datasets import DataBundle, Split, load_data
 from .devices import Compute, resolve_compute
 from .distributed import (
-    SINGLE, DistEnv, all_reduce_sums, barrier, broadcast_object, check_same_on_all_ranks, current_env,
-    env_from_torchrun, per_rank_batch, process_group, rank_seed, revert_sync_batchnorm, unwrap, weights_digest,
+    SINGLE,
+    DistEnv,
+    all_reduce_sums,
+    barrier,
+    broadcast_object,
+    check_same_on_all_ranks,
+    current_env,
+    env_from_torchrun,
+    per_rank_batch,
+    process_group,
+    rank_seed,
+    revert_sync_batchnorm,
+    unwrap,
+    weights_digest,
     wrap_ddp,
 )
 from .optim import ModelEMA, make_optimizer, param_groups, warmup_cosine
-from .runtime import epoch_generator, progress, seed_everything, set_threads, versions
+from .runtime import epoch_generator, progress, seed_everything, set_threads
 from .streaming import StreamingData, StreamLoader, open_stream
 
 TrainData = DataBundle | StreamingData
@@ -133,6 +148,7 @@ class _Fit:
     start_epoch: int = 0
     wall_before: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
+    plan: TrainPlan | None = None
 
     @property
     def net(self) -> nn.Module:
@@ -155,22 +171,15 @@ class _Fit:
         self.wall_before = float(state.get("wall_s", 0.0))
 
 
-def _train_steps(data: TrainData, tcfg: TrainConfig) -> int:
-    steps = num_batches(len(data.train), tcfg.batch_size, drop_last=True)
-    return min(steps, tcfg.max_steps_per_epoch) if tcfg.max_steps_per_epoch else steps
-
-
-def _setup(model: nn.Module, data: TrainData, tcfg: TrainConfig, compute: Compute, env: DistEnv,
+def _setup(model: nn.Module, plan: TrainPlan, tcfg: TrainConfig, compute: Compute, env: DistEnv,
            dcfg: DistConfig) -> _Fit:
     per_rank_batch(tcfg.batch_size, env, "train.batch_size")
     compute.module(model)  # device + channels-last (NHWC: 2-3x faster depthwise convs on CPU)
     model = wrap_ddp(model, env, compute.device, dcfg)  # before the optimizer: sync-BN makes new parameters
-    steps = _train_steps(data, tcfg)
     opt = make_optimizer(param_groups(model, tcfg.weight_decay), tcfg)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, warmup_cosine(tcfg.epochs * steps, int(tcfg.warmup_epochs * steps)))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(plan.total_steps, plan.warmup_steps))
     ema = ModelEMA(unwrap(model), tcfg.ema_decay) if tcfg.ema_decay > 0 else None
-    return _Fit(model, opt, sched, ema, steps, compute, env)
+    return _Fit(model, opt, sched, ema, plan.steps_per_epoch, compute, env, plan=plan)
 
 
 def _resume_or_start(fit: _Fit, run_dir: Path, metrics: JsonLines, resume: bool) -> None:
@@ -201,18 +210,21 @@ def _train_batches(data: TrainData, tcfg: TrainConfig, fit: _Fit, seed: int, epo
                            augment=tcfg.augment, drop_last=True, shard=fit.env, normalize=False)
 
 
-def _train_epoch(fit: _Fit, batches: Any, tcfg: TrainConfig, crit: nn.Module, desc: str) -> dict[str, float]:
-    """One epoch of optimizer steps; returns loss, accuracy and throughput over all ranks."""
+def _train_epoch(fit: _Fit, batches: Any, tcfg: TrainConfig, crit: nn.Module, desc: str,
+                 n_steps: int | None = None) -> dict[str, float]:
+    """One epoch of optimizer steps (`n_steps`, default a whole epoch); returns loss, accuracy and
+    throughput over all ranks."""
     model, compute = fit.model, fit.compute
     model.train()
-    bar = progress(fit.steps_per_epoch, desc) if fit.env.is_main else None
+    n_steps = fit.steps_per_epoch if n_steps is None else n_steps
+    bar = progress(n_steps, desc) if fit.env.is_main else None
     seen = 0
     correct = torch.zeros((), dtype=torch.int64, device=compute.device)  # summed on the device: no sync per step
     loss_sum = torch.zeros((), dtype=torch.float64, device=compute.device)
     clip = (model.parameters(), tcfg.grad_clip) if tcfg.grad_clip else None
     t0 = time.perf_counter()
     for step, (x, y) in enumerate(batches):
-        if step >= fit.steps_per_epoch:
+        if step >= n_steps:
             break
         x, y = compute.batch(x), compute.labels(y)
         with compute.autocast():
@@ -252,7 +264,11 @@ def fit(model: nn.Module, data: TrainData, tcfg: TrainConfig, run_dir: Path, *, 
     dcfg = dcfg or DistConfig()
     if env.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-    state = _setup(model, data, tcfg, compute, env, dcfg)
+    plan = plan_training(tcfg, len(data.train), env.world_size)
+    for note in plan.notes:
+        log.info("%s: %s", desc, note)
+    tcfg = plan.apply(tcfg)
+    state = _setup(model, plan, tcfg, compute, env, dcfg)
     metrics = JsonLines(run_dir / "metrics.jsonl")
     _resume_or_start(state, run_dir, metrics, resume)
     crit = criterion or nn.CrossEntropyLoss(label_smoothing=tcfg.label_smoothing)
@@ -271,10 +287,11 @@ def fit(model: nn.Module, data: TrainData, tcfg: TrainConfig, run_dir: Path, *, 
     for epoch in range(state.start_epoch, tcfg.epochs):
         torch.manual_seed(rank_seed(seed, env, epoch))  # dropout stream per rank, replayable on resume
         rec = _train_epoch(state, _train_batches(data, tcfg, state, seed, epoch, train_loader), tcfg, crit,
-                           f"{desc} {epoch + 1}/{tcfg.epochs}")
+                           f"{desc} {epoch + 1}/{tcfg.epochs}", plan.steps_in_epoch(epoch))
         val = evaluate(state.ema.module if state.ema else state.net, val_split, tcfg.eval_batch_size,
                        compute=compute, env=env)
-        rec = {"epoch": epoch + 1, **rec, "val_top1": val["top1"], "val_top5": val["top5"], "val_loss": val["loss"],
+        rec = {"epoch": epoch + 1, "step": min(plan.total_steps, (epoch + 1) * plan.steps_per_epoch), **rec,
+               "val_top1": val["top1"], "val_top5": val["top5"], "val_loss": val["loss"],
                "lr": state.opt.param_groups[0]["lr"]}
         if env.is_main:
             metrics.append(rec)
@@ -291,50 +308,74 @@ def fit(model: nn.Module, data: TrainData, tcfg: TrainConfig, run_dir: Path, *, 
     history = broadcast_object(metrics.read() if env.is_main else None, env)
     return {"model": final, "test": test, "history": history,
             "train_wall_s": state.wall_before + time.perf_counter() - t0, "compute": compute.describe(),
-            "world_size": env.world_size}
+            "world_size": env.world_size, "plan": plan.to_dict()}
 
 
 # ---------------------------------------------------------------------------------- the job
 InitWeights = Callable[[nn.Module, ArchSpec, str], None]
 
 
-def train_model(cfg: TrainAppConfig, data: TrainData | None = None,
-                inherit: InitWeights | None = None) -> dict[str, Any]:
-    """Everything `spnas-train` does: data, arch, fit, test, `model.pt` and `summary.json`.
+def train_model(arch: str | Path | ArchSpec, train: TrainConfig, data: DataConfig | TrainData,
+                run_dir: str | Path, *, proxy: ProxyConfig | None = None, seed: int = 0, resume: bool = False,
+                runtime: Runtime | None = None, supernet: str | Path | None = None,
+                inherit: InitWeights | None = None, latency_resolution: int = 224) -> dict[str, Any]:
+    """Train and test a fixed architecture: `model.pt`, `arch.json`, `metrics.jsonl`, `summary.json`.
 
-    `data` skips decoding when the caller already holds the data set; `inherit(model, arch, supernet)`
-    initialises from a search's supernet (init=inherit; the search package provides it). Under
-    torchrun every rank runs this; rank 0 writes the files and every rank returns the summary."""
+    `arch` is a reference-net name, an `arch.json` or an `ArchSpec` (re-targeted to the data's classes
+    and resolution); `data` a `DataConfig` (decoded here) or data already decoded; `proxy` the training
+    geometry below the deployment resolution (the same for every model compared); `supernet` +
+    `inherit(model, arch, supernet)` initialise from a search's supernet (the search package provides
+    `inherit`). Under torchrun every rank runs this; rank 0 writes the files and every rank returns the
+    summary."""
+    runtime = runtime or Runtime()
     env = env_from_torchrun()
     # the device is checked first: `device=cuda` on a machine without one fails before any decoding
-    compute = resolve_compute(cfg.device, cfg.amp, local_rank=env.local_rank, channels_last=cfg.train.channels_last)
-    with process_group(cfg.dist, compute.device, env) as env:
-        return _train_model(cfg, data, inherit, compute, env)
+    compute = resolve_compute(runtime.device, runtime.amp, local_rank=env.local_rank,
+                              channels_last=train.channels_last)
+    job = _TrainJob(arch, train, Path(run_dir), proxy or ProxyConfig(), seed, resume, supernet, inherit,
+                    latency_resolution)
+    with process_group(runtime.dist, compute.device, env) as env:
+        set_threads(runtime.threads)
+        seed_everything(seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
+        if isinstance(data, DataConfig):
+            data = load_train_data(data, seed, env)
+        return _train_model(job, data, compute, env, runtime.dist)
 
 
-def _train_model(cfg: TrainAppConfig, data: TrainData | None, inherit: InitWeights | None, compute: Compute,
-                 env: DistEnv) -> dict[str, Any]:
-    run_dir = Path(cfg.run_dir)
-    set_threads(cfg.threads)
-    seed_everything(cfg.seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
-    data = data if data is not None else load_train_data(cfg.data, cfg.seed, env)
-    arch = resolve_arch(cfg.arch, data.num_classes, data.resolution)
-    pc = cfg.proxy
+@dataclass(frozen=True)
+class _TrainJob:
+    arch: str | Path | ArchSpec
+    train: TrainConfig
+    run_dir: Path
+    proxy: ProxyConfig
+    seed: int
+    resume: bool
+    supernet: str | Path | None
+    inherit: InitWeights | None
+    latency_resolution: int
+
+
+def _train_model(job: _TrainJob, data: TrainData, compute: Compute, env: DistEnv, dcfg: DistConfig) -> dict[str, Any]:
+    run_dir, tcfg = job.run_dir, job.train
+    arch = resolve_arch(job.arch, data.num_classes, data.resolution)
+    pc = job.proxy
     proxy = proxy_for(arch, data.resolution, pc.min_map, pc.drop.name, pc.strides.name)
-    model = build_model(proxy.apply(arch), dropout=cfg.train.dropout)  # trained geometry; arch keeps the design's
-    if cfg.init is InitKind.inherit:
-        if inherit is None or not cfg.supernet:
-            raise ConfigError("init=inherit needs supernet=<the search's supernet.pt>")
-        inherit(model, arch, cfg.supernet)
+    model = build_model(proxy.apply(arch), dropout=tcfg.dropout)  # trained geometry; arch keeps the design's
+    if job.supernet:
+        if job.inherit is None:
+            raise ConfigError("initialising from a supernet needs the search's `inherit` function "
+                              "(nas.superkernel.inherit_weights)")
+        job.inherit(model, arch, str(job.supernet))
     if env.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
         arch.save(run_dir / "arch.json")
-    result = fit(model, data, cfg.train, run_dir, seed=cfg.seed, resume=cfg.resume, desc=arch.name or "train",
-                 compute=compute, env=env, dcfg=cfg.dist)
+    result = fit(model, data, tcfg, run_dir, seed=job.seed, resume=job.resume, desc=arch.name or "train",
+                 compute=compute, env=env, dcfg=dcfg)
     final = result["model"]
     if env.is_main:
         save_model(run_dir / MODEL_NAME, final, arch, {"name": data.name, "resolution": data.resolution,
                                                        "classes": data.classes}, {"proxy": proxy.to_dict()})
-    deploy = arch.replace(resolution=cfg.latency_resolution)
+    deploy = arch.replace(resolution=job.latency_resolution)
     hist = result["history"]
     summary = {
         "arch": arch.to_dict(), "arch_string": arch.to_string(), "params": count_params(final),
@@ -342,11 +383,12 @@ def _train_model(cfg: TrainAppConfig, data: TrainData | None, inherit: InitWeigh
         "macs_at_deploy_resolution": count_macs(build_model(deploy), deploy.resolution),
         "deploy_resolution": deploy.resolution, "test_top1": result["test"]["top1"],
         "test_top5": result["test"]["top5"], "test_loss": result["test"]["loss"],
-        "val_top1": hist[-1]["val_top1"] if hist else None, "epochs": cfg.train.epochs,
+        "val_top1": hist[-1]["val_top1"] if hist else None, "epochs": result["plan"]["epochs"],
+        "budget": result["plan"], "curve": [{"step": r.get("step"), "val_top1": r["val_top1"]} for r in hist],
         "train_wall_s": result["train_wall_s"],
         "images_per_s": sum(r["images_per_s"] for r in hist) / len(hist) if hist else None,
-        "data": data.summary(), "seed": cfg.seed, "init": cfg.init.name, "versions": versions(),
-        "proxy": proxy.to_dict(), "proxy_description": proxy.describe(arch),
+        "data": data.summary(), "seed": job.seed, "init": "inherit" if job.supernet else "scratch",
+        "versions": versions(), "proxy": proxy.to_dict(), "proxy_description": proxy.describe(arch),
         "compute": result["compute"], "world_size": result["world_size"],
     }
     if env.is_main:

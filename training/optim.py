@@ -9,7 +9,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from spnas.config import OptimizerConfig, OptimizerKind
+from training.config import OptimizerConfig, OptimizerKind
 
 
 def param_groups(model: nn.Module, weight_decay: float, exclude: Callable[[str], bool] | None = None

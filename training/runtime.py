@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import platform
 import random
 
 import numpy as np
@@ -27,20 +26,6 @@ def set_threads(threads: int | None) -> None:
     """torch intra-op threads (None: leave torch's default)."""
     if threads:
         torch.set_num_threads(int(threads))
-
-
-def versions() -> dict[str, str]:
-    """Versions of the runtime stack, for manifests and reports."""
-    from importlib import metadata
-
-    out = {"python": platform.python_version(), "torch": torch.__version__}
-    for pkg in ("spnas", "litert-torch", "ai-edge-litert", "mediapipe", "onnx", "onnxruntime", "faiss-cpu",
-                "numpy", "hydra-core", "optuna"):
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            pass
-    return out
 
 
 def progress(total: int, desc: str, unit: str = "batch"):

@@ -30,9 +30,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from spnas.config import AugmentConfig, DataConfig, DataKind, TransformKind
-from spnas.errors import ImageDecodeError
-from spnas.images import resize_like_mediapipe
+from spnas_core.errors import ImageDecodeError
+from spnas_core.images import resize_like_mediapipe
+from training.config import AugmentConfig, DataConfig, DataKind, TransformKind
 
 from .datasets import decode_photo, list_splits
 from .distributed import SINGLE, DistEnv, shard_slice
@@ -86,7 +86,7 @@ def open_stream(cfg: DataConfig, seed: int = 0) -> StreamingData:
     from pathlib import Path
 
     if cfg.kind is DataKind.fashion_mnist:
-        from spnas.errors import ConfigError
+        from spnas_core.errors import ConfigError
 
         raise ConfigError("data.loader=stream reads image files; fashion_mnist is IDX archives: use data.loader=memory")
     cfg = replace(cfg, root=str(Path(cfg.root).expanduser().resolve()))

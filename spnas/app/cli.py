@@ -6,7 +6,7 @@
     spnas-search --version
 
 The config is composed and type-checked before anything else happens; a wrong key, type or choice
-exits with code 2 and one line naming the key. Every project error (`spnas.errors.SpnasError`) is
+exits with code 2 and one line naming the key. Every project error (`spnas_core.errors.SpnasError`) is
 printed as one line (what failed, what to do next) and exits with its category's code; anything
 else is a bug and shows its traceback. `SPNAS_TRACEBACK=1` shows tracebacks for every error.
 """
@@ -19,15 +19,24 @@ import sys
 import time
 from typing import Any, Callable, NoReturn, Sequence
 
-from spnas.errors import EXIT_INPUT, ConfigError, SpnasError
+from spnas_core.errors import EXIT_INPUT, ConfigError, SpnasError
 
 USAGE_EXTRA = {"profile": "[measure|validate|model|import] "}
 
 
+# The project's loggers report progress (INFO); everything else shows from WARNING up, except the libraries
+# named below, whose warnings are noise a user cannot act on. (Never name "root" here: on Python 3.11
+# `getLogger("root")` is the root logger itself, and silencing it hides every warning of every command.)
+PROJECT_LOGGERS = ("spnas", "spnas_core", "nas", "training", "search_spaces", "latency_tables", "export", "retrieval")
+NOISY_LOGGERS = ("absl", "torchao", "torch.utils._pytree", "httpx", "jax._src.xla_bridge")
+
+
 def _configure_logging() -> None:
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format="[%(asctime)s][%(name)s][%(levelname)s] %(message)s", datefmt="%H:%M:%S")
-    for noisy in ("absl", "torchao", "torch.utils._pytree", "root", "httpx"):
+    for name in PROJECT_LOGGERS:
+        logging.getLogger(name).setLevel(logging.INFO)
+    for noisy in NOISY_LOGGERS:
         logging.getLogger(noisy).setLevel(logging.ERROR)
 
 
@@ -88,10 +97,9 @@ def _is_main_rank() -> bool:
 
 
 def _train(cfg: Any) -> None:
-    from nas.superkernel import inherit_weights
-    from training.loop import train_model
+    from . import commands
 
-    s = train_model(cfg, inherit=inherit_weights)
+    s = commands.train(cfg)
     if _is_main_rank():
         print(f"{s['arch']['name'] or 'arch'} on {s['data']['name']}: test top-1 {s['test_top1']:.4f}, "
               f"top-5 {s['test_top5']:.4f} ({s['epochs']} epochs, {s['train_wall_s']:.0f} s); run folder: {cfg.run_dir}")
@@ -126,20 +134,9 @@ def search_main() -> None:
     """`spnas-search`: Single-Path NAS against a device's latency table."""
 
     def task(cfg: Any) -> None:
-        import dataclasses
+        from . import commands
 
-        from nas.search import run_search
-        from search_spaces import SearchSpace
-        from spnas.config import to_plain
-
-        from .profile import prepare_soc
-
-        # soc=host: the table measured on this machine (by fingerprint; soc.if_no_table, soc.stale_check)
-        soc, _ = prepare_soc(cfg.soc, SearchSpace.from_dict(to_plain(cfg.space)), cfg.search.latency_resolution,
-                             1000)
-        if soc is None:
-            raise ConfigError("soc.if_no_table=skip leaves spnas-search nothing to search for; use error or profile")
-        s = run_search(dataclasses.replace(cfg, soc=soc))
+        s = commands.search(cfg)
         if _is_main_rank():
             print(f"derived for {s['soc']}: {s['arch_string']}\npredicted {s['predicted_ms']:.2f} ms on {s['table']} "
                   f"({s['table_provenance']}), val top-1 {s['val_top1']:.4f}; run folder: {cfg.run_dir}")
@@ -153,9 +150,9 @@ def sweep_main() -> None:
     """`spnas-sweep`: Optuna study over lambda or target latency; Pareto front as CSV and PNG."""
 
     def task(cfg: Any) -> None:
-        from nas.sweep import run_sweep
+        from . import commands
 
-        s = run_sweep(cfg)
+        s = commands.sweep(cfg)
         print(f"{len(s['trials'])} trials, {len(s['pareto'])} on the Pareto front: {s['csv']} {s['png']}")
 
     run_app("sweep", "Optuna multi-objective study (accuracy up, predicted latency down) over lambda or the "
@@ -166,9 +163,9 @@ def export_main() -> None:
     """`spnas-export`: a trained model to a verified TFLite / ONNX / MediaPipe bundle."""
 
     def task(cfg: Any) -> None:
-        from .export_job import run_export
+        from . import commands
 
-        m = run_export(cfg)
+        m = commands.export(cfg)
         p = m["parity"]
         lat = m.get("latency", {}).get("cpu", {}).get("model_fp32.tflite", {}).get("1_thread", {})
         int8 = p.get("tflite_int8", {}).get("top1_agreement")
@@ -213,15 +210,13 @@ def pipeline_main() -> None:
         t0 = time.perf_counter()
         r = run_pipeline(cfg)
         print()
+        if r.get("note"):
+            print(r["note"])
         for h in r["headline"]:
-            ret = h.get("retrieval")
-            photo = (f"; photo search R@1 {ret['winner_r1']:.3f} vs {ret['mbv2_r1']:.3f}"
-                     f"{'' if ret['differ'] else ' (within noise)'}" if ret else "")
-            print(f"{h['soc']:>6}: {'MET' if h['met'] else 'not met'} (latency {h['latency_delta_pct']:+.1f}% "
-                  f"{h['latency_basis']}, top-1 {h['top1_delta_pts']:+.2f} points vs MobileNetV2{photo})")
+            print(h["text"])
         for row in r["rows"]:
-            if row["kind"] == "spnas" and row.get("on_target") is False:
-                print(f"{row['soc']:>6}: the search missed its budget: {row['target_note']}")
+            if row["kind"] == "spnas" and (row["record"].get("target") or {}).get("met") is False:
+                print(f"{row['soc']:>6}: the search missed its budget: {row['record']['target']['reason']}")
         for soc, info in r["provenance"].get("devices", {}).items():
             if "skipped" in info:
                 print(f"{soc:>6}: skipped: {info['skipped']}")

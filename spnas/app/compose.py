@@ -15,9 +15,14 @@ from dataclasses import fields, is_dataclass
 from importlib import resources
 from typing import Any, Iterator, Sequence
 
-from spnas.config import APPS, ExportConfig, SearchConfig, SocConfig, SpaceConfig, StageConfig, TrainConfig
-from spnas.config import did_you_mean
-from spnas.errors import ConfigError
+from export.config import ExportConfig
+from latency_tables.config import SocConfig
+from nas.config import SearchConfig
+from search_spaces.config import SpaceConfig, StageConfig
+from spnas.app.config import APPS
+from spnas_core.config import did_you_mean
+from spnas_core.errors import ConfigError
+from training.config import TrainConfig
 
 CONFIG_DIR = str(resources.files("configs"))
 
@@ -71,7 +76,7 @@ def register() -> None:
 
 def _data_path(name: str) -> str:
     """`${spnas_data:cifar10-jpg}`: a data set folder under the user data folder (or $SPNAS_DATA)."""
-    from spnas.paths import data_root
+    from spnas_core.paths import data_root
 
     return str(data_root() / name)
 
@@ -82,6 +87,7 @@ def compose_node(app: str, overrides: Sequence[str] = ()) -> Any:
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
+    check_call(app, overrides)
     if app not in APPS:
         raise ConfigError(f"unknown command config '{app}'{did_you_mean(app, APPS)}; known: {', '.join(APPS)}")
     register()
@@ -96,6 +102,17 @@ def compose_node(app: str, overrides: Sequence[str] = ()) -> Any:
         raise translate_error(e, app, overrides) from None
     finally:
         GlobalHydra.instance().clear()
+
+
+def check_call(app: Any, overrides: Any) -> None:
+    """`compose` takes the command's name, then its overrides as a list of strings; anything else (the old
+    API's overrides alone, one string of overrides) is one `ConfigError` showing the expected call."""
+    example = f"spnas.compose(\"search\", [\"soc=sd808\", \"search.steps=600\"]) (commands: {', '.join(APPS)})"
+    if not isinstance(app, str):
+        raise ConfigError(f"compose takes the command name first, then a list of overrides: {example}; got "
+                          f"{type(app).__name__} {app!r} as the command")
+    if isinstance(overrides, (str, bytes)) or not all(isinstance(o, str) for o in overrides):
+        raise ConfigError(f"compose takes its overrides as a list of strings: {example}; got {overrides!r}")
 
 
 def to_typed(node: Any, app: str) -> Any:
@@ -211,7 +228,11 @@ def translate_error(e: BaseException, app: str, overrides: Sequence[str]) -> Con
     """One actionable line for a Hydra / OmegaConf composition error."""
     from hydra.errors import MissingConfigException
     from omegaconf.errors import (
-        ConfigAttributeError, ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException, ValidationError,
+        ConfigAttributeError,
+        ConfigKeyError,
+        MissingMandatoryValue,
+        OmegaConfBaseException,
+        ValidationError,
     )
 
     text = str(e)

@@ -25,27 +25,27 @@ import numpy as np
 import torch
 
 from export.bundle import ExportInputs, Tolerances, build_bundle
+from export.config import ExportConfig, ExportLatencyConfig, Int8Policy
 from export.deploy import DeployModel
 from export.tflite import convert_to_tflite
 from latency_tables.predictor import predict_latency_ms
 from latency_tables.profilers import LocalProfiler
 from latency_tables.table import LatencyTable, available_tables
 from search_spaces import ArchSpec, build_model
-from spnas.config import ExportAppConfig, ExportConfig, ExportLatencyConfig, Int8Policy
-from spnas.errors import ConfigError, ImageDecodeError, InputError, ParityError, TableError
-from spnas.images import decode_rgb
+from spnas_core.errors import ConfigError, ImageDecodeError, InputError, ParityError, TableError
+from spnas_core.images import decode_rgb
+from spnas_core.versions import versions
 from training.checkpoints import load_model_file
+from training.config import DataConfig
 from training.datasets import DataBundle, load_data
 from training.loop import resolve_arch
-from training.runtime import set_threads, versions
+from training.runtime import set_threads
 
 log = logging.getLogger(__name__)
 
 
-def load_for_export(cfg: ExportAppConfig, data: DataBundle) -> tuple[torch.nn.Module, ArchSpec]:
-    """The network to export: a model.pt (checked against `arch` if both are given) or a reference net."""
-    ckpt = cfg.checkpoint
-    arch_ref = cfg.arch
+def load_for_export(ckpt: str | Path | None, arch_ref: str | None, data: DataBundle) -> tuple[torch.nn.Module, ArchSpec]:
+    """The network to export: a model.pt (checked against `arch_ref` if both are given) or a reference net."""
     if ckpt:
         model, arch, blob = load_model_file(ckpt)
         if arch_ref:
@@ -193,10 +193,10 @@ def table_predictions(arch: ArchSpec) -> dict[str, Any]:
     return preds
 
 
-def _build(cfg: ExportAppConfig, data: DataBundle, int8: bool, note: dict[str, Any] | None = None) -> dict[str, Any]:
-    ecfg = cfg.export
-    net, arch = load_for_export(cfg, data)
-    inputs = export_inputs(data, ecfg, cfg.seed)
+def _build(ecfg: ExportConfig, checkpoint: str | Path | None, arch_ref: str | None, data: DataBundle, out_dir: Path,
+           seed: int, int8: bool, note: dict[str, Any] | None = None) -> dict[str, Any]:
+    net, arch = load_for_export(checkpoint, arch_ref, data)
+    inputs = export_inputs(data, ecfg, seed)
     tol = Tolerances(**vars(ecfg.tolerances))
     image = inputs.parity_originals[0]
 
@@ -206,23 +206,29 @@ def _build(cfg: ExportAppConfig, data: DataBundle, int8: bool, note: dict[str, A
             out.update(measure_bundle_latency(work, net, arch, image, ecfg.latency))
         return out
 
-    return build_bundle(net, arch, inputs, cfg.out_dir, int8=int8, opset=ecfg.onnx_opset, tol=tol,
+    return build_bundle(net, arch, inputs, out_dir, int8=int8, opset=ecfg.onnx_opset, tol=tol,
                         versions=versions(), extra_manifest=extra if (note or ecfg.measure_latency) else None)
 
 
-def run_export(cfg: ExportAppConfig, data: DataBundle | None = None) -> dict[str, Any]:
-    """Everything `spnas-export` does; returns the manifest.
+def run_export(export: ExportConfig, checkpoint: str | Path | None, data: DataConfig | DataBundle,
+               out_dir: str | Path, *, arch: str | None = None, seed: int = 0,
+               threads: int | None = None) -> dict[str, Any]:
+    """Export `checkpoint` (a `model.pt`; or None with `arch` = a reference net: untrained weights, for
+    latency figures) to a verified bundle in `out_dir`, with real images of `data` (the set the model
+    was trained on) for calibration and parity, and latencies measured on this CPU and predicted on
+    every table; returns the manifest.
 
     With `export.int8=fallback` an int8 model that alone misses its tolerance is left out and the
     float bundle ships, its manifest saying why (`int8_refused`)."""
-    set_threads(cfg.threads)
-    data = data if data is not None else load_data(cfg.data, cfg.seed)
-    policy = cfg.export.int8
+    set_threads(threads)
+    data = load_data(data, seed) if isinstance(data, DataConfig) else data
+    out_dir = Path(out_dir)
+    policy = export.int8
     try:
-        return _build(cfg, data, int8=policy is not Int8Policy.disabled)
+        return _build(export, checkpoint, arch, data, out_dir, seed, int8=policy is not Int8Policy.disabled)
     except ParityError as e:
         if policy is not Int8Policy.fallback or e.failed != ["tflite_int8"]:
             raise
         refused = e.one_line()
     log.warning("%s; exporting without int8 (export.int8=fallback)", refused)
-    return _build(cfg, data, int8=False, note={"int8_refused": refused})
+    return _build(export, checkpoint, arch, data, out_dir, seed, int8=False, note={"int8_refused": refused})

@@ -1,12 +1,22 @@
-"""`spnas-pipeline`: search -> derive -> retrain -> export -> index -> evaluate, per SoC, against
-MobileNetV2 (and MobileNetV3-Large) trained, exported and evaluated the same way; then the report.
+"""`spnas-pipeline`: search -> controls -> retrain (every seed) -> fine-tune -> export -> photo search
+-> report, per SoC (and for a fleet of SoCs), against random nets and reference nets of the same latency.
 
     spnas-pipeline experiment=demo
-    spnas-pipeline experiment=cifar10 force=[search]      # redo one stage kind
+    spnas-pipeline experiment=evidence force=[search]     # redo one stage kind
 
-Every stage writes to its own folder in the run (`search/<soc>`, `train/<model>`, `export/<model>`,
-`retrieval/<model>`) with a `stage.json` holding a content hash of its config and inputs (see
-`spnas.app.stages`). `force=[...]` redoes stage kinds on demand (`force=[all]` everything).
+The models compared, per winner (docs/DESIGN.md, "Evidence"):
+- the winner of the search on that SoC's table (`spnas-<soc>`; `spnas-fleet` for `search.fleet`);
+- `controls.random` architectures of the same space within +-`controls.tolerance` of its predicted
+  latency (`random-<soc>-<i>`), and every baseline width-scaled to that latency (`<net>-w<width>`);
+- every baseline at width 1.0 and at `controls.widths` (the reference family's curve).
+Every model trains with one recipe and proxy once per seed (`seeds`), is fine-tuned the same way as
+an embedder, and is photo-searched with that embedder; winners and 1.0 baselines are exported
+(`controls.export` exports the controls too). One warm-up (weights only) is shared by every search.
+
+Every stage writes to its own folder (`warmup/shared`, `search/<soc>`, `controls/<soc>`,
+`train/<model>/s<seed>`, `finetune/<model>/s<seed>`, `export/<model>`, `retrieval/<model>/s<seed>`)
+with a `stage.json` holding a content hash of its config and inputs (`spnas.app.stages`);
+`force=[...]` redoes stage kinds on demand (`force=[all]` everything).
 """
 
 from __future__ import annotations
@@ -16,20 +26,44 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from latency_tables.table import resolve_table_path
-from search_spaces import ArchSpec
-from spnas.config import (
-    DataConfig, ExportAppConfig, InitKind, LabelLevel, PipelineAppConfig, SearchAppConfig, TrainAppConfig, to_plain,
-)
-from spnas.errors import ConfigError
-from spnas.files import sha256_file, write_bytes_atomic, write_json_atomic
+from latency_tables.table import LatencyTable, resolve_table_path
+from search_spaces import ArchSpec, SearchSpace
+from spnas.app.config import PipelineAppConfig, RetrievalSource
+from spnas_core.config import to_plain
+from spnas_core.errors import ConfigError
+from spnas_core.files import sha256_file, write_bytes_atomic, write_json_atomic
+from training.config import DataConfig, DataKind, InitKind, LabelLevel
 from training.datasets import DataBundle, data_key, load_data
 
 from .stages import Stage
 
 log = logging.getLogger(__name__)
 
-STAGE_VERSION = 3  # part of every stage key: bump when a stage's outputs change meaning (3: content-hashed data)
+STAGE_VERSION = 4  # part of every stage key: bump when a stage's outputs change meaning (4: seeds, controls)
+FLEET = "fleet"
+# Search settings that only matter once the latency term is on: a warm-up is shared across them.
+LATENCY_ONLY = ("latency_lambda", "loss", "target_ms", "target_fraction_of", "target_tolerance", "thresholds",
+                "threshold_schedule", "decision_window_min_steps", "latency_resolution", "fleet", "fleet_objective",
+                "fleet_weights")
+
+
+@dataclass
+class Model:
+    """One network compared: what it is, why it is in the run, and what each stage made of it."""
+
+    name: str
+    kind: str  # spnas | random | scaled | baseline | family
+    soc: str | None  # the device (or "fleet") a winner was searched for, or whose winner a control matches
+    arch: ArchSpec | str  # a derived/drawn ArchSpec, or a reference net's name
+    roles: list[str] = field(default_factory=list)  # e.g. "winner sd845", "random control of spnas-sd845"
+    export: bool = False
+    search_dir: str | None = None
+    record: dict[str, Any] = field(default_factory=dict)  # the search summary, or how the control was chosen
+    seeds: dict[int, dict[str, Any]] = field(default_factory=dict)  # seed -> {"train", "finetune", "retrieval"}
+    exported: dict[str, Any] | None = None
+
+    def arch_string(self) -> str:
+        return self.arch if isinstance(self.arch, str) else self.arch.to_string()
 
 
 @dataclass
@@ -56,9 +90,17 @@ class _Run:
         return self._data["ret"]
 
     def retrieval_cfg(self) -> DataConfig:
-        """The photo collection's config as loaded (see `retrieval_eval.load_retrieval_data`)."""
-        res = self.cfg.finetune.resolution if self.cfg.finetune.enabled else self.cfg.retrieval.data.resolution
-        return replace(self.cfg.retrieval.data, resolution=res, label_level=LabelLevel.fine, val_fraction=0.0)
+        """The photo collection's config as loaded: your photos with `data=folder` (`retrieval.source=auto`),
+        else `retrieval.data`; fine labels, no validation share, at the fine-tuning resolution."""
+        cfg = self.cfg
+        own = cfg.retrieval.source is RetrievalSource.data or (
+            cfg.retrieval.source is RetrievalSource.auto and cfg.data.kind is DataKind.folder)
+        base = replace(cfg.data, train_limit=None, val_limit=None, test_limit=None) if own else cfg.retrieval.data
+        res = cfg.finetune.resolution if cfg.finetune.enabled else base.resolution
+        return replace(base, resolution=res, label_level=LabelLevel.fine, val_fraction=0.0)
+
+    def space(self) -> SearchSpace:
+        return SearchSpace.from_config(self.cfg.space)
 
     def data_key(self, which: str = "train") -> dict[str, Any]:
         """A data set's content key (file list with sizes and times, not its path), listed once per run."""
@@ -74,107 +116,243 @@ class _Run:
         self.events.append({"stage": f"{stage.kind}/{stage.name}", "how": how, "wall_s": stage.wall_s})
         print(f"[{how:>7}] {stage.kind}/{stage.name} ({stage.wall_s:.0f} s)", flush=True)
 
+    def tables_of(self, soc: str) -> list[str]:
+        """The table file(s) a search prices: one SoC's, or every fleet device's."""
+        names = self.cfg.search.fleet if soc == FLEET else [soc]
+        return [self.cfg.soc_configs[n].table for n in names]
 
-# ---------------------------------------------------------------------------------- stages
-def search_stage(run: _Run, soc_name: str) -> dict[str, Any]:
-    """Search against one SoC's table; returns the model record of its winner."""
-    from nas.search import run_search
+
+# ---------------------------------------------------------------------------------- search
+def warmup_stage(run: _Run) -> Path:
+    """The weights-only warm-up every search forks from: it does not depend on any table."""
+    from nas.search import run_warmup
 
     cfg = run.cfg
-    soc = cfg.soc_configs[soc_name]
-    # the table by name and content (a resolved host table is a path: moving the checkout keeps the cache)
-    key = {"space": to_plain(cfg.space), "data": run.data_key(), "search": to_plain(cfg.search),
-           "proxy": to_plain(cfg.proxy), "soc": {**to_plain(soc), "table": Path(soc.table).stem},
-           "table_sha256": sha256_file(resolve_table_path(soc.table)), "seed": cfg.seed}
-    st = run.stage("search", soc_name, key)
+    key = {"space": to_plain(cfg.space), "data": run.data_key(), "proxy": to_plain(cfg.proxy), "seed": cfg.seed,
+           "search": {k: v for k, v in to_plain(cfg.search).items() if k not in LATENCY_ONLY}}
+    st = run.stage("warmup", "shared", key)
 
     def do(folder: Path, resume: bool) -> dict[str, Any]:
-        s = run_search(SearchAppConfig(seed=cfg.seed, threads=cfg.threads, device=cfg.device, amp=cfg.amp,
-                                       dist=cfg.dist, soc=soc, space=cfg.space, data=cfg.data, search=cfg.search,
-                                       proxy=cfg.proxy, resume=resume, run_dir=str(folder)),
-                       data=run.data())
-        return {k: s[k] for k in ("arch", "predicted_ms", "val_top1", "choices", "target_ms", "table", "target",
-                                  "decision", "budget", "proxy")}
+        path = run_warmup(cfg.search, run.space(), run.data(), folder, proxy=cfg.proxy, seed=cfg.seed,
+                          runtime=cfg.runtime())
+        return {"warmup": str(path), "sha256": sha256_file(path)}
 
     res, how = st.run(do)
     run.note(st, how)
-    return {"arch": res["arch"], "soc": soc_name, "kind": "spnas", "search": res, "search_dir": str(st.dir)}
+    return Path(res["warmup"])
 
 
-def train_stage(run: _Run, name: str, m: dict[str, Any]) -> None:
-    """Retrain a winner (or train a baseline) with the run's one recipe."""
+def search_stage(run: _Run, soc_name: str, warmup: Path) -> Model:
+    """Search against one SoC's table (or the fleet's tables), forking from the shared warm-up."""
+    from nas.search import run_search
+
+    cfg = run.cfg
+    tables = run.tables_of(soc_name)
+    socs = cfg.search.fleet if soc_name == FLEET else [soc_name]
+    # the tables by name and content (a resolved host table is a path: moving the checkout keeps the cache)
+    key = {"space": to_plain(cfg.space), "data": run.data_key(), "search": to_plain(cfg.search),
+           "proxy": to_plain(cfg.proxy), "socs": {s: {**to_plain(cfg.soc_configs[s]), "table": Path(t).stem}
+                                                 for s, t in zip(socs, tables)},
+           "table_sha256": [sha256_file(resolve_table_path(t)) for t in tables], "seed": cfg.seed,
+           "warmup_sha256": sha256_file(warmup)}
+    st = run.stage("search", soc_name, key)
+
+    def do(folder: Path, resume: bool) -> dict[str, Any]:
+        s = run_search(cfg.search, run.space(), tables if soc_name == FLEET else tables[0], run.data(), folder,
+                       proxy=cfg.proxy, name=soc_name, seed=cfg.seed, resume=resume, runtime=cfg.runtime(),
+                       warmup=warmup)
+        return {k: s[k] for k in ("arch", "arch_string", "predicted_ms", "predicted_ms_by_table", "cost", "cost_unit",
+                                  "fleet", "tables", "val_top1", "choices", "target_ms", "table", "target",
+                                  "decision", "budget", "proxy", "search_wall_s")}
+
+    res, how = st.run(do)
+    run.note(st, how)
+    return Model(f"spnas-{soc_name}", "spnas", soc_name, ArchSpec.from_dict(res["arch"]), [f"winner {soc_name}"],
+                 export=True, search_dir=str(st.dir), record=res)
+
+
+# ---------------------------------------------------------------------------------- controls
+def controls_stage(run: _Run, soc_name: str, winner: Model) -> list[Model]:
+    """Random architectures at the winner's latency and each baseline width-scaled to it (pure, cached)."""
+    cfg = run.cfg
+    tables = run.tables_of(soc_name)
+    key = {"winner": winner.arch_string(), "controls": to_plain(cfg.controls), "baselines": list(cfg.baselines),
+           "space": to_plain(cfg.space), "table_sha256": [sha256_file(resolve_table_path(t)) for t in tables],
+           "search": {k: to_plain(cfg.search)[k] for k in ("latency_resolution", "target_fraction_of", "target_ms",
+                                                           "fleet_objective", "fleet_weights", "width")},
+           "num_classes": run.data().num_classes}
+    st = run.stage("controls", soc_name, key)
+
+    def do(folder: Path, resume: bool) -> dict[str, Any]:
+        rec = winner_controls(run, [LatencyTable.load(t) for t in tables], winner)
+        write_json_atomic(folder / "controls.json", rec)
+        return rec
+
+    res, how = st.run(do)
+    run.note(st, how)
+    winner.record["controls"] = {"draw": res["draw"], "scaled": [{k: r[k] for k in ("name", "within", "note",
+                                                                                    "off_pct")} for r in res["scaled"]]
+                                 + [{"name": r["reference"], "within": False, "note": r["note"], "off_pct": None}
+                                    for r in res.get("unscaled", [])]}
+    out = [Model(r["name"], "random", soc_name, ArchSpec.from_string(r["arch_string"], r["name"]),
+                 [f"random control of {winner.name}"], export=cfg.controls.export, record=r) for r in res["random"]]
+    out += [Model(r["name"], "scaled", soc_name, ArchSpec.from_string(r["arch_string"], r["name"]),
+                  [f"{r['reference']} scaled to {winner.name}"], export=cfg.controls.export, record=r)
+            for r in res["scaled"]]
+    return out
+
+
+def winner_costs(run: _Run, tables: list[LatencyTable], winner: Model) -> tuple[Any, Any]:
+    """How the winner's search priced networks, as two functions: one choice per layer -> cost (fast, for
+    rejection sampling) and any architecture at the deployment resolution -> cost. One device: ms on its
+    table; a fleet: the fleet's normalised cost with the search's budgets and objective."""
+    from latency_tables.fleet import FleetLatency
+    from latency_tables.predictor import SpaceLatency
+
+    cfg, nc = run.cfg, run.data().num_classes
+    res = cfg.search.latency_resolution
+    lats = [SpaceLatency(run.space(), t, res, cfg.search.width, nc) for t in tables]
+    fleet = winner.record.get("fleet")
+    if not fleet:
+        return lats[0].of_choices, lambda a: tables[0].predict(a.replace(resolution=res, num_classes=nc))
+    f = FleetLatency(lats, fleet["budgets_ms"], fleet["objective"], fleet["weights"], fleet["devices"])
+    return f.of_choices, lambda a: f.of_ms({n: t.predict(a.replace(resolution=res, num_classes=nc))
+                                            for n, t in zip(f.names, tables)})
+
+
+def winner_controls(run: _Run, tables: list[LatencyTable], winner: Model) -> dict[str, Any]:
+    from nas.controls import choose_controls
+
+    cfg = run.cfg
+    of_choices, of_arch = winner_costs(run, tables, winner)
+    return choose_controls(cfg.controls, run.space(), of_choices, of_arch, float(winner.record["cost"]),
+                           winner.record["choices"], cfg.baselines, winner.soc or winner.name,
+                           cfg.search.latency_resolution, cfg.search.width, run.data().num_classes)
+
+
+def model_list(run: _Run, winners: list[Model]) -> dict[str, Model]:
+    """Winners, their controls, and the baselines at 1.0 and `controls.widths`; one entry per architecture
+    (a width-scaled net that two winners share, or that equals a family width, trains once)."""
+    from nas.controls import width_family
+
+    cfg = run.cfg
+    models: dict[str, Model] = {}
+    by_arch: dict[str, str] = {}
+
+    def add(m: Model) -> None:
+        s = m.arch_string() if isinstance(m.arch, ArchSpec) else f"reference:{m.arch}"
+        if s in by_arch:
+            models[by_arch[s]].roles += [r for r in m.roles if r not in models[by_arch[s]].roles]
+            return
+        by_arch[s] = m.name
+        models[m.name] = m
+
+    for w in winners:  # every winner keeps its own row, even when two searches derive the same network
+        models[w.name] = w
+        by_arch.setdefault(w.arch_string(), w.name)
+    for w in winners:
+        for c in controls_stage(run, w.soc or "", w):
+            add(c)
+    for b in cfg.baselines:
+        add(Model(b, "baseline", None, b, ["reference net, width 1.0"], export=True))
+        for a in width_family(b, cfg.controls.widths, cfg.search.latency_resolution, run.data().num_classes):
+            add(Model(a.name, "family", None, a, [f"{b} family, width {a.width:g}"], export=cfg.controls.export))
+    return models
+
+
+# ---------------------------------------------------------------------------------- per model and seed
+def train_stage(run: _Run, m: Model, seed: int) -> None:
+    """Retrain a winner or a control (or train a baseline) with the run's one recipe, for one seed."""
     from nas.superkernel import inherit_weights
     from training.loop import train_model
 
     cfg = run.cfg
-    arch_ref = m["arch"] if isinstance(m["arch"], str) else ArchSpec.from_dict(m["arch"]).to_string()
-    init = cfg.init if m["kind"] == "spnas" else InitKind.scratch
-    inherited = sha256_file(Path(m["search_dir"]) / "supernet.pt") if init is InitKind.inherit else None
-    st = run.stage("train", name, {"arch": arch_ref, "data": run.data_key(), "train": to_plain(cfg.train),
-                                   "proxy": to_plain(cfg.proxy), "seed": cfg.seed, "init": init.name,
-                                   "supernet_sha256": inherited})
+    init = cfg.init if m.kind == "spnas" else InitKind.scratch
+    supernet = Path(m.search_dir or "") / "supernet.pt" if init is InitKind.inherit else None
+    st = run.stage("train", f"{m.name}/s{seed}", {
+        "arch": m.arch_string(), "data": run.data_key(), "train": to_plain(cfg.train), "proxy": to_plain(cfg.proxy),
+        "seed": seed, "init": init.name, "supernet_sha256": sha256_file(supernet) if supernet else None})
 
     def do(folder: Path, resume: bool) -> dict[str, Any]:
-        arch = m["arch"]
-        if not isinstance(arch, str):
-            arch = str(ArchSpec.from_dict(arch).replace(name=name).save(folder / "derived_arch.json"))
-        supernet = str(Path(m["search_dir"]) / "supernet.pt") if init is InitKind.inherit else None
-        s = train_model(TrainAppConfig(seed=cfg.seed, threads=cfg.threads, device=cfg.device, amp=cfg.amp,
-                                       dist=cfg.dist, data=cfg.data, train=cfg.train, arch=arch,
-                                       proxy=cfg.proxy, init=init, supernet=supernet, resume=resume,
-                                       latency_resolution=cfg.search.latency_resolution, run_dir=str(folder)),
-                        data=run.data(), inherit=inherit_weights)
-        return {k: s[k] for k in ("test_top1", "test_top5", "params", "macs", "macs_at_deploy_resolution",
-                                  "arch_string", "train_wall_s", "epochs", "data", "proxy", "proxy_description")}
+        arch = m.arch
+        if isinstance(arch, ArchSpec):
+            arch = str(arch.replace(name=m.name).save(folder / "derived_arch.json"))
+        s = train_model(arch, cfg.train, run.data(), folder, proxy=cfg.proxy, seed=seed, resume=resume,
+                        runtime=cfg.runtime(), supernet=supernet, inherit=inherit_weights,
+                        latency_resolution=cfg.search.latency_resolution)
+        return {k: s[k] for k in ("test_top1", "test_top5", "val_top1", "params", "macs", "macs_at_deploy_resolution",
+                                  "arch_string", "train_wall_s", "epochs", "budget", "curve", "data", "proxy",
+                                  "proxy_description")}
 
     res, how = st.run(do)
     run.note(st, how)
-    m["train"] = res
-    m["model_pt"] = str(st.dir / "model.pt")
+    m.seeds.setdefault(seed, {})["train"] = {**res, "model_pt": str(st.dir / "model.pt")}
 
 
-def finetune_stage(run: _Run, name: str, m: dict[str, Any]) -> None:
+def finetune_stage(run: _Run, m: Model, seed: int) -> None:
     """Fine-tune the trained model as an embedder on the photo collection's train split (same recipe for all)."""
     from training.devices import resolve_compute
     from training.finetune import finetune_embedder
 
     cfg = run.cfg
+    rec = m.seeds[seed]
     if not cfg.finetune.enabled:
-        m["export_model_pt"], m["finetune"] = m["model_pt"], None
+        rec["embedder_pt"], rec["finetune"] = rec["train"]["model_pt"], None
         return
-    st = run.stage("finetune", name, {"model_sha256": sha256_file(m["model_pt"]), "finetune": to_plain(cfg.finetune),
-                                      "proxy": to_plain(cfg.proxy), "data": run.data_key("retrieval"),
-                                      "seed": cfg.seed})
+    st = run.stage("finetune", f"{m.name}/s{seed}", {
+        "model_sha256": sha256_file(rec["train"]["model_pt"]), "finetune": to_plain(cfg.finetune),
+        "proxy": to_plain(cfg.proxy), "data": run.data_key("retrieval"), "seed": seed})
 
     def do(folder: Path, resume: bool) -> dict[str, Any]:
-        s = finetune_embedder(m["model_pt"], run.retrieval_data(), cfg.finetune, cfg.proxy, folder, seed=cfg.seed,
-                              resume=resume, compute=resolve_compute(cfg.device, cfg.amp))
-        return {k: s[k] for k in ("test_top1", "val_top1", "epochs", "resolution", "embedding", "loss", "margin",
-                                  "train_wall_s", "proxy_description")}
+        s = finetune_embedder(rec["train"]["model_pt"], run.retrieval_data(), cfg.finetune, cfg.proxy, folder,
+                              seed=seed, resume=resume, compute=resolve_compute(cfg.device, cfg.amp))
+        return {k: s[k] for k in ("test_top1", "val_top1", "epochs", "budget", "curve", "resolution", "embedding",
+                                  "loss", "margin", "train_wall_s", "proxy_description")}
 
     res, how = st.run(do)
     run.note(st, how)
-    m["finetune"] = res
-    m["export_model_pt"] = str(st.dir / "model.pt")
+    rec["finetune"] = res
+    rec["embedder_pt"] = str(st.dir / "model.pt")
 
 
-def export_stage(run: _Run, name: str, m: dict[str, Any]) -> None:
-    """Export the model (the fine-tuned embedder, or the trained classifier when fine-tuning is off) to a
-    verified bundle (int8 as the export policy says)."""
+def retrieval_stage(run: _Run, m: Model, seed: int) -> None:
+    """Photo search with the model's fine-tuned embedder: recall@k and mAP@10 with intervals, per query."""
+    from .retrieval_eval import CheckpointEmbedder, evaluate_embedder, markdown_table
+
+    rc, rec = run.cfg.retrieval, m.seeds[seed]
+    st = run.stage("retrieval", f"{m.name}/s{seed}", {
+        "embedder": sha256_file(rec["embedder_pt"]), "retrieval": {**to_plain(rc), "data": run.data_key("retrieval")},
+        "seed": seed})
+
+    def do(folder: Path, resume: bool) -> dict[str, Any]:
+        s = evaluate_embedder(CheckpointEmbedder(rec["embedder_pt"]), run.retrieval_data(), rc.factory,
+                              rc.latency_queries, n_boot=rc.bootstrap, seed=seed)
+        s["bundle"] = rec["embedder_pt"]
+        write_json_atomic(folder / "retrieval_eval.json", s)
+        write_bytes_atomic(folder / "retrieval_eval.md", markdown_table(s).encode())
+        return {"results": s["results"], "latency": s["latency"], "split": s["split"], "data": s["data"],
+                "backend": s["backend"]}
+
+    res, how = st.run(do)
+    run.note(st, how)
+    rec["retrieval"] = res
+
+
+def export_stage(run: _Run, m: Model, seed: int) -> None:
+    """Export the model's first-seed embedder (or classifier when fine-tuning is off) to a verified bundle."""
     from .export_job import run_export
 
     cfg = run.cfg
-    finetuned = m.get("finetune") is not None
-    data_cfg = replace(cfg.retrieval.data, resolution=cfg.finetune.resolution) if finetuned else cfg.data
-    st = run.stage("export", name, {"model_sha256": sha256_file(m["export_model_pt"]), "export": to_plain(cfg.export),
-                                    "data": run.data_key("retrieval" if finetuned else "train")})
+    rec = m.seeds[seed]
+    finetuned = rec.get("finetune") is not None
+    st = run.stage("export", m.name, {"model_sha256": sha256_file(rec["embedder_pt"]), "export": to_plain(cfg.export),
+                                      "data": run.data_key("retrieval" if finetuned else "train"), "seed": seed})
 
     def do(folder: Path, resume: bool) -> dict[str, Any]:
-        man = run_export(ExportAppConfig(seed=cfg.seed, threads=cfg.threads, data=data_cfg, export=cfg.export,
-                                         checkpoint=m["export_model_pt"], arch=None, out_dir=str(folder / "bundle")),
-                         data=run.retrieval_data() if finetuned else run.data())
+        man = run_export(cfg.export, rec["embedder_pt"], run.retrieval_data() if finetuned else run.data(),
+                         folder / "bundle", seed=seed, threads=cfg.threads)
         lat = man.get("latency", {})
-        return {"bundle": str(folder / "bundle"), "fp32_bytes": man["files"]["model_fp32.tflite"]["bytes"],
+        return {"bundle": str(folder / "bundle"), "seed": seed, "fp32_bytes": man["files"]["model_fp32.tflite"]["bytes"],
                 "int8_bytes": man["files"].get("model_int8.tflite", {}).get("bytes"),
                 "measured_224_ms": (lat.get("deploy_resolution") or {}).get("fp32_1_thread_p10_ms"),
                 "measured_native_ms": lat.get("cpu", {}).get("model_fp32.tflite", {}).get("1_thread", {}).get("p10_ms"),
@@ -188,28 +366,7 @@ def export_stage(run: _Run, name: str, m: dict[str, Any]) -> None:
 
     res, how = st.run(do)
     run.note(st, how)
-    m["export"] = res
-
-
-def retrieval_stage(run: _Run, name: str, m: dict[str, Any]) -> None:
-    """Photo search with the model's embedder: recall@k, mAP@10 and query latency."""
-    from .retrieval_eval import evaluate_bundle, markdown_table
-
-    rc = run.cfg.retrieval
-    st = run.stage("retrieval", name, {"embedder": m["export"]["embedder_sha256"],
-                                       "retrieval": {**to_plain(rc), "data": run.data_key("retrieval")},
-                                       "seed": run.cfg.seed})
-
-    def do(folder: Path, resume: bool) -> dict[str, Any]:
-        s = evaluate_bundle(m["export"]["bundle"], run.retrieval_data(), rc.backend, rc.factory, rc.latency_queries,
-                            n_boot=rc.bootstrap, seed=run.cfg.seed)
-        write_json_atomic(folder / "retrieval_eval.json", s)
-        write_bytes_atomic(folder / "retrieval_eval.md", markdown_table(s).encode())
-        return {"results": s["results"], "latency": s["latency"], "split": s["split"], "data": s["data"]}
-
-    res, how = st.run(do)
-    run.note(st, how)
-    m["retrieval"] = res
+    m.exported = res
 
 
 # ---------------------------------------------------------------------------------- the run
@@ -221,38 +378,45 @@ def run_pipeline(cfg: PipelineAppConfig) -> dict[str, Any]:
     cfg, devices = prepare_devices(cfg)
     run = _Run(cfg, Path(cfg.run_dir), set(cfg.force))
     write_json_atomic(run.run_dir / "config.json", to_plain(cfg))
-    models: dict[str, dict[str, Any]] = {f"spnas-{s}": search_stage(run, s) for s in cfg.socs}
-    for b in cfg.baselines:
-        models[b] = {"arch": b, "soc": None, "kind": "baseline"}
-    for name, m in models.items():
-        train_stage(run, name, m)
-        finetune_stage(run, name, m)
-        export_stage(run, name, m)
-        retrieval_stage(run, name, m)
+    warm = warmup_stage(run)
+    searched = [*cfg.socs, *([FLEET] if cfg.search.fleet else [])]
+    winners = [search_stage(run, s, warm) for s in searched]
+    models = model_list(run, winners)
+    print(f"comparing {len(models)} models x {len(cfg.seeds)} seed(s): {', '.join(models)}", flush=True)
+    for i, seed in enumerate(cfg.seeds):  # seed by seed: a run stopped early has whole comparisons
+        for m in models.values():
+            train_stage(run, m, seed)
+            finetune_stage(run, m, seed)
+            if i == 0 and m.export:
+                export_stage(run, m, seed)
+            retrieval_stage(run, m, seed)
     report_dir = Path(cfg.report_dir or run.run_dir)  # benches that run a subset share stages, not the report
     report_dir.mkdir(parents=True, exist_ok=True)
     return write_report(report_dir, cfg, models, run.events, devices)
 
 
 def prepare_devices(cfg: PipelineAppConfig) -> tuple[PipelineAppConfig, dict[str, dict[str, Any]]]:
-    """Resolve every SoC's table before any data is decoded: `host` is the table measured on this machine
-    (by fingerprint; `soc.if_no_table` says what to do without one, `soc.stale_check` spot-checks it).
-    A skipped device leaves the run and the report says why; returns the config to run and, per device,
-    what happened (table, fingerprint, spot check, skip reason)."""
-    from search_spaces import SearchSpace
+    """Resolve every SoC's table (those searched and those of `search.fleet`) before any data is decoded:
+    `host` is the table measured on this machine (by fingerprint; `soc.if_no_table` says what to do
+    without one, `soc.stale_check` spot-checks it). A skipped device leaves the run and the report says
+    why; returns the config to run and, per device, what happened (table, fingerprint, spot check, skip)."""
+    from export.tflite import convert_to_tflite
+    from latency_tables.host import prepare_soc
 
-    from .profile import prepare_soc
-
-    space = SearchSpace.from_dict(to_plain(cfg.space))
+    space = SearchSpace.from_config(cfg.space)
     socs, configs, devices = [], dict(cfg.soc_configs), {}
-    for name in cfg.socs:
-        soc, info = prepare_soc(cfg.soc_configs[name], space, cfg.search.latency_resolution, 1000)
+    for name in dict.fromkeys([*cfg.socs, *cfg.search.fleet]):
+        soc, info = prepare_soc(cfg.soc_configs[name], space, cfg.search.latency_resolution, 1000, convert_to_tflite)
         devices[name] = info
         if soc is None:
             print(f"[left out] {name}: {info.get('skipped', 'no table')}", flush=True)
+            if name in cfg.search.fleet:
+                raise ConfigError(f"search.fleet names {name}, which has no table here ({info.get('skipped')}); "
+                                  f"leave it out of the fleet or give it a table")
             continue
         configs[name] = soc
-        socs.append(name)
-    if not socs:
+        if name in cfg.socs:
+            socs.append(name)
+    if not socs and not cfg.search.fleet:
         raise ConfigError("no device left to search for: every SoC in `socs` was skipped (see soc.if_no_table)")
     return replace(cfg, soc_configs=configs, socs=socs), devices

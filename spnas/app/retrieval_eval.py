@@ -26,13 +26,16 @@ from typing import Any
 
 import numpy as np
 
-from retrieval.embedders import make_embedder
+from retrieval.config import Backend
+from retrieval.embedders import Embedder, make_embedder
 from retrieval.index import VectorIndex
-from retrieval.metrics import bootstrap_ci, per_query, percentile_ms
-from spnas.config import Backend, DataConfig, LabelLevel, RetrievalEvalAppConfig
-from spnas.errors import ImageDecodeError, InputError
-from spnas.files import write_bytes_atomic, write_json_atomic
-from spnas.images import decode_rgb
+from retrieval.metrics import per_query, percentile_ms
+from spnas.app.config import RetrievalEvalAppConfig
+from spnas_core.errors import ImageDecodeError, InputError
+from spnas_core.files import write_bytes_atomic, write_json_atomic
+from spnas_core.images import decode_rgb
+from spnas_core.stats import bootstrap_ci
+from training.config import DataConfig, LabelLevel
 from training.datasets import DataBundle, Split, load_data
 
 log = logging.getLogger(__name__)
@@ -86,11 +89,18 @@ def _level_metrics(ranked: np.ndarray, q_labels: np.ndarray, g_labels: np.ndarra
 def evaluate_bundle(bundle: str | Path, data: DataBundle, backend: Backend = Backend.litert, factory: str = "Flat",
                     latency_queries: int = 200, threads: int = 1, n_boot: int = 2000, seed: int = 0
                     ) -> dict[str, Any]:
+    """Recall@1/5/10 and mAP@10 with bootstrap intervals of a bundle's embedder (any backend), plus
+    single-query latency of embedding and search (`evaluate_embedder`)."""
+    out = evaluate_embedder(make_embedder(backend.name, bundle, threads), data, factory, latency_queries, n_boot, seed)
+    return {"bundle": str(bundle), **out}
+
+
+def evaluate_embedder(emb: Embedder, data: DataBundle, factory: str = "Flat", latency_queries: int = 200,
+                      n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
     """Recall@1/5/10 and mAP@10 with bootstrap intervals, fine (and coarse where defined), against each
     gallery of the documented split, plus single-query latency of embedding and search."""
     if len(data.test) == 0:
         raise InputError(f"data set '{data.name}' has no test photos to use as queries")
-    emb = make_embedder(backend.name, bundle, threads)
     coarse = np.asarray(data.coarse_of_fine) if data.coarse_of_fine is not None else None
     queries = originals(data.test, data.test.images)
     q_vec = emb.embed(queries, progress=True)
@@ -119,11 +129,49 @@ def evaluate_bundle(bundle: str | Path, data: DataBundle, backend: Backend = Bac
         t = time.perf_counter()
         emb.embed([img], progress=False)
         ts.append(time.perf_counter() - t)
-    return {"bundle": str(bundle), "bundle_sha256": emb.bundle_sha256, "backend": backend.name, "factory": factory,
+    return {"bundle_sha256": emb.bundle_sha256, "backend": emb.name, "factory": factory,
             "data": data.name, "split": split_description(data), "queries": len(queries), "embedding_dim": emb.dim,
             "input_size": getattr(emb, "size", None), "bootstrap": n_boot, "results": results,
             "latency": {"embed_single_query": {"p50_ms": percentile_ms(ts, 50), "p99_ms": percentile_ms(ts, 99),
                                                "n": len(ts)}, "search_single_query": search_lat}}
+
+
+class CheckpointEmbedder:
+    """PyTorch on a fine-tuned `model.pt` (not yet exported): the same preprocessing and unit vectors as
+    every bundle backend (`retrieval.embedders`), so models compared without exporting each seed are
+    embedded exactly as their export would be (the export's parity gates bound the difference)."""
+
+    name = "torch-checkpoint"
+    batch_size = 64
+
+    def __init__(self, model_pt: str | Path) -> None:
+        import torch
+
+        from export.deploy import DeployModel
+        from spnas_core.files import sha256_file
+        from training.checkpoints import load_model_file
+
+        net, arch, _ = load_model_file(model_pt)
+        self.torch = torch
+        self.model = DeployModel(net, "features").eval()
+        self.size = arch.resolution
+        self.bundle_sha256 = sha256_file(model_pt)
+        with torch.no_grad():
+            self.dim = int(self.model(torch.zeros(1, 3, self.size, self.size)).shape[1])
+
+    def embed(self, images: Any, progress: bool | None = None) -> np.ndarray:
+        from retrieval.embedders import l2_normalize
+        from spnas_core.images import resize_like_mediapipe, to_rgb_array
+
+        if len(images) == 0:
+            return np.zeros((0, self.dim), np.float32)
+        out = []
+        for i in range(0, len(images), self.batch_size):
+            x = np.stack([resize_like_mediapipe(to_rgb_array(im), self.size) for im in images[i:i + self.batch_size]])
+            with self.torch.no_grad():
+                t = self.torch.from_numpy(x.astype(np.float32) / 255.0).permute(0, 3, 1, 2)
+                out.append(self.model(t).numpy())
+        return l2_normalize(np.concatenate(out))
 
 
 def _ci(m: dict[str, Any], key: str) -> str:

@@ -30,6 +30,7 @@ from typing import Any, Callable
 import numpy as np
 
 from export.bundle import bundle_id
+from retrieval.config import ServeAuthConfig
 from retrieval.embedders import make_embedder
 from retrieval.gateway import GatewaySpec
 from retrieval.index import SearchParams
@@ -38,7 +39,7 @@ from retrieval.photos import PhotoStore, thumbnail
 from retrieval.security import check_bind, load_token
 from retrieval.service import ServiceSpec
 from retrieval.supervisor import Supervisor
-from spnas.config import ServeAppConfig, ServeAuthConfig, ServeCommand
+from spnas.app.config import ServeAppConfig, ServeCommand
 from training.datasets import load_data
 
 from .retrieval_eval import originals

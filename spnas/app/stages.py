@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from spnas.files import hash_obj, sha256_file, write_json_atomic
+from spnas_core.files import hash_obj, sha256_file, write_json_atomic
 
 log = logging.getLogger(__name__)
 

@@ -58,7 +58,7 @@ def test_latency_in_manifest(small_bundle):
 
 def test_mediapipe_tasks_load_with_default_options(small_bundle, cifar_root):
     from export.mediapipe_tasks import MediaPipeEmbedder, classify
-    from spnas.images import decode_rgb
+    from spnas_core.images import decode_rgb
 
     imgs = [decode_rgb(p) for p in sorted((cifar_root / "test" / "ship").glob("*.jpg"))[:4]]
     emb = MediaPipeEmbedder(small_bundle / "embedder.tflite")  # default options
@@ -89,8 +89,8 @@ def test_graph_pbtxt_matches_metadata(small_bundle):
 
 def test_sampled_space_arch_exports(fashion_mnist_root, tmp_path):
     """A sampled architecture of the search space exports with the same guarantees."""
-    from spnas.app.export_job import run_export
     from search_spaces import default_space
+    from spnas.app import commands
 
     from ..conftest import _train_small
 
@@ -101,34 +101,34 @@ def test_sampled_space_arch_exports(fashion_mnist_root, tmp_path):
     cfg = compose("export", [f"checkpoint={ckpt}", *data, f"out_dir={tmp_path / 'b'}",
                              "export.measure_latency=false", "export.int8_eval_images=200",
                              "export.tolerances.int8_min_agreement=0.9"])
-    m = run_export(cfg)
+    m = commands.export(cfg)
     assert m["parity"]["tflite_fp32"]["max_abs_diff"] <= 1e-4
     assert m["parity"]["mediapipe_embedder"]["min_cosine"] >= 0.999
     assert all(v == 0 for v in m["transpose_ops"].values())
 
 
 def test_corrupt_checkpoint_and_mismatched_arch(small_model, fashion_mnist_root, tmp_path):
-    from spnas.app.export_job import run_export
+    from spnas.app import commands
 
     base = [*fmnist_args(fashion_mnist_root, tmp_path), "export.measure_latency=false"]
     bad = tmp_path / "model.pt"
     bad.write_bytes(small_model.read_bytes()[:1000])
     with pytest.raises(ValueError, match="corrupt"):
-        run_export(compose("export", base + [f"checkpoint={bad}", f"out_dir={tmp_path / 'x'}"]))
+        commands.export(compose("export", base + [f"checkpoint={bad}", f"out_dir={tmp_path / 'x'}"]))
     with pytest.raises(ValueError, match="mobilenet_v2"):
-        run_export(compose("export", base + [f"checkpoint={small_model}", "arch=mobilenet_v2",
+        commands.export(compose("export", base + [f"checkpoint={small_model}", "arch=mobilenet_v2",
                                              f"out_dir={tmp_path / 'y'}"]))
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
 
 
 def test_parity_failure_refuses_and_writes_nothing(small_model, fashion_mnist_root, tmp_path):
-    from spnas.app.export_job import run_export
+    from spnas.app import commands
 
     cfg = compose("export", [f"checkpoint={small_model}", *fmnist_args(fashion_mnist_root, tmp_path),
                              f"out_dir={tmp_path / 'refused'}", "export.measure_latency=false", "export.int8=disabled",
                              "export.tolerances.mediapipe_min_cos=1.01"])
     with pytest.raises(ParityError, match="MediaPipe"):
-        run_export(cfg)
+        commands.export(cfg)
     assert not (tmp_path / "refused").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".refused")], "temporary folder left behind"
 

@@ -24,6 +24,9 @@ FAKE_ADB_DISCONNECT_AFTER   after this many benchmark runs the phone "unplugs" (
 FAKE_ADB_UNPLUG_ON_PUSH     the Nth push (1-based) dies mid-copy (`failed to read copy response: EOF`) and the
                             phone is gone
 FAKE_ADB_SILENT_255         1: a lost phone answers shell commands with exit 255 and no text (adb's way)
+FAKE_ADB_BLIP_ON_PUSH       the Nth push fails with `adb: error: failed to read copy response: EOF`, but the phone
+                            stays (a cable that blinked: `get-state` answers `device` again at once)
+FAKE_ADB_BLIP_ON_RUN        the Nth benchmark run answers `error: device offline` (exit 1), the phone stays
 """
 
 import json
@@ -47,6 +50,8 @@ REFUSE = os.environ.get("FAKE_ADB_REFUSE", "")
 DISCONNECT_AFTER = int(os.environ.get("FAKE_ADB_DISCONNECT_AFTER", "-1"))
 UNPLUG_ON_PUSH = int(os.environ.get("FAKE_ADB_UNPLUG_ON_PUSH", "-1"))
 SILENT_255 = os.environ.get("FAKE_ADB_SILENT_255") == "1"
+BLIP_ON_PUSH = int(os.environ.get("FAKE_ADB_BLIP_ON_PUSH", "-1"))
+BLIP_ON_RUN = int(os.environ.get("FAKE_ADB_BLIP_ON_RUN", "-1"))
 FS = STATE / "fs"
 COUNTER = STATE / "benchmark_runs"
 PUSHES = STATE / "pushes"
@@ -90,6 +95,9 @@ def bench(args: list[str], out: Out) -> int:
         GONE.write_text("1")
         gone()
     COUNTER.write_text(str(runs + 1))
+    if runs + 1 == BLIP_ON_RUN:
+        print("error: device offline", file=sys.stderr)
+        sys.exit(1)
     opts = dict(a[2:].split("=", 1) for a in args if a.startswith("--"))
     graph = local(opts["graph"])
     info = "INFO: " if ERA == "current" else ""
@@ -107,8 +115,8 @@ def bench(args: list[str], out: Out) -> int:
         out("Failed to construct interpreter")
         out("Benchmarking failed.")
         return 1
-    from ai_edge_litert.interpreter import Interpreter
     import numpy as np
+    from ai_edge_litert.interpreter import Interpreter
 
     it = Interpreter(model_path=str(graph), num_threads=int(opts.get("num_threads", 1)))
     it.allocate_tensors()
@@ -227,6 +235,9 @@ def main() -> None:
     elif args[0] == "push":
         n = (int(PUSHES.read_text()) if PUSHES.exists() else 0) + 1
         PUSHES.write_text(str(n))
+        if n == BLIP_ON_PUSH:
+            print("adb: error: failed to read copy response: EOF", file=sys.stderr)
+            sys.exit(1)
         if n == UNPLUG_ON_PUSH:
             GONE.write_text("1")
             print(f"{args[1]}: 0 files pushed. 12.3 MB/s (40960 bytes in 0.003s)", file=sys.stderr)

@@ -59,16 +59,18 @@ def test_a_table_of_another_machine_is_never_host(home):
 
 
 def test_prepare_soc_error_skip_and_profile_now(home, micro_cache, monkeypatch):
+    import latency_tables.host as P
     import spnas
+    from export.tflite import convert_to_tflite
+    from latency_tables.config import MissingTablePolicy, StaleCheck
     from search_spaces import default_space
-    from spnas.app import profile as P
-    from spnas.config import MissingTablePolicy, StaleCheck
 
     cfg = spnas.compose("search", ["soc=host"])
     soc = dataclasses.replace(cfg.soc, stale_check=StaleCheck.off)
     with pytest.raises(HostTableMismatch):
-        P.prepare_soc(soc, default_space(), 224, 10)
-    skipped, info = P.prepare_soc(dataclasses.replace(soc, if_no_table=MissingTablePolicy.skip), default_space(), 224, 10)
+        P.prepare_soc(soc, default_space(), 224, 10, convert_to_tflite)
+    skipped, info = P.prepare_soc(dataclasses.replace(soc, if_no_table=MissingTablePolicy.skip), default_space(), 224, 10,
+                                  convert_to_tflite)
     assert skipped is None and "skipped" in info
     # profile now: a small op subset (the search's keys are replaced by three real ones), no overhead fit
     monkeypatch.setattr(P.K, "ops_of_space", lambda *a, **k: SMALL_KEYS[:3])
@@ -77,7 +79,7 @@ def test_prepare_soc_error_skip_and_profile_now(home, micro_cache, monkeypatch):
     monkeypatch.setattr(P, "MicroModelCache", lambda conv, d: micro_cache)
     prof = P.ProfilerConfig(warmup_runs=1, num_runs=5, min_time_s=0.01, repeats=2, passes=1)
     ready, info = P.prepare_soc(dataclasses.replace(soc, if_no_table=MissingTablePolicy.profile), default_space(), 224,
-                                10, prof, progress=False)
+                                10, convert_to_tflite, prof, progress=False)
     path = home / "tables" / f"{host_slug(machine_fingerprint(1))}.json"
     assert ready is not None and ready.table == str(path) and path.is_file() and info["profiled_now"]
     t = LatencyTable.load("host")
@@ -87,9 +89,9 @@ def test_prepare_soc_error_skip_and_profile_now(home, micro_cache, monkeypatch):
 
 
 def test_stale_check_warns_on_injected_drift_and_refuses_when_asked(home, caplog):
-    from spnas.app import profile as P
-    from spnas.config import ProfilerConfig, SocConfig, StaleCheck
-
+    import latency_tables.host as P
+    from export.tflite import convert_to_tflite
+    from latency_tables.config import ProfilerConfig, SocConfig, StaleCheck
     from latency_tables.profilers import LocalProfiler
 
     # A tiny whole network measured now; a table whose rows add up to 1.5x that measurement (an injected drift).
@@ -100,19 +102,19 @@ def test_stale_check_warns_on_injected_drift_and_refuses_when_asked(home, caplog
     from latency_tables.keys import ops_of
 
     profiler = LocalProfiler(warmup_runs=2, num_runs=20, min_time_s=0.05, repeats=2)
-    measured = P.measure_whole(archs, profiler, 1, progress=False)[0].value
+    measured = P.measure_whole(archs, profiler, convert_to_tflite, 1, progress=False)[0].value
     keys = [op.key for op in ops_of(archs[0])]
     table = _host_table(machine_fingerprint(1), keys, ms=1.5 * measured / len(keys))
     soc = SocConfig(name="host", table="host", stale_check=StaleCheck.warn, stale_tolerance=0.2)
     caplog.set_level("WARNING")
-    res = P.check_table(table, soc, prof, archs)
+    res = P.check_table(table, soc, convert_to_tflite, prof, archs)
     assert res is not None and 0.25 < res["drift"] < 0.8 and "warning" in res
     assert "force=true" in caplog.text and table.device in caplog.text
     with pytest.raises(P.StaleTableError, match="re-profile|Re-profile"):
-        P.check_table(table, dataclasses.replace(soc, stale_check=StaleCheck.refuse), prof, archs)
+        P.check_table(table, dataclasses.replace(soc, stale_check=StaleCheck.refuse), convert_to_tflite, prof, archs)
     # within tolerance: no warning
     soc_loose = dataclasses.replace(soc, stale_tolerance=0.9)
-    assert "warning" not in P.check_table(table, soc_loose, prof, archs)
+    assert "warning" not in P.check_table(table, soc_loose, convert_to_tflite, prof, archs)
 
 
 def test_pipeline_never_presents_another_machines_table_as_this_cpu(home):
@@ -142,12 +144,13 @@ def test_pipeline_never_presents_another_machines_table_as_this_cpu(home):
 def test_resume_of_a_shipped_table_of_this_machine_starts_from_its_rows(home, tmp_path):
     """`spnas-profile table_name=<shipped host table> resume=true` (what the stale check suggests) copies
     the shipped rows into the user's tables and measures only what is missing, never from scratch."""
+    import latency_tables.host as H
     import latency_tables.table as T
     import spnas
     from spnas.app import profile as P
 
     cfg = spnas.compose("profile", ["resume=true", "fit_overhead=false", "resolutions=[32]", "num_classes=[10]"])
-    keys = P.table_keys(P._space(cfg), [32], [10])
+    keys = H.table_keys(P._space(cfg), [32], [10])
     here = machine_fingerprint(cfg.profile.threads)
     name = host_slug(here)
     _host_table(here, keys, ms=0.123).save(T.DATA_DIR / f"{name}.json")

@@ -17,7 +17,7 @@ from latency_tables.predictor import SpaceLatency, latency_breakdown, predict_la
 from latency_tables.table import LatencyTable, MissingOpsError, OpStats
 from search_spaces import SKIP, ArchSpec, default_space, mobilenet_v2
 from search_spaces.space import SPACES
-from spnas.errors import TableError
+from spnas_core.errors import TableError
 
 FIX = Path(__file__).with_name("fixtures")
 OFFICIAL = FIX / "spnas_pixel1_runtime_model.json"  # enyac-group/single-path-nas nas-search/pixel1_runtime_model.json
@@ -80,7 +80,7 @@ def test_spnas_import_runs_in_a_search(cifar_root, tmp_path):
     """`spnas-search space=spnas_mnasnet soc.table=<imported>` runs (2 steps) and its derived net is priced
     by the official model."""
     import spnas
-    from nas.search import run_search
+    from spnas.app import commands
 
     out = tmp_path / "pixel1-spnas.json"
     import_spnas_json(OFFICIAL, SPACES["spnas_mnasnet"], device="pixel1-spnas").save(out)
@@ -90,7 +90,7 @@ def test_spnas_import_runs_in_a_search(cifar_root, tmp_path):
                                    "search.min_threshold_updates=0", "search.batch_size=16", "threads=2",
                                    # the default budget is a fraction of MobileNetV2, which this table cannot price
                                    "search.target_ms=60", f"run_dir={tmp_path / 'run'}"])
-    s = run_search(cfg)
+    s = commands.search(cfg)
     lut = json.loads(OFFICIAL.read_text())
     arch = ArchSpec.from_dict(json.loads((tmp_path / "run" / "arch.json").read_text()))
     choices = SPACES["spnas_mnasnet"].encode(arch)
@@ -219,13 +219,60 @@ def test_ofa_note10_table_predicts_what_its_lookup_code_predicts(latency_data, t
         import_ofa_yaml(tmp_path / "224_lookup_table.yaml", expand="ratio")
 
 
+def _rows_text(path: Path, n: int | None = None) -> str:
+    """The first `n` rows of a YAML table, cut exactly at a row boundary (the file still ends in a newline)."""
+    lines = path.read_text().splitlines(keepends=True)
+    starts = [i for i, ln in enumerate(lines) if not ln.startswith(" ")]
+    return "".join(lines[:starts[n]] if n is not None and n < len(starts) else lines)
+
+
+def test_a_yaml_table_cut_at_a_row_boundary_is_one_clear_error_or_an_explicit_partial_import(latency_data, tmp_path):
+    """ProxylessNAS' mobile_trim.yaml (72 rows) cut after 9 rows is valid YAML ending in a newline: the import
+    refuses it, naming what a whole table would have; `allow_partial=True` imports the 9 rows and says
+    what is missing. A cut inside the last block shape's choices is caught the same way."""
+    _yaml_from_csv(latency_data / "proxylessnas_mobile_lut_pixel1.csv", tmp_path / "mobile_trim.yaml")
+    whole = import_ofa_yaml(tmp_path / "mobile_trim.yaml")
+    assert whole.meta["complete"] is True and whole.meta["missing"] == []
+    cut = _write(tmp_path, "cut.yaml", _rows_text(tmp_path / "mobile_trim.yaml", 9))
+    assert cut.read_text().endswith("\n") and len(yaml.safe_load(cut.read_text())) == 9
+    with pytest.raises(TableError, match=r"cut\.yaml: 9 rows that do not make a whole table: .*cut short.*"
+                                         r"source\.allow_partial=true"):
+        import_ofa_yaml(cut)
+    part = import_ofa_yaml(cut, allow_partial=True)
+    assert part.meta["complete"] is False and part.meta["missing"] and len(part) + len(part.meta["groups"]) == 9
+    # every row but the last: the last block shape lacks one of its six choices
+    n = len(yaml.safe_load((tmp_path / "mobile_trim.yaml").read_text()))
+    short = _write(tmp_path, "short.yaml", _rows_text(tmp_path / "mobile_trim.yaml", n - 1))
+    with pytest.raises(TableError, match=r"has 5 of the 6 choices"):
+        import_ofa_yaml(short)
+
+
+def test_spnas_profile_import_refuses_a_cut_table_and_shows_the_partial_warning(latency_data, tmp_path):
+    """Through the command: a cut table is one error line (exit 4); with source.allow_partial=true the import
+    succeeds and its warning reaches the user (commands no longer hide warnings)."""
+    import subprocess
+    import sys
+
+    _yaml_from_csv(latency_data / "proxylessnas_mobile_lut_pixel1.csv", tmp_path / "mobile_trim.yaml")
+    cut = _write(tmp_path, "cut.yaml", _rows_text(tmp_path / "mobile_trim.yaml", 9))
+    cmd = [str(Path(sys.executable).parent / "spnas-profile"), "import", f"source.path={cut}",
+           f"source.out={tmp_path / 'out.json'}"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 4 and "spnas-profile: error:" in r.stderr and "cut short" in r.stderr, r.stderr[-2000:]
+    assert not (tmp_path / "out.json").exists()
+    r = subprocess.run(cmd + ["source.allow_partial=true"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "[WARNING] " in r.stderr and "importing a partial table" in r.stderr, r.stderr[-2000:]
+    assert LatencyTable.load(tmp_path / "out.json").meta["missing"]
+
+
 def test_ambiguous_expand_must_be_given(tmp_path):
     p = _write(tmp_path, "t.yaml", "expanded_conv-input:7x7x4-output:7x7x4-expand:6-kernel:3-stride:1-idskip:1:\n"
                                    "  count: 10\n  mean: 0.1\n  std: 0.01\n")
     with pytest.raises(TableError, match="both meanings.*source.expand"):
         import_ofa_yaml(p)
     assert "expanded_conv-input:7x7x4-output:7x7x4-expand:6-kernel:3-stride:1-idskip:1-se:0-hs:0" in \
-        import_ofa_yaml(p, expand="ratio").ops
+        import_ofa_yaml(p, expand="ratio", allow_partial=True).ops
 
 
 GOOD_YAML = """Conv-input:224x224x3-output:112x112x32:

@@ -8,11 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from latency_tables.profilers import (
-    STATISTIC, AdbProfiler, BenchmarkOutputError, DeviceDisconnected, LocalProfiler, WrongABIError, elf_abi,
-    parse_benchmark_output, profile_keys)
+from latency_tables.profilers import STATISTIC, AdbProfiler, LocalProfiler, elf_abi, parse_benchmark_output
+from latency_tables.profiling import profile_keys
 from latency_tables.table import LatencyTable
-from spnas.errors import ModelRefusedError, WrongSocError
+from spnas_core.errors import BenchmarkOutputError, DeviceDisconnected, ModelRefusedError, WrongABIError, WrongSocError
 
 from .conftest import SMALL_KEYS
 
@@ -49,9 +48,20 @@ Failed to construct interpreter
 Benchmarking failed."""
 
 
+# TF 1.x with several warm-up runs: the warm-up block prints a full stats line of its own before the timed one,
+# and the summary's "no stats:" figure is the timed average (a real output, cut to the timing lines)
+TF1_WARMUP_STATS = """Initialized session in 4.171ms
+Running benchmark for at least 10 iterations and at least 0.5 seconds
+count=10 first=151002 curr=145911 min=144102 max=151002 avg=146548 std=2011
+Running benchmark for at least 50 iterations and at least 1 seconds
+count=50 first=134321 curr=133012 min=132001 max=138765 avg=133690 std=1234
+Average inference timings in us: Warmup: 146548, Init: 4171, no stats: 133690"""
+
+
 @pytest.mark.parametrize("text,mean,std,count", [
     (NEW, 7.80123, 0.095, 50), (OLD, 5.0035, 0.041, 100), (TIMINGS, 1.20175, 0.022, 40),
-    (NO_STATS, 4.0615, 0.052, 50), (CURRENT, 7.80123, 0.095, 50), (OLD_ANDROID, 5.0035, 0.041, 100)])
+    (NO_STATS, 4.0615, 0.052, 50), (TF1_WARMUP_STATS, 133.690, 1.234, 50),
+    (TF1_WARMUP_STATS.replace("no stats: 133690", "no stats: 50"), 133.690, 1.234, 50), (CURRENT, 7.80123, 0.095, 50), (OLD_ANDROID, 5.0035, 0.041, 100)])
 def test_parse_every_benchmark_model_era(text, mean, std, count):
     t = parse_benchmark_output(text)
     assert t.mean_ms == pytest.approx(mean) and t.std_ms == pytest.approx(std) and t.count == count
@@ -256,6 +266,27 @@ def test_adb_unplugged_mid_push_says_reconnect_and_resume(phone, small_models, m
     msg = str(e.value)
     assert "get-state" in msg and "resume=true" in msg and "cable" in msg
     assert len(LatencyTable.load(out)) == 1
+
+
+@pytest.mark.parametrize("blip", ["FAKE_ADB_BLIP_ON_PUSH=3", "FAKE_ADB_BLIP_ON_RUN=2"])
+def test_adb_blip_mid_run_is_a_disconnect_even_when_the_phone_is_back(phone, small_models, micro_cache, tmp_path,
+                                                                      monkeypatch, blip):
+    """`error: device offline` or `failed to read copy response: EOF` in the middle of a run, with `get-state`
+    answering `device` again right after: the command's result is lost, so it is a disconnect (resumable,
+    with the resume hint), not a generic device error; the rerun with resume=true finishes the table."""
+    var, n = blip.split("=")
+    monkeypatch.setenv(var, n)
+    out = tmp_path / "t.json"
+    prof = phone()
+    with pytest.raises(DeviceDisconnected) as e:
+        profile_keys(SMALL_KEYS, prof, micro_cache.get, out, {**ADB_META, **prof.describe()}, progress=False)
+    msg = str(e.value)
+    assert "get-state now: 'device'" in msg and "resume=true" in msg
+    assert ("device offline" if "RUN" in var else "failed to read copy response") in msg
+    assert len(LatencyTable.load(out)) == 1, "the row measured before the blip is kept"
+    monkeypatch.delenv(var)
+    res = profile_keys(SMALL_KEYS, phone(), micro_cache.get, out, ADB_META, resume=True, progress=False)
+    assert set(res.table.ops) == set(SMALL_KEYS) and len(res.measured) == len(SMALL_KEYS) - 1
 
 
 def test_adb_disconnect_in_a_later_pass_keeps_the_table(phone, small_models, micro_cache, tmp_path, monkeypatch):

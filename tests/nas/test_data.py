@@ -6,9 +6,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from spnas.config import AugmentConfig, DataConfig, DataKind, LabelLevel
-from spnas.errors import DataNotFoundError
+from spnas_core.errors import DataNotFoundError
 from training.batches import iterate_batches
+from training.config import AugmentConfig, DataConfig, DataKind, LabelLevel
 from training.datasets import load_data as _load_data
 from training.datasets import split_train_val
 
@@ -53,7 +53,7 @@ def test_corrupt_images_are_skipped_and_counted(cifar_root, tmp_path, caplog):
 
 def test_training_epoch_survives_corrupt_images(cifar_root, tmp_path):
     """A run over a folder with corrupt files completes its epochs and reports the skips."""
-    from training.loop import train_model
+    from spnas.app import commands
 
     from ..conftest import compose
 
@@ -62,7 +62,7 @@ def test_training_epoch_survives_corrupt_images(cifar_root, tmp_path):
                             f"data.root={root}", "data.resolution=32", "data.test_fraction=0.25",
                             f"data.cache_dir={tmp_path / 'cache'}", "train.epochs=1", "train.batch_size=8",
                             "train.lr=0.05", "train.eval_batch_size=64"])
-    s = train_model(cfg)
+    s = commands.train(cfg)
     assert s["data"]["skipped_images"] == 3
     assert (tmp_path / "run" / "summary.json").exists()
 

@@ -1,106 +1,87 @@
-"""The pipeline on a tiny real subset: a killed search resumes, the report is built from the stage
-outputs, and a re-run with nothing changed skips every stage."""
+"""The pipeline on the README's own-images command (shared session run, `own_photos_pipeline`): a killed
+search resumes; the controls, seeds and verdicts of the report come from the stage outputs; a re-run with
+nothing changed skips every stage; a changed input redoes only what depends on it."""
 
 import json
-import signal
-import subprocess
-import sys
+import shutil
 import time
-from pathlib import Path
 
 import pytest
 
-from latency_tables.predictor import predict_latency_ms
 from latency_tables.table import LatencyTable
 from search_spaces import ArchSpec
 from search_spaces.proxy import Proxy, _min_input_map
+from spnas_core.stats import paired_seed_difference
 
 from ..conftest import compose
 
-ROOT = Path(__file__).resolve().parents[2]
 
-
-def _overrides(tmp: Path, cifar_root: Path, grocery_root: Path) -> list[str]:
-    return ["experiment=demo", "socs=[sd845]", "baselines=[mobilenet_v2]", f"run_dir={tmp / 'run'}",
-            f"data.root={cifar_root}", "data.train_limit=400", "data.test_limit=100",
-            f"data.cache_dir={tmp / 'cache'}", f"retrieval.data.root={grocery_root}",
-            "retrieval.data.train_limit=160", "retrieval.data.test_limit=60", "retrieval.data.val_limit=20",
-            f"retrieval.data.cache_dir={tmp / 'cache'}", "retrieval.latency_queries=10",
-            "search.steps=22", "search.warmup_fraction=0", "search.min_threshold_updates=0", "search.batch_size=32",
-            "train.epochs=1",
-            "train.batch_size=32", "export.latency.mediapipe_runs=5", "export.latency.onnx_runs=5", "threads=2",
-            "finetune.resolution=64", "finetune.recipe.epochs=1", "finetune.recipe.batch_size=32",
-            "retrieval.bootstrap=200"]
-
-
-def test_pipeline_resume_report_and_cache(cifar_root, grocery_root, tmp_path):
-    from spnas.app.pipeline import run_pipeline
-
-    ov = _overrides(tmp_path, cifar_root, grocery_root)
-    run = tmp_path / "run"
-    # 1. a pipeline killed in the middle of its search ...
-    p = subprocess.Popen([str(Path(sys.executable).parent / "spnas-pipeline"), *ov], cwd=ROOT,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 600
-    while not (run / "search" / "sd845" / "last.pt").exists():
-        assert p.poll() is None and time.time() < deadline, "pipeline ended before its first search checkpoint"
-        time.sleep(0.02)
-    p.send_signal(signal.SIGKILL)
-    p.wait()
-    assert json.loads((run / "search" / "sd845" / "stage.json").read_text())["status"] == "running"
-    # 2. ... resumes that stage when re-run
-    cfg = compose("pipeline", ov)
-    report = run_pipeline(cfg)
+def test_a_killed_search_resumes_and_one_warmup_serves_it(own_photos_pipeline):
+    ov, run, report, killed = own_photos_pipeline
+    assert json.loads(killed)["status"] == "running"
     how = {e["stage"]: e["how"] for e in report["provenance"]["stages"]}
-    assert how["search/sd845"] == "resumed"
-    assert how["train/spnas-sd845"] == "ran" and how["export/mobilenet_v2"] == "ran"
-    log = [json.loads(line) for line in (run / "search" / "sd845" / "search_log.jsonl").read_text().splitlines()]
-    assert [r["epoch"] for r in log] == [1, 2]
-    # 3. the report: files, structure, and numbers taken from the stage outputs
-    for f in ("report.md", "report.json", "report.csv", "accuracy_vs_latency.png", "winner_decisions.png",
-              "latency_breakdown.png"):
+    assert how["warmup/shared"] in ("skipped", "ran") and how["search/sd845"] == "resumed"
+    log = [json.loads(x) for x in (run / "search" / "sd845" / "search_log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in log] == list(range(1, len(log) + 1)) and len(log) >= 2
+    assert (run / "warmup" / "shared" / "warmup.pt").is_file()
+
+
+def test_the_report_compares_every_seed_of_every_control_from_the_stage_outputs(own_photos_pipeline):
+    ov, run, report, _ = own_photos_pipeline
+    for f in ("report.md", "report.json", "report.csv", "accuracy_vs_latency.png", "learning_curves.png",
+              "winner_decisions.png", "latency_breakdown.png"):
         assert (run / f).stat().st_size > 200, f
     rows = {r["model"]: r for r in report["rows"]}
-    assert set(rows) == {"spnas-sd845", "mobilenet_v2"}
+    kinds = {r["kind"] for r in rows.values()}
+    assert {"spnas", "random", "scaled", "baseline"} <= kinds and "random-sd845-0" in rows
+    controls = json.loads((run / "controls" / "sd845" / "controls.json").read_text())
+    win_ms = rows["spnas-sd845"]["latency_ms"]["sd845"]
+    assert abs(controls["random"][0]["cost"] / win_ms - 1) <= controls["tolerance"] == 0.5
+    assert controls["draw"]["draws"] >= 1 and controls["draw"]["seed"] == 0
     for name, r in rows.items():
-        summary = json.loads((run / "train" / name / "summary.json").read_text())
-        assert r["top1"] == summary["test_top1"] and r["params"] == summary["params"]
-        manifest = json.loads((run / "export" / name / "bundle" / "manifest.json").read_text())
-        assert r["measured_cpu_ms"] == manifest["latency"]["deploy_resolution"]["fp32_1_thread_p10_ms"]
-        assert r["fp32_bytes"] == manifest["files"]["model_fp32.tflite"]["bytes"]
-        ret = json.loads((run / "retrieval" / name / "retrieval_eval.json").read_text())
-        assert r["recall@10"] == ret["results"]["train"]["fine"]["recall@10"]
-        arch = ArchSpec.from_string(summary["arch_string"]).replace(resolution=224)
-        assert r["predicted_ms"] == pytest.approx(predict_latency_ms(arch, LatencyTable.load("sd845")))
-        # one proxy for every model compared: trained at 32 px with every layer >= 4x4 ...
-        proxy = Proxy.from_dict(summary["proxy"])
-        assert proxy.resolution == 32 and proxy.min_map == 4 and len(proxy.dropped) == 2
-        assert _min_input_map(proxy.apply(arch)) >= 4
-        # ... while the bundle and the latency keys keep the design strides
-        exported = ArchSpec.load(run / "export" / name / "bundle" / "arch.json")
-        assert exported.replace(resolution=32, num_classes=10).to_string() == summary["arch_string"]
-        # the exported embedder is the one fine-tuned on the product photos (same recipe for every model)
-        ft = json.loads((run / "finetune" / name / "summary.json").read_text())
-        assert exported.resolution == ft["resolution"] == 64 and exported.num_classes == 81
-        assert manifest["embedding"] == {**ft["embedding"], "normalized": True} and manifest["embedding"]["dim"] == 128
-        for k, v in r.items():
-            if r["kind"] == "baseline" and k in ("target_ms", "on_target", "target_note"):
-                continue  # a baseline has no search budget
-            assert v is not None and v == v, k  # no placeholders, no NaN
-    w = rows["spnas-sd845"]
-    assert w["d_latency_pct"] == pytest.approx(100 * (w["predicted_ms"] / rows["mobilenet_v2"]["predicted_ms"] - 1))
-    assert report["headline"][0]["soc"] == "sd845" and "met" in report["headline"][0]
+        assert r["seeds"] == [0, 1], name
+        for seed in (0, 1):
+            summary = json.loads((run / "train" / name / f"s{seed}" / "summary.json").read_text())
+            assert r["stats"]["top1"]["per_seed"][seed] == summary["test_top1"]
+            assert summary["budget"]["total_steps"] == 12 and summary["seed"] == seed
+            ret = json.loads((run / "retrieval" / name / f"s{seed}" / "retrieval_eval.json").read_text())
+            assert r["stats"]["r1_train"]["per_seed"][seed] == ret["results"]["train"]["fine"]["recall@1"]
+        arch = ArchSpec.from_string(r["arch"]).replace(resolution=224)
+        assert r["latency_ms"]["sd845"] == pytest.approx(LatencyTable.load("sd845").predict(arch))
+        proxy = Proxy.from_dict(summary["proxy"])  # one proxy for every model compared
+        assert proxy.resolution == 96 and _min_input_map(proxy.apply(ArchSpec.from_string(r["arch"]))) >= 4
+    # the paired verdict is the paired t-interval of the per-seed numbers
+    c = next(c for c in report["comparisons"]["spnas-sd845"] if c["model"] == "random-sd845-0")
+    want = paired_seed_difference(rows["spnas-sd845"]["stats"]["top1"]["per_seed"],
+                                  rows["random-sd845-0"]["stats"]["top1"]["per_seed"])
+    assert c["matched"] and c["diff"]["top1"]["mean"] == pytest.approx(want["mean"])
+    assert c["diff"]["top1"]["verdict"] == want["verdict"]
+    # exported: the winner and the 1.0 baseline (first seed), not the controls
+    assert (run / "export" / "spnas-sd845" / "bundle" / "manifest.json").is_file()
+    assert (run / "export" / "mobilenet_v2" / "bundle" / "manifest.json").is_file()
+    assert not (run / "export" / "random-sd845-0").exists()
     md = (run / "report.md").read_text()
-    assert "| sd845 | spnas-sd845 |" in md and "modeled" in md and "MET" in md.upper()
-    assert "## Against the seed's table" in md and "| sd845 (2018) |" in md and "+2.7 | +2% |" in md
-    assert rows["spnas-sd845"]["on_target"] in (True, False) and rows["spnas-sd845"]["target_note"]
-    # 4. nothing changed: every stage is skipped
+    assert "## Headline" in md and "## Does this budget rank capacity?" in md and "random nets at its latency" in md
+    assert "## Against the seed's table" in md and "| sd845 (2018) |" in md
+    head = report["headline"][0]
+    assert head["soc"] == "sd845" and set(head["random_tally"]) == {"beats", "loses to", "not distinguishable from"}
+    assert report["budget"]["ranks"] is False, "a 12-step budget ranks nothing, and the report says so"
+    assert "budget-limited" in head["text"]
+
+
+def test_nothing_changed_skips_every_stage_and_a_change_redoes_only_its_dependents(own_photos_pipeline, tmp_path):
+    from spnas.app.pipeline import run_pipeline
+
+    ov, run, report, _ = own_photos_pipeline
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)  # stage keys hold contents, not paths: the copy is as finished as the original
+    ov = [o for o in ov if not o.startswith("run_dir=")] + [f"run_dir={copy}"]
     t = time.perf_counter()
     again = run_pipeline(compose("pipeline", ov))
     assert all(e["how"] == "skipped" for e in again["provenance"]["stages"])
-    assert time.perf_counter() - t < 30
-    assert again["rows"] == report["rows"]
-    # 5. a changed input redoes only what depends on it
+    assert time.perf_counter() - t < 60
+    assert [r["stats"] for r in again["rows"]] == [r["stats"] for r in report["rows"]]
     third = run_pipeline(compose("pipeline", ov + ["retrieval.factory=HNSW32"]))
     how = {e["stage"]: e["how"] for e in third["provenance"]["stages"]}
-    assert how["retrieval/mobilenet_v2"] == "ran" and how["export/mobilenet_v2"] == "skipped"
+    assert how["retrieval/mobilenet_v2/s0"] == "ran" and how["export/mobilenet_v2"] == "skipped"
+    assert how["train/spnas-sd845/s1"] == "skipped"

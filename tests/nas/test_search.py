@@ -12,8 +12,8 @@ import torch
 
 from latency_tables.predictor import predict_latency_ms
 from latency_tables.table import LatencyTable
+from nas.config import LossForm
 from search_spaces import ArchSpec
-from spnas.config import LossForm
 from training.datasets import load_data
 
 from ..conftest import compose
@@ -39,11 +39,11 @@ def tiny(cifar_root, tmp_path_factory):
 
 
 def test_huge_lambda_derives_faster_arch_than_zero_lambda(tiny, cifar_root):
-    from nas.search import run_search as search
+    from spnas.app import commands
 
     tmp, data = tiny
-    free = search(_cfg(tmp, cifar_root, 0.0, "lam0"), data=data)
-    costly = search(_cfg(tmp, cifar_root, 50.0, "lam50"), data=data)
+    free = commands.search(_cfg(tmp, cifar_root, 0.0, "lam0"), data=data)
+    costly = commands.search(_cfg(tmp, cifar_root, 50.0, "lam50"), data=data)
     assert costly["predicted_ms"] < free["predicted_ms"], (free["choices"], costly["choices"])
     big_ops = lambda s: sum(c in ("k5_e6",) for c in s["choices"])  # noqa: E731
     assert big_ops(costly) < big_ops(free)
@@ -64,7 +64,7 @@ def test_huge_lambda_derives_faster_arch_than_zero_lambda(tiny, cifar_root):
 
 
 def test_target_loss_forms():
-    from nas.search import latency_loss
+    from nas.cost import latency_loss
 
     r = torch.tensor(50.0)
     assert float(latency_loss(r, LossForm.log, None)) == pytest.approx(torch.log(r).item())

@@ -6,8 +6,9 @@ import math
 
 import pytest
 
-from nas.search import majority_decision, plan_budget, target_verdict, threshold_lr_factor
-from spnas.config import SearchConfig, ThresholdSchedule
+from nas.config import SearchConfig, ThresholdSchedule
+from nas.budget import majority_decision, plan_budget, threshold_lr_factor
+from nas.cost import target_verdict
 
 
 def test_budget_is_in_steps_and_small_sets_get_smaller_batches():

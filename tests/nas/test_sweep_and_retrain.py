@@ -12,13 +12,13 @@ from ..conftest import compose
 def test_sweep_over_lambda_writes_pareto_and_continues(cifar_root, tmp_path):
     from dataclasses import replace
 
-    from nas.sweep import run_sweep
+    from spnas.app import commands
 
     data = [f"data.root={cifar_root}", "data.train_limit=320", "data.test_limit=50", f"data.cache_dir={tmp_path / 'c'}"]
     search = ["search.steps=18", "search.warmup_fraction=0", "search.min_threshold_updates=0", "search.batch_size=32"]
     cfg = compose("sweep", ["soc=sd808", *data, *search, f"run_dir={tmp_path / 'sweep'}", "sweep.n_trials=2",
                             "sweep.population=2", "sweep.retrain_epochs=1", "train.batch_size=32"])
-    s = run_sweep(cfg)
+    s = commands.sweep(cfg)
     run = tmp_path / "sweep"
     assert (run / "study.db").exists() and (run / "pareto.png").stat().st_size > 1000
     rows = list(csv.DictReader(open(run / "pareto.csv")))
@@ -33,29 +33,28 @@ def test_sweep_over_lambda_writes_pareto_and_continues(cifar_root, tmp_path):
     assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
     # a re-run with a larger budget continues the same study
     cfg = replace(cfg, sweep=replace(cfg.sweep, n_trials=3))
-    s2 = run_sweep(cfg)
+    s2 = commands.sweep(cfg)
     assert len(s2["trials"]) == 3
     assert {t["trial"] for t in s["trials"]} <= {t["trial"] for t in s2["trials"]}
 
 
 def test_retrain_inherits_superkernel_weights(cifar_root, tmp_path):
-    from nas.search import run_search as search
-    from nas.superkernel import SuperNet, extract_fixed_net, inherit_weights
+    from nas.superkernel import SuperNet, extract_fixed_net
     from search_spaces import ArchSpec, SearchSpace
-    from spnas.errors import ConfigError
+    from spnas.app import commands
+    from spnas_core.errors import ConfigError
     from training.checkpoints import load_model_file
-    from training.loop import train_model
 
     data = [f"data.root={cifar_root}", "data.train_limit=320", "data.test_limit=50", f"data.cache_dir={tmp_path / 'c'}"]
     scfg = compose("search", ["soc=sd845", *data, "search=demo", "search.steps=9", "search.warmup_fraction=0",
                               "search.min_threshold_updates=0",
                               "search.batch_size=32", f"run_dir={tmp_path / 's'}"])
-    search(scfg)
+    commands.search(scfg)
     arch_path = tmp_path / "s" / "arch.json"
     tcfg = compose("train", ["data=cifar10", *data, f"arch={arch_path}", "init=inherit",
                              f"supernet={tmp_path / 's' / 'supernet.pt'}", "train.epochs=1", "train.lr=0",
                              "train.warmup_epochs=0", "train.batch_size=32", f"run_dir={tmp_path / 't'}"])
-    train_model(tcfg, inherit=inherit_weights)
+    commands.train(tcfg)
     model, arch, _ = load_model_file(tmp_path / "t" / "model.pt")
     assert arch.to_string() == ArchSpec.load(arch_path).to_string()
     blob = torch.load(tmp_path / "s" / "supernet.pt", weights_only=True)

@@ -7,10 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pytest
 from PIL import Image
 
-from spnas.images import decode_rgb
+from spnas_core.images import decode_rgb
 
 BACKENDS = ("mediapipe", "litert", "onnx", "torch")
 
@@ -65,7 +64,7 @@ def test_mediapipe_default_options_return_unit_vectors(small_bundle, grocery_roo
 
 def test_exif_rotated_phone_photo_matches_the_phone_side_vector(small_bundle, grocery_root, tmp_path):
     """A phone app hands MediaPipe the file (its loader applies EXIF); the server decodes the upload with
-    spnas.images: both vectors must agree, and the upright original must be the rotated photo's nearest."""
+    spnas_core.images: both vectors must agree, and the upright original must be the rotated photo's nearest."""
     import mediapipe as mp
     from mediapipe.tasks.python import BaseOptions, vision
 

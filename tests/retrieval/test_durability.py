@@ -15,7 +15,7 @@ import pytest
 from retrieval import wal
 from retrieval.index import VectorIndex
 from retrieval.partitions import PartitionedStore, key_range, partition_key
-from spnas.errors import DuplicateIdError, IndexWriteError, PartitionClosedError, RetrievalError
+from spnas_core.errors import DuplicateIdError, IndexWriteError, PartitionClosedError, RetrievalError
 
 D = 16
 BUNDLE = "b" * 64

@@ -65,7 +65,7 @@ def test_a_users_own_folder_evaluates_without_code_changes(small_bundle, grocery
 def test_bootstrap_intervals_and_paired_difference():
     import numpy as np
 
-    from retrieval.metrics import bootstrap_ci, paired_difference
+    from spnas_core.stats import bootstrap_ci, paired_difference
 
     rng = np.random.default_rng(0)
     a = (rng.random(400) < 0.6).astype(float)

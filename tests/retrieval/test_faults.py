@@ -24,7 +24,7 @@ def deployment(small_bundle, grocery_root, tmp_path_factory):
 
 
 def _photo(grocery_root, i=0):
-    from spnas.images import decode_rgb
+    from spnas_core.images import decode_rgb
 
     return decode_rgb(sorted((grocery_root / "test").rglob("*.jpg"))[i])
 
@@ -97,9 +97,9 @@ def test_partial_results_policy_fail(deployment, grocery_root, tmp_path):
     """With partial=fail a search answers 503 naming the missing partition instead of partial results."""
     import asyncio
 
-    from retrieval.gateway import DirectoryResolver, create_app
+    from retrieval.config import PartialResults
     from retrieval.embedders import make_embedder
-    from spnas.config import PartialResults
+    from retrieval.gateway import DirectoryResolver, create_app
 
     d = deployment
     old = next(k for k in d.store.keys() if not k.startswith("h/"))

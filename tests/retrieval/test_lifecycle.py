@@ -43,7 +43,7 @@ def test_hour_rollover_rollups_and_retirement(small_bundle, grocery_root, tmp_pa
     from retrieval.embedders import make_embedder
     from retrieval.gateway import DirectoryResolver, create_app
     from spnas.app.serve import compact_once
-    from spnas.images import decode_rgb
+    from spnas_core.images import decode_rgb
 
     clock = [float(T0)]
     token, tf = make_token(tmp_path)

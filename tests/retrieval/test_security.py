@@ -8,8 +8,8 @@ import time
 import numpy as np
 import pytest
 
-from spnas.config import GrpcTlsConfig, ServeAuthConfig
-from spnas.errors import ConfigError, InputError
+from retrieval.config import GrpcTlsConfig, ServeAuthConfig
+from spnas_core.errors import ConfigError, InputError
 
 D = 8
 BUNDLE = "c" * 64

@@ -15,7 +15,7 @@ from .conftest import jpeg, wait_for
 
 
 def _grocery_photos(root, n=12):
-    from spnas.images import decode_rgb
+    from spnas_core.images import decode_rgb
 
     paths = sorted((root / "test" / "Fruit").rglob("*.jpg"))[:: max(1, 400 // n)][:n]
     return [decode_rgb(p) for p in paths], paths
@@ -275,9 +275,9 @@ def test_blocking_work_runs_off_the_event_loop_with_bounded_admission(deployment
     import asyncio
     import threading
 
+    from retrieval.config import ServeLimits
     from retrieval.embedders import make_embedder
     from retrieval.gateway import DirectoryResolver, create_app
-    from spnas.config import ServeLimits
 
     gate, entered = threading.Event(), threading.Semaphore(0)
 

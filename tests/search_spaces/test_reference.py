@@ -41,7 +41,7 @@ def test_features_and_logits_shapes(name, dim):
 
 
 def test_unknown_reference_lists_known_names():
-    from spnas.errors import ArchSpecError
+    from spnas_core.errors import ArchSpecError
 
     with pytest.raises(ArchSpecError, match="mobilenet_v2"):
         reference("resnet50")

@@ -46,3 +46,11 @@ def test_load_data_from_a_photo_folder(grocery_root, tmp_path):
     d = spnas.load_data(photos, resolution=48)
     assert d.num_classes == 3 and d.resolution == 48
     assert len(d.train) + len(d.val) + len(d.test) == 30
+
+
+@pytest.mark.parametrize("args", [(["search.steps=600"],), ("search", "search.steps=600"), ("search", [600])])
+def test_a_wrong_call_to_compose_is_a_config_error_naming_the_expected_call(args):
+    """The old API took the overrides alone: that (or one string of overrides) is a ConfigError that shows
+    the call, not a TypeError from deep inside."""
+    with pytest.raises(spnas.ConfigError, match=r'spnas\.compose\("search", \["soc=sd808", "search\.steps=600"\]\)'):
+        spnas.compose(*args)

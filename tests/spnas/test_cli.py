@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from spnas.errors import EXIT_CONFIG, EXIT_EXPORT, EXIT_INPUT, EXIT_TABLE
+from spnas_core.errors import EXIT_CONFIG, EXIT_EXPORT, EXIT_INPUT, EXIT_TABLE
 
 from ..conftest import fmnist_args
 

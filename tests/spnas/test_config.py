@@ -8,8 +8,11 @@ from pathlib import Path
 import pytest
 
 import spnas
-from spnas.config import APPS, DataConfig, LossForm, SearchConfig, TrainConfig, to_plain
-from spnas.errors import ConfigError
+from nas.config import LossForm, SearchConfig
+from spnas.app.config import APPS
+from spnas_core.config import to_plain
+from spnas_core.errors import ConfigError
+from training.config import DataConfig, TrainConfig
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
@@ -99,17 +102,36 @@ def test_soc_facts_are_defined_once():
                                                                       facts.mobilenet_v2_ms)
 
 
-def test_library_functions_take_typed_configs():
+def test_library_entry_points_take_their_layers_config_and_plain_arguments():
+    """What the pipeline and a notebook call takes the layer's own config plus the space, table, data and
+    run folder, never a command's config (`*AppConfig`)."""
+    import importlib
     import inspect
+    import pkgutil
 
     from nas.search import run_search
-    from spnas.app.export_job import run_export
+    from nas.sweep import run_sweep
     from training.datasets import load_data
     from training.loop import fit, train_model
 
-    for fn, param, typ in ((run_search, "cfg", "SearchAppConfig"), (train_model, "cfg", "TrainAppConfig"),
-                           (run_export, "cfg", "ExportAppConfig"), (load_data, "cfg", "DataConfig"),
-                           (fit, "tcfg", "TrainConfig")):
-        assert inspect.signature(fn).parameters[param].annotation == typ, fn
+    expect = {run_search: ["search", "space", "table", "data", "run_dir"],
+              train_model: ["arch", "train", "data", "run_dir"],
+              run_sweep: ["sweep", "search", "train", "space", "table", "data", "run_dir"],
+              load_data: ["cfg"], fit: ["model", "data", "tcfg", "run_dir"]}
+    for fn, params in expect.items():
+        assert list(inspect.signature(fn).parameters)[:len(params)] == params, fn
+    assert inspect.signature(run_search).parameters["search"].annotation == "SearchConfig"
+    assert inspect.signature(train_model).parameters["train"].annotation == "TrainConfig"
+    offenders = []
+    for pkg in ("search_spaces", "latency_tables", "training", "nas", "export", "retrieval", "spnas_core"):
+        root = importlib.import_module(pkg)
+        for info in pkgutil.walk_packages(root.__path__, pkg + "."):
+            if info.name.endswith(("_pb2", "_pb2_grpc")):
+                continue
+            mod = importlib.import_module(info.name)
+            for name, fn in inspect.getmembers(mod, inspect.isfunction):
+                if fn.__module__ == mod.__name__ and "AppConfig" in str(inspect.signature(fn)):
+                    offenders.append(f"{info.name}.{name}")
+    assert not offenders, f"library functions taking a command config: {offenders}"
     with pytest.raises(ConfigError, match="data.resolution"):
         DataConfig(root="x", resolution=2)

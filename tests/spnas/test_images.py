@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from spnas.errors import ImageDecodeError
-from spnas.images import BACKGROUND, decode_rgb, to_rgb_array
+from spnas_core.errors import ImageDecodeError
+from spnas_core.images import BACKGROUND, decode_rgb, to_rgb_array
 
 
 def _rotated_jpeg(src: np.ndarray, path: Path, orientation: int = 6) -> Path:

@@ -55,47 +55,47 @@ def _pipeline_cfg(tmp: Path, data_root: Path, extra: list[str] = ()):
 
 
 def _stages(tmp: Path, data_root: Path) -> dict[str, str]:
-    from spnas.app.pipeline import _Run, search_stage, train_stage
+    from spnas.app.pipeline import _Run, search_stage, train_stage, warmup_stage
 
     cfg = _pipeline_cfg(tmp, data_root)
     run = _Run(cfg, Path(cfg.run_dir), set())
-    m = search_stage(run, "sd845")
-    train_stage(run, "spnas-sd845", m)
-    return {e["stage"]: e["how"] for e in run.events}
+    m = search_stage(run, "sd845", warmup_stage(run))
+    train_stage(run, m, 0)
+    return {e["stage"]: e["how"] for e in run.events if not e["stage"].startswith("warmup/")}
 
 
 def test_pipeline_stages_follow_input_bytes_not_paths(cifar_root, tmp_path):
     data = _cifar_copy(cifar_root, tmp_path / "cifar")
-    assert _stages(tmp_path, data) == {"search/sd845": "ran", "train/spnas-sd845": "ran"}
-    assert _stages(tmp_path, data) == {"search/sd845": "skipped", "train/spnas-sd845": "skipped"}
+    assert _stages(tmp_path, data) == {"search/sd845": "ran", "train/spnas-sd845/s0": "ran"}
+    assert _stages(tmp_path, data) == {"search/sd845": "skipped", "train/spnas-sd845/s0": "skipped"}
     # the same data set at another path (copied with its times): the same content, nothing reruns
     moved = tmp_path / "elsewhere" / "cifar"
     shutil.copytree(data, moved)
-    assert _stages(tmp_path, moved) == {"search/sd845": "skipped", "train/spnas-sd845": "skipped"}
+    assert _stages(tmp_path, moved) == {"search/sd845": "skipped", "train/spnas-sd845/s0": "skipped"}
     # one training photo's bytes change under the same path: everything downstream reruns
     victim = sorted((data / "train").rglob("*.jpg"))[3]
     victim.write_bytes(sorted((cifar_root / "train").rglob("*.jpg"))[-1].read_bytes())
-    assert _stages(tmp_path, data) == {"search/sd845": "ran", "train/spnas-sd845": "ran"}
+    assert _stages(tmp_path, data) == {"search/sd845": "ran", "train/spnas-sd845/s0": "ran"}
     # a deleted output reruns its stage only
     (tmp_path / "run" / "search" / "sd845" / "arch.json").unlink()
     how = _stages(tmp_path, data)
     assert how["search/sd845"] == "ran"
     # init=inherit: the retrain's key holds the supernet's hash, so a different supernet retrains
     sup = tmp_path / "run" / "search" / "sd845" / "supernet.pt"
-    assert _stages(tmp_path, data)["train/spnas-sd845"] == "skipped"
+    assert _stages(tmp_path, data)["train/spnas-sd845/s0"] == "skipped"
     blob = torch.load(sup, weights_only=True)
     k = next(k for k, v in blob["state_dict"].items() if v.is_floating_point() and v.numel() > 1)
     blob["state_dict"][k] = blob["state_dict"][k] + 0.5
     torch.save(blob, sup)
     how = _stages(tmp_path, data)
     assert how["search/sd845"] == "ran"  # the search's own output changed: it is redone first ...
-    assert how["train/spnas-sd845"] == "ran"  # ... and the retrain follows the new supernet
+    assert how["train/spnas-sd845/s0"] == "ran"  # ... and the retrain follows the new supernet
 
 
 def test_decoded_data_cache_is_keyed_by_content(cifar_root, tmp_path):
     import numpy as np
 
-    from spnas.config import DataConfig, DataKind
+    from training.config import DataConfig, DataKind
     from training.datasets import load_data
 
     data = _cifar_copy(cifar_root, tmp_path / "cifar")

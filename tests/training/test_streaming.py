@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from spnas.config import AugmentConfig, DataConfig, DataKind, DataLoaderKind, TransformKind
+from training.config import AugmentConfig, DataConfig, DataKind, DataLoaderKind, TransformKind
 from training.datasets import decode_photo, load_data
 from training.distributed import DistEnv
 from training.streaming import StreamLoader, open_stream
@@ -125,13 +125,13 @@ def test_imagenet_preset_trains_from_the_stream(grocery_root, tmp_path):
     import json
 
     import spnas
-    from training.loop import train_model
+    from spnas.app import commands
 
     root = _grocery_folder(grocery_root, tmp_path / "imnet", {"train": 8, "val": 2})
     cfg = spnas.compose("train", ["data=imagenet", f"data.root={root}", "data.workers=2", "data.resolution=96",
                                   "arch=mobilenet_v3_small", "train.epochs=1", "train.batch_size=8",
                                   "train.eval_batch_size=6", "device=cpu", f"run_dir={tmp_path / 'run'}"])
-    s = train_model(cfg)
+    s = commands.train(cfg)
     assert s["data"]["loader"] == "stream" and s["data"]["train"] == 24 and s["data"]["test"] == 6
     assert 0.0 <= s["test_top1"] <= 1.0 and s["compute"]["device"] == "cpu"
     metrics = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
@@ -139,7 +139,7 @@ def test_imagenet_preset_trains_from_the_stream(grocery_root, tmp_path):
 
 
 def test_stream_refuses_what_it_cannot_do():
-    from spnas.errors import ConfigError
+    from spnas_core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="fashion_mnist is four IDX archives"):
         DataConfig(name="f", kind=DataKind.fashion_mnist, root="/x", loader=DataLoaderKind.stream)

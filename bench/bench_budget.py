@@ -1,0 +1,82 @@
+"""Which training budget ranks capacity? The winners, their controls and the reference family of a preset,
+retrained at several step budgets: each budget's ranking (mean proxy top-1 over seeds), whether the
+reference family comes out ordered by width, whether models were still improving in the last quarter,
+and Kendall's tau between the rankings of each pair of budgets.
+
+    python -m bench.bench_budget [--experiment evidence] [--steps 300 900 1800] [--seeds 0] [overrides ...]
+
+A budget whose ranking still moves when the budget grows (tau well below 1 against the next) ranks the
+budget, not the architectures. Searches and controls come from the preset's run folder (stage cache);
+only the retrains run per budget (no fine-tuning, export or photo search).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from bench.common import record
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--experiment", default="evidence")
+    ap.add_argument("--steps", type=int, nargs="+", default=[300, 900, 1800])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
+    ap.add_argument("overrides", nargs="*")
+    args = ap.parse_args()
+    import spnas
+    from spnas.app import evidence as E
+    from spnas.app.pipeline import _Run, model_list, prepare_devices, search_stage, train_stage, warmup_stage
+    from spnas_core.stats import kendall_tau
+
+    cfg = spnas.compose("pipeline", [f"experiment={args.experiment}", *args.overrides])
+    cfg, _ = prepare_devices(cfg)
+    run = _Run(cfg, Path(cfg.run_dir), set())
+    warm = warmup_stage(run)
+    winners = [search_stage(run, s, warm) for s in [*cfg.socs, *(["fleet"] if cfg.search.fleet else [])]]
+    base = model_list(run, winners)
+    rankings, rows, walls = {}, [], {}
+    for steps in args.steps:
+        run.cfg = replace(cfg, train=replace(cfg.train, steps=steps))
+        t0 = time.perf_counter()
+        models = {n: replace(m, seeds={}) for n, m in base.items()}
+        for seed in args.seeds:
+            for m in models.values():
+                train_stage(run, m, seed)
+        walls[steps] = time.perf_counter() - t0
+        means = {n: E.summarize(m.seeds)["top1"]["mean"] for n, m in models.items()}
+        rankings[steps] = means
+        fam = {b: sorted((_width(models[n]), v) for n, v in means.items() if n == b or n.startswith(f"{b}-w"))
+               for b in cfg.baselines}
+        check = E.budget_check(fam, {n: E.curve_rise(m.seeds) for n, m in models.items()}, cfg.report.rising_pts)
+        order = sorted(means, key=means.get, reverse=True)
+        rows.append({"steps": steps, "ranking (best first)": ", ".join(f"{n} {means[n]:.3f}" for n in order),
+                     "family ordered": all(o["ordered"] for o in check["families"].values()),
+                     "still rising": len(check["rising"]), "wall_s": round(walls[steps])})
+    names = list(base)
+    taus = {f"{a} vs {b}": round(kendall_tau([rankings[a][n] for n in names], [rankings[b][n] for n in names]), 3)
+            for a, b in itertools.combinations(args.steps, 2)}
+    for r in rows:
+        r["tau vs next"] = next((v for k, v in taus.items() if k.startswith(f"{r['steps']} vs")), None)
+    over = (" " + " ".join(args.overrides)) if args.overrides else ""
+    record("bench_budget", f"Which budget ranks? Rankings of winners, controls and references by training steps "
+                           f"(experiment={args.experiment}{over}, seeds {args.seeds})", rows,
+           notes=("Kendall tau between the budgets' rankings: " + ", ".join(f"{k}: {v}" for k, v in taus.items()) +
+                  ". 'family ordered': every reference family's mean top-1 rises with its width; 'still rising': "
+                  f"models whose validation top-1 rose > {cfg.report.rising_pts:g} points in the last quarter."),
+           extra={"rankings": rankings, "taus": taus, "seeds": args.seeds})
+
+
+def _width(m) -> float:
+    from search_spaces import ArchSpec
+
+    rec = next(iter(m.seeds.values()))["train"]
+    return ArchSpec.from_string(rec["arch_string"]).width
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,65 @@
+"""The declared profiler interface (nn-Meter's `backends/interface.py` idea): what every profiler
+measures (`Timing`), the one statistic a table row holds, and the `Profiler` protocol. Implementations:
+`local.py` (LiteRT on this CPU), `adb.py` (benchmark_model on a phone)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from spnas_core.errors import DeviceError
+
+from ..table import OpStats
+
+STATISTIC = "fastest_run_mean"
+STATISTIC_HELP = ("mean of the timed invocations of one run (benchmark_model's `avg`), the fastest of `repeats` "
+                  "runs: a run hit by a slow episode of a shared machine or a throttling phone is discarded")
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Latency statistics of one model in milliseconds.
+
+    `mean_ms`, `std_ms`, `count` are those of the fastest run (the table statistic, the same on this
+    CPU and on a phone); `run_means_ms` lists every run's mean; median / min / p10 of the invocations
+    are informational where the profiler sees single invocations (this CPU)."""
+
+    mean_ms: float
+    std_ms: float
+    count: int
+    median_ms: float | None = None
+    min_ms: float | None = None
+    p10_ms: float | None = None
+    run_means_ms: tuple[float, ...] = ()
+
+    def stats(self) -> OpStats:
+        return OpStats(self.mean_ms, self.std_ms, self.count, self.median_ms, self.p10_ms)
+
+    @property
+    def value(self) -> float:
+        """The table statistic: the fastest run's mean."""
+        return self.mean_ms
+
+
+def fastest_run(runs: list[Timing]) -> Timing:
+    """The run with the lowest mean, carrying every run's mean."""
+    if not runs:
+        raise DeviceError("no timed runs")
+    best = min(runs, key=lambda t: t.mean_ms)
+    return Timing(best.mean_ms, best.std_ms, best.count, best.median_ms, best.min_ms, best.p10_ms,
+                  tuple(t.mean_ms for t in runs))
+
+
+class Profiler(Protocol):
+    """Anything that can time a .tflite file and describe where it ran."""
+
+    def measure(self, tflite: str | os.PathLike) -> Timing: ...
+
+    def describe(self) -> dict[str, Any]: ...
+
+
+def statistic_meta(repeats: int, num_runs: int, warmup_runs: int) -> dict[str, Any]:
+    """How a table's rows were reduced to one figure (the same on this CPU and on a phone)."""
+    return {"name": STATISTIC, "repeats": repeats, "timed_runs": num_runs, "warmup_runs": warmup_runs,
+            "meaning": STATISTIC_HELP}

@@ -1,0 +1,177 @@
+"""The search configs (Hydra group `search/`, the sweep node), beside the search loop and the sweep."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Optional
+
+from spnas_core.config import check_range, opt
+from spnas_core.errors import ConfigError
+from training.config import AugmentConfig, OptimizerConfig, OptimizerKind
+
+
+class LossForm(enum.Enum):
+    """The latency term of the search loss."""
+
+    log = "CE + lambda * log R (the paper's form)"
+    target = "CE + lambda * |log(R/T)|: settle at the budget T"
+    target_one_sided = "CE + lambda * max(0, log(R/T)): stay under the budget T"
+
+
+class ThresholdSchedule(enum.Enum):
+    """How the decision thresholds' learning rate moves over the searching steps."""
+
+    cosine = "cosine decay to 0 at the start of the last epoch: decisions settle, the last epoch shows they hold"
+    constant = "the base learning rate throughout (the original behaviour)"
+
+
+class FleetObjective(enum.Enum):
+    """How a fleet search (`search.fleet`) folds its devices' latencies into one cost."""
+
+    max = "max over devices of R_d / T_d: the slowest phone, relative to its budget, decides"
+    weighted = "sum over devices of w_d R_d / T_d (search.fleet_weights, e.g. market shares; normalised to sum 1)"
+
+
+class SweepParam(enum.Enum):
+    latency_lambda = "the latency weight lambda (log scale)"
+    target_ms = "the latency budget T of a target loss"
+
+
+@dataclass
+class TargetFraction:
+    """A per-device budget: `fraction` x the latency of reference net `arch` on the same table."""
+
+    arch: str = opt("mobilenet_v2", "reference net whose latency sets the budget")
+    fraction: float = opt(0.75, "budget as a fraction of that latency")
+
+
+def _threshold_optimizer() -> OptimizerConfig:
+    return OptimizerConfig(optimizer=OptimizerKind.adam, lr=0.005, momentum=0.0, nesterov=False, weight_decay=0.0)
+
+
+@dataclass
+class SearchConfig:
+    """The Single-Path NAS search (config group `search/`). Lengths are in optimisation steps: the data
+    size sets how many epochs that is, so a small photo folder gets as many threshold updates as a large
+    data set."""
+
+    steps: int = opt(2800, "optimisation steps in all (8 epochs of CIFAR-10's 45k train images at batch 128; "
+                           "the paper: 8 ImageNet epochs)")
+    warmup_fraction: float = opt(0.25, "share of the steps with the latency term and threshold updates off")
+    min_threshold_updates: int = opt(200, "floor on searching steps: the budget grows to reach it")
+    batch_size: int = opt(128, "largest batch; smaller sets get smaller batches (see min_batches_per_epoch)")
+    min_batches_per_epoch: int = opt(8, "shrink the batch (not below min_batch_size) so an epoch has this many")
+    min_batch_size: int = opt(16, "smallest batch the adaptation may choose")
+    latency_lambda: float = opt(1.0, "weight of the latency term. The official Single-Path NAS code scales "
+                                     "log R by 1e3: its lambda 0.020 is latency_lambda=20 here (search=paper)")
+    loss: LossForm = opt(LossForm.target, "log | target | target_one_sided")
+    target_ms: Optional[float] = opt(None, "latency budget T for the target forms (overrides target_fraction_of)")
+    target_fraction_of: Optional[TargetFraction] = opt(factory=TargetFraction,
+                                                       help="per-device budget: fraction x a reference net's "
+                                                            "latency on the same table")
+    target_tolerance: float = opt(0.03, "a search lands on its target when within this fraction of it")
+    latency_resolution: int = opt(224, "the table is read at the deployed input size, not the proxy's")
+    width: float = opt(1.0, "width multiplier of the searched networks")
+    label_smoothing: float = opt(0.1, "cross-entropy label smoothing")
+    dropout: float = opt(0.0, "dropout before the classifier during the search")
+    threshold_init: float = opt(0.0, "initial decision thresholds (0: every layer starts as k5e6)")
+    threshold_schedule: ThresholdSchedule = opt(ThresholdSchedule.cosine, "cosine | constant")
+    decision_hysteresis: float = opt(0.02, "a decision changes only when its statistic crosses the threshold by "
+                                           "this fraction of itself (0: the plain step)")
+    decision_window_min_steps: int = opt(20, "the derived net is the majority decision over the last epoch, "
+                                             "and at least this many final steps")
+    warmup_path_keep: Optional[float] = opt(None, "drop candidate paths at random during warm-up, keeping each "
+                                                  "with this probability (the official code: 0.6; null: off)")
+    eval_batch_size: int = opt(500, "batch size for validation")
+    fleet: list[str] = opt(factory=list, help="one network for several devices: their names (e.g. [sd845, sd670, "
+                                              "sd808, sd801]); the latency term is the fleet's (fleet_objective)")
+    fleet_objective: FleetObjective = opt(FleetObjective.max, "max | weighted (with search.fleet)")
+    fleet_weights: Optional[list[float]] = opt(None, "with fleet_objective=weighted: one weight per device of "
+                                                     "search.fleet (null: equal)")
+    augment: AugmentConfig = opt(factory=AugmentConfig, help="train-time augmentation")
+    weights: OptimizerConfig = opt(factory=OptimizerConfig, help="optimizer of the network weights")
+    thresholds: OptimizerConfig = opt(factory=_threshold_optimizer, help="optimizer of the decision thresholds")
+
+    def __post_init__(self) -> None:
+        check_range("search.steps", self.steps, 1, 10_000_000)
+        check_range("search.warmup_fraction", self.warmup_fraction, 0.0, 0.95)
+        check_range("search.min_threshold_updates", self.min_threshold_updates, 0, 10_000_000)
+        check_range("search.batch_size", self.batch_size, 1, 1 << 16)
+        check_range("search.min_batch_size", self.min_batch_size, 1, self.batch_size,
+                     hint="at most search.batch_size")
+        check_range("search.target_tolerance", self.target_tolerance, 0.0, 1.0)
+        if self.warmup_path_keep is not None:
+            check_range("search.warmup_path_keep", self.warmup_path_keep, 0.0, 1.0)
+        if self.latency_lambda < 0:
+            raise ConfigError(f"search.latency_lambda={self.latency_lambda}: must be >= 0")
+        if self.loss is not LossForm.log and self.target_ms is None and self.target_fraction_of is None:
+            raise ConfigError(f"search.loss={self.loss.name} needs a budget: set search.target_ms=<ms> or "
+                              f"search.target_fraction_of={{arch: mobilenet_v2, fraction: 0.75}}")
+        if self.target_ms is not None and self.target_ms <= 0:
+            raise ConfigError(f"search.target_ms={self.target_ms}: must be > 0")
+        if self.fleet and len(set(self.fleet)) != len(self.fleet):
+            raise ConfigError(f"search.fleet lists a device twice: {self.fleet}")
+        if self.fleet and len(self.fleet) < 2:
+            raise ConfigError(f"search.fleet={self.fleet}: a fleet has at least two devices (one device: soc=...)")
+        if self.fleet_weights is not None:
+            if len(self.fleet_weights) != len(self.fleet) or any(w < 0 for w in self.fleet_weights) or \
+                    sum(self.fleet_weights) <= 0:
+                raise ConfigError(f"search.fleet_weights={self.fleet_weights}: one non-negative weight per device of "
+                                  f"search.fleet={self.fleet}, not all zero")
+            if self.fleet_objective is not FleetObjective.weighted:
+                raise ConfigError("search.fleet_weights needs search.fleet_objective=weighted")
+
+
+@dataclass
+class SweepConfig:
+    param: SweepParam = opt(SweepParam.latency_lambda, "latency_lambda | target_ms")
+    low: float = opt(0.005, "lower end of the range")
+    high: float = opt(0.5, "upper end of the range")
+    n_trials: int = opt(8, "trials in total (a re-run continues the study)")
+    population: int = opt(4, "NSGA-II population")
+    retrain_epochs: int = opt(1, "short retrain of each derived net; 0: use the supernet's val accuracy")
+    storage: Optional[str] = opt(None, "Optuna storage URL (default sqlite:///<run_dir>/study.db)")
+    study_name: Optional[str] = opt(None, "study name (default spnas-<soc>-<param>)")
+    target_loss: LossForm = opt(LossForm.target, "with param=target_ms: target | target_one_sided")
+    target_lambda: float = opt(0.5, "with param=target_ms: lambda of the target loss")
+    heartbeat_s: int = opt(60, "a running trial's heartbeat (database storages); a worker silent for grace_s "
+                               "has its trial marked failed and retried")
+    grace_s: Optional[int] = opt(None, "seconds without a heartbeat before a trial counts as dead "
+                                       "(default 2 x heartbeat_s)")
+    max_retry: int = opt(2, "times a trial whose worker died is retried with the same parameter")
+
+    def __post_init__(self) -> None:
+        if not self.low < self.high:
+            raise ConfigError(f"sweep.low={self.low} must be below sweep.high={self.high}")
+        if self.n_trials < 1:
+            raise ConfigError(f"sweep.n_trials={self.n_trials}: must be >= 1")
+        check_range("sweep.heartbeat_s", self.heartbeat_s, 1, 86_400)
+        if self.grace_s is not None and self.grace_s <= self.heartbeat_s:
+            raise ConfigError(f"sweep.grace_s={self.grace_s} must exceed sweep.heartbeat_s={self.heartbeat_s} "
+                              f"(a live worker beats once per heartbeat)")
+        check_range("sweep.max_retry", self.max_retry, 0, 100)
+
+
+@dataclass
+class ControlsConfig:
+    """The controls every winner is judged against (docs/DESIGN.md, "Evidence"; `nas.controls`)."""
+
+    random: int = opt(3, "architectures drawn uniformly from the space within +-tolerance of the winner's predicted "
+                         "latency on its table (seeded rejection sampling; the draws are recorded)")
+    tolerance: float = opt(0.02, "the band around the winner's latency that random and width-scaled controls must "
+                                 "fall in")
+    scale_baselines: bool = opt(True, "also train every baseline width-scaled (bisection on the width) to each "
+                                      "winner's latency")
+    widths: list[float] = opt(factory=list, help="extra fixed widths of every baseline, for the reference family's "
+                                                 "curve (e.g. [0.5])")
+    export: bool = opt(False, "also export the controls (random, width-scaled, extra widths); by default only the "
+                              "winners and the 1.0 baselines are exported, every model is photo-searched with its "
+                              "fine-tuned embedder")
+    seed: int = opt(0, "seed of the random draws")
+
+    def __post_init__(self) -> None:
+        check_range("controls.random", self.random, 0, 1000)
+        check_range("controls.tolerance", self.tolerance, 0.001, 0.5)
+        for w in self.widths:
+            check_range("controls.widths", w, 0.05, 4.0)

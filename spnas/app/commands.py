@@ -1,0 +1,68 @@
+"""What each `spnas-<command>` runs, given its composed config: the command config unpacked into the
+plain arguments the library takes (its own layer's config, the space, the table, the data, the run
+folder). The CLIs and the Python API (`spnas.search`, `spnas.train`, ...) both call these, so a
+notebook and a command run the same code; the pipeline calls the library the same way.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from spnas.app.config import ExportAppConfig, SearchAppConfig, SweepAppConfig, TrainAppConfig
+from spnas_core.errors import ConfigError
+from training.datasets import DataBundle
+
+
+def resolve_soc(cfg: SearchAppConfig | SweepAppConfig) -> Any:
+    """`soc=host` is the table measured on this machine (by fingerprint; `soc.if_no_table`,
+    `soc.stale_check`); any other device's table is used as named."""
+    from export.tflite import convert_to_tflite
+    from latency_tables.host import prepare_soc
+    from search_spaces import SearchSpace
+
+    soc, _ = prepare_soc(cfg.soc, SearchSpace.from_config(cfg.space), cfg.search.latency_resolution, 1000,
+                         convert_to_tflite)
+    if soc is None:
+        raise ConfigError("soc.if_no_table=skip leaves this command nothing to search for; use error or profile")
+    return soc
+
+
+def search(cfg: SearchAppConfig, data: DataBundle | None = None) -> dict[str, Any]:
+    """`spnas-search`: resolve the device's table, then `nas.search.run_search`."""
+    from nas.search import run_search
+    from search_spaces import SearchSpace
+
+    soc = resolve_soc(cfg)
+    return run_search(cfg.search, SearchSpace.from_config(cfg.space), soc.table, data if data is not None else cfg.data,
+                      cfg.run_dir, proxy=cfg.proxy, name=cfg.soc.name, seed=cfg.seed, resume=cfg.resume,
+                      runtime=cfg.runtime())
+
+
+def train(cfg: TrainAppConfig, data: DataBundle | None = None) -> dict[str, Any]:
+    """`spnas-train`: `training.loop.train_model` (init=inherit: from the search's supernet)."""
+    from nas.superkernel import inherit_weights
+    from training.config import InitKind
+    from training.loop import train_model
+
+    supernet = cfg.supernet if cfg.init is InitKind.inherit else None
+    return train_model(cfg.arch, cfg.train, data if data is not None else cfg.data, cfg.run_dir, proxy=cfg.proxy,
+                       seed=cfg.seed, resume=cfg.resume, runtime=cfg.runtime(), supernet=supernet,
+                       inherit=inherit_weights, latency_resolution=cfg.latency_resolution)
+
+
+def sweep(cfg: SweepAppConfig) -> dict[str, Any]:
+    """`spnas-sweep`: `nas.sweep.run_sweep` on the device's table."""
+    from nas.sweep import run_sweep
+    from search_spaces import SearchSpace
+
+    soc = resolve_soc(cfg)
+    return run_sweep(cfg.sweep, cfg.search, cfg.train, SearchSpace.from_config(cfg.space), soc.table, cfg.data,
+                     cfg.run_dir, proxy=cfg.proxy, name=cfg.soc.name, seed=cfg.seed, runtime=cfg.runtime())
+
+
+def export(cfg: ExportAppConfig, data: DataBundle | None = None) -> dict[str, Any]:
+    """`spnas-export`: `spnas.app.export_job.run_export` (conversion, parity, latency on every table)."""
+    from .export_job import run_export
+
+    return run_export(cfg.export, cfg.checkpoint, data if data is not None else cfg.data, cfg.out_dir, arch=cfg.arch,
+                      seed=cfg.seed, threads=cfg.threads)

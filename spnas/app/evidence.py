@@ -1,0 +1,133 @@
+"""The numbers a NAS claim must carry (docs/DESIGN.md, "Evidence"), from the pipeline's stage outputs.
+
+Per model: each seed's test top-1 (the proxy task), fine-tuned top-1 and photo-search recall@1, their
+mean and 95% t-interval over seeds, the predicted latency on every table. Per winner: the paired
+difference winner - model over the seeds both share, with its interval and a verdict ("beats", "loses
+to", "not distinguishable from") against each of its random controls, each width-scaled baseline and
+each reference net. And the budget check: a comparison whose reference family is not ordered by width
+at the end, or whose models were still improving in the last quarter of training, ranks the budget,
+not the architectures. Pure functions of plain data (tested with fixed per-seed numbers).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Iterable, Sequence
+
+from spnas_core.stats import kendall_tau, mean_ci, paired_seed_difference
+
+# metric -> (where it is in a seed's record, what the report calls it)
+METRICS = {
+    "top1": (("train", "test_top1"), "proxy test top-1"),
+    "finetune_top1": (("finetune", "test_top1"), "fine-tuned top-1"),
+    "r1_train": (("retrieval", "results", "train", "fine", "recall@1"), "photo search R@1 (train-photo gallery)"),
+    "r1_catalogue": (("retrieval", "results", "catalogue", "fine", "recall@1"), "photo search R@1 (catalogue)"),
+}
+
+
+def _get(d: Any, path: Sequence[str]) -> Any:
+    for k in path:
+        if not isinstance(d, dict) or d.get(k) is None:
+            return None
+        d = d[k]
+    return d
+
+
+def seed_values(seeds: dict[int, dict[str, Any]], metric: str) -> dict[int, float]:
+    """seed -> the metric, for the seeds that have it."""
+    path, _ = METRICS[metric]
+    out = {}
+    for s, rec in seeds.items():
+        v = _get(rec, path)
+        if v is not None and not (isinstance(v, float) and math.isnan(v)):
+            out[int(s)] = float(v)
+    return out
+
+
+def summarize(seeds: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    """Every metric of one model: per seed, mean and 95% interval over seeds (clipped to [0, 1], where
+    accuracies and recalls live)."""
+    out = {}
+    for metric in METRICS:
+        vals = seed_values(seeds, metric)
+        if vals:
+            ci = mean_ci(list(vals.values()))
+            for k in ("ci_low", "ci_high"):
+                if ci[k] is not None:
+                    ci[k] = min(1.0, max(0.0, ci[k]))
+            out[metric] = {"per_seed": vals, **ci}
+    return out
+
+
+def compare(a: dict[int, dict[str, Any]], b: dict[int, dict[str, Any]], metrics: Iterable[str] = METRICS
+            ) -> dict[str, Any]:
+    """a - b per metric over the shared seeds (paired t-interval, verdict); one shared seed gives no verdict."""
+    out = {}
+    for metric in metrics:
+        va, vb = seed_values(a, metric), seed_values(b, metric)
+        if set(va) & set(vb):
+            d = paired_seed_difference(va, vb)
+            if len(d["seeds"]) < 2:
+                d["note"] = "one seed: no interval, no verdict"
+            out[metric] = d
+    return out
+
+
+MIN_CURVE_POINTS = 3  # fewer evaluations cannot show what the last quarter of training did
+
+
+def curve_rise(seeds: dict[int, dict[str, Any]], stage: str = "train") -> float | None:
+    """Mean over seeds of validation top-1 at the end minus at three quarters of training (points); None
+    when the curves have fewer than `MIN_CURVE_POINTS` evaluations."""
+    rises = []
+    for rec in seeds.values():
+        curve = [p for p in (_get(rec, (stage, "curve")) or []) if p.get("step") is not None]
+        if len(curve) < MIN_CURVE_POINTS:
+            continue
+        end = curve[-1]
+        at = 0.75 * end["step"]
+        q = min(curve[:-1], key=lambda p: abs(p["step"] - at))
+        rises.append(100 * (end["val_top1"] - q["val_top1"]))
+    return sum(rises) / len(rises) if rises else None
+
+
+def family_order(points: Sequence[tuple[float, float]]) -> dict[str, Any]:
+    """Is a reference family (width, mean top-1) ordered by width? Kendall tau between width and accuracy,
+    and the pairs a wider net loses."""
+    pts = sorted(points)
+    inversions = [(w1, w2) for i, (w1, a1) in enumerate(pts) for w2, a2 in pts[i + 1:] if a2 <= a1]
+    tau = kendall_tau([w for w, _ in pts], [a for _, a in pts]) if len(pts) > 1 else float("nan")
+    return {"widths": [w for w, _ in pts], "top1": [a for _, a in pts], "kendall_tau": tau,
+            "ordered": len(pts) > 1 and not inversions, "inversions": inversions}
+
+
+def budget_check(families: dict[str, Sequence[tuple[float, float]]], rises: dict[str, float | None],
+                 rising_pts: float) -> dict[str, Any]:
+    """Can this budget rank capacity? No when a reference family is not ordered by width at the end, or
+    when models' validation accuracy still rose by more than `rising_pts` points in the last quarter."""
+    order = {name: family_order(pts) for name, pts in families.items() if len(pts) > 1}
+    rising = {m: r for m, r in rises.items() if r is not None and r > rising_pts}
+    reasons = [f"{name} is not ordered by width ({', '.join(f'w{a:g} >= w{b:g}' for a, b in o['inversions'])})"
+               for name, o in order.items() if not o["ordered"]]
+    unknown = [m for m, r in rises.items() if r is None]
+    if unknown:
+        reasons.append(f"{len(unknown)} of {len(rises)} models have learning curves of fewer than {MIN_CURVE_POINTS} "
+                       f"evaluations: whether they were still improving cannot be told")
+    if rising:
+        worst = max(rising, key=lambda m: rising[m])
+        reasons.append(f"{len(rising)} of {len(rises)} models still gained > {rising_pts:g} points of validation top-1 "
+                       f"in the last quarter of training (most: {worst}, +{rising[worst]:.1f})")
+    if not order:
+        reasons.append("no reference family of two or more widths to check the ranking with")
+    return {"ranks": not reasons, "families": order, "rising": rising, "rising_pts": rising_pts, "reasons": reasons}
+
+
+def verdict_line(winner: str, other: str, d: dict[str, Any], metric: str = "top1", scale: float = 100.0,
+                 unit: str = "points") -> str:
+    """`<winner> beats <other>: +2.1 points [+0.4, +3.8] (3 seeds)` and the like."""
+    if d.get("mean") is None:
+        return f"{winner} vs {other}: no shared seed"
+    n = len(d["seeds"])
+    ci = "" if d.get("ci_low") is None else f" [{scale * d['ci_low']:+.2f}, {scale * d['ci_high']:+.2f}]"
+    tail = f" ({n} seed{'s' if n != 1 else ''}{'; one seed gives no verdict' if n < 2 else ''})"
+    return f"{winner} {d['verdict']} {other}: {scale * d['mean']:+.2f} {unit}{ci}{tail}"

@@ -559,87 +559,6 @@ class SweepConfig:
         _check_range("sweep.max_retry", self.max_retry, 0, 100)
 
 
-class ServeCommand(enum.Enum):
-    """What `spnas-serve` does (its first word)."""
-
-    serve = "run the index services and the REST gateway, supervised, until interrupted"
-    compact = "roll finished hours into days and days into months once, then exit (for cron / a CronJob)"
-
-
-class PartialResults(enum.Enum):
-    """What a search does when an index service it needs does not answer."""
-
-    allow = "answer with the partitions that did and name the missing ones ('missing' in the response)"
-    fail = "answer 503 naming the missing partitions"
-
-
-@dataclass
-class ServeLimits:
-    max_bytes: int = opt(8 << 20, "largest upload, bytes")
-    max_pixels: int = opt(24_000_000, "largest decoded image, pixels")
-    max_items_per_request: int = opt(64, "photos per /items request")
-    max_k: int = opt(100, "largest k of a search")
-    max_body_bytes: int = opt(32 << 20, "largest request body, refused (413) before it is read")
-    max_request_pixels: int = opt(48_000_000, "decoded pixels per request, summed over its photos (read from "
-                                              "the headers before anything is decoded)")
-    workers: int = opt(4, "threads decoding, embedding and calling the index services (off the event loop)")
-    queue: int = opt(32, "requests waiting for a worker before new ones get 503 with Retry-After")
-    retry_after_s: int = opt(1, "Retry-After of a 503 (saturated, or a partition briefly unavailable)")
-    rpc_timeout_s: float = opt(5.0, "deadline of one gRPC call to an index service")
-    max_future_s: int = opt(300, "how far in the future a listing's timestamp may be (clock skew)")
-
-    def __post_init__(self) -> None:
-        for k in ("max_bytes", "max_pixels", "max_items_per_request", "max_k", "max_body_bytes",
-                  "max_request_pixels", "workers"):
-            if getattr(self, k) < 1:
-                raise ConfigError(f"limits.{k}={getattr(self, k)}: must be >= 1")
-        if self.max_bytes > self.max_body_bytes:
-            raise ConfigError(f"limits.max_bytes={self.max_bytes} is larger than limits.max_body_bytes="
-                              f"{self.max_body_bytes}: one photo could never arrive")
-        if self.max_pixels > self.max_request_pixels:
-            raise ConfigError(f"limits.max_pixels={self.max_pixels} is larger than limits.max_request_pixels="
-                              f"{self.max_request_pixels}")
-        if self.queue < 0 or self.rpc_timeout_s <= 0 or self.retry_after_s < 0 or self.max_future_s < 0:
-            raise ConfigError("limits.queue, limits.retry_after_s and limits.max_future_s must be >= 0 and "
-                              "limits.rpc_timeout_s > 0")
-
-
-@dataclass
-class ServeAuthConfig:
-    """Bearer token of the mutating REST endpoints and of every gRPC call to the index services."""
-
-    token_env: str = opt("SPNAS_SERVE_TOKEN", "environment variable holding the token")
-    token_file: Optional[str] = opt(None, "file holding the token (wins over the variable)")
-
-
-@dataclass
-class GrpcTlsConfig:
-    """TLS of the index services (plaintext on loopback when `cert` is unset)."""
-
-    cert: Optional[str] = opt(None, "PEM certificate the index services present (enables TLS)")
-    key: Optional[str] = opt(None, "PEM private key of that certificate")
-    ca: Optional[str] = opt(None, "PEM CA the gateway verifies the services with (and, mutual, clients too)")
-    mutual: bool = opt(False, "services require a client certificate signed by `ca`")
-    client_cert: Optional[str] = opt(None, "mutual TLS: the certificate the gateway presents")
-    client_key: Optional[str] = opt(None, "mutual TLS: its private key")
-    server_name: Optional[str] = opt(None, "name to check in the services' certificate (default: the host)")
-
-    def __post_init__(self) -> None:
-        if bool(self.cert) != bool(self.key):
-            raise ConfigError("tls.cert and tls.key go together")
-        if self.cert and not self.ca:
-            raise ConfigError("tls.cert needs tls.ca: the CA the gateway verifies the services' certificate with")
-        if self.mutual and not (self.cert and self.client_cert and self.client_key):
-            raise ConfigError("tls.mutual=true needs tls.cert, tls.key, tls.ca, tls.client_cert and tls.client_key")
-
-
-@dataclass
-class SearchParamsConfig:
-    nprobe: int = opt(32, "IVF partitions probed")
-    efSearch: int = opt(128, "HNSW search depth")  # noqa: N815 - FAISS's own name
-    rerank: int = opt(4, "exact re-ranking of k * rerank PQ candidates")
-
-
 # ====================================================================================== commands
 @dataclass
 class DistConfig:
@@ -760,47 +679,6 @@ class RetrievalEvalAppConfig(RunConfig):
 
 
 @dataclass
-class ServeAppConfig(RunConfig):
-    """`spnas-serve`: index services + the REST gateway."""
-
-    defaults: list[Any] = field(default_factory=lambda: ["_self_", {"data": "grocery"}, {"experiment": None}])
-    data: DataConfig = opt(MISSING, "photos the demo index is seeded with (train split)")
-    bundle: str = opt(MISSING, "a folder written by spnas-export")
-    backend: Backend = opt(Backend.litert, "embedder for queries and new listings")
-    threads: Optional[int] = opt(1, "embedder threads")
-    index_dir: str = opt("runs/serve/index", "index store folder")
-    discovery_dir: Optional[str] = opt(None, "where services announce themselves (default <index_dir>/services)")
-    factory: str = opt("auto", "FAISS factory per partition (auto: Flat < 1e5 < HNSW32 <= 1e6 < IVF-PQ)")
-    search_params: SearchParamsConfig = opt(factory=SearchParamsConfig, help="approximate-search knobs")
-    seed_index: bool = opt(True, "fill an empty index with the data set's train photos as listings")
-    seed_limit: Optional[int] = opt(None, "seed at most this many listings")
-    seed_hours: int = opt(48, "spread seeded listings over the past hours")
-    compact: bool = opt(True, "roll finished hours into days (and days into months) at start")
-    host: str = opt("127.0.0.1", "gateway address (beyond loopback only with a token)")
-    port: int = opt(8000, "gateway port (0: any free port)")
-    limits: ServeLimits = opt(factory=ServeLimits, help="upload and query limits")
-    command: ServeCommand = opt(ServeCommand.serve, "serve | compact (spnas-serve command=compact: one roll-up, for cron)")
-    grpc_host: str = opt("127.0.0.1", "address the index services listen on")
-    auth: ServeAuthConfig = opt(factory=ServeAuthConfig, help="bearer token")
-    tls: GrpcTlsConfig = opt(factory=GrpcTlsConfig, help="TLS of the index services")
-    partial: PartialResults = opt(PartialResults.allow, "allow | fail: a search when an index service is down")
-    tick_s: float = opt(5.0, "how often the supervisor checks its services and the clock")
-    compact_every_s: float = opt(300.0, "how often finished hours and days are rolled up while serving")
-    precreate_s: float = opt(120.0, "start the next hour's partition this long before the hour begins")
-    checkpoint_wal_bytes: int = opt(16 << 20, "fold a partition's write-ahead log into a snapshot past this size")
-    state_dir: Optional[str] = opt(None, "gateway state: transaction decisions, pending deletes "
-                                         "(default <index_dir>/gateway)")
-    photos_dir: Optional[str] = opt(None, "listing photos shown by the web page (default <index_dir>/photos)")
-
-    def __post_init__(self) -> None:
-        _check_range("port", self.port, 0, 65535)
-        if self.tick_s <= 0 or self.compact_every_s <= 0 or self.precreate_s < 0:
-            raise ConfigError("tick_s and compact_every_s must be > 0, precreate_s >= 0")
-        if self.checkpoint_wal_bytes < 1 << 16:
-            raise ConfigError(f"checkpoint_wal_bytes={self.checkpoint_wal_bytes}: use at least 65536")
-
-
-@dataclass
 class ProfileAppConfig(RunConfig):
     """`spnas-profile [measure|validate|model|import]`: latency tables."""
 
@@ -879,10 +757,11 @@ class PipelineAppConfig(RunConfig):
             raise ConfigError(f"force takes stage kinds {list(STAGE_KINDS)} or 'all'; unknown: {sorted(bad)}")
 
 
+# The photo search's commands (`serve`, `index`) are added by spnas.app.compose from
+# spnas/app/serving_config.py: this module may not import the application.
 APPS: dict[str, type] = {
     "train": TrainAppConfig, "search": SearchAppConfig, "sweep": SweepAppConfig, "export": ExportAppConfig,
-    "retrieval_eval": RetrievalEvalAppConfig, "serve": ServeAppConfig, "profile": ProfileAppConfig,
-    "pipeline": PipelineAppConfig,
+    "retrieval_eval": RetrievalEvalAppConfig, "profile": ProfileAppConfig, "pipeline": PipelineAppConfig,
 }
 
 

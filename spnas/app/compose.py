@@ -19,6 +19,10 @@ from spnas.config import APPS, ExportConfig, SearchConfig, SocConfig, SpaceConfi
 from spnas.config import did_you_mean
 from spnas.errors import ConfigError
 
+from .serving_config import IndexAppConfig, ServeAppConfig
+
+APPS.update({"serve": ServeAppConfig, "index": IndexAppConfig})  # the photo search's commands
+
 CONFIG_DIR = str(resources.files("configs"))
 
 # Keys renamed since an earlier release: a user typing the old name is told the new one.

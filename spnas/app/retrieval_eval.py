@@ -27,7 +27,8 @@ from typing import Any
 import numpy as np
 
 from retrieval.embedders import make_embedder
-from retrieval.index import VectorIndex
+from retrieval.config import FactoryConfig
+from retrieval.version_index import VersionIndex
 from retrieval.metrics import bootstrap_ci, per_query, percentile_ms
 from spnas.config import Backend, DataConfig, LabelLevel, RetrievalEvalAppConfig
 from spnas.errors import ImageDecodeError, InputError
@@ -98,11 +99,11 @@ def evaluate_bundle(bundle: str | Path, data: DataBundle, backend: Backend = Bac
     search_lat: dict[str, Any] = {}
     for gname, split in galleries(data).items():
         g_vec = emb.embed(originals(split, split.images), progress=True)
-        index = VectorIndex(factory, emb.dim, emb.bundle_sha256, name=f"{data.name}-{gname}")
-        index.add(np.arange(len(split), dtype=np.int64), g_vec, np.zeros(len(split), np.int64))
+        index = VersionIndex.build(np.arange(len(split), dtype=np.int64), np.zeros(len(split), np.int64), g_vec,
+                                   factory, FactoryConfig())
         k = max(KS)
-        hits = index.search(q_vec, k)
-        ranked = np.where(hits.ids >= 0, split.labels[np.clip(hits.ids, 0, None)], -1)
+        _, ids = index.search(q_vec, k)
+        ranked = np.where(ids >= 0, split.labels[np.clip(ids, 0, None)], -1)
         results[gname] = {"gallery_size": int(len(split)),
                           "fine": _level_metrics(ranked, data.test.labels, split.labels, n_boot, seed)}
         if coarse is not None:

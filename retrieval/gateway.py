@@ -214,10 +214,12 @@ class Gateway:
         hashes = [self.photos.put(u.data, img) for u, img in zip(ups, imgs)]  # photos and embeddings first:
         self.store.cache(bundle, hashes, vecs)                                 # a listing never lacks them
         outcomes = self.store.add([Listing(i, t, h, title) for i, t, h, title in zip(ids, ts, hashes, titles)])
+        self.router.catch_up()  # this worker answers with the write at once; the others at their next refresh
         return {"added": sum(o != "exists" for o in outcomes), "outcomes": dict(zip(map(str, ids), outcomes))}
 
     def delete_work(self, item_id: int, status: str) -> tuple[int, dict[str, Any]]:
         outcome = self.store.remove(item_id, status)
+        self.router.catch_up()
         if outcome == "unknown":
             raise http_error(404, f"no listing {item_id}")
         return 200, {"deleted": True, "id": item_id, "already": outcome == "already", "status": status}

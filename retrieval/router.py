@@ -75,7 +75,7 @@ class Router:
         self.view: View | None = None
         self._rows: dict[int, Listing] = {}
         self._vecs: dict[str, np.ndarray] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
 
     # ------------------------------------------------------------------ refresh
     def horizon(self) -> tuple[int, int]:
@@ -100,6 +100,17 @@ class Router:
                 seq, missing, dirty = self._follow(old)
             delta = self._delta(bundle) if dirty else old.delta
             self.view = View(bundle, (h0, h1), p, delta, seq, missing, ready)
+            return self.view
+
+    def catch_up(self) -> View:
+        """Follow the store's changes without re-planning (after a write: it is visible at once here)."""
+        with self._lock:
+            old = self.view
+            if old is None:
+                return self.refresh()
+            seq, missing, dirty = self._follow(old)
+            delta = self._delta(old.bundle) if dirty else old.delta
+            self.view = View(old.bundle, old.horizon, old.plan, delta, seq, missing, old.ready)
             return self.view
 
     def _reload(self, p: Plan, h0: int) -> tuple[int, list[tuple[int, int]]]:

@@ -79,6 +79,7 @@ class ServeAppConfig(RunConfig):
 class IndexAppConfig(RunConfig):
     """`spnas-index`: index versions, built from the listing store and served one per service."""
 
+    defaults: list[Any] = field(default_factory=lambda: ["_self_", {"experiment": None}])
     command: IndexCommand = opt(IndexCommand.list, "build | build-due | serve | fetch | list | retain "
                                                    "(or as the first word: spnas-index build-due)")
     bundle: Optional[str] = opt(None, "build, build-due: the bundle whose embeddings the versions hold")

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 import spnas
-from spnas.config import APPS, DataConfig, LossForm, SearchConfig, TrainConfig, to_plain
+from spnas.app.compose import APPS
+from spnas.config import DataConfig, LossForm, SearchConfig, TrainConfig, to_plain
 from spnas.errors import ConfigError
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"

@@ -17,7 +17,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol, Sequence
+from typing import Callable, Protocol, Sequence
 
 import numpy as np
 
@@ -185,10 +185,11 @@ class Router:
                 heap.add_result(*wait())
                 used.append(name)
             except Exception as ex:  # that service went away since the last refresh
-                missing[name] = getattr(ex, "details", lambda: str(ex))()[:160]
+                details = ex.details() if callable(getattr(ex, "details", None)) else str(ex)
+                missing[name] = str(details)[:160]
         for a, b in view.missing:
             if _overlap(a, b, s, e):
-                missing[f"{time.strftime('%Y-%m-%dT%H', time.gmtime(a))}..{time.strftime('%Y-%m-%dT%H', time.gmtime(b))}"] \
-                    = "no ready version and too many listings for the delta: build it (spnas-index build-due)"
+                span = "..".join(time.strftime("%Y-%m-%dT%H", time.gmtime(x)) for x in (a, b))
+                missing[span] = "no ready version and too many listings for the delta: build it (spnas-index build-due)"
         heap.finalize()
         return Answer(heap.D, heap.I, used, missing, view.seq)

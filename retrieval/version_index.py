@@ -1,12 +1,14 @@
 """One version searched read-only: its FAISS index (memory-mapped where the type allows), the listing
 ids and times of its rows, and the listings removed or changed since it was built.
 
-Rows are in listing-time order, so a time window is a range of row positions (`IDSelectorRange`);
-a window holding at most `exact_below` rows is searched exactly on those contiguous rows of the exact
-vectors (a narrow window through a graph index would return too few hits). Listings changed after the
-version's snapshot are excluded with `IDSelectorNot(IDSelectorBatch(rows))`, as of the change number
-the caller asks for, so the gateway's delta (which holds their new state) and the versions agree
-exactly on every listing. The gateway's delta itself is a `VersionIndex` built in memory.
+Rows are in listing-time order, so a time window is a range of row positions (`IDSelectorRange`).
+Listings changed after the version's snapshot are left out with `IDSelectorNot(IDSelectorBatch(rows))`,
+as of the change number the caller asks for, so the gateway's delta (which holds their new state) and
+the versions agree exactly on every listing; FAISS applies both selectors while it searches. A window
+of at most `exact_below` rows on an approximate index is searched exactly instead, on the exact
+vectors under `IDSelectorRange` (FAISS then scans only that slice; a graph walk restricted to a few
+per cent of its nodes finds too few of them), the few left-out rows in it dropped from a slightly
+longer list. The gateway's delta is itself a `VersionIndex`, built in memory.
 """
 
 from __future__ import annotations
@@ -136,7 +138,7 @@ class VersionIndex:
             return scores, out
         ex_rows, ex_sel = self._excluded(as_of)
         rng = faiss.IDSelectorRange(lo, hi, True) if (lo, hi) != (0, len(self)) else None
-        if self.exact is not self.index and hi - lo <= self.params.exact_below:
+        if rng is not None and self.exact is not self.index and hi - lo <= self.params.exact_below:
             d, i = self._narrow(q, k, rng, lo, hi, ex_rows)
         else:  # the index itself, restricted by FAISS selectors while it searches
             sel = rng if ex_sel is None else ex_sel if rng is None else faiss.IDSelectorAnd(rng, ex_sel)

@@ -4,9 +4,7 @@ token, no token beyond it without TLS), and bundle files verified at load."""
 import json
 import shutil
 import subprocess
-import time
 
-import numpy as np
 import pytest
 
 from retrieval.config import AuthConfig, TlsConfig

@@ -37,6 +37,7 @@ import numpy as np
 from bench.bench_retrieval import real_embeddings, real_like
 from bench.bundle import DEFAULT_BUNDLE, ensure_bundle
 from bench.common import ROOT, record
+from bench.http_load import load, multipart, request
 
 BIN = Path(sys.executable).parent
 
@@ -80,28 +81,17 @@ def exact(q: np.ndarray, base: np.ndarray, k: int) -> np.ndarray:
     return faiss.knn(q, base, k, metric=faiss.METRIC_INNER_PRODUCT)[1]
 
 
-async def _load(url: str, photos: list[bytes], concurrency: int, seconds: float) -> tuple[list[float], int]:
-    import httpx
-
-    lat: list[float] = []
-    errors = 0
-    stop = time.perf_counter() + seconds
-    async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=concurrency + 2)) as c:
-        async def worker(i: int) -> None:
-            nonlocal errors
-            j = i
-            while time.perf_counter() < stop:
-                t = time.perf_counter()
-                try:
-                    r = await c.post(f"{url}/search", files={"image": ("q.jpg", photos[j % len(photos)], "image/jpeg")})
-                    ok = r.status_code == 200 and r.json()["versions"]
-                except httpx.HTTPError:
-                    ok = False
-                lat.append(time.perf_counter() - t)
-                errors += not ok
-                j += concurrency
-        await asyncio.gather(*(worker(i) for i in range(concurrency)))
-    return lat, errors
+def cpu_s(pgid: int) -> float:
+    """CPU seconds used so far by the processes of a process group (a gateway and its workers)."""
+    tot = 0.0
+    for d in os.listdir("/proc"):
+        try:
+            if d.isdigit() and os.getpgid(int(d)) == pgid:
+                f = open(f"/proc/{d}/stat").read().rsplit(")", 1)[1].split()
+                tot += (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+        except OSError:
+            continue
+    return tot
 
 
 def wait_http(url: str, timeout: float = 120) -> None:
@@ -250,6 +240,7 @@ def main() -> None:
     from spnas.paths import data_root
 
     photos_q = [p.read_bytes() for p in sorted((data_root() / "grocery-store-128" / "test").rglob("*.jpg"))[:200]]
+    gw_cpu: dict[int, float] = {}
     gw_rows = {}
     token = work / "token"
     token.write_text("t" * 32 + "\n")
@@ -260,10 +251,14 @@ def main() -> None:
                                f"auth.token_file={token}", "limits.threads=4"], env=env, start_new_session=True,
                               stdout=subprocess.DEVNULL, stderr=open(work / f"gateway{workers}.log", "w"))
         url = f"http://127.0.0.1:{port}"
+        reqs = [request(url, "/search", *multipart("image", "q.jpg", p)) for p in photos_q]
         try:
             wait_http(url)
-            asyncio.run(_load(url, photos_q, 2, 3))  # warm up every worker
-            lat, errors = asyncio.run(_load(url, photos_q, args.concurrency, args.seconds))
+            time.sleep(3)  # every worker up
+            asyncio.run(load(url, reqs, args.concurrency, 3))  # and warm (its threads' embedders made)
+            c0 = cpu_s(gw.pid)
+            lat, errors = asyncio.run(load(url, reqs, args.concurrency, args.seconds))
+            gw_cpu[workers] = cpu_s(gw.pid) - c0
         finally:
             os.killpg(gw.pid, signal.SIGTERM)
             gw.wait(30)
@@ -273,8 +268,8 @@ def main() -> None:
     for w, g in gw_rows.items():
         rows.append({"measure": f"gateway, {w} worker{'s' if w > 1 else ''}, {args.concurrency} clients",
                      "value": round(g["req_per_s"], 1), "unit": "photo searches/s", "target": "",
-                     "met": None, "detail": f"p50 {g['p50']} ms, p99 {g['p99']} ms, errors {g['errors']}"
-                     + (f"; {ratio:.2f}x 1 worker" if w == 2 else "")})
+                     "met": None, "detail": f"p50 {g['p50']} ms, p99 {g['p99']} ms, errors {g['errors']}; gateway "
+                     f"CPU {gw_cpu[w] / args.seconds:.2f} cores" + (f"; {ratio:.2f}x 1 worker" if w == 2 else "")})
     svc.send_signal(signal.SIGTERM)
     svc.wait(30)
     notes = (f"{args.n} listings over {month} (one month version), {emb.dim}-d real-like vectors drawn from {len(real)} "
@@ -284,8 +279,8 @@ def main() -> None:
              f"over the same rows (windows: the rows in the window; removed: the rows left). Windowed and removed "
              f"rows use the default efSearch=64 (narrow windows of <= 20000 rows are searched exactly on their "
              f"slice). Gateway: `spnas-serve gateway workers=N` with {args.concurrency} concurrent clients posting "
-             f"Grocery test photos for {args.seconds:.0f} s, the 1e6 version in one `spnas-index serve` process; "
-             f"everything (clients included) on this 2-core machine.")
+             f"Grocery test photos for {args.seconds:.0f} s (requests encoded once, keep-alive: bench/http_load.py), the 1e6 "
+             f"version in one `spnas-index serve` process; everything (clients included) on this 2-core machine.")
     record("bench_index_scale", "Photo search at scale: 1e6 listings in one month version (2 cores)", rows,
            notes=notes, extra={"gateway": gw_rows, "gateway_2_over_1": round(ratio, 2)})
     if not args.keep:

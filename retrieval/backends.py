@@ -4,6 +4,7 @@ loaded in this process from a repository (`spnas.open_photo_index`, one machine 
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
 import numpy as np
@@ -19,13 +20,20 @@ from .versions import Repository
 log = logging.getLogger(__name__)
 
 
+# Blocking calls on a shared pool: grpc's `.future()` starts a thread per call (a channel spin thread),
+# which cost more than the search itself on a gateway fanning out to several versions.
+_FANOUT = ThreadPoolExecutor(max_workers=32, thread_name_prefix="grpc-fanout")
+
+
 class _Remote:
     def __init__(self, client: IndexClient) -> None:
         self.client = client
 
     def submit(self, q: np.ndarray, k: int, start: int, end: int, bundle: str, as_of: int
                ) -> Callable[[], tuple[np.ndarray, np.ndarray]]:
-        fut = self.client.search_future(self.client.request(q, k, start, end, bundle, as_of))
+        c = self.client
+        fut = _FANOUT.submit(c.stub.Search, c.request(q, k, start, end, bundle, as_of), timeout=c.timeout,
+                             metadata=c.metadata)
         return lambda: IndexClient.unpack(fut.result(), len(q), k)
 
 

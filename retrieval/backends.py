@@ -38,13 +38,14 @@ class _Remote:
 
 
 class GrpcBackends:
-    """The services a resolver names that answer SERVING, each asked once what it serves."""
+    """The services a resolver names that answer SERVING, each asked what it serves on every refresh (an
+    address may come back serving another version: a pod restarted, an IP reused)."""
 
     def __init__(self, resolver: Resolver, token: str | None = None, tls: TlsConfig | None = None,
                  timeout_s: float = 5.0) -> None:
         self.resolver, self.token, self.tls, self.timeout_s = resolver, token, tls or TlsConfig(), timeout_s
         self.clients: dict[str, IndexClient] = {}
-        self.known: dict[str, Ready] = {}
+        self.ready: dict[str, Ready] = {}
 
     def __call__(self) -> list[Ready]:
         from grpc_health.v1 import health_pb2
@@ -52,27 +53,24 @@ class GrpcBackends:
         addrs = set(self.resolver.addresses())
         for a in set(self.clients) - addrs:
             self.clients.pop(a).close()
-            self.known.pop(a, None)
+            self.ready.pop(a, None)
         for a in addrs - set(self.clients):
             self.clients[a] = IndexClient(a, self.timeout_s, token=self.token, tls=self.tls)
-        checks = {a: c.health_stub.Check.future(health_pb2.HealthCheckRequest(), timeout=1.0)
-                  for a, c in self.clients.items()}
+        asks = {a: (c.health_stub.Check.future(health_pb2.HealthCheckRequest(), timeout=1.0),
+                    _FANOUT.submit(c.info, 2.0)) for a, c in self.clients.items()}
         out = []
-        for a, f in checks.items():
+        for a, (health, info) in asks.items():
             try:
-                if f.result().status != health_pb2.HealthCheckResponse.SERVING:
-                    continue
-                if a not in self.known:  # what a service serves never changes while it runs
-                    i = self.clients[a].info(timeout=2.0)
-                    self.known[a] = Ready(i.bundle_id, Granularity[i.granularity], i.period, i.version, i.snapshot_seq,
-                                          i.start_ts, i.end_ts, _Remote(self.clients[a]))
-                out.append(self.known[a])
-            except Exception:  # down, starting, or restarted with another version on that address
-                self.known.pop(a, None)
+                if health.result().status != health_pb2.HealthCheckResponse.SERVING:
+                    raise LookupError(a)
+                i = info.result()
+                r = Ready(i.bundle_id, Granularity[i.granularity], i.period, i.version, i.snapshot_seq, i.start_ts,
+                          i.end_ts, self.ready[a].ref if a in self.ready else _Remote(self.clients[a]))
+                self.ready[a] = r
+                out.append(r)
+            except Exception:  # down, starting or stopping
+                self.ready.pop(a, None)
         return out
-
-    def address_of(self, r: Ready) -> str:
-        return r.ref.client.address
 
 
 class _Local:

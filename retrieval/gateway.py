@@ -150,7 +150,7 @@ class Gateway:
         rows = self.store.get([i for i, _ in hits])
         results = [{"id": i, "score": s, "ts": rows[i].ts, "title": rows[i].title, "photo": f"/items/{i}/photo"}
                    for i, s in hits if i in rows]
-        return {"results": results, "versions": ans.versions, "delta": len(self.router.view.delta),
+        return {"results": results, "versions": ans.versions, "delta": ans.delta,
                 "missing": sorted(ans.missing), "partial": bool(ans.missing), "missing_detail": ans.missing,
                 "seq": ans.seq, "bundle_id": bundle,
                 "took_ms": {"decode": (t1 - t0) * 1e3, "embed": (t2 - t1) * 1e3, "search": (t3 - t2) * 1e3}}

@@ -57,6 +57,7 @@ class Answer:
     versions: list[str]
     missing: dict[str, str]
     seq: int
+    delta: int  # listings the delta held
 
 
 def _overlap(a: int, b: int, s: int, e: int) -> bool:
@@ -102,16 +103,21 @@ class Router:
             self.view = View(bundle, (h0, h1), p, delta, seq, missing, ready)
             return self.view
 
-    def catch_up(self) -> View:
-        """Follow the store's changes without re-planning (after a write: it is visible at once here)."""
-        with self._lock:
+    def catch_up(self) -> None:
+        """Follow the store's changes without re-planning (after a write, so it is visible at once here);
+        skipped while a refresh runs (that one, or the next, takes the write in)."""
+        if not self._lock.acquire(blocking=False):
+            return
+        try:
             old = self.view
             if old is None:
-                return self.refresh()
+                self.refresh()
+                return
             seq, missing, dirty = self._follow(old)
             delta = self._delta(old.bundle) if dirty else old.delta
             self.view = View(old.bundle, old.horizon, old.plan, delta, seq, missing, old.ready)
-            return self.view
+        finally:
+            self._lock.release()
 
     def _reload(self, p: Plan, h0: int) -> tuple[int, list[tuple[int, int]]]:
         """The delta's listings read again: changed ones of covered parts, all of uncovered parts (newest first, to the cap)."""
@@ -192,4 +198,4 @@ class Router:
                 span = "..".join(time.strftime("%Y-%m-%dT%H", time.gmtime(x)) for x in (a, b))
                 missing[span] = "no ready version and too many listings for the delta: build it (spnas-index build-due)"
         heap.finalize()
-        return Answer(heap.D, heap.I, used, missing, view.seq)
+        return Answer(heap.D, heap.I, used, missing, view.seq, len(view.delta))

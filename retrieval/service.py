@@ -70,8 +70,8 @@ class Follower:
         """The changes since the snapshot, among this version's listings (once, at start)."""
         if self.store is None:
             return
-        ids, seqs, upto = self.store.changed_among(self.vi.ids, self.seen)
-        with self._lock:
+        with self._lock:  # before any poll: exclusions go in in change order
+            ids, seqs, upto = self.store.changed_among(self.vi.ids, self.seen)
             self.vi.exclude(ids, seqs)
             self.seen = max(self.seen, upto)
 

@@ -69,12 +69,12 @@ class Catalogue:
 
 
 def make_catalogue(tmp: Path, n: int, start: int, span_s: int, dim: int = 16, seed: int = 0,
-                   repository: str | None = None, bundle: str = "f" * 64) -> Catalogue:
+                   repository: str | None = None, bundle: str = "f" * 64, store: str | None = None) -> Catalogue:
     """n listings with times spread over [start, start + span_s), photos hashed, embeddings cached."""
     from retrieval.listings import ListingStore
     from retrieval.versions import Repository
 
-    store = ListingStore(f"sqlite:///{tmp / 'listings.sqlite'}")
+    store = ListingStore(store or f"sqlite:///{tmp / 'listings.sqlite'}")
     rng = np.random.default_rng(seed)
     ids = rng.choice(2**40, size=n, replace=False).astype(np.int64)
     ts = start + rng.integers(0, span_s, n)

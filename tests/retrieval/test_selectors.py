@@ -5,6 +5,8 @@ delta merged with FAISS's ResultHeap, every active listing answered exactly once
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -60,9 +62,10 @@ def test_a_narrow_window_on_an_approximate_version_is_exact():
     assert np.array_equal(got, brute(q, v, ids, mask, 10))
 
 
-def test_versions_and_delta_merge_to_brute_force_with_each_listing_once(tmp_path):
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_versions_and_delta_merge_to_brute_force_with_each_listing_once(tmp_path, request, backend):
     """A local router over built versions: listings deleted, re-listed in another period, and added
-    after the builds are each answered once, by a version or by the delta."""
+    after the builds are each answered once, by a version or by the delta (on either store)."""
     from retrieval.backends import LocalBackends
     from retrieval.build import build_due
     from retrieval.config import BuildConfig
@@ -72,7 +75,12 @@ def test_versions_and_delta_merge_to_brute_force_with_each_listing_once(tmp_path
 
     start = period_range(Granularity.day, "2026-11-01")[0]
     now = start + 2 * 86400 + 1800
-    c = make_catalogue(tmp_path, 1500, start, 2 * 86400 + 1200)
+    url = None
+    if backend == "postgresql":
+        from ..postgres import create_database
+
+        url = create_database(request.getfixturevalue("postgres_admin_url"), f"spnas_merge_{os.getpid()}")
+    c = make_catalogue(tmp_path, 1500, start, 2 * 86400 + 1200, store=url)
     build_due(c.store, None, c.repo, c.embedder, BuildConfig(), RetentionConfig(), now)
     assert {v.granularity for v in c.repo.versions()} == {"day", "hour"}
     rng = np.random.default_rng(3)
@@ -111,3 +119,35 @@ def test_versions_and_delta_merge_to_brute_force_with_each_listing_once(tmp_path
     r.refresh()
     ans = r.search(np.stack([new_v[0], c.vector(int(c.ids[~np.isin(c.ids, gone)][0]))]), 5)
     assert int(new_ids[0]) not in ans.ids and int(c.ids[~np.isin(c.ids, gone)][0]) not in ans.ids
+
+
+def test_a_new_bundle_takes_over_once_its_versions_cover_the_catalogue(tmp_path):
+    """Two embedding spaces over one listing store: the router searches the old bundle's versions until
+    the new bundle's versions cover what they cover, then the new one, its delta in its own space."""
+    from retrieval.backends import LocalBackends
+    from retrieval.build import build_due, build_period
+    from retrieval.config import BuildConfig
+    from retrieval.periods import period_range
+    from retrieval.router import Router
+
+    from .conftest import FakeEmbedder
+
+    start = period_range(Granularity.day, "2026-11-01")[0]
+    now = start + 2 * 86400 + 1800
+    c = make_catalogue(tmp_path, 600, start, 2 * 86400 + 1200, bundle="0" * 64)  # the old bundle's space
+    new = FakeEmbedder(16, "1" * 64)
+    new_vecs = unit(600, 16, 77)  # the same photos in the new space
+    c.store.cache(new.bundle_sha256, c.photos, new_vecs)
+    build_due(c.store, None, c.repo, c.embedder, BuildConfig(), RetentionConfig(), now)
+    embedders = {c.embedder.bundle_sha256: c.embedder, new.bundle_sha256: new}
+    r = Router(c.store, None, embedders.__getitem__, [new.bundle_sha256, c.embedder.bundle_sha256],
+               LocalBackends(c.repo, c.store, SearchParams(), str(tmp_path / "cache")), DeltaConfig(),
+               RetentionConfig(), clock=lambda: now)
+    assert r.refresh().bundle == c.embedder.bundle_sha256  # the new one has no version yet
+    build_period(c.store, None, c.repo, new, Granularity.day, "2026-11-01", BuildConfig())
+    assert r.refresh().bundle == c.embedder.bundle_sha256, "one day of three is not the catalogue"
+    build_due(c.store, None, c.repo, new, BuildConfig(), RetentionConfig(), now)
+    view = r.refresh()
+    assert view.bundle == new.bundle_sha256 and all(p.version.bundle_id == new.bundle_sha256 for p in view.plan.pieces)
+    ans = r.search(new_vecs[:5], 1)
+    assert ans.ids[:, 0].tolist() == c.ids[:5].tolist()  # answered in the new space, the delta included

@@ -12,7 +12,7 @@ export SPNAS_HOME ?= $(CURDIR)/.spnas
 setup: $(STAMP)
 
 # torch first, from the CPU wheel: a plain `torch` requirement would pull a multi-GB CUDA build.
-$(STAMP): pyproject.toml constraints.txt retrieval/proto/index.proto retrieval/proto/health.proto
+$(STAMP): pyproject.toml constraints.txt retrieval/proto/index.proto
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0

@@ -1,33 +1,38 @@
-"""Chaos benchmark of the photo search: bounded mixed load on loopback while processes are SIGKILLed.
+"""Chaos benchmark of the photo search as the deck builds it: mixed load while the gateway, an index
+service and a build job are SIGKILLed, then everything acknowledged is read back.
 
-`spnas-serve` (its own start: index service processes, gateway process, supervisor loop) is seeded
-with Grocery train photos; N concurrent clients run a mix of searches (photo uploads), adds (new
-listings, with the token) and deletes (of listings they added) for a fixed time at concurrency 1, 4
-and 16, while the index service of the current hour (the one taking the adds) is killed with SIGKILL
-a third of the way in and restarted by the supervisor; one more run kills the gateway instead.
-Afterwards every partition is read from disk by a fresh process-equivalent store:
+    python -m bench.bench_chaos [--seconds 30] [--concurrency 4 16] [--listings 600]
 
-- acknowledged adds lost (an add answered 200 whose listing is not live; target 0),
-- listings duplicated (an id live in two partitions; target 0),
-- acknowledged deletes undone (a delete answered 200, or 202 = queued, whose listing is live; target 0),
-- the non-4xx error rate (5xx and connection failures: what a client cannot act on),
-- p50 / p99 per operation; and, in fault-free runs side by side, search throughput at concurrency
-  4 vs 1 (target >= 1.5x on 2 cores) and /health latency while searches run (target p99 <= 50 ms).
+Every part runs as its own process, as a cluster runs them: the gateway (`spnas-serve gateway`, two
+worker processes, in a process group of its own, killed whole as a pod is), one `spnas-index serve`
+per version the planner uses, and `spnas-index build-due` jobs; the listing store is one SQLite file
+they share. The store is seeded with Grocery train photos over the past hours and built first.
 
-    python -m bench.bench_chaos                       # trains a small Grocery bundle first if needed
-    python -m bench.bench_chaos --bundle runs/export/x --seconds 20
+Each run: N concurrent clients do 70% photo searches, 20% adds (new listings, with the token) and 10%
+deletes (of listings they added, or seeded ones) for a fixed time; at 1/4 of it the gateway is
+SIGKILLed, at 1/2 the index service of the version holding the most listings, at 3/4 a build-due job
+in flight (at a random moment); each comes back one second later, as its Deployment (or the next
+CronJob) brings it back. Afterwards:
+
+- from the listing store: acknowledged adds lost (not active) and acknowledged deletes undone (active);
+- a build killed before its manifest (failpoint) leaves no version, its rerun publishes exactly the
+  versions the inputs name, and a further rerun builds nothing; versions visible after the kills
+  under load all match their manifests;
+- from a search after that build: every acknowledged add found (its photo, in a one-second window at
+  its time), no acknowledged delete returned, no listing twice in one answer.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import random
-import secrets
 import shutil
 import signal
-import statistics
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -37,46 +42,130 @@ from typing import Any
 
 import numpy as np
 
+from bench.bundle import DEFAULT_BUNDLE, ensure_bundle
 from bench.common import ROOT, record
 
-OUT = ROOT / "bench" / "out"
-DEFAULT_BUNDLE = ROOT / "runs" / "bench" / "chaos" / "bundle"
-
-
-def ensure_bundle(path: Path) -> Path:
-    """A MobileNetV3-Small trained briefly on Grocery (64 px) and exported, unless `path` already is a bundle."""
-    if (path / "manifest.json").exists():
-        return path
-    import spnas
-
-    work = path.parent
-    data = ["data=grocery", "data.resolution=64", f"data.cache_dir={work / 'cache'}"]
-    res = spnas.train(spnas.compose("train", ["arch=mobilenet_v3_small", *data, "train.epochs=6", "train.batch_size=64",
-                                              f"run_dir={work / 'train'}"]))
-    spnas.export(spnas.compose("export", [f"checkpoint={res.model_path}", *data, f"out_dir={path}",
-                                          "export.int8=disabled", "export.measure_latency=false"]))
-    return path
+BIN = Path(sys.executable).parent
 
 
 def pct(xs: list[float], q: float) -> float:
     return round(float(np.percentile(np.asarray(xs) * 1e3, q)), 2) if xs else float("nan")
 
 
-class Load:
-    """Mixed load from `concurrency` clients for `seconds`; remembers what was acknowledged."""
+class Cluster:
+    """The processes of one deployment on this machine, started and killed as a cluster would."""
 
-    def __init__(self, url: str, token: str, photos: list[bytes], ids: "IdSource", mix: dict[str, float]) -> None:
-        self.url, self.token, self.photos, self.ids, self.mix = url, token, photos, ids, mix
+    def __init__(self, work: Path, bundle: Path, port: int) -> None:
+        self.work, self.bundle, self.port = work, bundle, port
+        self.url = f"http://127.0.0.1:{port}"
+        self.announce = work / "services"
+        self.token_file = work / "token"
+        self.env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        self.services: dict[str, subprocess.Popen] = {}
+        self.gateway: subprocess.Popen | None = None
+        self.logs = work / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.lock = threading.Lock()
+
+    def _log(self, name: str) -> Any:
+        return open(self.logs / f"{name}.log", "a")
+
+    def start_gateway(self) -> None:
+        self.gateway = subprocess.Popen(
+            [str(BIN / "spnas-serve"), "gateway", f"bundle={self.bundle}", f"root={self.work}", "workers=2",
+             f"port={self.port}", f"resolver=dir:{self.announce}", f"auth.token_file={self.token_file}",
+             "delta.refresh_s=0.5", "limits.rpc_timeout_s=2"], env=self.env, start_new_session=True,
+            stdout=self._log("gateway"), stderr=subprocess.STDOUT)
+
+    def kill_gateway(self) -> None:
+        os.killpg(self.gateway.pid, signal.SIGKILL)  # the whole pod: the uvicorn parent and both workers
+        self.gateway.wait()
+
+    def start_service(self, url: str) -> None:
+        self.services[url] = subprocess.Popen(
+            [str(BIN / "spnas-index"), "serve", f"version={url}", f"root={self.work}", f"announce_dir={self.announce}",
+             "follow_s=0.5"], env=self.env, stdout=self._log("services"), stderr=subprocess.STDOUT)
+
+    def kill_service(self, url: str) -> None:
+        self.services[url].send_signal(signal.SIGKILL)
+        self.services[url].wait()
+        for p in self.announce.glob("*.json"):  # a killed process cannot withdraw; its endpoint goes stale
+            try:
+                if json.loads(p.read_text())["version"].endswith(url.rsplit("/", 1)[1]):
+                    p.unlink()
+            except (OSError, ValueError, KeyError):
+                pass
+
+    def needed(self, repo: Any, bundle_id: str) -> dict[str, Any]:
+        from retrieval.config import Granularity, RetentionConfig
+        from retrieval.periods import latest_finished
+        from retrieval.planner import Ready, plan
+
+        now = int(time.time())
+        vs = {v.url: v for v in repo.versions(bundle_id)}
+        rs = [Ready(v.bundle_id, v.g, v.period, v.version, v.snapshot_seq, v.start_ts, v.end_ts, u) for u, v in vs.items()]
+        h0 = latest_finished(Granularity.month, now, RetentionConfig().months)[-1][1]
+        return {p.version.ref: vs[p.version.ref] for p in plan(rs, h0, now + 4000).pieces}
+
+    def sync_services(self, repo: Any, bundle_id: str) -> None:
+        """Start a service for each planned version, stop the others (what issue 23's controller does)."""
+        with self.lock:
+            need = self.needed(repo, bundle_id)
+            for url in need:
+                if url not in self.services or self.services[url].poll() is not None:
+                    self.start_service(url)
+            for url in [u for u in self.services if u not in need]:
+                self.services.pop(url).send_signal(signal.SIGTERM)
+
+    def build_due(self, now: int | None = None, failpoint: str | None = None) -> subprocess.Popen:
+        env = {**self.env, **({"SPNAS_FAILPOINTS": failpoint} if failpoint else {})}
+        return subprocess.Popen([str(BIN / "spnas-index"), "build-due", f"bundle={self.bundle}", f"root={self.work}",
+                                 "progress=false", *([f"now={now}"] if now else [])], env=env,
+                                stdout=self._log("builds"), stderr=subprocess.STDOUT)
+
+    def ready(self, timeout: float = 120) -> float:
+        import httpx
+
+        t = time.perf_counter()
+        while time.perf_counter() - t < timeout:
+            try:
+                if httpx.get(f"{self.url}/ready", timeout=2).status_code == 200:
+                    return time.perf_counter() - t
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"not ready in {timeout:.0f} s (logs in {self.logs})")
+
+    def stop(self) -> None:
+        if self.gateway is not None and self.gateway.poll() is None:
+            os.killpg(self.gateway.pid, signal.SIGTERM)
+        for p in self.services.values():
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in [self.gateway, *self.services.values()]:
+            if p is not None:
+                try:
+                    p.wait(20)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+
+
+class Load:
+    """Mixed load from N clients; remembers what was acknowledged."""
+
+    def __init__(self, url: str, token: str, photos: list[bytes], seeded: list[int], mix: dict[str, float]) -> None:
+        self.url, self.token, self.photos, self.mix = url, token, photos, mix
+        self.seeded = list(seeded)
         self.lat: dict[str, list[float]] = defaultdict(list)
         self.codes: dict[str, Counter] = defaultdict(Counter)
-        self.acked_adds: set[int] = set()
-        self.acked_deletes: set[int] = set()
-        self.queued_deletes: set[int] = set()  # answered 202: the gateway retries them until delivered
-        self.unknown: set[int] = set()  # no answer (the gateway was killed): the write may or may not have happened
-        self.mine: list[int] = []  # listings this load added and may delete
-        self.events: list[tuple[float, str, int]] = []  # (time, op, status) of every request
+        self.added: dict[int, int] = {}  # acknowledged adds: id -> photo index
+        self.deleted: set[int] = set()  # acknowledged deletes
+        self.unknown: set[int] = set()  # writes without an answer: may or may not have happened
+        self.mine: list[int] = []
+        self.acked_at: list[float] = []
+        self.next_id = 10**12 + random.Random(0).randrange(10**9) * 1000
 
-    async def run(self, concurrency: int, seconds: float, events: list[tuple[float, Any]] = ()) -> float:
+    async def run(self, concurrency: int, seconds: float, events: list[tuple[float, Any]]) -> float:
         import httpx
 
         stop = time.perf_counter() + seconds
@@ -84,11 +173,9 @@ class Load:
         limits = httpx.Limits(max_connections=concurrency + 4, max_keepalive_connections=concurrency + 4)
         async with httpx.AsyncClient(timeout=30, limits=limits) as client:
             async def worker(w: int) -> None:
-                rng = random.Random(w)
+                rng = random.Random(w * 7919 + int(t0))
                 while time.perf_counter() < stop:
                     op = rng.choices(list(self.mix), weights=list(self.mix.values()))[0]
-                    if op == "delete" and not self.mine:
-                        op = "search"
                     await self.one(client, op, rng)
 
             async def faults() -> None:
@@ -102,249 +189,241 @@ class Load:
     async def one(self, client: Any, op: str, rng: random.Random) -> None:
         import httpx
 
-        photo = self.photos[rng.randrange(len(self.photos))]
+        j = rng.randrange(len(self.photos))
         auth = {"Authorization": f"Bearer {self.token}"}
         t = time.perf_counter()
         item = None
         try:
             if op == "search":
-                r = await client.post(f"{self.url}/search", files={"image": ("q.jpg", photo, "image/jpeg")},
+                r = await client.post(f"{self.url}/search", files={"image": ("q.jpg", self.photos[j], "image/jpeg")},
                                       data={"k": "10"})
             elif op == "add":
-                item = self.ids.next()
-                r = await client.post(f"{self.url}/items", files=[("images", ("l.jpg", photo, "image/jpeg"))],
+                item = self.next_id = self.next_id + 1
+                r = await client.post(f"{self.url}/items", files=[("images", ("l.jpg", self.photos[j], "image/jpeg"))],
                                       data={"ids": str(item)}, headers=auth)
             else:
-                item = self.mine.pop(rng.randrange(len(self.mine)))
-                r = await client.delete(f"{self.url}/items/{item}", headers=auth)
+                pool = self.mine if (self.mine and rng.random() < 0.5) or not self.seeded else self.seeded
+                if not pool:
+                    return
+                item = pool.pop(rng.randrange(len(pool)))
+                r = await client.delete(f"{self.url}/items/{item}?status=sold", headers=auth)
             code = r.status_code
         except httpx.HTTPError:
-            code = 0  # connection refused or cut: the gateway was down
+            code = 0  # refused or cut: the gateway was down
         self.lat[op].append(time.perf_counter() - t)
         self.codes[op][code] += 1
-        self.events.append((time.perf_counter(), op, code))
         if code == 0:
             await asyncio.sleep(0.05)  # a client backs off when the gateway does not answer
         if op == "add" and code == 200:
-            self.acked_adds.add(item)
+            self.added[item] = j
+            self.acked_at.append(time.perf_counter())
             self.mine.append(item)
         elif op == "delete" and code == 200:
-            self.acked_deletes.add(item)
-        elif op == "delete" and code == 202:
-            self.queued_deletes.add(item)
+            self.deleted.add(item)
         elif item is not None and (code == 0 or code >= 500):
             self.unknown.add(item)
-        elif op == "delete" and item is not None:
-            self.mine.append(item)  # refused (4xx): still listed, may be deleted later
 
 
-class IdSource:
-    def __init__(self, start: int) -> None:
-        self.n = start
-        self.lock = threading.Lock()
+def verify_versions(repo: Any, cache: Path) -> int:
+    """Versions visible whose files do not match their manifest (a killed build must leave none)."""
+    from retrieval.versions import open_version, verify
+    from spnas_core.errors import VersionCorruptError
 
-    def next(self) -> int:
-        with self.lock:
-            self.n += 1
-            return self.n
+    bad = 0
+    for v in repo.versions():
+        try:
+            verify(*open_version(v.url, cache))
+        except VersionCorruptError:
+            bad += 1
+    return bad
 
 
-async def health_probe(url: str, until: float, period: float = 0.1) -> list[float]:
-    import httpx
+def expected_versions(store: Any, repo: Any, bundle_id: str, dim: int, now: int) -> set[str]:
+    """The versions build-due would publish now: named by their inputs (read like a build reads them)."""
+    from retrieval.build import due, factory_params
+    from retrieval.config import BuildConfig, RetentionConfig
+    from retrieval.factory import choose_factory
+    from retrieval.periods import period_range
+    from retrieval.versions import inputs_digest
 
-    out = []
-    async with httpx.AsyncClient(timeout=10) as c:
-        while time.perf_counter() < until:
-            t = time.perf_counter()
-            r = await c.get(f"{url}/health")
-            if r.status_code == 200:
-                out.append(time.perf_counter() - t)
-            await asyncio.sleep(period)
+    out = set()
+    cfg = BuildConfig()
+    for g, period in due(store, repo, bundle_id, cfg, RetentionConfig(), now):
+        ids, ts, photos, _ = store.snapshot(*period_range(g, period))
+        d = inputs_digest(bundle_id, g, period, choose_factory(len(ids), dim, cfg.factory), factory_params(cfg),
+                          ids, ts, photos)
+        if repo.get(bundle_id, g, period, d[:16]) is None:
+            out.add(d[:16])
     return out
-
-
-def search_only(url: str, photos: list[bytes], concurrency: int, seconds: float, probe: bool) -> dict[str, Any]:
-    load = Load(url, "", photos, IdSource(0), {"search": 1.0})
-
-    async def go() -> tuple[float, list[float]]:
-        until = time.perf_counter() + seconds
-        res = await asyncio.gather(load.run(concurrency, seconds),
-                                   health_probe(url, until) if probe else asyncio.sleep(0, result=[]))
-        return res[0], res[1]
-
-    took, health = asyncio.run(go())
-    ok = load.codes["search"][200]
-    return {"req_per_s": ok / took, "p50_ms": pct(load.lat["search"], 50), "p99_ms": pct(load.lat["search"], 99),
-            "errors": sum(v for k, v in load.codes["search"].items() if k != 200), "health": health}
-
-
-def verify(cfg: Any, dim: int, acked_adds: set[int], acked_deletes: set[int], queued: set[int], unknown: set[int],
-           seeded: int) -> dict[str, int]:
-    """Read every partition from disk (as a restarted service would) and check what was acknowledged:
-    acknowledged adds live, acknowledged and queued deletes gone (writes without an answer may go
-    either way), no id live twice."""
-    from spnas.app.serve import open_store
-
-    s = open_store(cfg, dim)
-    s.recover()
-    keys = s.keys()
-    absorbed = {a for k in keys for a in s.partition(k).absorbed}
-    count: Counter = Counter()
-    for k in keys:
-        if k not in absorbed:
-            count.update(s.partition(k).live()[0].tolist())
-    live = set(count)
-    gone = acked_deletes | queued
-    return {"acked_adds": len(acked_adds), "acked_deletes": len(acked_deletes), "queued_deletes": len(queued),
-            "no_answer": len(unknown),
-            "lost_adds": len((acked_adds - gone - unknown) - live),
-            "duplicated": sum(1 for v in count.values() if v > 1),
-            "undone_deletes": len((gone - unknown) & live),
-            "seeded_missing": len(set(range(seeded)) - live - gone - unknown)}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--bundle", default=str(DEFAULT_BUNDLE), help="a bundle (trained and exported first if missing)")
-    ap.add_argument("--seconds", type=float, default=20.0, help="length of each run")
-    ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
+    ap.add_argument("--bundle", default=str(DEFAULT_BUNDLE), help="an embedder bundle (made first if missing)")
+    ap.add_argument("--seconds", type=float, default=30.0, help="length of each run")
+    ap.add_argument("--concurrency", type=int, nargs="+", default=[4, 16])
     ap.add_argument("--listings", type=int, default=600, help="seeded listings (Grocery train photos)")
-    ap.add_argument("--keep", action="store_true", help="keep the index folder")
+    ap.add_argument("--hours", type=int, default=6, help="seeded listings spread over the past hours")
+    ap.add_argument("--keep", action="store_true", help="keep the work folder")
     args = ap.parse_args()
 
     import httpx
 
     import spnas
-    from spnas.app.serve import start
+    from retrieval.build import build_due
+    from retrieval.config import BuildConfig, RetentionConfig
+    from retrieval.embedders import make_embedder
+    from retrieval.listings import ListingStore
+    from retrieval.photos import PhotoStore
+    from retrieval.versions import Repository
+    from spnas.app.serve import seed
+    from spnas_core.paths import data_root
 
     bundle = ensure_bundle(Path(args.bundle))
-    work = Path(tempfile.mkdtemp(prefix="spnas-chaos-"))
-    token = secrets.token_hex(16)
-    (work / "token").write_text(token)
-    cfg = spnas.compose("serve", [f"bundle={bundle}", f"index_dir={work / 'index'}", "port=0", "tick_s=0.2",
-                                  f"seed_limit={args.listings}", f"auth.token_file={work / 'token'}",
-                                  "limits.rpc_timeout_s=2", "seed_hours=30"])
-    s = start(cfg)
-    sup, url, dim = s["supervisor"], s["url"], s["store"].dim
-    stop = threading.Event()
-    loop = threading.Thread(target=sup.run, args=(stop,), daemon=True)
-    sup.wait_ready(120)
-    loop.start()
-
-    def wait_ready(timeout: float = 120) -> float:
-        t = time.perf_counter()
-        while time.perf_counter() - t < timeout:
-            try:
-                if httpx.get(f"{url}/ready", timeout=5).status_code == 200:
-                    return time.perf_counter() - t
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError(f"the deployment did not become ready within {timeout} s (logs in {sup.logs})")
-
-    wait_ready()
-    photos = [p.read_bytes() for p in sorted((Path(cfg.data.root) / "test").rglob("*.jpg"))[:300]]
+    work = Path(tempfile.mkdtemp(prefix="spnas-chaos-", dir=ROOT / "runs" / "bench"))
+    token = os.urandom(16).hex()
+    (work / "token").write_text(token + "\n")
+    emb = make_embedder("litert", bundle)
+    store = ListingStore(f"sqlite:///{work / 'listings.sqlite'}")
+    photos_store, repo = PhotoStore(f"file://{work / 'photos'}"), Repository(f"file://{work / 'repository'}")
+    cfg = spnas.compose("serve", [f"bundle={bundle}", f"seed_limit={args.listings}", f"seed_hours={args.hours}"])
+    now = int(time.time())
+    seeded = seed(store, photos_store, emb, cfg, now)
+    build_due(store, photos_store, repo, emb, BuildConfig(), RetentionConfig(), now)
+    cluster = Cluster(work, bundle, 18100 + os.getpid() % 500)
+    cluster.sync_services(repo, emb.bundle_sha256)
+    cluster.start_gateway()
+    cluster.ready()
+    photos = [p.read_bytes() for p in sorted((data_root() / "grocery-store-128" / "test").rglob("*.jpg"))[:300]]
     rows: list[dict[str, Any]] = []
+    loads: list[Load] = []
+    bad_versions, killed_builds = 0, []
+    seeded_ids = list(range(seeded))
     try:
-        # fault-free search throughput, side by side, with /health probed during the concurrent run
-        base = {c: search_only(url, photos, c, args.seconds, probe=c == 4) for c in (1, 4)}
-        ids = IdSource(10**12)
-        acked_adds, acked_deletes, queued, unknown = set(), set(), set(), set()
-        runs = [(c, "index service (current hour)") for c in args.concurrency] + [(4, "gateway")]
-        for c, victim in runs:
-            load = Load(url, token, photos, ids, {"search": 0.7, "add": 0.2, "delete": 0.1})
-            def kill(victim: str = victim) -> None:
-                from retrieval.partitions import partition_key
+        for c in args.concurrency:
+            load = Load(cluster.url, token, photos, seeded_ids, {"search": 0.7, "add": 0.2, "delete": 0.1})
+            seeded_ids = load.seeded  # deletes of seeded listings are not drawn twice across runs
+            victims: dict[str, Any] = {}
+            bad_box = [0]
 
-                pid = sup.gateway_pid() if victim == "gateway" else sup.service_pid(partition_key(int(time.time())))
-                if pid:
-                    os.kill(pid, signal.SIGKILL)
+            def kill_gateway() -> None:
+                cluster.kill_gateway()
+                time.sleep(1.0)
+                cluster.start_gateway()
 
-            took = asyncio.run(load.run(c, args.seconds, [(args.seconds / 3, kill)]))
-            # how long adds were unavailable: the longest stretch without an acknowledged add (it spans the kill)
-            acked_at = sorted(t for t, op, code in load.events if op == "add" and code == 200)
-            gap = max((b - a for a, b in zip(acked_at, acked_at[1:])), default=float("nan"))
-            wait_ready()  # the next run starts on a whole deployment
-            acked_adds |= load.acked_adds
-            acked_deletes |= load.acked_deletes
-            queued |= load.queued_deletes
-            unknown |= load.unknown
+            def kill_service() -> None:
+                need = cluster.needed(repo, emb.bundle_sha256)
+                url = max(need, key=lambda u: need[u].count)
+                victims["service"] = need[url].key
+                cluster.kill_service(url)
+                time.sleep(1.0)
+                cluster.start_service(url)
+
+            def kill_build() -> None:
+                before = {v.url for v in repo.versions()}
+                job = cluster.build_due(now=int(time.time()) + 3600)  # the current hour is due: real work
+                at = random.Random(c).uniform(1.0, 4.0)
+                time.sleep(at)
+                job.send_signal(signal.SIGKILL)
+                rc = job.wait()
+                new = {v.url for v in repo.versions()} - before
+                killed_builds.append({"after_s": round(at, 2), "rc": rc, "published_before_kill": len(new)})
+                bad_box[0] += verify_versions(repo, work / "cache")
+
+            events = [(args.seconds / 4, kill_gateway), (args.seconds / 2, kill_service),
+                      (3 * args.seconds / 4, kill_build)]
+            took = asyncio.run(load.run(c, args.seconds, events))
+            bad_versions += bad_box[0]
+            cluster.ready()
+            cluster.sync_services(repo, emb.bundle_sha256)  # builds a killed job may have published
+            loads.append(load)
             n = sum(sum(v.values()) for v in load.codes.values())
             bad = sum(v for op in load.codes.values() for k, v in op.items() if k == 0 or k >= 500)
-            four = sum(v for op in load.codes.values() for k, v in op.items() if 400 <= k < 500)
-            rows.append({"run": f"c={c}, kill {victim}", "concurrency": c, "requests": n,
-                         "non_4xx_error_rate": round(bad / max(n, 1), 4), "4xx": four,
+            gap = max((b - a for a, b in zip(load.acked_at, load.acked_at[1:])), default=float("nan"))
+            rows.append({"run": f"c={c}: kill gateway, {victims.get('service', 'a service')}, a build job",
+                         "concurrency": c, "requests": n, "non_4xx_error_rate": round(bad / max(n, 1), 4),
+                         "4xx": sum(v for op in load.codes.values() for k, v in op.items() if 400 <= k < 500),
                          "search_per_s": round(load.codes["search"][200] / took, 1),
                          "search_p50_ms": pct(load.lat["search"], 50), "search_p99_ms": pct(load.lat["search"], 99),
                          "add_p50_ms": pct(load.lat["add"], 50), "add_p99_ms": pct(load.lat["add"], 99),
                          "delete_p50_ms": pct(load.lat["delete"], 50), "delete_p99_ms": pct(load.lat["delete"], 99),
-                         "longest_add_gap_s": round(gap, 2),
-                         "acked_adds": len(load.acked_adds), "acked_deletes": len(load.acked_deletes),
+                         "longest_add_gap_s": round(gap, 2), "acked_adds": len(load.added),
+                         "acked_deletes": len(load.deleted),
                          "codes": " ".join(f"{op}:{dict(v)}" for op, v in load.codes.items())})
             print(rows[-1], flush=True)
-        drained = time.perf_counter()
-        while httpx.get(f"{url}/ready", timeout=5).json().get("pending_deletes", 1) and \
-                time.perf_counter() - drained < 60:  # queued deletes are retried every second until delivered
-            time.sleep(0.2)
-        time.sleep(1.5)  # and decided commits of an interrupted transaction, delivered by the same loop
-        checks = verify(cfg, dim, acked_adds, acked_deletes, queued, unknown, min(args.listings, 2640))
+
+        # ------------------------------------------------------------ a killed build, its rerun, the next build
+        added = {i: j for ld in loads for i, j in ld.added.items()}
+        deleted = set().union(*(ld.deleted for ld in loads))
+        unknown = set().union(*(ld.unknown for ld in loads))
+        later = int(time.time()) + 3600  # the current hour is over for this build
+        want = expected_versions(store, repo, emb.bundle_sha256, emb.dim, later)
+        before = {v.version for v in repo.versions()}
+        rc_killed = cluster.build_due(now=later, failpoint="build.before_manifest").wait()
+        after_kill = {v.version for v in repo.versions()}
+        rc_rerun = cluster.build_due(now=later).wait()
+        published = {v.version for v in repo.versions()} - after_kill
+        rc_again = cluster.build_due(now=later).wait()
+        again = {v.version for v in repo.versions()} - after_kill - published
+        build_check = {"killed_rc": rc_killed, "visible_after_kill": len(after_kill - before),
+                       "rerun_rc": rc_rerun, "rerun_published": len(published), "expected": len(want),
+                       "rerun_equals_inputs": published == want, "second_rerun_published": len(again),
+                       "rc_again": rc_again}
+        bad_versions += verify_versions(repo, work / "cache")
+        cluster.sync_services(repo, emb.bundle_sha256)
+        time.sleep(1.0)
+        cluster.ready()
+
+        # ------------------------------------------------------------ read back: the store, then searches
+        rows_now = store.get(list(added) + list(deleted))
+        live = {i for i, r in rows_now.items() if r.active}
+        lost = {i for i in added if i not in deleted and i not in unknown and i not in live}
+        undone = deleted & live
+        missing_search, returned_deleted, dupes = 0, 0, 0
+        present = [i for i in added if i not in deleted and i not in unknown and i in rows_now]
+        gone = [i for i in deleted if i in rows_now]
+        ask = present + gone
+        vecs, _ = store.cached(emb.bundle_sha256, [rows_now[i].photo for i in ask], emb.dim)  # what the index holds
+        with httpx.Client(timeout=30) as cl:
+            for n, i in enumerate(ask):
+                t = rows_now[i].ts
+                r = cl.post(f"{cluster.url}/search", json={"vector": vecs[n].tolist(), "k": 100, "start": t,
+                                                           "end": t + 1})
+                got = [h["id"] for h in r.json()["results"]]
+                dupes += len(got) != len(set(got))
+                if n < len(present):
+                    missing_search += i not in got
+                else:
+                    returned_deleted += i in got
+        checks = {"acked_adds": len(added), "acked_deletes": len(deleted), "no_answer": len(unknown),
+                  "lost_adds_store": len(lost), "undone_deletes_store": len(undone),
+                  "adds_not_found_by_search": missing_search, "deleted_returned_by_search": returned_deleted,
+                  "listings_twice_in_an_answer": dupes, "versions_not_matching_manifest": bad_versions,
+                  "killed_builds_under_load": killed_builds, **build_check}
     finally:
-        stop.set()
-        loop.join(10)
-        sup.stop()
-    ratio = base[4]["req_per_s"] / base[1]["req_per_s"]
-    health = base[4]["health"]
-    for c in (1, 4):
-        rows.append({"run": f"search only, c={c}, no faults", "concurrency": c, "requests": "",
-                     "non_4xx_error_rate": round(base[c]["errors"] / max(1, base[c]["req_per_s"] * args.seconds), 4),
-                     "search_per_s": round(base[c]["req_per_s"], 1), "search_p50_ms": base[c]["p50_ms"],
-                     "search_p99_ms": base[c]["p99_ms"]})
-    summary = {**checks, "search_c4_over_c1": round(ratio, 2), "health_p50_ms": pct(health, 50),
-               "health_p99_ms": pct(health, 99), "health_max_ms": pct(health, 100)}
-    print(summary)
-    targets = [f"acknowledged adds lost: {checks['lost_adds']} (target 0)",
-               f"listings duplicated: {checks['duplicated']} (target 0)",
-               f"acknowledged deletes undone: {checks['undone_deletes']} (target 0)",
-               f"search throughput at concurrency 4 vs 1: {ratio:.2f}x (target >= 1.5x: "
-               f"{'met' if ratio >= 1.5 else 'NOT met'})",
-               f"/health while 4 clients search: p99 {pct(health, 99)} ms (target <= 50 ms: "
-               f"{'met' if pct(health, 99) <= 50 else 'NOT met'})"]
-    plot(rows)
-    record("bench_chaos", "Photo search under faults: mixed load with SIGKILLed index service / gateway (loopback)",
-           rows, extra={"summary": summary},
-           notes=f"{args.listings} seeded Grocery listings, bundle `{bundle}` ({dim}-d); each run {args.seconds:.0f} s of "
-                 f"70% photo searches (k=10) / 20% adds / 10% deletes by N concurrent httpx clients on this machine, "
-                 f"SIGKILL at one third of the run, restarted by the supervisor (tick 0.2 s); longest_add_gap_s is the "
-                 f"longest stretch of the run without an acknowledged add (it spans the kill and the restart; "
-                 f"clients back off 50 ms after a refused connection). After all runs every partition was read from disk: " + "; ".join(targets) +
-                 f". Seeded listings missing: {checks['seeded_missing']}. Non-4xx errors are 5xx answers and "
-                 f"connection failures while a process was down.")
+        cluster.stop()
+    print(checks, flush=True)
+    targets = [f"acknowledged adds lost: {checks['lost_adds_store']} in the store, {checks['adds_not_found_by_search']} "
+               f"not found by a search after the next build (target 0)",
+               f"acknowledged deletes undone: {checks['undone_deletes_store']} in the store, "
+               f"{checks['deleted_returned_by_search']} returned by a search (target 0)",
+               f"listings twice in one answer: {checks['listings_twice_in_an_answer']} (target 0)",
+               f"build killed before its manifest: exit {checks['killed_rc']}, {checks['visible_after_kill']} versions "
+               f"visible after it (target 0); its rerun published {checks['rerun_published']} versions, exactly the "
+               f"{checks['expected']} its inputs name: {checks['rerun_equals_inputs']}; a second rerun published "
+               f"{checks['second_rerun_published']}",
+               f"build jobs SIGKILLed under load: {len(killed_builds)} ({', '.join(str(k) for k in killed_builds)}); "
+               f"versions visible that do not match their manifest: {bad_versions} (target 0)"]
+    record("bench_chaos", "Photo search under faults: SIGKILLed gateway, index service and build job under mixed load",
+           rows, extra={"summary": checks},
+           notes=f"{seeded} seeded Grocery listings over the past {args.hours} hours, bundle `{bundle}` ({emb.dim}-d); "
+                 f"each run {args.seconds:.0f} s of 70% photo searches (k=10) / 20% adds / 10% deletes by N concurrent "
+                 f"httpx clients; gateway = `spnas-serve gateway workers=2` (its process group SIGKILLed at 1/4), the "
+                 f"index service of the largest planned version SIGKILLed at 1/2, a `spnas-index build-due` SIGKILLed "
+                 f"at a random moment at 3/4; each restarted after 1 s. Everything on this 2-core machine, one SQLite "
+                 f"listing store shared by all processes. " + "; ".join(targets) + ".")
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
-
-
-def plot(rows: list[dict[str, Any]]) -> None:
-    """p50 / p99 per operation and run, into bench/out/bench_chaos.png."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    runs = [r for r in rows if "kill" in r["run"]]
-    fig, ax = plt.subplots(figsize=(10, 4.5))
-    x = np.arange(len(runs))
-    for i, op in enumerate(("search", "add", "delete")):
-        ax.bar(x + (i - 1) * 0.27, [r[f"{op}_p50_ms"] for r in runs], 0.25, label=f"{op} p50")
-        ax.scatter(x + (i - 1) * 0.27, [r[f"{op}_p99_ms"] for r in runs], marker="_", s=300, color="k")
-    ax.set_xticks(x, [r["run"] for r in runs], rotation=10, fontsize=8)
-    ax.set_ylabel("ms (bars p50, ticks p99)")
-    ax.set_yscale("log")
-    ax.legend()
-    ax.set_title("photo search under SIGKILL: latency per operation")
-    OUT.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(OUT / "bench_chaos.png", dpi=110)
-    plt.close(fig)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@ gateway under a bounded concurrent load.
     python -m bench.bench_retrieval [--sizes 10000 100000 1000000] [--dim 128] [--bundle <bundle>]
 
 Index part (one core: faiss.omp_set_num_threads(1)): for each size, Flat (exact), HNSW32 and
-IVF-PQ with exact re-ranking, built through `retrieval.index.VectorIndex` (what the services use).
+IVF-PQ with exact re-ranking (`RFlat`), built and searched through `retrieval.version_index.VersionIndex`
+(what the index services use).
 Data: random L2-normalised vectors (the hard case: no structure) at every size, and real
 embeddings of CIFAR-10 + Grocery photos from a model bundle at the sizes real images allow.
 Single-query latency is the median / p99 of one query at a time; batched is per query in batches
@@ -47,35 +48,34 @@ def exact_topk(base: np.ndarray, q: np.ndarray, k: int) -> np.ndarray:
 def ivf_factory(n: int, d: int) -> str:
     nlist = 2 ** int(round(np.log2(4 * np.sqrt(n))))
     m = next(m for m in (32, 16, 8) if d % m == 0)
-    return f"IVF{nlist},PQ{m}"
+    return f"IVF{nlist},PQ{m},RFlat"
 
 
 def bench_index(base: np.ndarray, queries: np.ndarray, truth: np.ndarray, factory: str, knobs: list[dict[str, int]],
                 label: str) -> list[dict[str, Any]]:
-    from retrieval.index import SearchParams, VectorIndex
+    from retrieval.config import FactoryConfig, SearchParams
+    from retrieval.version_index import VersionIndex
 
     import faiss
 
     n, d = base.shape
     faiss.omp_set_num_threads(2)  # build on both cores; every query below runs on one
     t0 = time.perf_counter()
-    idx = VectorIndex(factory, d, "bench")
-    if "IVF" in factory:
-        idx.train(base[np.random.default_rng(0).choice(n, size=min(n, 100_000), replace=False)])
-    idx.add(np.arange(n, dtype=np.int64), base, np.zeros(n, np.int64))
+    idx = VersionIndex.build(np.arange(n, dtype=np.int64), np.zeros(n, np.int64), base, factory,
+                             FactoryConfig(train_sample=100_000))
     build = time.perf_counter() - t0
     faiss.omp_set_num_threads(1)
     rows = []
     for kn in knobs:
-        p = SearchParams(**kn)
-        idx.search(queries[:10], 10, params=p)
+        idx.params = SearchParams(**{("k_factor" if k == "rerank" else k): v for k, v in kn.items()})
+        idx.search(queries[:10], 10)
         single = []
         for q in queries[:200]:
             t = time.perf_counter()
-            idx.search(q[None], 10, params=p)
+            idx.search(q[None], 10)
             single.append(time.perf_counter() - t)
         t = time.perf_counter()
-        got = np.concatenate([idx.search(queries[i:i + 100], 10, params=p).ids for i in range(0, len(queries), 100)])
+        got = np.concatenate([idx.search(queries[i:i + 100], 10)[1] for i in range(0, len(queries), 100)])
         batched = (time.perf_counter() - t) / len(queries)
         recall = float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(got, truth)]))
         rows.append({"data": label, "n": n, "dim": d, "factory": factory, "knobs": ",".join(f"{k}={v}" for k, v in kn.items())
@@ -145,7 +145,7 @@ async def _load(url: str, photos: list[bytes], concurrency: int, seconds: float)
 
 
 def bench_gateway(bundle: str, concurrency: list[int], seconds: float) -> list[dict[str, Any]]:
-    """`spnas-serve` as it runs (index service processes, gateway process) under concurrent photo searches."""
+    """`spnas-serve` as it runs (index services of the planned versions, the gateway) under concurrent photo searches."""
     import tempfile
 
     import httpx
@@ -154,25 +154,23 @@ def bench_gateway(bundle: str, concurrency: list[int], seconds: float) -> list[d
     from spnas.app.serve import start
 
     tmp = tempfile.mkdtemp()
-    cfg = spnas.compose("serve", [f"bundle={bundle}", f"index_dir={tmp}/index", "port=0"])
+    cfg = spnas.compose("serve", [f"bundle={bundle}", f"root={tmp}/serve", "port=0"])
     s = start(cfg)
-    sup = s["supervisor"]
     try:
-        sup.wait_ready(120)
-        while httpx.get(f"{s['url']}/ready", timeout=5).status_code != 200:
+        while httpx.get(f"{s.url}/ready", timeout=5).status_code != 200:
             time.sleep(0.1)
         photos = [p.read_bytes() for p in sorted((Path(cfg.data.root) / "test").rglob("*.jpg"))[:200]]
         rows = []
-        n_items = sum(len(s["store"].open(k)) for k in s["store"].keys())
+        n_items = sum(svc.vi.info.count for svc in s.services.values())
         for c in concurrency:
-            lat, err = asyncio.run(_load(s["url"], photos, c, seconds))
+            lat, err = asyncio.run(_load(s.url, photos, c, seconds))
             rows.append({"concurrency": c, "requests": len(lat), "errors": err,
                          "req_per_s": round(len(lat) / seconds, 1),
                          "p50_ms": round(float(np.percentile(lat, 50)) * 1e3, 2),
                          "p99_ms": round(float(np.percentile(lat, 99)) * 1e3, 2), "index_items": n_items,
-                         "partitions": len(sup.services)})
+                         "versions": len(s.services)})
     finally:
-        sup.stop()
+        s.stop()
     return rows
 
 
@@ -240,7 +238,7 @@ def main() -> None:
         g = bench_gateway(args.bundle, args.concurrency, args.seconds)
         record("bench_gateway", "REST gateway on loopback: photo search under concurrent load", g,
                command=" ".join(["python -m bench.bench_retrieval", *map(shlex.quote, sys.argv[1:])]),
-               notes=f"`spnas-serve` app (LiteRT embedder in the gateway, gRPC index services per time partition, "
+               notes=f"`spnas-serve` app (LiteRT embedder in the gateway, a gRPC index service per version, "
                      f"Grocery train photos as listings) with N concurrent httpx clients posting Grocery test photos "
                      f"for {args.seconds:.0f} s each; everything on one 2-core machine.")
 

@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> None:
     # 4. photo search: index the training photos as listings, query with a test photo
     photos = spnas.load_data(cfg.data)
     index = spnas.open_photo_index(bundle.path, out / "index")
-    if not index.store.keys():
+    if not len(index):
         index.add(list(range(len(photos.train))), photos.train.ids)
     query = photos.test.ids[0]
     hits = index.search(query, k=5)

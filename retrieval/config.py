@@ -1,4 +1,7 @@
-"""Photo-search configs: embedder backends, request limits, tokens, TLS and approximate-search knobs."""
+"""Typed settings of the photo-search backend (Hydra structured configs; each layer keeps its config beside its code): where
+the listing store, photos and artifact repository live, how versions are built, kept and searched,
+and the serving limits and security. `spnas/app/serving_config.py` composes them into commands.
+"""
 
 from __future__ import annotations
 
@@ -19,15 +22,129 @@ class Backend(enum.Enum):
     torch = "PyTorch on weights.pt"
 
 
-class PartialResults(enum.Enum):
-    """What a search does when an index service it needs does not answer."""
+class Granularity(enum.Enum):
+    """The calendar unit of an index version (the deck's hourly, daily and monthly batch jobs)."""
 
-    allow = "answer with the partitions that did and name the missing ones ('missing' in the response)"
-    fail = "answer 503 naming the missing partitions"
+    hour = "one hour of listings (period YYYY-MM-DDTHH, UTC)"
+    day = "one day (period YYYY-MM-DD)"
+    month = "one month (period YYYY-MM)"
+
+
+class PartialResults(enum.Enum):
+    """What a search does when part of its window has no index service answering."""
+
+    allow = "answer from what did answer and name the missing periods ('missing' in the response)"
+    fail = "answer 503 naming the missing periods"
+
+
+def _positive(prefix: str, obj: object, names: tuple[str, ...], lo: float = 1) -> None:
+    for k in names:
+        if getattr(obj, k) < lo:
+            raise ConfigError(f"{prefix}.{k}={getattr(obj, k)}: must be >= {lo}")
 
 
 @dataclass
-class ServeLimits:
+class Locations:
+    """Where the data lives; unset entries are derived from the serving root (`root`)."""
+
+    store: Optional[str] = opt(None, "listing store URL: sqlite:///<file> (default <root>/listings.sqlite) or "
+                                     "postgresql://user@host/db")
+    repository: Optional[str] = opt(None, "artifact repository of index versions, any fsspec URL (default "
+                                          "file://<root>/repository)")
+    photos: Optional[str] = opt(None, "content-addressed photo store, any fsspec URL (default file://<root>/photos)")
+    cache: Optional[str] = opt(None, "local folder of versions fetched from a remote repository (default "
+                                     "<root>/versions)")
+
+    def resolve(self, root: str) -> "Locations":
+        """Every location filled in under `root`."""
+        from pathlib import Path
+
+        r = Path(root).expanduser().resolve()
+        return Locations(store=self.store or f"sqlite:///{r / 'listings.sqlite'}",
+                         repository=self.repository or f"file://{r / 'repository'}",
+                         photos=self.photos or f"file://{r / 'photos'}", cache=self.cache or str(r / "versions"))
+
+
+@dataclass
+class FactoryConfig:
+    """FAISS index chosen by a version's size (FAISS `index_factory` strings)."""
+
+    flat_below: int = opt(100_000, "exact Flat index below this many listings")
+    hnsw_up_to: int = opt(1_000_000, "HNSW up to this many, IVF-PQ with exact re-ranking above")
+    hnsw_m: int = opt(32, "HNSW neighbours per node")
+    ef_construction: int = opt(40, "HNSW build depth")
+    train_sample: int = opt(200_000, "IVF-PQ: listings sampled (seeded) to train the coarse quantizer and PQ")
+    seed: int = opt(0, "seed of the training sample")
+
+    def __post_init__(self) -> None:
+        _positive("factory", self, ("flat_below", "hnsw_up_to", "hnsw_m", "ef_construction", "train_sample"))
+        if self.hnsw_up_to < self.flat_below:
+            raise ConfigError(f"factory.hnsw_up_to={self.hnsw_up_to} is below factory.flat_below={self.flat_below}")
+
+
+@dataclass
+class SearchParams:
+    """Query-time knobs of an index service, and its caps."""
+
+    efSearch: int = opt(64, "HNSW search depth")  # noqa: N815 - FAISS's own name
+    nprobe: int = opt(32, "IVF lists visited")
+    k_factor: int = opt(4, "IVF-PQ: k * k_factor candidates re-ranked exactly")
+    exact_below: int = opt(20_000, "a window holding at most this many listings is searched exactly on its "
+                                   "(contiguous, time-ordered) rows")
+    max_queries: int = opt(64, "queries per Search call, refused above")
+    max_k: int = opt(1000, "largest k of a Search call")
+
+    def __post_init__(self) -> None:
+        _positive("search", self, ("efSearch", "nprobe", "k_factor", "max_queries", "max_k"))
+        _positive("search", self, ("exact_below",), 0)
+
+
+@dataclass
+class RetentionConfig:
+    """How many periods of each granularity keep their versions; the rest are removed."""
+
+    months: int = opt(12, "months kept (older listings leave the search)")
+    days: int = opt(62, "days kept (a finished month is served by its days until its month version exists)")
+    hours: int = opt(48, "hours kept")
+    incomplete_after_s: int = opt(3600, "remove files of a build that never wrote its manifest after this long")
+
+    def __post_init__(self) -> None:
+        _positive("retention", self, ("months", "days", "hours"))
+        _positive("retention", self, ("incomplete_after_s",), 0)
+
+
+@dataclass
+class BuildConfig:
+    """Batch builds of index versions."""
+
+    factory: FactoryConfig = opt(factory=FactoryConfig, help="FAISS index by size")
+    rebuild_changed: float = opt(0.01, "build-due rebuilds a finished period once this share of its listings "
+                                       "changed since its version (until then deletes apply at query time)")
+    embed_batch: int = opt(64, "photos embedded per batch when a build finds missing embeddings")
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.rebuild_changed <= 1:
+            raise ConfigError(f"build.rebuild_changed={self.rebuild_changed}: a share between 0 and 1")
+        _positive("build", self, ("embed_batch",))
+
+
+@dataclass
+class DeltaConfig:
+    """The gateway's small in-memory index of listings no ready version holds yet."""
+
+    refresh_s: float = opt(1.0, "how often each gateway worker reads the listing store's changes")
+    max_listings: int = opt(200_000, "listings the delta may hold; older uncovered periods beyond it are "
+                                     "reported missing (build them: spnas-index build-due)")
+
+    def __post_init__(self) -> None:
+        if self.refresh_s <= 0 or self.max_listings < 1:
+            raise ConfigError("delta.refresh_s must be > 0 and delta.max_listings >= 1")
+
+
+@dataclass
+class Limits:
+    """Request limits of the REST gateway."""
+
     max_bytes: int = opt(8 << 20, "largest upload, bytes")
     max_pixels: int = opt(24_000_000, "largest decoded image, pixels")
     max_items_per_request: int = opt(64, "photos per /items request")
@@ -35,17 +152,15 @@ class ServeLimits:
     max_body_bytes: int = opt(32 << 20, "largest request body, refused (413) before it is read")
     max_request_pixels: int = opt(48_000_000, "decoded pixels per request, summed over its photos (read from "
                                               "the headers before anything is decoded)")
-    workers: int = opt(4, "threads decoding, embedding and calling the index services (off the event loop)")
-    queue: int = opt(32, "requests waiting for a worker before new ones get 503 with Retry-After")
-    retry_after_s: int = opt(1, "Retry-After of a 503 (saturated, or a partition briefly unavailable)")
+    threads: int = opt(4, "threads decoding, embedding and calling the index services (off the event loop)")
+    queue: int = opt(32, "requests waiting for a thread before new ones get 503 with Retry-After")
+    retry_after_s: int = opt(1, "Retry-After of a 503")
     rpc_timeout_s: float = opt(5.0, "deadline of one gRPC call to an index service")
     max_future_s: int = opt(300, "how far in the future a listing's timestamp may be (clock skew)")
 
     def __post_init__(self) -> None:
-        for k in ("max_bytes", "max_pixels", "max_items_per_request", "max_k", "max_body_bytes",
-                  "max_request_pixels", "workers"):
-            if getattr(self, k) < 1:
-                raise ConfigError(f"limits.{k}={getattr(self, k)}: must be >= 1")
+        _positive("limits", self, ("max_bytes", "max_pixels", "max_items_per_request", "max_k", "max_body_bytes",
+                                   "max_request_pixels", "threads"))
         if self.max_bytes > self.max_body_bytes:
             raise ConfigError(f"limits.max_bytes={self.max_bytes} is larger than limits.max_body_bytes="
                               f"{self.max_body_bytes}: one photo could never arrive")
@@ -58,16 +173,16 @@ class ServeLimits:
 
 
 @dataclass
-class ServeAuthConfig:
-    """Bearer token of the mutating REST endpoints and of every gRPC call to the index services."""
+class AuthConfig:
+    """Bearer token of the writing REST endpoints and of every gRPC call to the index services."""
 
     token_env: str = opt("SPNAS_SERVE_TOKEN", "environment variable holding the token")
     token_file: Optional[str] = opt(None, "file holding the token (wins over the variable)")
 
 
 @dataclass
-class GrpcTlsConfig:
-    """TLS of the index services (plaintext on loopback when `cert` is unset)."""
+class TlsConfig:
+    """TLS of the index services (plaintext only on loopback)."""
 
     cert: Optional[str] = opt(None, "PEM certificate the index services present (enables TLS)")
     key: Optional[str] = opt(None, "PEM private key of that certificate")
@@ -84,10 +199,3 @@ class GrpcTlsConfig:
             raise ConfigError("tls.cert needs tls.ca: the CA the gateway verifies the services' certificate with")
         if self.mutual and not (self.cert and self.client_cert and self.client_key):
             raise ConfigError("tls.mutual=true needs tls.cert, tls.key, tls.ca, tls.client_cert and tls.client_key")
-
-
-@dataclass
-class SearchParamsConfig:
-    nprobe: int = opt(32, "IVF partitions probed")
-    efSearch: int = opt(128, "HNSW search depth")  # noqa: N815 - FAISS's own name
-    rerank: int = opt(4, "exact re-ranking of k * rerank PQ candidates")

@@ -1,22 +1,21 @@
-"""Listing photos for the search page: a JPEG thumbnail and a title per listing id, on disk.
+"""The photo store: listing photos by content (sha256 of their bytes), on any fsspec filesystem.
 
-The index holds vectors; a shopper wants to see the listings. Real deployments keep photos in a blob
-store and put its URLs in the listing; this store is that, on a folder: `<root>/<id % 256>/<id>.jpg`
-(at most 256 px on the longer side) and `<id>.json` ({"title": ...}), each written atomically. The
-gateway writes the photo before the listing is committed, so every live listing has one (a write
-that then fails leaves an orphan photo, which a later listing of the same id overwrites).
+    <root>/<h[:2]>/<h>             the photo as uploaded (what a rebuild with a new bundle embeds)
+    <root>/<h[:2]>/<h>.thumb.jpg   a JPEG of at most 256 px on its longer side (what the page shows)
+
+A photo is written under a temporary name and moved into place, so a reader never sees half of one;
+the same bytes always land at the same name, so a retried upload changes nothing. Photos are written
+before the listing is committed: a crash between the two leaves an unreferenced photo, never a
+listing without one.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
-import json
-import os
-from pathlib import Path
+import uuid
 
 import numpy as np
-
-from spnas_core.files import write_bytes_atomic
 
 THUMB_SIDE = 256
 
@@ -32,31 +31,49 @@ def thumbnail(rgb: np.ndarray, side: int = THUMB_SIDE) -> bytes:
     return b.getvalue()
 
 
+def photo_hash(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
 class PhotoStore:
-    """Thumbnails and titles of listings by id."""
+    """Photos and thumbnails by content hash (`file://...` by default, any fsspec URL)."""
 
-    def __init__(self, root: str | os.PathLike) -> None:
-        self.root = Path(root)
+    def __init__(self, url: str) -> None:
+        import fsspec
 
-    def _base(self, item_id: int) -> Path:
-        return self.root / f"{int(item_id) % 256:02x}" / str(int(item_id))
+        self.url = url
+        self.fs, self.root = fsspec.core.url_to_fs(url)
 
-    def put(self, item_id: int, jpeg: bytes, title: str | None = None) -> None:
-        base = self._base(item_id)
-        write_bytes_atomic(base.with_suffix(".jpg"), jpeg)
-        write_bytes_atomic(base.with_suffix(".json"), json.dumps({"title": title or ""}).encode())
+    def _path(self, h: str, suffix: str = "") -> str:
+        return f"{self.root}/{h[:2]}/{h}{suffix}"
 
-    def photo(self, item_id: int) -> bytes | None:
-        p = self._base(item_id).with_suffix(".jpg")
-        return p.read_bytes() if p.is_file() else None
+    def _put(self, path: str, data: bytes) -> None:
+        if self.fs.exists(path):
+            return
+        tmp = f"{path}.{uuid.uuid4().hex}.tmp"
+        self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+        self.fs.pipe_file(tmp, data)
+        self.fs.mv(tmp, path)
 
-    def title(self, item_id: int) -> str:
-        p = self._base(item_id).with_suffix(".json")
+    def put(self, data: bytes, rgb: np.ndarray | None = None) -> str:
+        """Store a photo (and its thumbnail, from `rgb` when given, else decoded); returns its hash."""
+        h = photo_hash(data)
+        if rgb is None:
+            from spnas_core.images import decode_rgb
+
+            rgb = decode_rgb(data)
+        self._put(self._path(h, ".thumb.jpg"), thumbnail(rgb))
+        self._put(self._path(h), data)  # last: a photo present means its thumbnail is too
+        return h
+
+    def _get(self, path: str) -> bytes | None:
         try:
-            return str(json.loads(p.read_text()).get("title", ""))
-        except (OSError, ValueError):
-            return ""
+            return self.fs.cat_file(path)
+        except FileNotFoundError:
+            return None
 
-    def delete(self, item_id: int) -> None:
-        for suffix in (".jpg", ".json"):
-            self._base(item_id).with_suffix(suffix).unlink(missing_ok=True)
+    def original(self, h: str) -> bytes | None:
+        return self._get(self._path(h))
+
+    def thumbnail(self, h: str) -> bytes | None:
+        return self._get(self._path(h, ".thumb.jpg"))

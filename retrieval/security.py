@@ -1,5 +1,6 @@
 """Who may write to the photo search: a bearer token for REST writes and gRPC calls, TLS (optionally
-mutual) for the index services, and the rule that nothing binds beyond loopback without a token.
+mutual) for the index services, and two rules: nothing listens beyond loopback without a token, and
+a token never crosses the network in clear (a gRPC address beyond loopback with a token needs TLS).
 
 The token comes from a file (`auth.token_file`, read once at start) or an environment variable
 (`auth.token_env`, default `SPNAS_SERVE_TOKEN`); tokens are compared in constant time. gRPC clients
@@ -16,13 +17,14 @@ import socket
 from pathlib import Path
 from typing import Any, Callable
 
-from retrieval.config import GrpcTlsConfig, ServeAuthConfig
 from spnas_core.errors import ConfigError, InputNotFoundError
+
+from .config import AuthConfig, TlsConfig
 
 HEALTH_PREFIX = "/grpc.health.v1.Health/"
 
 
-def load_token(auth: ServeAuthConfig) -> str | None:
+def load_token(auth: AuthConfig) -> str | None:
     """The bearer token from `auth.token_file` or the `auth.token_env` variable; None when neither is set."""
     if auth.token_file:
         p = Path(auth.token_file).expanduser()
@@ -57,6 +59,15 @@ def check_bind(host: str, token: str | None, what: str) -> None:
                           f"$SPNAS_SERVE_TOKEN (or auth.token_file=<file>), or bind 127.0.0.1")
 
 
+def check_grpc(host: str, token: str | None, tls: TlsConfig, what: str) -> None:
+    """A gRPC address beyond loopback needs a token (`check_bind`), and a token there needs TLS: in
+    plaintext anyone on the path could read it and call the services."""
+    check_bind(host, token, what)
+    if token and not tls.cert and not is_loopback(host):
+        raise ConfigError(f"{what} at {host} would carry the bearer token in plaintext beyond this machine: set "
+                          f"tls.cert, tls.key and tls.ca (or use 127.0.0.1)")
+
+
 def token_ok(given: str | None, token: str | None) -> bool:
     """`Bearer <token>` (or the bare token) matches; always true when no token is configured."""
     if token is None:
@@ -77,7 +88,7 @@ def _read(path: str | None, what: str) -> bytes | None:
     return p.read_bytes()
 
 
-def server_credentials(tls: GrpcTlsConfig) -> Any:
+def server_credentials(tls: TlsConfig) -> Any:
     """gRPC server credentials for TLS (mutual when `tls.mutual`), or None for plaintext (loopback)."""
     if not tls.cert:
         return None
@@ -88,7 +99,7 @@ def server_credentials(tls: GrpcTlsConfig) -> Any:
                                        root_certificates=ca, require_client_auth=tls.mutual)
 
 
-def channel(address: str, tls: GrpcTlsConfig, options: list[tuple[str, Any]]) -> Any:
+def channel(address: str, tls: TlsConfig, options: list[tuple[str, Any]]) -> Any:
     """A channel to an index service: TLS verified against `tls.ca` when the services use TLS."""
     import grpc
 

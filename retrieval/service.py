@@ -1,31 +1,20 @@
-"""gRPC index service: one partition of a `PartitionedStore` per process, plus grpc.health.v1.
+"""gRPC index service: one version, read-only, plus the standard health service.
 
-`spnas-serve` starts one service process per partition (as one pod per partition would run) with
+    spnas-index serve version=<folder | repository URL of a version>
 
-    python -m retrieval.service --spec <services.json> --partition h/2026-11-26T15
-
-Each service announces itself by writing `<discovery_dir>/<partition>.json` (address, pid, partition,
-bundle) atomically; the gateway's `DirectoryResolver` reads that folder (replace the resolver to
-discover services another way, e.g. Kubernetes endpoints). A service whose partition was retired by
-a compaction withdraws its announcement and exits.
-
-Every write is durable before it is answered (the partition's write-ahead log); errors map to gRPC
-codes a client can act on: INVALID_ARGUMENT (bad vectors, ids, timestamps), ALREADY_EXISTS (an id
-already live), FAILED_PRECONDITION (another embedding space; a partition sealed for compaction, retry),
-NOT_FOUND (the partition was retired: ask its parent), UNAVAILABLE (the disk refused the write, nothing
-changed), UNAUTHENTICATED (missing or wrong token).
+The version is verified against its manifest (a mismatch is refused) and opened memory-mapped; the
+service then follows the listing store for listings removed or changed after the version's snapshot
+(`Follower`) and reports SERVING through `grpc.health.v1` once it has caught up, NOT_SERVING while it
+stops. Health stays open to probes without a token; every other call needs it when one is set.
+Errors map to codes a caller can act on: INVALID_ARGUMENT (bad queries, caps), FAILED_PRECONDITION
+(another bundle; behind the listing store, which did not answer), UNAUTHENTICATED.
 """
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import functools
-import json
 import logging
 import os
-import signal
-import sys
 import threading
 import time
 from concurrent import futures
@@ -34,85 +23,93 @@ from typing import Any, Callable
 
 import numpy as np
 
-from retrieval.config import GrpcTlsConfig, ServeAuthConfig
-from spnas_core.errors import (
-    DuplicateIdError,
-    IndexMismatchError,
-    IndexWriteError,
-    PartitionClosedError,
-    RetrievalError,
-)
+from spnas_core.errors import IndexMismatchError, RetrievalError, SpnasError
 from spnas_core.files import write_json_atomic
 
-from .index import SearchParams, check_vectors
-from .partitions import PartitionedStore, key_range
+from .config import SearchParams, TlsConfig
+from .listings import ListingStore
 from .proto import load as load_stubs
-from .security import TokenInterceptor, channel, load_token, server_credentials
+from .security import TokenInterceptor, channel, check_grpc, is_loopback, server_credentials
+from .version_index import VersionIndex
 
 log = logging.getLogger(__name__)
-pb, pb_grpc, health_pb, health_grpc = load_stubs()
-GRPC_OPTIONS = [("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)]
-MAX_K = 1000
+pb, pb_grpc = load_stubs()
+GRPC_OPTIONS = [("grpc.max_receive_message_length", 16 << 20), ("grpc.max_send_message_length", 16 << 20)]
+SERVICE_NAME = "spnas.retrieval.v2.IndexService"
+NORM_TOLERANCE = 1e-3
 
 
-@dataclasses.dataclass
-class ServiceSpec:
-    """What an index service process needs (written by the supervisor, read by `main`)."""
-
-    index_dir: str
-    bundle_sha256: str
-    dim: int
-    factory: str
-    search_params: SearchParams
-    checkpoint_wal_bytes: int
-    grpc_host: str
-    discovery_dir: str
-    tls: GrpcTlsConfig
-    auth: ServeAuthConfig
-
-    def save(self, path: Path) -> Path:
-        return write_json_atomic(path, dataclasses.asdict(self))
-
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> "ServiceSpec":
-        d = json.loads(Path(path).read_text())
-        return cls(**{**d, "search_params": SearchParams(**d["search_params"]), "tls": GrpcTlsConfig(**d["tls"]),
-                      "auth": ServeAuthConfig(**d["auth"])})
-
-    def store(self) -> PartitionedStore:
-        return PartitionedStore(self.index_dir, self.bundle_sha256, self.dim, self.factory, self.search_params,
-                                checkpoint_wal_bytes=self.checkpoint_wal_bytes)
+def unit_vectors(data: bytes, dim: int, expected: int, max_rows: int) -> np.ndarray:
+    """Packed float32 rows, finite and of unit length; `RetrievalError` otherwise."""
+    if dim != expected:
+        raise RetrievalError(f"queries have {dim} values; this version holds {expected}-d embeddings")
+    if not data or len(data) % (4 * dim):
+        raise RetrievalError(f"query bytes ({len(data)}) are not a whole number of {dim}-d float32 rows")
+    q = np.frombuffer(data, "<f4").reshape(-1, dim)
+    if len(q) > max_rows:
+        raise RetrievalError(f"{len(q)} queries in one call; at most {max_rows} (search.max_queries)")
+    if not np.isfinite(q).all():
+        raise RetrievalError("a query holds NaN or infinity")
+    norms = np.linalg.norm(q.astype(np.float64), axis=1)
+    if (np.abs(norms - 1) > NORM_TOLERANCE).any():
+        raise RetrievalError(f"query vectors must be L2-normalised (a query has length "
+                             f"{norms[np.argmax(np.abs(norms - 1))]:.6g})")
+    return np.ascontiguousarray(q)
 
 
-def pack(a: np.ndarray, dtype: str) -> bytes:
-    return np.ascontiguousarray(a, dtype=dtype).tobytes()
+class Follower:
+    """Keeps a version's exclusions up to date with the listing store: every listing it holds that was
+    removed or changed after its snapshot is excluded, with the change number that did it."""
+
+    def __init__(self, vi: VersionIndex, store: ListingStore | None) -> None:
+        self.vi, self.store = vi, store
+        self.seen = vi.info.snapshot_seq if vi.info else 0
+        self._lock = threading.Lock()
+
+    def catch_up(self) -> None:
+        """The changes since the snapshot, among this version's listings (once, at start)."""
+        if self.store is None:
+            return
+        with self._lock:  # before any poll: exclusions go in in change order
+            ids, seqs, upto = self.store.changed_among(self.vi.ids, self.seen)
+            self.vi.exclude(ids, seqs)
+            self.seen = max(self.seen, upto)
+
+    def poll(self) -> int:
+        """Read the store's changes since last time; returns the change number now followed."""
+        if self.store is None:
+            return self.seen
+        with self._lock:
+            while True:
+                rows, upto = self.store.changes(self.seen)
+                if rows:
+                    self.vi.exclude(np.array([r.id for r in rows], np.int64), np.array([r.seq for r in rows], np.int64))
+                self.seen = max(self.seen, upto)
+                if not rows or rows[-1].seq >= upto:
+                    return self.seen
+
+    def ensure(self, as_of: int) -> None:
+        """Followed at least to `as_of` (reading the store now if needed), or FAILED_PRECONDITION."""
+        if as_of > self.seen:
+            try:
+                self.poll()
+            except SpnasError as e:
+                raise Behind(f"this index service follows the listing store to change {self.seen}, the request "
+                             f"needs {as_of}, and the store did not answer ({e})") from None
 
 
-def unpack_vectors(data: bytes, dim: int, expected_dim: int) -> np.ndarray:
-    if dim != expected_dim:
-        raise RetrievalError(f"vectors have {dim} values; this partition holds {expected_dim}-d embeddings")
-    if len(data) % (4 * max(dim, 1)):
-        raise RetrievalError(f"vector bytes ({len(data)}) are not a whole number of {dim}-d float32 rows")
-    return check_vectors(np.frombuffer(data, "<f4").reshape(-1, dim), expected_dim)
+class Behind(RetrievalError):
+    pass
 
 
 def _rpc(fn: Callable) -> Callable:
-    """Project errors become the gRPC status a caller can act on (never UNKNOWN)."""
-
     @functools.wraps(fn)
-    def wrapper(self: "IndexServicer", request: Any, context: Any) -> Any:
+    def wrapper(self: Any, request: Any, context: Any) -> Any:
         import grpc
 
         try:
             return fn(self, request, context)
-        except DuplicateIdError as e:
-            context.abort(grpc.StatusCode.ALREADY_EXISTS, str(e))
-        except PartitionClosedError as e:
-            retired = "retired" in str(e)
-            context.abort(grpc.StatusCode.NOT_FOUND if retired else grpc.StatusCode.FAILED_PRECONDITION, str(e))
-        except IndexWriteError as e:
-            context.abort(grpc.StatusCode.UNAVAILABLE, str(e))
-        except IndexMismatchError as e:
+        except (IndexMismatchError, Behind) as e:
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(e))
         except RetrievalError as e:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
@@ -121,212 +118,169 @@ def _rpc(fn: Callable) -> Callable:
 
 
 class IndexServicer(pb_grpc.IndexServiceServicer):
-    """The RPCs of one partition (thread-safe: the partition serialises writes, searches run side by side)."""
-
-    def __init__(self, store: PartitionedStore, partition: str) -> None:
-        self.store = store
-        self.key = partition
-        self.part = store.partition(partition)
-        self.start_ts, self.end_ts = key_range(partition)
-
-    def _check_bundle(self, sha: str) -> None:
-        if not sha:
-            raise RetrievalError("bundle_sha256 is required: the identity of the bundle that embedded the vectors")
-        if sha != self.store.bundle:
-            raise IndexMismatchError(f"partition {self.key} holds embeddings of bundle {self.store.bundle[:12]}..., "
-                                     f"the request's are from {sha[:12]}...")
+    def __init__(self, vi: VersionIndex, follower: Follower, mmap: bool) -> None:
+        self.vi, self.follower, self.mmap = vi, follower, mmap
 
     @_rpc
     def Search(self, request: Any, context: Any) -> Any:
-        self._check_bundle(request.bundle_sha256)
-        q = unpack_vectors(request.queries, request.dim, self.store.dim)
-        if not 1 <= request.k <= MAX_K:
-            raise RetrievalError(f"k must be between 1 and {MAX_K}, got {request.k}")
-        k = int(request.k)
+        info, p = self.vi.info, self.vi.params
+        if request.bundle_id != info.bundle_id:
+            raise IndexMismatchError(f"version {info.key} holds embeddings of bundle {info.bundle_id[:12]}..., the "
+                                     f"queries are from {request.bundle_id[:12] or 'no bundle'}...")
+        if not 1 <= request.k <= p.max_k:
+            raise RetrievalError(f"k must be between 1 and {p.max_k}, got {request.k}")
+        q = unit_vectors(request.queries, request.dim, self.vi.dim, p.max_queries)
+        as_of = request.as_of_seq if request.as_of_seq >= 0 else None
+        if as_of is not None:
+            self.follower.ensure(as_of)
         win = (request.start_ts, request.end_ts) if request.has_window else (None, None)
-        hits = self.part.search(q, k, *win)
-        resp = pb.SearchResponse(partition=self.key, absorbed=sorted(self.part.absorbed))
-        for i in range(len(q)):
-            hl = resp.results.add()
-            for j in range(k):
-                x = int(hits.ids[i, j])
-                if x >= 0:
-                    hl.hits.add(id=x, score=float(hits.scores[i, j]), ts=int(hits.ts[i, j]))
-        return resp
-
-    def _batch(self, request: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        self._check_bundle(request.bundle_sha256)
-        v = unpack_vectors(request.vectors, request.dim, self.store.dim)
-        ids, ts = np.asarray(request.ids, np.int64), np.asarray(request.ts, np.int64)
-        return ids, v, ts
+        scores, ids = self.vi.search(q, request.k, *win, as_of=as_of)
+        return pb.SearchResponse(scores=scores.astype("<f4").tobytes(), ids=ids.astype("<i8").tobytes(),
+                                 seen_seq=self.follower.seen)
 
     @_rpc
-    def Add(self, request: Any, context: Any) -> Any:
-        ids, v, ts = self._batch(request)
-        n = self.part.add(ids, v, ts)
-        return pb.AddResponse(added=n, count=len(self.part.view()))
-
-    @_rpc
-    def Prepare(self, request: Any, context: Any) -> Any:
-        if not request.txn:
-            raise RetrievalError("Prepare needs a transaction id")
-        ids, v, ts = self._batch(request)
-        return pb.AddResponse(added=self.part.prepare(request.txn, ids, v, ts), count=len(self.part.view()))
-
-    @_rpc
-    def Commit(self, request: Any, context: Any) -> Any:
-        return pb.TxnResponse(applied=self.part.commit(request.txn))
-
-    @_rpc
-    def Abort(self, request: Any, context: Any) -> Any:
-        return pb.TxnResponse(applied=self.part.abort(request.txn))
-
-    @_rpc
-    def InDoubt(self, request: Any, context: Any) -> Any:
-        return pb.InDoubtResponse(txns=sorted(self.part.refresh().pending))
-
-    @_rpc
-    def Delete(self, request: Any, context: Any) -> Any:
-        return pb.DeleteResponse(deleted=self.part.delete(np.asarray(request.ids, np.int64)))
-
-    @_rpc
-    def Stats(self, request: Any, context: Any) -> Any:
-        s = self.part.stats()
-        return pb.StatsResponse(partition=self.key, count=s.count, live=s.live, factory=s.factory, dim=self.store.dim,
-                                bundle_sha256=self.store.bundle, start_ts=s.start_ts, end_ts=s.end_ts,
-                                pending=s.pending, sealed=s.sealed, absorbed=s.absorbed, seq=s.seq,
-                                wal_bytes=s.wal_bytes)
-
-    @_rpc
-    def Ids(self, request: Any, context: Any) -> Any:
-        ids, _, ts = self.part.live()
-        return pb.IdsResponse(ids=pack(ids, "<i8"), ts=pack(ts, "<i8"),
-                              reserved=pack(self.part.reserved_ids(), "<i8"))
+    def Info(self, request: Any, context: Any) -> Any:
+        i = self.vi.info
+        return pb.InfoResponse(bundle_id=i.bundle_id, granularity=i.granularity, period=i.period, version=i.version,
+                               start_ts=i.start_ts, end_ts=i.end_ts, count=i.count, dim=i.dim, factory=i.factory,
+                               snapshot_seq=i.snapshot_seq, seen_seq=self.follower.seen, excluded=self.vi.excluded,
+                               mmap=self.mmap)
 
 
-class HealthServicer(health_grpc.HealthServicer):
-    def __init__(self, part: Any) -> None:
-        self.part = part
+class IndexService:
+    """A running service: the gRPC server, its health, the follower thread, its announcement."""
 
-    def Check(self, request: Any, context: Any) -> Any:
-        ok = not self.part.retired
-        return health_pb.HealthCheckResponse(status=health_pb.HealthCheckResponse.SERVING if ok
-                                             else health_pb.HealthCheckResponse.NOT_SERVING)
+    def __init__(self, vi: VersionIndex, store: ListingStore | None, host: str = "127.0.0.1", port: int = 0, *,
+                 token: str | None = None, tls: TlsConfig | None = None, announce_dir: str | os.PathLike | None = None,
+                 follow_s: float = 1.0, threads: int = 8, mmap: bool = True) -> None:
+        import grpc
+        from grpc_health.v1 import health, health_pb2_grpc
 
+        tls = tls or TlsConfig()
+        check_grpc(host, token, tls, f"the index service of {vi.info.key}")
+        self.vi, self.follower, self.follow_s = vi, Follower(vi, store), follow_s
+        self.health = health.HealthServicer()
+        self.ready = threading.Event()
+        self._set(False)
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=threads), options=GRPC_OPTIONS,
+                                  interceptors=[TokenInterceptor(token)] if token else [])
+        pb_grpc.add_IndexServiceServicer_to_server(IndexServicer(vi, self.follower, mmap), self.server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        creds = server_credentials(tls)
+        target = f"{host}:{port}"
+        bound = self.server.add_secure_port(target, creds) if creds else self.server.add_insecure_port(target)
+        if bound == 0:
+            raise OSError(f"could not bind {target} for the index service of {vi.info.key}")
+        self.address = f"{host}:{bound}"
+        self.announce_dir = Path(announce_dir) if announce_dir is not None else None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
 
-def serve_partition(store: PartitionedStore, partition: str, host: str = "127.0.0.1", port: int = 0,
-                    discovery_dir: str | os.PathLike | None = None, *, token: str | None = None,
-                    tls: GrpcTlsConfig | None = None, workers: int = 8) -> tuple[Any, str]:
-    """Start a gRPC server for one partition (TLS and a token when given); returns (server, address)."""
-    import grpc
+    def _set(self, serving: bool) -> None:
+        from grpc_health.v1 import health_pb2
 
-    interceptors = [TokenInterceptor(token)] if token else []
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), options=GRPC_OPTIONS,
-                         interceptors=interceptors)
-    servicer = IndexServicer(store, partition)
-    pb_grpc.add_IndexServiceServicer_to_server(servicer, server)
-    health_grpc.add_HealthServicer_to_server(HealthServicer(servicer.part), server)
-    creds = server_credentials(tls or GrpcTlsConfig())
-    target = f"{host}:{port}"
-    bound = server.add_secure_port(target, creds) if creds is not None else server.add_insecure_port(target)
-    if bound == 0:
-        raise OSError(f"could not bind {target} for partition {partition}")
-    server.start()
-    address = f"{host}:{bound}"
-    if discovery_dir is not None:
-        announce(Path(discovery_dir), partition, address, store.bundle)
-    log.info("index service for %s on %s%s", partition, address, " (TLS)" if creds is not None else "")
-    return server, address
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in ("", SERVICE_NAME):
+            self.health.set(name, status)
+        (self.ready.set if serving else self.ready.clear)()
 
+    def start(self) -> "IndexService":
+        """Start answering (NOT_SERVING), catch up with the store in the background, then SERVING."""
+        self.server.start()
+        self._thread = threading.Thread(target=self._follow, name=f"follow-{self.vi.info.version}", daemon=True)
+        self._thread.start()
+        return self
 
-def announcement_path(discovery_dir: Path, partition: str) -> Path:
-    return discovery_dir / f"{partition.replace('/', '_')}.json"
+    def _follow(self) -> None:
+        delay = self.follow_s
+        while not self._stop.is_set():
+            try:
+                self.follower.catch_up()
+                break
+            except SpnasError as e:
+                log.warning("%s: catching up with the listing store failed (%s); retrying", self.vi.info.key, e)
+                self._stop.wait(delay)
+                delay = min(delay * 2, 30)
+        if self._stop.is_set():
+            return
+        self._set(True)
+        if self.announce_dir is not None:
+            write_json_atomic(self.announcement(), {"address": self.address, "version": self.vi.info.key,
+                                                    "pid": os.getpid(), "started": time.time()})
+        log.info("serving %s (%d listings, %s) on %s", self.vi.info.key, len(self.vi), self.vi.info.factory,
+                 self.address)
+        while not self._stop.wait(self.follow_s):
+            try:
+                self.follower.poll()
+            except SpnasError as e:  # keep serving; a request that needs newer changes is refused meanwhile
+                log.warning("%s: following the listing store failed (%s)", self.vi.info.key, e)
 
+    def announcement(self) -> Path:
+        assert self.announce_dir is not None
+        return self.announce_dir / f"{self.vi.info.version}-{self.address.rsplit(':', 1)[1]}.json"
 
-def announce(discovery_dir: Path, partition: str, address: str, bundle: str) -> Path:
-    """Write `<dir>/<partition>.json` atomically (partition keys hold a '/', replaced by '_')."""
-    return write_json_atomic(announcement_path(discovery_dir, partition),
-                             {"partition": partition, "address": address, "pid": os.getpid(), "bundle": bundle,
-                              "started": time.time()})
+    def wait_serving(self, timeout: float = 60) -> None:
+        if not self.ready.wait(timeout):
+            raise TimeoutError(f"{self.vi.info.key} did not catch up with the listing store in {timeout:.0f} s")
 
-
-def withdraw(discovery_dir: Path, partition: str) -> None:
-    """Remove this process's announcement (another process may have announced the key since)."""
-    p = announcement_path(discovery_dir, partition)
-    try:
-        if json.loads(p.read_text()).get("pid") == os.getpid():
-            p.unlink()
-    except (OSError, ValueError):
-        pass
+    def stop(self, grace: float = 1.0) -> None:
+        self._stop.set()
+        self._set(False)
+        if self.announce_dir is not None:
+            self.announcement().unlink(missing_ok=True)
+        self.server.stop(grace).wait()
 
 
 class IndexClient:
-    """A client for one index service (TLS and token as configured); calls raise grpc.RpcError."""
+    """A client of one index service (TLS and token as configured); calls raise grpc.RpcError."""
 
-    def __init__(self, address: str, timeout_s: float = 10.0, *, token: str | None = None,
-                 tls: GrpcTlsConfig | None = None) -> None:
-        self.address = address
-        self.channel = channel(address, tls or GrpcTlsConfig(), GRPC_OPTIONS)
+    def __init__(self, address: str, timeout_s: float = 5.0, *, token: str | None = None,
+                 tls: TlsConfig | None = None) -> None:
+        from grpc_health.v1 import health_pb2_grpc
+
+        from spnas_core.errors import ConfigError
+
+        tls = tls or TlsConfig()
+        host = address.rsplit(":", 1)[0]
+        if token and not tls.cert and not is_loopback(host):
+            raise ConfigError(f"refusing to send the bearer token to {address} in plaintext: set tls.cert/key/ca")
+        self.address, self.timeout = address, timeout_s
+        self.channel = channel(address, tls, GRPC_OPTIONS)
         self.stub = pb_grpc.IndexServiceStub(self.channel)
-        self.health = health_grpc.HealthStub(self.channel)
-        self.timeout = timeout_s
+        self.health_stub = health_pb2_grpc.HealthStub(self.channel)
         self.metadata = (("authorization", f"Bearer {token}"),) if token else ()
 
-    def _kw(self, timeout: float | None = None) -> dict[str, Any]:
-        return {"timeout": timeout or self.timeout, "metadata": self.metadata}
-
-    def search_request(self, queries: np.ndarray, k: int, start_ts: int | None = None, end_ts: int | None = None,
-                       bundle: str = "") -> Any:
-        q = np.atleast_2d(np.asarray(queries, np.float32))
-        return pb.SearchRequest(queries=pack(q, "<f4"), dim=q.shape[1], k=k, bundle_sha256=bundle,
-                                has_window=start_ts is not None or end_ts is not None,
-                                start_ts=int(start_ts if start_ts is not None else -(2**62)),
-                                end_ts=int(end_ts if end_ts is not None else 2**62))
-
-    def search(self, queries: np.ndarray, k: int, start_ts: int | None = None, end_ts: int | None = None,
-               bundle: str = "") -> Any:
-        return self.stub.Search(self.search_request(queries, k, start_ts, end_ts, bundle), **self._kw())
+    def request(self, queries: np.ndarray, k: int, start: int | None, end: int | None, bundle: str,
+                as_of: int | None = None) -> Any:
+        q = np.atleast_2d(np.asarray(queries, "<f4"))
+        return pb.SearchRequest(queries=q.tobytes(), dim=q.shape[1], k=k, bundle_id=bundle,
+                                has_window=start is not None or end is not None,
+                                start_ts=int(start if start is not None else -(2**62)),
+                                end_ts=int(end if end is not None else 2**62),
+                                as_of_seq=-1 if as_of is None else int(as_of))
 
     def search_future(self, request: Any) -> Any:
-        return self.stub.Search.future(request, **self._kw())
+        return self.stub.Search.future(request, timeout=self.timeout, metadata=self.metadata)
 
-    def add_request(self, ids: np.ndarray, vectors: np.ndarray, ts: np.ndarray, bundle: str = "",
-                    txn: str = "") -> Any:
-        v = np.atleast_2d(np.asarray(vectors, np.float32))
-        return pb.AddRequest(ids=[int(i) for i in ids], ts=[int(t) for t in ts], vectors=pack(v, "<f4"),
-                             dim=v.shape[1], bundle_sha256=bundle, txn=txn)
+    @staticmethod
+    def unpack(r: Any, nq: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+        return (np.frombuffer(r.scores, "<f4").reshape(nq, k), np.frombuffer(r.ids, "<i8").reshape(nq, k))
 
-    def add(self, ids: np.ndarray, vectors: np.ndarray, ts: np.ndarray, bundle: str = "") -> Any:
-        return self.stub.Add(self.add_request(ids, vectors, ts, bundle), **self._kw())
+    def search(self, queries: np.ndarray, k: int, start: int | None = None, end: int | None = None,
+               bundle: str = "", as_of: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        req = self.request(queries, k, start, end, bundle, as_of)
+        return self.unpack(self.stub.Search(req, timeout=self.timeout, metadata=self.metadata),
+                           len(req.queries) // (4 * req.dim), k)
 
-    def prepare(self, txn: str, ids: np.ndarray, vectors: np.ndarray, ts: np.ndarray, bundle: str = "") -> Any:
-        return self.stub.Prepare(self.add_request(ids, vectors, ts, bundle, txn), **self._kw())
+    def info(self, timeout: float | None = None) -> Any:
+        return self.stub.Info(pb.InfoRequest(), timeout=timeout or self.timeout, metadata=self.metadata)
 
-    def commit(self, txn: str) -> bool:
-        return self.stub.Commit(pb.TxnRequest(txn=txn), **self._kw()).applied
+    def serving(self, timeout: float = 1.0) -> bool:
+        from grpc_health.v1 import health_pb2
 
-    def abort(self, txn: str) -> bool:
-        return self.stub.Abort(pb.TxnRequest(txn=txn), **self._kw()).applied
-
-    def in_doubt(self) -> list[str]:
-        return list(self.stub.InDoubt(pb.InDoubtRequest(), **self._kw()).txns)
-
-    def delete(self, ids: list[int]) -> Any:
-        return self.stub.Delete(pb.DeleteRequest(ids=[int(i) for i in ids]), **self._kw())
-
-    def stats(self) -> Any:
-        return self.stub.Stats(pb.StatsRequest(), **self._kw())
-
-    def ids(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(live ids, their timestamps, reserved ids)."""
-        r = self.stub.Ids(pb.IdsRequest(), **self._kw(max(self.timeout, 30.0)))
-        return (np.frombuffer(r.ids, "<i8").copy(), np.frombuffer(r.ts, "<i8").copy(),
-                np.frombuffer(r.reserved, "<i8").copy())
-
-    def healthy(self, timeout_s: float | None = None) -> bool:
         try:
-            r = self.health.Check(health_pb.HealthCheckRequest(), timeout=timeout_s or self.timeout)
-            return r.status == health_pb.HealthCheckResponse.SERVING
+            r = self.health_stub.Check(health_pb2.HealthCheckRequest(), timeout=timeout)
+            return r.status == health_pb2.HealthCheckResponse.SERVING
         except Exception:
             return False
 
@@ -334,42 +288,13 @@ class IndexClient:
         self.channel.close()
 
 
-def main(argv: list[str] | None = None) -> None:
-    """One index service process: serve a partition until SIGTERM or until the partition is retired."""
-    ap = argparse.ArgumentParser(prog="python -m retrieval.service", description=__doc__.splitlines()[0])
-    ap.add_argument("--spec", required=True, help="services.json written by spnas-serve")
-    ap.add_argument("--partition", required=True, help="partition key, e.g. h/2026-11-26T15")
-    ap.add_argument("--port", type=int, default=0, help="port (0: any free port)")
-    args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format=f"[%(asctime)s][service {args.partition}][%(levelname)s] %(message)s")
-    try:
-        import faiss
+def open_service(source: str, store_url: str | None, cache_dir: str, params: SearchParams, host: str, port: int,
+                 **kw: Any) -> IndexService:
+    """An index service (not started) for a version folder or a version's repository URL (fetched into
+    `cache_dir` unless it is on this machine already)."""
+    from .versions import open_version
 
-        faiss.omp_set_num_threads(1)  # one query per thread; the machine's cores go to concurrent requests
-    except ImportError:  # pragma: no cover - faiss is a dependency
-        pass
-    spec = ServiceSpec.load(args.spec)
-    store = spec.store()
-    disc = Path(spec.discovery_dir)
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    from .supervisor import watch_parent
+    folder, info = open_version(source, cache_dir)
+    vi = VersionIndex.load(folder, info, params)
+    return IndexService(vi, ListingStore(store_url) if store_url else None, host, port, **kw)
 
-    watch_parent(stop.set)
-    server, _ = serve_partition(store, args.partition, spec.grpc_host, args.port, disc,
-                                token=load_token(spec.auth), tls=spec.tls)
-    retired = False
-    while not stop.wait(1.0):
-        if not store.exists(args.partition):
-            log.info("partition %s was retired (rolled into a coarser one); stopping", args.partition)
-            retired = True
-            break
-    server.stop(grace=2).wait()
-    if retired:  # a stopped service keeps its announcement: its partition still exists and will be served again
-        withdraw(disc, args.partition)
-
-
-if __name__ == "__main__":
-    main()

@@ -24,7 +24,8 @@ import numpy as np
 
 from latency_tables.table import LatencyTable
 from search_spaces import ArchSpec
-from spnas.app.config import APPS, ExportAppConfig, PipelineAppConfig, SearchAppConfig, TrainAppConfig
+from spnas.app.compose import APPS
+from spnas.app.config import ExportAppConfig, PipelineAppConfig, SearchAppConfig, TrainAppConfig
 from spnas_core.errors import ConfigError
 from training.config import DataConfig
 from training.datasets import DataBundle
@@ -34,7 +35,7 @@ Config = Union[SearchAppConfig, TrainAppConfig, ExportAppConfig, PipelineAppConf
 
 def compose(app: str = "search", overrides: Sequence[str] = ()) -> Config:
     """The typed config of a command (`search`, `train`, `export`, `pipeline`, `sweep`, `profile`,
-    `retrieval_eval`, `serve`) with Hydra overrides applied and checked; raises `ConfigError`."""
+    `retrieval_eval`, `serve`, `index`) with Hydra overrides applied and checked; raises `ConfigError`."""
     from spnas.app.compose import check_call
     from spnas.app.compose import compose as _compose
 
@@ -175,30 +176,65 @@ def evaluate_retrieval(bundle: str | os.PathLike, data: DataBundle, backend: str
 
 # ---------------------------------------------------------------------------------- photo search
 class PhotoIndex:
-    """A bundle's embedder plus a time-partitioned FAISS store on disk: add photos, search by photo."""
+    """A bundle's embedder over a photo-search folder: a listing store, photos and index versions under
+    `root`, searched in this process (versions memory-mapped, listings no version holds yet from the
+    delta). `spnas-serve root=<root>` serves the same folder."""
 
-    def __init__(self, bundle: str | os.PathLike, root: str | os.PathLike, backend: str = "litert",
-                 factory: str = "auto") -> None:
-        from export.bundle import bundle_id
+    def __init__(self, bundle: str | os.PathLike, root: str | os.PathLike, backend: str = "litert") -> None:
+        from retrieval.backends import LocalBackends
+        from retrieval.config import DeltaConfig, Locations, RetentionConfig, SearchParams
         from retrieval.embedders import make_embedder
-        from retrieval.partitions import PartitionedStore
+        from retrieval.listings import ListingStore
+        from retrieval.photos import PhotoStore
+        from retrieval.router import Router
+        from retrieval.versions import Repository
 
+        loc = Locations().resolve(str(root))
         self.embedder = make_embedder(backend, bundle, 1)
-        self.store = PartitionedStore(root, bundle_id(bundle), self.embedder.dim, factory)
+        self.store, self.photos, self.repo = ListingStore(loc.store), PhotoStore(loc.photos), Repository(loc.repository)
+        self.router = Router(self.store, self.photos, lambda _: self.embedder, [self.embedder.bundle_sha256],
+                             LocalBackends(self.repo, self.store, SearchParams(), loc.cache), DeltaConfig(),
+                             RetentionConfig())
+
+    def __len__(self) -> int:
+        """Active listings."""
+        from retrieval.periods import MAX_TS, MIN_TS
+
+        return self.store.count(MIN_TS, MAX_TS + 1)
 
     def add(self, ids: Sequence[int], photos: Sequence[np.ndarray | str | os.PathLike],
-            timestamps: Sequence[int] | None = None) -> int:
-        """Embed and add photos (arrays or file paths) as listings; returns how many were added."""
-        vecs = self.embedder.embed([_photo(p) for p in photos], progress=False)
-        ts = np.asarray(timestamps if timestamps is not None else [int(time.time())] * len(ids), dtype=np.int64)
-        self.store.add(np.asarray(ids, dtype=np.int64), vecs, ts)
-        return len(ids)
+            timestamps: Sequence[int] | None = None, titles: Sequence[str] | None = None) -> int:
+        """Embed photos (arrays or file paths) and add them as listings; returns how many are new (adding
+        an id again with the same photo changes nothing)."""
+        from retrieval.listings import Listing
+
+        raw = [_photo_bytes(p) for p in photos]
+        imgs = [_photo(p) for p in photos]
+        vecs = self.embedder.embed(imgs, progress=len(imgs) >= 512)
+        hashes = [self.photos.put(b, im) for b, im in zip(raw, imgs)]
+        self.store.cache(self.embedder.bundle_sha256, hashes, vecs)
+        ts = list(timestamps) if timestamps is not None else [int(time.time())] * len(ids)
+        out = self.store.add([Listing(int(i), int(t), h, (titles or [""] * len(ids))[j])
+                              for j, (i, t, h) in enumerate(zip(ids, ts, hashes))])
+        return sum(o != "exists" for o in out)
+
+    def delete(self, item_id: int, status: str = "deleted") -> bool:
+        """Remove a listing (sold or deleted); False when it was not active."""
+        return self.store.remove(int(item_id), status) == "removed"
 
     def search(self, photo: np.ndarray | str | os.PathLike, k: int = 10) -> list[tuple[int, float]]:
-        """The k most similar listings as (id, score), best first."""
+        """The k most similar active listings as (id, score), best first."""
         q = self.embedder.embed([_photo(photo)], progress=False)
-        hits = self.store.search(q, k)
-        return [(int(i), float(s)) for i, s in zip(hits.ids[0], hits.scores[0]) if i >= 0]
+        self.router.refresh()
+        ans = self.router.search(q, k)
+        return [(int(i), float(s)) for i, s in zip(ans.ids[0], ans.scores[0]) if i >= 0]
+
+    def build(self, now: int | None = None) -> dict[str, Any]:
+        """Build every finished hour / day / month that needs a version (`spnas-index build-due`)."""
+        from retrieval.build import build_due
+        from retrieval.config import BuildConfig, RetentionConfig
+
+        return build_due(self.store, self.photos, self.repo, self.embedder, BuildConfig(), RetentionConfig(), now)
 
 
 def _photo(p: np.ndarray | str | os.PathLike) -> np.ndarray:
@@ -207,8 +243,21 @@ def _photo(p: np.ndarray | str | os.PathLike) -> np.ndarray:
     return p if isinstance(p, np.ndarray) else decode_rgb(Path(p))
 
 
+def _photo_bytes(p: np.ndarray | str | os.PathLike) -> bytes:
+    """What the photo store keeps: the file as it is, or an array as a PNG."""
+    if not isinstance(p, np.ndarray):
+        return Path(p).read_bytes()
+    import io
+
+    from PIL import Image
+
+    b = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(p, np.uint8)).save(b, "PNG")
+    return b.getvalue()
+
+
 def open_photo_index(bundle: str | os.PathLike, root: str | os.PathLike, backend: str = "litert") -> PhotoIndex:
-    """A `PhotoIndex` over `root` (created on first add) for the bundle's embedder."""
+    """A `PhotoIndex` over `root` (created on first use) for the bundle's embedder."""
     return PhotoIndex(bundle, root, backend)
 
 

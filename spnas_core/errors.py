@@ -130,15 +130,15 @@ class IndexMismatchError(RetrievalError):
 
 
 class DuplicateIdError(RetrievalError):
-    """A listing id that is already live (or reserved by a write in flight) somewhere in the store."""
+    """A listing id that is already active with another photo (delete it first, or use another id)."""
 
 
-class IndexWriteError(RetrievalError):
-    """A write that could not be made durable (disk full, I/O error); nothing was changed, retry later."""
+class StoreUnavailableError(RetrievalError):
+    """The listing store did not answer; nothing was changed or acknowledged, retry once it answers."""
 
 
-class PartitionClosedError(RetrievalError):
-    """A partition that takes no more writes: sealed for compaction or retired into a coarser one."""
+class VersionCorruptError(RetrievalError):
+    """An index version whose files do not match its manifest (refused; rebuild or fetch it again)."""
 
 
 # ---------------------------------------------------------------------------------- run folders

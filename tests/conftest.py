@@ -64,6 +64,15 @@ def fashion_mnist_root() -> Path:
     return d
 
 
+@pytest.fixture(scope="session")
+def postgres_admin_url():
+    """The admin URL of a real PostgreSQL server: a throwaway cluster for the session (tests/postgres.py)."""
+    from .postgres import postgres_server
+
+    with postgres_server(_missing) as url:
+        yield url
+
+
 def compose(config: str, overrides: list[str]):
     """The typed config of a command, composed from the project's configs/ as the CLIs compose it."""
     import spnas

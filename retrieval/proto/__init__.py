@@ -14,7 +14,7 @@ from pathlib import Path
 from types import ModuleType
 
 HERE = Path(__file__).resolve().parent
-PROTOS = ("index.proto", "health.proto")
+PROTOS = ("index.proto",)
 
 
 def generate(out_dir: Path = HERE) -> None:
@@ -41,12 +41,12 @@ def _stale() -> bool:
     return False
 
 
-def load() -> tuple[ModuleType, ModuleType, ModuleType, ModuleType]:
-    """(index_pb2, index_pb2_grpc, health_pb2, health_pb2_grpc), generating them first if needed."""
+def load() -> tuple[ModuleType, ModuleType]:
+    """(index_pb2, index_pb2_grpc), generating them first if needed."""
     if _stale() and os.access(HERE, os.W_OK):
         generate()
     if str(HERE) not in sys.path:
         sys.path.insert(0, str(HERE))  # generated *_pb2_grpc import their *_pb2 as top-level modules
     return tuple(importlib.import_module(m) for m in  # type: ignore[return-value]
-                 ("index_pb2", "index_pb2_grpc", "health_pb2", "health_pb2_grpc"))
+                 ("index_pb2", "index_pb2_grpc"))
 

@@ -21,7 +21,8 @@ from typing import Any, Callable, NoReturn, Sequence
 
 from spnas_core.errors import EXIT_INPUT, ConfigError, SpnasError
 
-USAGE_EXTRA = {"profile": "[measure|validate|model|import] "}
+USAGE_EXTRA = {"profile": "[measure|validate|model|import] ", "serve": "[all|gateway] ",
+               "index": "[build|build-due|serve|fetch|list|retain] "}
 
 
 # The project's loggers report progress (INFO); everything else shows from WARNING up, except the libraries
@@ -191,14 +192,37 @@ def retrieval_eval_main() -> None:
 
 
 def serve_main() -> None:
-    """`spnas-serve`: index services + REST gateway on loopback."""
+    """`spnas-serve [all|gateway]`: the photo search on one machine, or its gateway alone."""
+    argv = sys.argv[1:]
+    if argv and argv[0] in ("all", "gateway"):
+        argv = [f"command={argv[0]}", *argv[1:]]
 
     def task(cfg: Any) -> None:
         from .serve import run
 
         run(cfg)
 
-    run_app("serve", "index services + the REST gateway", task)
+    run_app("serve", "the photo search: gateway + index services of the ready versions on one machine "
+                     "(all, default), or the gateway alone (gateway)", task, argv)
+
+
+INDEX_COMMANDS = ("build", "build-due", "build_due", "serve", "fetch", "list", "retain")
+
+
+def index_main() -> None:
+    """`spnas-index [build|build-due|serve|fetch|list|retain] key=value ...`: index versions."""
+    argv = sys.argv[1:]
+    if argv and argv[0] in INDEX_COMMANDS:
+        argv = [f"command={argv[0].replace('-', '_')}", *argv[1:]]
+
+    def task(cfg: Any) -> None:
+        from .index import run
+
+        run(cfg)
+
+    run_app("index", "index versions of the photo search. Subcommands (first word): build (one period), build-due "
+                     "(what is due, then retention: a CronJob), serve (one version over gRPC), fetch (copy a version "
+                     "locally: an initContainer), list, retain", task, argv)
 
 
 def pipeline_main() -> None:

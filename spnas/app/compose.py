@@ -1,6 +1,6 @@
 """Compose a command's typed config from Hydra overrides, with errors a user can act on.
 
-The typed schemas (`spnas.config`) are registered in Hydra's ConfigStore together with the options
+The typed schemas (`spnas.app.config` and each layer's `config.py`) are registered in Hydra's ConfigStore together with the options
 whose facts live in code (SoCs from `latency_tables.socs`, search spaces from `search_spaces`); the
 YAML files under `configs/` are presets on top of them. Composition checks every key, type and
 choice; `to_typed` then builds the dataclasses (running their cross-field checks), all before any
@@ -23,6 +23,10 @@ from spnas.app.config import APPS
 from spnas_core.config import did_you_mean
 from spnas_core.errors import ConfigError
 from training.config import TrainConfig
+
+from .serving_config import IndexAppConfig, ServeAppConfig
+
+APPS.update({"serve": ServeAppConfig, "index": IndexAppConfig})  # the photo search's commands
 
 CONFIG_DIR = str(resources.files("configs"))
 

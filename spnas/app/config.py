@@ -12,7 +12,7 @@ from omegaconf import MISSING
 from export.config import ExportConfig
 from latency_tables.config import ImportConfig, ProfileDevice, ProfilerConfig, SocConfig, ValidateConfig
 from nas.config import ControlsConfig, SearchConfig, SweepConfig
-from retrieval.config import Backend, GrpcTlsConfig, PartialResults, SearchParamsConfig, ServeAuthConfig, ServeLimits
+from retrieval.config import Backend
 from search_spaces.config import ProxyConfig, SpaceConfig
 from spnas_core.config import check_range, did_you_mean, opt
 from spnas_core.errors import ConfigError
@@ -56,13 +56,6 @@ class ReportConfig:
     note: str = opt("", "a line the report prints above its verdicts (a preset's caveat)")
     rising_pts: float = opt(1.0, "budget check: validation top-1 rising by more than this many points over the last "
                                  "quarter of training means the comparison is budget-limited")
-
-
-class ServeCommand(enum.Enum):
-    """What `spnas-serve` does (its first word)."""
-
-    serve = "run the index services and the REST gateway, supervised, until interrupted"
-    compact = "roll finished hours into days and days into months once, then exit (for cron / a CronJob)"
 
 
 @dataclass
@@ -169,47 +162,6 @@ class RetrievalEvalAppConfig(RunConfig):
 
 
 @dataclass
-class ServeAppConfig(RunConfig):
-    """`spnas-serve`: index services + the REST gateway."""
-
-    defaults: list[Any] = field(default_factory=lambda: ["_self_", {"data": "grocery"}, {"experiment": None}])
-    data: DataConfig = opt(MISSING, "photos the demo index is seeded with (train split)")
-    bundle: str = opt(MISSING, "a folder written by spnas-export")
-    backend: Backend = opt(Backend.litert, "embedder for queries and new listings")
-    threads: Optional[int] = opt(1, "embedder threads")
-    index_dir: str = opt("runs/serve/index", "index store folder")
-    discovery_dir: Optional[str] = opt(None, "where services announce themselves (default <index_dir>/services)")
-    factory: str = opt("auto", "FAISS factory per partition (auto: Flat < 1e5 < HNSW32 <= 1e6 < IVF-PQ)")
-    search_params: SearchParamsConfig = opt(factory=SearchParamsConfig, help="approximate-search knobs")
-    seed_index: bool = opt(True, "fill an empty index with the data set's train photos as listings")
-    seed_limit: Optional[int] = opt(None, "seed at most this many listings")
-    seed_hours: int = opt(48, "spread seeded listings over the past hours")
-    compact: bool = opt(True, "roll finished hours into days (and days into months) at start")
-    host: str = opt("127.0.0.1", "gateway address (beyond loopback only with a token)")
-    port: int = opt(8000, "gateway port (0: any free port)")
-    limits: ServeLimits = opt(factory=ServeLimits, help="upload and query limits")
-    command: ServeCommand = opt(ServeCommand.serve, "serve | compact (spnas-serve command=compact: one roll-up, for cron)")
-    grpc_host: str = opt("127.0.0.1", "address the index services listen on")
-    auth: ServeAuthConfig = opt(factory=ServeAuthConfig, help="bearer token")
-    tls: GrpcTlsConfig = opt(factory=GrpcTlsConfig, help="TLS of the index services")
-    partial: PartialResults = opt(PartialResults.allow, "allow | fail: a search when an index service is down")
-    tick_s: float = opt(5.0, "how often the supervisor checks its services and the clock")
-    compact_every_s: float = opt(300.0, "how often finished hours and days are rolled up while serving")
-    precreate_s: float = opt(120.0, "start the next hour's partition this long before the hour begins")
-    checkpoint_wal_bytes: int = opt(16 << 20, "fold a partition's write-ahead log into a snapshot past this size")
-    state_dir: Optional[str] = opt(None, "gateway state: transaction decisions, pending deletes "
-                                         "(default <index_dir>/gateway)")
-    photos_dir: Optional[str] = opt(None, "listing photos shown by the web page (default <index_dir>/photos)")
-
-    def __post_init__(self) -> None:
-        check_range("port", self.port, 0, 65535)
-        if self.tick_s <= 0 or self.compact_every_s <= 0 or self.precreate_s < 0:
-            raise ConfigError("tick_s and compact_every_s must be > 0, precreate_s >= 0")
-        if self.checkpoint_wal_bytes < 1 << 16:
-            raise ConfigError(f"checkpoint_wal_bytes={self.checkpoint_wal_bytes}: use at least 65536")
-
-
-@dataclass
 class ProfileAppConfig(RunConfig):
     """`spnas-profile [measure|validate|model|import]`: latency tables."""
 
@@ -297,8 +249,9 @@ class PipelineAppConfig(RunConfig):
             raise ConfigError(f"force takes stage kinds {list(STAGE_KINDS)} or 'all'; unknown: {sorted(bad)}")
 
 
+# The photo search's commands (`serve`, `index`) are added by spnas.app.compose from
+# spnas/app/serving_config.py: this module may not import the application's serving side.
 APPS: dict[str, type] = {
     "train": TrainAppConfig, "search": SearchAppConfig, "sweep": SweepAppConfig, "export": ExportAppConfig,
-    "retrieval_eval": RetrievalEvalAppConfig, "serve": ServeAppConfig, "profile": ProfileAppConfig,
-    "pipeline": PipelineAppConfig,
+    "retrieval_eval": RetrievalEvalAppConfig, "profile": ProfileAppConfig, "pipeline": PipelineAppConfig,
 }

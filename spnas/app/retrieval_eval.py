@@ -26,10 +26,10 @@ from typing import Any
 
 import numpy as np
 
-from retrieval.config import Backend
+from retrieval.config import Backend, FactoryConfig
 from retrieval.embedders import Embedder, make_embedder
-from retrieval.index import VectorIndex
 from retrieval.metrics import per_query, percentile_ms
+from retrieval.version_index import VersionIndex
 from spnas.app.config import RetrievalEvalAppConfig
 from spnas_core.errors import ImageDecodeError, InputError
 from spnas_core.files import write_bytes_atomic, write_json_atomic
@@ -108,11 +108,11 @@ def evaluate_embedder(emb: Embedder, data: DataBundle, factory: str = "Flat", la
     search_lat: dict[str, Any] = {}
     for gname, split in galleries(data).items():
         g_vec = emb.embed(originals(split, split.images), progress=True)
-        index = VectorIndex(factory, emb.dim, emb.bundle_sha256, name=f"{data.name}-{gname}")
-        index.add(np.arange(len(split), dtype=np.int64), g_vec, np.zeros(len(split), np.int64))
+        index = VersionIndex.build(np.arange(len(split), dtype=np.int64), np.zeros(len(split), np.int64), g_vec,
+                                   factory, FactoryConfig())
         k = max(KS)
-        hits = index.search(q_vec, k)
-        ranked = np.where(hits.ids >= 0, split.labels[np.clip(hits.ids, 0, None)], -1)
+        _, ids = index.search(q_vec, k)
+        ranked = np.where(ids >= 0, split.labels[np.clip(ids, 0, None)], -1)
         results[gname] = {"gallery_size": int(len(split)),
                           "fine": _level_metrics(ranked, data.test.labels, split.labels, n_boot, seed)}
         if coarse is not None:

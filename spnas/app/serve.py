@@ -1,18 +1,18 @@
-"""`spnas-serve`: the photo search, supervised: one gRPC index service process per partition, the REST
-gateway process, hourly partitions as the clock advances, scheduled roll-ups.
+"""`spnas-serve`: the photo search on one machine, or its gateway alone.
 
-    spnas-serve bundle=runs/export/x                  # seeds the index with Grocery train photos
-    open http://127.0.0.1:8000/                       # the photo-search page
-    curl -F image=@photo.jpg http://127.0.0.1:8000/search
-    SPNAS_SERVE_TOKEN=$(openssl rand -hex 32) spnas-serve bundle=... host=0.0.0.0   # beyond loopback: a token
-    spnas-serve command=compact bundle=...            # one roll-up and exit (cron / a Kubernetes CronJob)
+    spnas-serve bundle=runs/export/x               # seeds an empty store with Grocery train photos
+    open http://127.0.0.1:8000/                    # the photo-search page
+    spnas-serve gateway bundle=... workers=2 resolver=dir:/run/services locations.store=postgresql://...
 
-On first start the index folder is seeded with the Grocery Store train photos as listings (ids = their
-row in train.txt, timestamps spread over the past `seed_hours` hours, titles = product names, thumbnails
-for the page). Index services announce themselves in `<index_dir>/services/`, which the gateway reads;
-logs of every process are in `<index_dir>/run/logs/`. Adds and deletes need a bearer token: the one in
-`$SPNAS_SERVE_TOKEN` / `auth.token_file`, or, on loopback without one, a token made on first start in
-`<index_dir>/gateway/token` (mode 0600).
+`command=all` (the default) runs, in this process, what a cluster runs as separate jobs: it seeds an
+empty listing store (the data set's train photos as listings, ids = their row, times spread over
+the past `seed_hours`, titles = product names), builds every version that is due (`spnas-index
+build-due`), serves each version the planner uses as an in-process gRPC index service announced in
+`<root>/services`, and runs the gateway (`workers` processes) on top; every `build_every_s` it builds
+again and starts or stops services to match. `command=gateway` runs only the gateway.
+
+Writes need a bearer token: `$SPNAS_SERVE_TOKEN` / `auth.token_file`, or, on loopback without one, a
+token made on first start in `<root>/gateway/token` (mode 0600).
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-import signal
 import socket
 import threading
 import time
@@ -29,54 +28,27 @@ from typing import Any, Callable
 
 import numpy as np
 
-from export.bundle import bundle_id
-from retrieval.config import ServeAuthConfig
+from retrieval.build import build_due
+from retrieval.config import AuthConfig, Granularity, Locations
 from retrieval.embedders import make_embedder
-from retrieval.gateway import GatewaySpec
-from retrieval.index import SearchParams
-from retrieval.partitions import CompactionReport, PartitionedStore
-from retrieval.photos import PhotoStore, thumbnail
-from retrieval.security import check_bind, load_token
-from retrieval.service import ServiceSpec
-from retrieval.supervisor import Supervisor
-from spnas.app.config import ServeAppConfig, ServeCommand
+from retrieval.gateway import GatewaySpec, create_app, serve as serve_gateway
+from retrieval.listings import ListingStore
+from retrieval.periods import latest_finished
+from retrieval.photos import PhotoStore
+from retrieval.planner import Ready, plan
+from retrieval.security import check_bind, check_grpc, load_token
+from retrieval.service import IndexService
+from retrieval.version_index import VersionIndex
+from retrieval.versions import Repository, open_version
 from training.datasets import load_data
 
 from .retrieval_eval import originals
+from .serving_config import ServeAppConfig, ServeCommand
 
 log = logging.getLogger(__name__)
 
 
-def open_store(cfg: ServeAppConfig, dim: int) -> PartitionedStore:
-    p = cfg.search_params
-    return PartitionedStore(cfg.index_dir, bundle_id(cfg.bundle), dim, cfg.factory,
-                            SearchParams(nprobe=p.nprobe, efSearch=p.efSearch, rerank=p.rerank),
-                            checkpoint_wal_bytes=cfg.checkpoint_wal_bytes)
-
-
-def dirs(cfg: ServeAppConfig) -> dict[str, Path]:
-    root = Path(cfg.index_dir)
-    return {"discovery": Path(cfg.discovery_dir or root / "services"), "state": Path(cfg.state_dir or root / "gateway"),
-            "photos": Path(cfg.photos_dir or root / "photos"), "run": root / "run"}
-
-
-def seed_store(store: PartitionedStore, embedder: Any, cfg: ServeAppConfig, now: int,
-               photos: PhotoStore | None = None) -> int:
-    """Fill an empty store with the seed data set's train photos as listings (one all-or-nothing add)."""
-    data = load_data(cfg.data, cfg.seed)
-    n = min(len(data.train), cfg.seed_limit or len(data.train))
-    imgs = originals(data.train.subset(np.arange(n)), data.train.images[:n])
-    vecs = embedder.embed(imgs, progress=True)
-    rng = np.random.default_rng(0)
-    ts = now - rng.integers(0, cfg.seed_hours * 3600, size=n)
-    if photos is not None:
-        for i, img in enumerate(imgs):
-            photos.put(i, thumbnail(img), data.classes[int(data.train.labels[i])])
-    store.add(np.arange(n, dtype=np.int64), vecs, ts)
-    return n
-
-
-def local_token(state_dir: Path) -> ServeAuthConfig:
+def local_token(state_dir: Path) -> AuthConfig:
     """No token configured (loopback only): writes still need one, so make one, readable by this user
     alone, in `<state_dir>/token` (kept across restarts)."""
     p = state_dir / "token"
@@ -85,78 +57,195 @@ def local_token(state_dir: Path) -> ServeAuthConfig:
         fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(secrets.token_hex(32) + "\n")
-    return ServeAuthConfig(token_file=str(p))
+    return AuthConfig(token_file=str(p))
+
+
+def seed(store: ListingStore, photos: PhotoStore, embedder: Any, cfg: ServeAppConfig, now: int) -> int:
+    """Fill an empty store with the seed data set's train photos as listings (photos, embeddings, rows)."""
+    import io
+
+    from PIL import Image
+
+    data = load_data(cfg.data, cfg.seed)
+    n = min(len(data.train), cfg.seed_limit or len(data.train))
+    imgs = originals(data.train.subset(np.arange(n)), data.train.images[:n])
+    vecs = embedder.embed(imgs, progress=True)
+    hashes = []
+    for path, img in zip(data.train.ids[:n], imgs):
+        try:
+            raw = Path(path).read_bytes()
+        except OSError:  # a cached array only: store it as a JPEG
+            b = io.BytesIO()
+            Image.fromarray(img).save(b, "JPEG", quality=90)
+            raw = b.getvalue()
+        hashes.append(photos.put(raw, img))
+    store.cache(embedder.bundle_sha256, hashes, vecs)
+    ts = now - np.random.default_rng(cfg.seed).integers(0, cfg.seed_hours * 3600, size=n)
+    titles = [data.classes[int(data.train.labels[i])] for i in range(n)]
+    return store.load(np.arange(n, dtype=np.int64), ts, hashes, titles)
+
+
+def gateway_spec(cfg: ServeAppConfig, loc: Locations, auth: AuthConfig, port: int) -> GatewaySpec:
+    return GatewaySpec(bundles=[cfg.bundle, *cfg.previous_bundles], locations=loc,
+                       resolver=cfg.resolver or f"dir:{Path(cfg.root).resolve() / 'services'}",
+                       backend=cfg.backend.name, threads=cfg.threads or 1, host=cfg.host, port=port,
+                       workers=cfg.workers, limits=cfg.limits, auth=auth, tls=cfg.tls, delta=cfg.delta,
+                       retention=cfg.retention, partial=cfg.partial)
+
+
+class Serving:
+    """The one-machine deployment: index services of the planned versions, rebuilt on a schedule."""
+
+    def __init__(self, cfg: ServeAppConfig, clock: Callable[[], float] = time.time) -> None:
+        from export.bundle import bundle_id
+
+        self.cfg, self.clock = cfg, clock
+        self.token = load_token(cfg.auth)
+        check_bind(cfg.host, self.token, "the gateway")
+        check_bind(cfg.grpc_host, self.token, "the index services")
+        self.root = Path(cfg.root).resolve()
+        self.loc = cfg.locations.resolve(cfg.root)
+        self.auth = cfg.auth if self.token else local_token(self.root / "gateway")
+        self.token = load_token(self.auth)
+        check_grpc(cfg.grpc_host, self.token, cfg.tls, "the index services")
+        self.store, self.photos, self.repo = ListingStore(self.loc.store), PhotoStore(self.loc.photos), \
+            Repository(self.loc.repository)
+        self.embedder = make_embedder(cfg.backend.name, cfg.bundle, cfg.threads or 1)
+        self.bundles = [self.embedder.bundle_sha256, *(bundle_id(b) for b in cfg.previous_bundles)]
+        self.announce = self.root / "services"
+        self.services: dict[str, IndexService] = {}
+        self._unneeded: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self.url = ""
+
+    def prepare(self) -> "Serving":
+        """Seed an empty store, build what is due, start the services of the planned versions."""
+        now = int(self.clock())
+        if self.cfg.seed_index and self.store.max_seq() == 0:
+            log.info("seeded %s with %d listings", self.loc.store, seed(self.store, self.photos, self.embedder,
+                                                                         self.cfg, now))
+        self.sync()
+        return self
+
+    def sync(self) -> dict[str, Any]:
+        """One scheduling pass: due builds, then services for exactly the versions the planner uses."""
+        with self._lock:
+            import faiss
+
+            faiss.omp_set_num_threads(os.cpu_count() or 1)
+            summary = build_due(self.store, self.photos, self.repo, self.embedder, self.cfg.build,
+                                self.cfg.retention, int(self.clock()))
+            faiss.omp_set_num_threads(1)
+            self._match_services()
+            return summary
+
+    def needed(self) -> dict[str, Any]:
+        now = int(self.clock())
+        h0 = latest_finished(Granularity.month, now, self.cfg.retention.months)[-1][1]
+        out = {}
+        for b in self.bundles:
+            vs = {v.url: v for v in self.repo.versions(b)}
+            rs = [Ready(v.bundle_id, v.g, v.period, v.version, v.snapshot_seq, v.start_ts, v.end_ts, url)
+                  for url, v in vs.items()]
+            for piece in plan(rs, h0, now + self.cfg.limits.max_future_s + 3600).pieces:
+                out[piece.version.ref] = vs[piece.version.ref]
+        return out
+
+    def _match_services(self) -> None:
+        need = self.needed()
+        for url, info in need.items():
+            self._unneeded.pop(url, None)
+            if url not in self.services:
+                folder, info = open_version(url, self.loc.cache)
+                svc = IndexService(VersionIndex.load(folder, info, self.cfg.search), self.store, self.cfg.grpc_host, 0,
+                                   token=self.token, tls=self.cfg.tls, announce_dir=self.announce,
+                                   follow_s=self.cfg.delta.refresh_s)
+                self.services[url] = svc.start()
+        for url in list(self.services):  # left the plan: stop once every gateway worker re-planned
+            if url not in need:
+                since = self._unneeded.setdefault(url, time.monotonic())
+                if time.monotonic() - since > 5 * self.cfg.delta.refresh_s + 2:
+                    self.services.pop(url).stop()
+                    self._unneeded.pop(url, None)
+        for svc in self.services.values():
+            svc.wait_serving(120)
+
+    def schedule(self) -> None:
+        """Build and re-match services every `build_every_s` (services leaving the plan: sooner)."""
+        def loop() -> None:
+            period = min(self.cfg.build_every_s, 2.0)
+            last = time.monotonic()
+            while not self._stop.wait(period):
+                try:
+                    if time.monotonic() - last >= self.cfg.build_every_s:
+                        self.sync()
+                        last = time.monotonic()
+                    elif self._unneeded:
+                        with self._lock:
+                            self._match_services()
+                except Exception:
+                    log.exception("scheduled build failed; retrying at the next pass")
+
+        threading.Thread(target=loop, name="spnas-serve-schedule", daemon=True).start()
+
+    def start_gateway(self, port: int | None = None) -> str:
+        """The gateway in a thread of this process (one worker); returns its URL."""
+        import uvicorn
+
+        spec = gateway_spec(self.cfg, self.loc, self.auth, self.cfg.port if port is None else port)
+        self.server = uvicorn.Server(uvicorn.Config(create_app(spec, self.token), host=spec.host, port=spec.port,
+                                                    log_level="warning", timeout_graceful_shutdown=2))
+        threading.Thread(target=self.server.run, name="gateway", daemon=True).start()
+        while not self.server.started:
+            time.sleep(0.02)
+        bound = self.server.servers[0].sockets[0].getsockname()[1]
+        self.url = f"http://{spec.host}:{bound}"
+        return self.url
+
+    def stop(self) -> None:
+        self._stop.set()
+        if getattr(self, "server", None) is not None:
+            self.server.should_exit = True
+        for svc in self.services.values():
+            svc.stop(0.5)
+        self.services.clear()
+
+
+def start(cfg: ServeAppConfig, clock: Callable[[], float] = time.time) -> Serving:
+    """Everything `spnas-serve` runs, not blocking: seeded, built, served, gateway up (one worker)."""
+    s = Serving(cfg, clock).prepare()
+    s.schedule()
+    s.start_gateway()
+    return s
 
 
 def _free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
-def start(cfg: ServeAppConfig, clock: Callable[[], float] = time.time) -> dict[str, Any]:
-    """Seed if empty, then start the supervised services and gateway (not blocking); returns the
-    supervisor, store, embedder, gateway URL and folders."""
-    token = load_token(cfg.auth)
-    check_bind(cfg.host, token, "the gateway")
-    check_bind(cfg.grpc_host, token, "the index services")
-    d = dirs(cfg)
-    auth = cfg.auth if token else local_token(d["state"])
-    embedder = make_embedder(cfg.backend.name, cfg.bundle, cfg.threads or 1)
-    store = open_store(cfg, embedder.dim)
-    photos = PhotoStore(d["photos"])
-    now = int(clock())
-    store.recover()
-    if not store.keys() and cfg.seed_index:
-        n = seed_store(store, embedder, cfg, now, photos)
-        log.info("seeded %s with %d listings", store.root, n)
-    port = cfg.port or _free_port(cfg.host)
-    svc = ServiceSpec(index_dir=str(store.root), bundle_sha256=store.bundle, dim=store.dim, factory=str(cfg.factory),
-                      search_params=store.params, checkpoint_wal_bytes=cfg.checkpoint_wal_bytes,
-                      grpc_host=cfg.grpc_host, discovery_dir=str(d["discovery"]), tls=cfg.tls, auth=auth)
-    gw = GatewaySpec(bundle=str(cfg.bundle), backend=cfg.backend, threads=cfg.threads or 1,
-                     discovery_dir=str(d["discovery"]), state_dir=str(d["state"]), photos_dir=str(d["photos"]),
-                     host=cfg.host, port=port, limits=cfg.limits, auth=auth, tls=cfg.tls, partial=cfg.partial)
-    sup = Supervisor(store, svc, d["run"], gateway_spec=gw, clock=clock, tick_s=cfg.tick_s,
-                     compact_every_s=cfg.compact_every_s if cfg.compact else float("inf"),
-                     precreate_s=cfg.precreate_s)
-    if not cfg.compact:
-        sup.last_compaction = float(now)
-    sup.start()
-    return {"supervisor": sup, "store": store, "embedder": embedder, "url": f"http://{cfg.host}:{port}",
-            "token_file": auth.token_file, **d}
-
-
-def compact_once(cfg: ServeAppConfig, now: float | None = None) -> CompactionReport:
-    """`spnas-serve command=compact`: one roll-up of the store (safe while it is being served)."""
-    from export.bundle import load_manifest
-    from retrieval.embedders import _feature_dim
-
-    store = open_store(cfg, _feature_dim(load_manifest(cfg.bundle)))
-    return store.compact(int(time.time() if now is None else now))
+    with socket.socket() as so:
+        so.bind((host, 0))
+        return int(so.getsockname()[1])
 
 
 def run(cfg: ServeAppConfig) -> None:
-    """Serve until SIGINT / SIGTERM (or compact once and exit)."""
-    if cfg.command is ServeCommand.compact:
-        rep = compact_once(cfg)
-        print(f"rolled up {sum(len(v) for v in rep.rolled.values())} partition(s) into {sorted(rep.rolled)}; "
-              f"{rep.carried} listings carried, {rep.dropped_deleted} deleted ones dropped"
-              + (f"; skipped {rep.skipped}" if rep.skipped else ""))
+    """Serve until SIGINT / SIGTERM."""
+    if cfg.command is ServeCommand.gateway:
+        token = load_token(cfg.auth)
+        loc = cfg.locations.resolve(cfg.root)
+        auth = cfg.auth if token else local_token(Path(cfg.root).resolve() / "gateway")
+        spec = gateway_spec(cfg, loc, auth, cfg.port or _free_port(cfg.host))
+        print(f"gateway on http://{cfg.host}:{spec.port}/ ({cfg.workers} workers)", flush=True)
+        serve_gateway(spec, Path(cfg.root).resolve() / "gateway" / f"spec-{spec.port}.json")
         return
-    s = start(cfg)
-    sup: Supervisor = s["supervisor"]
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+    s = Serving(cfg).prepare()
+    s.schedule()
+    spec = gateway_spec(cfg, s.loc, s.auth, cfg.port or _free_port(cfg.host))
+    print(f"{len(s.services)} index services ({', '.join(sorted(v.vi.info.key for v in s.services.values()))}); "
+          f"photo search on http://{cfg.host}:{spec.port}/ (OpenAPI docs: /docs); writes need the bearer token in "
+          f"{s.auth.token_file or '$' + cfg.auth.token_env}", flush=True)
     try:
-        sup.wait_ready(120)
-        print(f"{len(sup.services)} index services ({', '.join(sorted(sup.services))}); photo search on {s['url']}/ "
-              f"(OpenAPI docs: {s['url']}/docs); writes need the bearer token in {s['token_file'] or '$' + cfg.auth.token_env}; "
-              f"logs in {sup.logs}", flush=True)
-        sup.run(stop)
+        serve_gateway(spec, s.root / "gateway" / f"spec-{spec.port}.json")
     finally:
-        sup.stop()
+        s.stop()
 
 
-__all__ = ["compact_once", "dirs", "open_store", "run", "seed_store", "start"]
+__all__ = ["Serving", "local_token", "run", "seed", "start"]

@@ -1,94 +1,33 @@
 """`spnas-sweep` workers sharing one study on a real PostgreSQL server (Debian's `postgresql` package).
 
-A throwaway cluster is started for the module (initdb + pg_ctl in a temporary folder, a free port,
-as the `postgres` user when the tests run as root) unless SPNAS_TEST_POSTGRES_URL names a server to
-use; either way the study lives in a database created for this test and dropped after. Without the
-server binaries the tests skip, except in CI (CI=true), where that is a failure.
+The server is the session's throwaway cluster (or SPNAS_TEST_POSTGRES_URL; tests/postgres.py); the
+study lives in a database created for this module. Without the server binaries the tests skip,
+except in CI (CI=true), where that is a failure.
 """
 
 from __future__ import annotations
 
-import glob
 import json
 import os
-import pwd
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
-from ..conftest import _missing
+from ..postgres import create_database, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
 
-def _pg_bin(name: str) -> str | None:
-    found = shutil.which(name)
-    if found:
-        return found
-    cands = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), key=lambda p: int(p.split("/")[4]), reverse=True)
-    return cands[0] if cands else None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _as_postgres(cmd: list[str]) -> list[str]:
-    """initdb refuses to run as root: run the server tools as the `postgres` user then."""
-    return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
-
-
-def _create_db(admin_url: str, name: str) -> None:
-    import psycopg
-
-    with psycopg.connect(admin_url, autocommit=True) as c:
-        c.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        c.execute(f'CREATE DATABASE "{name}"')
-
-
 @pytest.fixture(scope="module")
-def postgres_url():
-    """postgresql://... of an empty database on a running server (a throwaway cluster if needed)."""
-    db = f"spnas_sweep_{os.getpid()}"
-    given = os.environ.get("SPNAS_TEST_POSTGRES_URL")
-    if given:
-        _create_db(given, db)
-        yield given.rsplit("/", 1)[0] + f"/{db}"
-        return
-    initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
-    if not initdb or not pg_ctl:
-        _missing("PostgreSQL server binaries (initdb, pg_ctl) not found: apt-get install -y postgresql")
-    if os.geteuid() == 0:
-        try:
-            pw = pwd.getpwnam("postgres")
-        except KeyError:
-            _missing("running as root and there is no `postgres` user to run the server as")
-    tmp = Path(tempfile.mkdtemp(prefix="spnas-pg-"))  # under /tmp itself: pytest's tmp is root-only
-    if os.geteuid() == 0:
-        os.chown(tmp, pw.pw_uid, pw.pw_gid)
-    data, port = tmp / "data", _free_port()
-    subprocess.run(_as_postgres([initdb, "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8",
-                                 "--no-sync"]), check=True, capture_output=True)
-    opts = f"-p {port} -k {tmp} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=50"
-    subprocess.run(_as_postgres([pg_ctl, "-D", str(data), "-o", opts, "-l", str(tmp / "server.log"), "-w",
-                                 "start"]), check=True, capture_output=True)
-    try:
-        admin = f"postgresql://postgres@127.0.0.1:{port}/postgres"
-        _create_db(admin, db)
-        yield f"postgresql://postgres@127.0.0.1:{port}/{db}"
-    finally:
-        subprocess.run(_as_postgres([pg_ctl, "-D", str(data), "-m", "immediate", "-w", "stop"]), capture_output=True)
-        shutil.rmtree(tmp, ignore_errors=True)
+def postgres_url(postgres_admin_url):
+    """postgresql://... of an empty database on a running server (tests/postgres.py)."""
+    return create_database(postgres_admin_url, f"spnas_sweep_{os.getpid()}")
 
 
 def _sweep_args(cifar_root: Path, tmp: Path, url: str, n_trials: int) -> list[str]:
@@ -164,7 +103,7 @@ def test_two_workers_share_a_postgres_study_and_a_killed_trial_is_retried(cifar_
 
 
 def test_unreachable_database_is_one_clear_error(tmp_path, cifar_root):
-    port = _free_port()  # nothing listens there
+    port = free_port()  # nothing listens there
     args = _sweep_args(cifar_root, tmp_path, f"postgresql://postgres@127.0.0.1:{port}/nowhere", n_trials=1)
     r = subprocess.run([str(BIN / "spnas-sweep"), *args], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 3, r.stderr[-2000:]

@@ -1,14 +1,13 @@
-"""A supervised photo-search deployment on loopback for the retrieval tests: `spnas-serve`'s own start
-(index service processes, the gateway process, seeding), a token from a file, ports from the OS."""
+"""Fixtures of the photo-search tests: a seeded one-machine deployment (`spnas-serve`'s own start:
+listing store, builds, in-process index services, the gateway on a free port, a token from a file),
+and a catalogue of synthetic listings with cached embeddings for the fast tests."""
 
 from __future__ import annotations
 
 import io
-import os
 import secrets
-import signal
-import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -39,23 +38,64 @@ def jpeg(img: np.ndarray) -> bytes:
     return b.getvalue()
 
 
-class Deployment:
-    """`spnas.app.serve.start` plus a background supervisor loop; helpers to hurt it."""
+# ---------------------------------------------------------------------------------- synthetic catalogue
+class FakeEmbedder:
+    """An embedder for tests that never embeds: every vector comes from the embedding cache."""
 
-    def __init__(self, cfg: Any, token: str, clock: Callable[[], float] = time.time, loop: bool = True) -> None:
+    def __init__(self, dim: int = 16, bundle: str = "f" * 64) -> None:
+        self.dim, self.bundle_sha256, self.name = dim, bundle, "fake"
+
+    def embed(self, images, progress=None):  # pragma: no cover - a build that embeds is a test failure
+        raise AssertionError("the fake embedder was asked to embed: an embedding was missing from the cache")
+
+
+def unit(n: int, d: int, seed: int) -> np.ndarray:
+    x = np.random.default_rng(seed).standard_normal((n, d)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+@dataclass
+class Catalogue:
+    store: Any
+    repo: Any
+    embedder: FakeEmbedder
+    ids: np.ndarray
+    ts: np.ndarray
+    vecs: np.ndarray
+    photos: list[str]
+
+    def vector(self, listing_id: int) -> np.ndarray:
+        return self.vecs[int(np.flatnonzero(self.ids == listing_id)[0])]
+
+
+def make_catalogue(tmp: Path, n: int, start: int, span_s: int, dim: int = 16, seed: int = 0,
+                   repository: str | None = None, bundle: str = "f" * 64, store: str | None = None) -> Catalogue:
+    """n listings with times spread over [start, start + span_s), photos hashed, embeddings cached."""
+    from retrieval.listings import ListingStore
+    from retrieval.versions import Repository
+
+    store = ListingStore(store or f"sqlite:///{tmp / 'listings.sqlite'}")
+    rng = np.random.default_rng(seed)
+    ids = rng.choice(2**40, size=n, replace=False).astype(np.int64)
+    ts = start + rng.integers(0, span_s, n)
+    vecs = unit(n, dim, seed)
+    photos = [f"{seed:04d}{i:060d}" for i in range(n)]
+    store.load(ids, ts, photos, [f"listing {i}" for i in ids])
+    store.cache(bundle, photos, vecs)
+    return Catalogue(store, Repository(repository or f"file://{tmp / 'repository'}"), FakeEmbedder(dim, bundle), ids,
+                     ts, vecs, photos)
+
+
+# ---------------------------------------------------------------------------------- a deployment
+class Deployment:
+    """`spnas.app.serve.start` with handles to its parts."""
+
+    def __init__(self, cfg: Any, token: str, clock: Callable[[], float] = time.time) -> None:
         from spnas.app.serve import start
 
         self.cfg, self.token = cfg, token
         self.s = start(cfg, clock=clock)
-        self.sup = self.s["supervisor"]
-        self.store = self.s["store"]
-        self.embedder = self.s["embedder"]
-        self.url = self.s["url"]
-        self._stop = threading.Event()
-        self._loop = threading.Thread(target=self.sup.run, args=(self._stop,), daemon=True) if loop else None
-        self.sup.wait_ready(90)
-        if self._loop is not None:
-            self._loop.start()
+        self.url, self.store, self.embedder, self.repo = self.s.url, self.s.store, self.s.embedder, self.s.repo
         self.wait_ready()
 
     @property
@@ -71,53 +111,14 @@ class Deployment:
     def wait_ready(self, timeout: float = 60) -> None:
         wait_for(self.ready, timeout, "the deployment to be ready")
 
-    def kill_service(self, key: str) -> int:
-        pid = self.sup.service_pid(key)
-        assert pid, f"no live service for {key}"
-        os.kill(pid, signal.SIGKILL)
-        wait_for(lambda: not _alive(pid), 10, f"service {key} to die")
-        return pid
-
-    def kill_gateway(self) -> int:
-        pid = self.sup.gateway_pid()
-        assert pid
-        os.kill(pid, signal.SIGKILL)
-        wait_for(lambda: not _alive(pid), 10, "the gateway to die")
-        return pid
-
-    def pause_supervisor(self) -> None:
-        """Stop restarting what dies (to look at a deployment with a service down)."""
-        self._stop.set()
-        if self._loop is not None:
-            self._loop.join(10)
-
-    def resume_supervisor(self) -> None:
-        self._stop = threading.Event()
-        self._loop = threading.Thread(target=self.sup.run, args=(self._stop,), daemon=True)
-        self._loop.start()
-
     def close(self) -> None:
-        self._stop.set()
-        if self._loop is not None and self._loop.is_alive():
-            self._loop.join(10)
-        self.sup.stop()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:  # a killed child stays a zombie until reaped: reap it if it is ours
-        return os.waitpid(pid, os.WNOHANG) == (0, 0)
-    except ChildProcessError:
-        return True
+        self.s.stop()
 
 
 def serve_overrides(bundle: Path, grocery_root: Path, tmp: Path, token_file: Path, n: int = 240) -> list[str]:
     return [f"bundle={bundle}", f"data.root={grocery_root}", f"data.train_limit={n}", "data.test_limit=20",
-            "data.val_limit=10", f"data.cache_dir={tmp / 'cache'}", f"index_dir={tmp / 'index'}", "port=0",
-            "tick_s=0.2", f"auth.token_file={token_file}", "seed_hours=30", "limits.rpc_timeout_s=2"]
+            "data.val_limit=10", f"data.cache_dir={tmp / 'cache'}", f"root={tmp / 'serve'}", "port=0",
+            f"auth.token_file={token_file}", "seed_hours=30", "limits.rpc_timeout_s=2", "delta.refresh_s=0.2"]
 
 
 def make_token(tmp: Path) -> tuple[str, Path]:
@@ -129,7 +130,8 @@ def make_token(tmp: Path) -> tuple[str, Path]:
 
 @pytest.fixture(scope="module")
 def deployment(small_bundle: Path, grocery_root: Path, tmp_path_factory: Any):
-    """A seeded deployment (240 Grocery train photos as listings over the past 30 hours)."""
+    """A seeded deployment: 240 Grocery train photos as listings over the past 30 hours, their finished
+    hours (and days) built into versions, each served by an index service, the gateway on top."""
     tmp = tmp_path_factory.mktemp("serve")
     token, tf = make_token(tmp)
     d = Deployment(compose("serve", serve_overrides(small_bundle, grocery_root, tmp, tf) +

@@ -84,3 +84,24 @@ def test_exif_rotated_phone_photo_matches_the_phone_side_vector(small_bundle, gr
     assert float(phone @ v / np.linalg.norm(phone)) >= 0.999
     gallery = server.embed([decode_rgb(f) for f in files] + [decode_rgb(src)])
     assert int(np.argmax(gallery @ v)) == len(files)  # the upright original ranks first
+
+
+def _grocery_photos(root, n=12):
+    from spnas_core.images import decode_rgb
+
+    paths = sorted((root / "test" / "Fruit").rglob("*.jpg"))[:: max(1, 400 // n)][:n]
+    return [decode_rgb(p) for p in paths], paths
+
+
+def test_embedders_agree_across_backends(small_bundle, grocery_root):
+    from retrieval.embedders import BACKENDS, make_embedder
+
+    imgs, _ = _grocery_photos(grocery_root)  # 128 px originals: every backend resizes (MediaPipe itself)
+    vecs = {b: make_embedder(b, small_bundle).embed(imgs) for b in BACKENDS}
+    for b, v in vecs.items():
+        assert v.shape == (len(imgs), 1024) and v.dtype == np.float32
+        assert np.allclose(np.linalg.norm(v, axis=1), 1, atol=1e-5)
+    for a in BACKENDS:
+        for b in BACKENDS:
+            cos = (vecs[a] * vecs[b]).sum(1)
+            assert cos.min() >= 0.999, (a, b, cos.min())

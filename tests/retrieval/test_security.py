@@ -1,14 +1,13 @@
-"""Tokens, TLS and mutual TLS of the index services, the loopback rule, and bundle files verified at load."""
+"""Tokens, TLS and mutual TLS of the index services, the loopback rules (no listening beyond it without a
+token, no token beyond it without TLS), and bundle files verified at load."""
 
 import json
 import shutil
 import subprocess
-import time
 
-import numpy as np
 import pytest
 
-from retrieval.config import GrpcTlsConfig, ServeAuthConfig
+from retrieval.config import AuthConfig, TlsConfig
 from spnas_core.errors import ConfigError, InputError
 
 D = 8
@@ -37,69 +36,76 @@ def pki(tmp_path_factory):
     return d
 
 
-def _store(tmp_path):
-    from retrieval.partitions import PartitionedStore, partition_key
+def _service(tmp_path, **kw):
+    """A started index service over a small built version (Flat), and its catalogue."""
+    from retrieval.build import build_period
+    from retrieval.config import BuildConfig, Granularity
+    from retrieval.periods import period_range
+    from retrieval.service import IndexService
+    from retrieval.version_index import VersionIndex
+    from retrieval.versions import open_version
 
-    s = PartitionedStore(tmp_path / "store", BUNDLE, D, factory="Flat")
-    now = int(time.time())
-    x = np.random.default_rng(0).standard_normal((5, D)).astype(np.float32)
-    x /= np.linalg.norm(x, axis=1, keepdims=True)
-    s.add(np.arange(5), x, np.full(5, now))
-    return s, partition_key(now), x
+    from .conftest import make_catalogue
+
+    c = make_catalogue(tmp_path, 5, period_range(Granularity.hour, "2026-11-26T15")[0], 3600, dim=D, bundle=BUNDLE)
+    info, _ = build_period(c.store, None, c.repo, c.embedder, Granularity.hour, "2026-11-26T15", BuildConfig())
+    svc = IndexService(VersionIndex.load(*open_version(info.url, tmp_path / "cache")), c.store, **kw).start()
+    svc.wait_serving(30)
+    return svc, c
 
 
 def test_tls_service_with_token(tmp_path, pki):
     import grpc
 
-    from retrieval.service import IndexClient, serve_partition
+    from retrieval.service import IndexClient
 
-    s, key, x = _store(tmp_path)
-    tls = GrpcTlsConfig(cert=str(pki / "server.pem"), key=str(pki / "server.key"), ca=str(pki / "ca.pem"))
+    tls = TlsConfig(cert=str(pki / "server.pem"), key=str(pki / "server.key"), ca=str(pki / "ca.pem"))
     token = "t" * 32
-    server, addr = serve_partition(s, key, "127.0.0.1", 0, token=token, tls=tls)
+    svc, c = _service(tmp_path, token=token, tls=tls)
     try:
-        c = IndexClient(addr, 5, token=token, tls=tls)
-        assert c.search(x[:1], 2, bundle=BUNDLE).results[0].hits[0].id == 0
+        cl = IndexClient(svc.address, 5, token=token, tls=tls)
+        assert cl.search(c.vecs[:1], 2, bundle=BUNDLE)[1][0, 0] == c.ids[0]
+        assert IndexClient(svc.address, 5, tls=tls).serving(), "health stays open: probes send no token"
         with pytest.raises(grpc.RpcError) as e:  # right channel, no token
-            IndexClient(addr, 5, tls=tls).search(x[:1], 2, bundle=BUNDLE)
+            IndexClient(svc.address, 5, tls=tls).search(c.vecs[:1], 2, bundle=BUNDLE)
         assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
         with pytest.raises(grpc.RpcError) as e:  # a plaintext client cannot talk to a TLS service
-            IndexClient(addr, 2, token=token).search(x[:1], 2, bundle=BUNDLE)
+            IndexClient(svc.address, 2, token=token).search(c.vecs[:1], 2, bundle=BUNDLE)
         assert e.value.code() == grpc.StatusCode.UNAVAILABLE
     finally:
-        server.stop(0)
+        svc.stop(0)
 
 
 def test_mutual_tls_requires_a_client_certificate(tmp_path, pki):
     import grpc
 
-    from retrieval.service import IndexClient, serve_partition
+    from retrieval.service import IndexClient
 
-    s, key, x = _store(tmp_path)
-    mtls = GrpcTlsConfig(cert=str(pki / "server.pem"), key=str(pki / "server.key"), ca=str(pki / "ca.pem"),
-                         mutual=True, client_cert=str(pki / "client.pem"), client_key=str(pki / "client.key"))
-    server, addr = serve_partition(s, key, "127.0.0.1", 0, tls=mtls)
+    mtls = TlsConfig(cert=str(pki / "server.pem"), key=str(pki / "server.key"), ca=str(pki / "ca.pem"),
+                     mutual=True, client_cert=str(pki / "client.pem"), client_key=str(pki / "client.key"))
+    svc, c = _service(tmp_path, tls=mtls)
     try:
-        assert IndexClient(addr, 5, tls=mtls).search(x[:1], 1, bundle=BUNDLE).results[0].hits[0].id == 0
-        one_way = GrpcTlsConfig(cert=str(pki / "server.pem"), key=str(pki / "server.key"), ca=str(pki / "ca.pem"))
+        assert IndexClient(svc.address, 5, tls=mtls).search(c.vecs[:1], 1, bundle=BUNDLE)[1][0, 0] == c.ids[0]
+        one_way = TlsConfig(cert=str(pki / "server.pem"), key=str(pki / "server.key"), ca=str(pki / "ca.pem"))
         with pytest.raises(grpc.RpcError) as e:
-            IndexClient(addr, 3, tls=one_way).search(x[:1], 1, bundle=BUNDLE)
+            IndexClient(svc.address, 3, tls=one_way).search(c.vecs[:1], 1, bundle=BUNDLE)
         assert e.value.code() == grpc.StatusCode.UNAVAILABLE
     finally:
-        server.stop(0)
+        svc.stop(0)
 
 
 def test_tls_config_is_checked_at_compose_time():
     with pytest.raises(ConfigError, match="go together"):
-        GrpcTlsConfig(cert="a.pem")
+        TlsConfig(cert="a.pem")
     with pytest.raises(ConfigError, match="needs tls.ca"):
-        GrpcTlsConfig(cert="a.pem", key="a.key")
+        TlsConfig(cert="a.pem", key="a.key")
     with pytest.raises(ConfigError, match="mutual"):
-        GrpcTlsConfig(cert="a.pem", key="a.key", ca="ca.pem", mutual=True)
+        TlsConfig(cert="a.pem", key="a.key", ca="ca.pem", mutual=True)
 
 
-def test_no_bind_beyond_loopback_without_a_token(tmp_path, monkeypatch):
-    from retrieval.security import check_bind, is_loopback, load_token
+def test_no_bind_beyond_loopback_without_a_token_and_no_token_beyond_it_without_tls(tmp_path, monkeypatch):
+    from retrieval.security import check_bind, check_grpc, is_loopback, load_token
+    from retrieval.service import IndexClient
 
     assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
     assert not is_loopback("0.0.0.0") and not is_loopback("10.1.2.3")
@@ -107,13 +113,21 @@ def test_no_bind_beyond_loopback_without_a_token(tmp_path, monkeypatch):
         check_bind("0.0.0.0", None, "the gateway")
     check_bind("0.0.0.0", "x" * 32, "the gateway")
     check_bind("127.0.0.1", None, "the gateway")
+    with pytest.raises(ConfigError, match="plaintext"):  # the gRPC token would cross the network in clear
+        check_grpc("0.0.0.0", "x" * 32, TlsConfig(), "the index service")
+    check_grpc("0.0.0.0", "x" * 32, TlsConfig(cert="c.pem", key="k.pem", ca="ca.pem"), "the index service")
+    check_grpc("127.0.0.1", "x" * 32, TlsConfig(), "the index service")
+    with pytest.raises(ConfigError, match="plaintext"):  # and a client does not send it there either
+        IndexClient("10.1.2.3:50051", token="x" * 32)
+    with pytest.raises(ConfigError, match="plaintext"):
+        _service(tmp_path, host="0.0.0.0", token="x" * 32)
     monkeypatch.setenv("SPNAS_TEST_TOKEN", "short")
     with pytest.raises(ConfigError, match="at least 16"):
-        load_token(ServeAuthConfig(token_env="SPNAS_TEST_TOKEN"))
+        load_token(AuthConfig(token_env="SPNAS_TEST_TOKEN"))
     (tmp_path / "tok").write_text("f" * 40 + "\n")
-    assert load_token(ServeAuthConfig(token_env="SPNAS_TEST_TOKEN", token_file=str(tmp_path / "tok"))) == "f" * 40
+    assert load_token(AuthConfig(token_env="SPNAS_TEST_TOKEN", token_file=str(tmp_path / "tok"))) == "f" * 40
     monkeypatch.delenv("SPNAS_TEST_TOKEN")
-    assert load_token(ServeAuthConfig(token_env="SPNAS_TEST_TOKEN")) is None
+    assert load_token(AuthConfig(token_env="SPNAS_TEST_TOKEN")) is None
 
 
 def test_spnas_serve_refuses_a_public_gateway_without_token(small_bundle, tmp_path, monkeypatch):
@@ -122,7 +136,10 @@ def test_spnas_serve_refuses_a_public_gateway_without_token(small_bundle, tmp_pa
     from ..conftest import compose
 
     monkeypatch.delenv("SPNAS_SERVE_TOKEN", raising=False)
-    cfg = compose("serve", [f"bundle={small_bundle}", "host=0.0.0.0", f"index_dir={tmp_path / 'i'}"])
+    cfg = compose("serve", [f"bundle={small_bundle}", "host=0.0.0.0", f"root={tmp_path / 'i'}"])
+    with pytest.raises(ConfigError, match="beyond this machine"):
+        start(cfg)
+    cfg = compose("serve", [f"bundle={small_bundle}", "grpc_host=0.0.0.0", f"root={tmp_path / 'i'}"])
     with pytest.raises(ConfigError, match="beyond this machine"):
         start(cfg)
     assert not (tmp_path / "i").exists(), "refused before anything was created"

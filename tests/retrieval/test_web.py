@@ -78,7 +78,7 @@ def _search_again(page):
     page.evaluate("() => { document.getElementById('results').replaceChildren(); "
                   "document.getElementById('status').textContent = ''; }")
     page.click("#search")
-    page.wait_for_function("() => / partitions?/.test(document.getElementById('status').textContent)")
+    page.wait_for_function("() => / index versions? /.test(document.getElementById('status').textContent)")
 
 
 def test_photo_search_page(deployment, grocery_root, browser_page):

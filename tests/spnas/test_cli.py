@@ -16,7 +16,7 @@ from ..conftest import fmnist_args
 
 BIN = Path(sys.executable).parent
 APPS = ["spnas-train", "spnas-profile", "spnas-search", "spnas-sweep", "spnas-export", "spnas-retrieval-eval",
-        "spnas-serve", "spnas-pipeline"]
+        "spnas-serve", "spnas-index", "spnas-pipeline"]
 
 
 def run(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:

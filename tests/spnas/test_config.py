@@ -9,7 +9,7 @@ import pytest
 
 import spnas
 from nas.config import LossForm, SearchConfig
-from spnas.app.config import APPS
+from spnas.app.compose import APPS
 from spnas_core.config import to_plain
 from spnas_core.errors import ConfigError
 from training.config import DataConfig, TrainConfig

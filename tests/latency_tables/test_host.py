@@ -161,7 +161,7 @@ def test_resume_of_a_shipped_table_of_this_machine_starts_from_its_rows(home, tm
 
 
 def test_report_names_the_table_fingerprint_and_spot_check_or_why_a_device_was_left_out():
-    from spnas.app.report import _device_line
+    from spnas.app.report_md import _device_line
 
     assert _device_line("host", {"skipped": "no table matches"}) == "**host skipped**: no table matches"
     chk = {"drift": 0.153, "rows": [{"name": "mobilenet_v2"}, {"name": "mobilenet_v3_small"}], "warning": "x"}

@@ -251,6 +251,8 @@ def model_list(run: _Run, winners: list[Model]) -> dict[str, Model]:
         models[w.name] = w
         by_arch.setdefault(w.arch_string(), w.name)
     for w in winners:
+        if cfg.controls.socs is not None and (w.soc or "") not in cfg.controls.socs:
+            continue  # the report says "has no control" for this winner
         for c in controls_stage(run, w.soc or "", w):
             add(c)
     for b in cfg.baselines:

@@ -135,3 +135,14 @@ def test_library_entry_points_take_their_layers_config_and_plain_arguments():
     assert not offenders, f"library functions taking a command config: {offenders}"
     with pytest.raises(ConfigError, match="data.resolution"):
         DataConfig(root="x", resolution=2)
+
+
+def test_controls_socs_names_winners_of_the_run():
+    """`controls.socs` limits the controls to some winners (the demo: sd845); a name that is not a winner of the
+    run is refused at compose time, with a suggestion."""
+    cfg = spnas.compose("pipeline", ["experiment=demo"])
+    assert cfg.controls.socs == ["sd845"]
+    assert spnas.compose("pipeline", ["experiment=evidence"]).controls.socs is None  # every winner, the fleet too
+    spnas.compose("pipeline", ["experiment=evidence", "controls.socs=[fleet]"])
+    with pytest.raises(ConfigError, match="not a winner of this run.*did you mean .sd845"):
+        spnas.compose("pipeline", ["experiment=demo", "controls.socs=[sd854]"])

@@ -150,6 +150,8 @@ def _headline_text(w: dict[str, Any], cmp: list[dict[str, Any]], verdicts: dict[
             d = c["diff"]["top1"]
             parts.append(f"{PHRASE[verdicts[c['model']]]} {c['model']} ({100 * d['mean']:+.2f} pts top-1"
                          f"{'' if c['matched'] else ', ' + _fmt(c['cost'], '.4g') + ' ' + unit})")
+    if not any(c["kind"] in ("random", "scaled") for c in cmp):
+        parts.insert(0, "has no random or width-scaled control in this run (see controls.socs, controls.random)")
     text = f"{w['soc']}: the winner ({_fmt(_cost(w, w), '.4g')} {unit}) " + ("; ".join(parts) or "has no control")
     ctl = (w["record"].get("controls") or {})
     notes = [ctl.get("draw", {}).get("note")] + [f"{c['name']}: {c['note']}" for c in ctl.get("scaled", []) if c["note"]]

@@ -138,3 +138,20 @@ def test_fleet_term_is_exactly_the_max_or_weighted_sum_and_reaches_every_thresho
     ratios = [lat.of_choices(choices) / b for lat, b in zip(lats, budgets)]
     hard = max(ratios) if objective == "max" else sum(w * r for w, r in zip(fleet.weights, ratios))
     assert fleet.of_choices(choices) == pytest.approx(hard)
+
+
+def test_a_winner_without_controls_says_so_in_its_headline():
+    """A winner left without random or width-scaled controls (controls.socs, controls.random=0) is never
+    reported as if it had been checked against them."""
+    from spnas.app.report import _headline_text
+
+    w = {"soc": "sd808", "model": "spnas-sd808", "latency_ms": {"sd808": 122.2}, "record": {}}
+    base = {"model": "mobilenet_v2", "kind": "baseline", "matched": False, "cost": 162.5,
+            "diff": {"top1": {"mean": 0.065, "seeds": [0]}}}
+    text = _headline_text(w, [base], {"mobilenet_v2": "not distinguishable from"},
+                          {"beats": 0, "loses to": 0, "not distinguishable from": 0}, {"ranks": True, "reasons": []})
+    assert "has no random or width-scaled control" in text and "is not distinguishable from mobilenet_v2" in text
+    ctl = dict(base, model="random-sd808-0", kind="random", matched=True)
+    text = _headline_text(w, [ctl, base], {"random-sd808-0": "beats", "mobilenet_v2": "beats"},
+                          {"beats": 1, "loses to": 0, "not distinguishable from": 0}, {"ranks": True, "reasons": []})
+    assert "no random" not in text and "beats 1, loses to 0" in text

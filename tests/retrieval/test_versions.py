@@ -29,6 +29,18 @@ HOUR = "2026-11-26T15"
 START = period_range(H, HOUR)[0]
 
 
+def test_listings_sharing_a_photo_are_each_indexed_with_its_vector(tmp_path):
+    """Two listings of one photo: the build takes both vectors from the cache (it embedded nothing: the
+    fake embedder refuses) and a search with that vector finds both."""
+    c = make_catalogue(tmp_path, 50, START, 3600)
+    c.store.load(np.array([7, 8], np.int64), np.array([START + 10, START + 20]), [c.photos[3], c.photos[3]],
+                 ["again", "and again"])
+    info, _ = build_period(c.store, None, c.repo, c.embedder, H, HOUR, BuildConfig())
+    vi = VersionIndex.load(*open_version(info.url, tmp_path / "cache"))
+    scores, ids = vi.search(c.vecs[3:4], 3)
+    assert sorted(ids[0].tolist()) == sorted([int(c.ids[3]), 7, 8]) and np.allclose(scores[0], 1.0, atol=1e-5)
+
+
 def test_same_inputs_make_no_new_version_and_a_change_makes_one(tmp_path):
     c = make_catalogue(tmp_path, 300, START, 3600)
     cfg = BuildConfig()

@@ -124,6 +124,27 @@ def test_a_build_killed_before_its_manifest_leaves_nothing_and_its_rerun_names_t
     assert not any(stray.iterdir()) and [v.version for v in c.repo.versions()] == [version]
 
 
+def test_build_due_of_one_granularity_builds_only_it(tmp_path):
+    """What each CronJob runs: the hourly one builds hours, the daily one days (granularities=[...])."""
+    now = period_range(H, "2026-11-03T05")[0] + 600
+    c = make_catalogue(tmp_path, 300, now - 3 * 86400, 3 * 86400 - 600)
+    build_due(c.store, None, c.repo, c.embedder, BuildConfig(), RetentionConfig(), now, only=[H])
+    assert {v.granularity for v in c.repo.versions()} == {"hour"}
+    build_due(c.store, None, c.repo, c.embedder, BuildConfig(), RetentionConfig(), now, only=[D])
+    assert {v.granularity for v in c.repo.versions()} == {"hour", "day"}
+
+
+def test_the_index_command_takes_the_cronjobs_options():
+    import spnas
+    from spnas.errors import ConfigError
+
+    cfg = spnas.compose("index", ["command=build_due", "bundle=/b", "granularities=[hour]", "servings=kubernetes",
+                                  "health_port=50052"])
+    assert cfg.granularities == [H] and cfg.servings == "kubernetes" and cfg.health_port == 50052
+    with pytest.raises(ConfigError, match="servings"):
+        spnas.compose("index", ["command=build_due", "bundle=/b", "servings=swarm"])
+
+
 def test_build_due_and_retention(tmp_path):
     month0 = period_range(M, "2026-09")[0]
     now = period_range(H, "2026-11-03T05")[0] + 600

@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml constraints.txt retrieval/proto/index.proto
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -c constraints.txt -e ".[test]"
+	$(BIN)/pip install -q -c constraints.txt -e ".[test,k8s]"
 	$(BIN)/python -m retrieval.proto
 	touch $(STAMP)
 

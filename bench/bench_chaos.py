@@ -153,7 +153,8 @@ class Cluster:
 class Load:
     """Mixed load from N clients; remembers what was acknowledged."""
 
-    def __init__(self, url: str, token: str, photos: list[bytes], seeded: list[int], mix: dict[str, float]) -> None:
+    def __init__(self, url: str, token: str, photos: list[bytes], seeded: list[int], mix: dict[str, float],
+                 first_id: int) -> None:
         self.url, self.token, self.photos, self.mix = url, token, photos, mix
         self.seeded = list(seeded)
         self.lat: dict[str, list[float]] = defaultdict(list)
@@ -163,7 +164,7 @@ class Load:
         self.unknown: set[int] = set()  # writes without an answer: may or may not have happened
         self.mine: list[int] = []
         self.acked_at: list[float] = []
-        self.next_id = 10**12 + random.Random(0).randrange(10**9) * 1000
+        self.next_id = first_id  # each run its own ids: an id of an earlier run would be a 409, or its add again
 
     async def run(self, concurrency: int, seconds: float, events: list[tuple[float, Any]]) -> float:
         import httpx
@@ -300,8 +301,9 @@ def main() -> None:
     bad_versions, killed_builds = 0, []
     seeded_ids = list(range(seeded))
     try:
-        for c in args.concurrency:
-            load = Load(cluster.url, token, photos, seeded_ids, {"search": 0.7, "add": 0.2, "delete": 0.1})
+        for run, c in enumerate(args.concurrency):
+            load = Load(cluster.url, token, photos, seeded_ids, {"search": 0.7, "add": 0.2, "delete": 0.1},
+                        first_id=10**12 + run * 10**10)
             seeded_ids = load.seeded  # deletes of seeded listings are not drawn twice across runs
             victims: dict[str, Any] = {}
             bad_box = [0]
@@ -379,7 +381,7 @@ def main() -> None:
         live = {i for i, r in rows_now.items() if r.active}
         lost = {i for i in added if i not in deleted and i not in unknown and i not in live}
         undone = deleted & live
-        missing_search, returned_deleted, dupes = 0, 0, 0
+        missing_search, returned_deleted, dupes, refused = 0, 0, 0, Counter()
         present = [i for i in added if i not in deleted and i not in unknown and i in rows_now]
         gone = [i for i in deleted if i in rows_now]
         ask = present + gone
@@ -389,6 +391,10 @@ def main() -> None:
                 t = rows_now[i].ts
                 r = cl.post(f"{cluster.url}/search", json={"vector": vecs[n].tolist(), "k": 100, "start": t,
                                                            "end": t + 1})
+                if r.status_code != 200:
+                    refused[r.status_code] += 1
+                    print(f"read-back search for listing {i} answered {r.status_code}: {r.text[:300]}", flush=True)
+                    continue
                 got = [h["id"] for h in r.json()["results"]]
                 dupes += len(got) != len(set(got))
                 if n < len(present):
@@ -398,7 +404,8 @@ def main() -> None:
         checks = {"acked_adds": len(added), "acked_deletes": len(deleted), "no_answer": len(unknown),
                   "lost_adds_store": len(lost), "undone_deletes_store": len(undone),
                   "adds_not_found_by_search": missing_search, "deleted_returned_by_search": returned_deleted,
-                  "listings_twice_in_an_answer": dupes, "versions_not_matching_manifest": bad_versions,
+                  "listings_twice_in_an_answer": dupes, "read_back_searches_refused": dict(refused),
+                  "versions_not_matching_manifest": bad_versions,
                   "killed_builds_under_load": killed_builds, **build_check}
     finally:
         cluster.stop()
@@ -407,7 +414,8 @@ def main() -> None:
                f"not found by a search after the next build (target 0)",
                f"acknowledged deletes undone: {checks['undone_deletes_store']} in the store, "
                f"{checks['deleted_returned_by_search']} returned by a search (target 0)",
-               f"listings twice in one answer: {checks['listings_twice_in_an_answer']} (target 0)",
+               f"listings twice in one answer: {checks['listings_twice_in_an_answer']} (target 0); read-back "
+               f"searches not answered 200: {sum(refused.values())} (target 0)",
                f"build killed before its manifest: exit {checks['killed_rc']}, {checks['visible_after_kill']} versions "
                f"visible after it (target 0); its rerun published {checks['rerun_published']} versions, exactly the "
                f"{checks['expected']} its inputs name: {checks['rerun_equals_inputs']}; a second rerun published "

@@ -102,10 +102,11 @@ def build_period(store: ListingStore, photos: PhotoStore | None, repo: Repositor
 
 
 def due(store: ListingStore, repo: Repository, bundle: str, cfg: BuildConfig, retention: RetentionConfig,
-        now: int) -> list[tuple[Granularity, str]]:
+        now: int, only: Sequence[Granularity] | None = None) -> list[tuple[Granularity, str]]:
     """Finished periods of the retention windows that need a build: listings but no version, or a
-    version older than `cfg.rebuild_changed` of its listings' changes."""
+    version older than `cfg.rebuild_changed` of its listings' changes (of the granularities `only`)."""
     keep = {Granularity.hour: retention.hours, Granularity.day: retention.days, Granularity.month: retention.months}
+    keep = {g: n for g, n in keep.items() if only is None or g in only}
     latest: dict[tuple[str, str], VersionInfo] = {}
     for v in repo.versions(bundle):
         k = (v.granularity, v.period)
@@ -125,11 +126,12 @@ def due(store: ListingStore, repo: Repository, bundle: str, cfg: BuildConfig, re
 
 def build_due(store: ListingStore, photos: PhotoStore | None, repo: Repository, embedder: Embedder,
               cfg: BuildConfig, retention: RetentionConfig, now: int | None = None,
-              progress: bool = False) -> dict[str, Any]:
-    """Build what is due (hours, then days, then months), then apply retention; a summary."""
+              progress: bool = False, only: Sequence[Granularity] | None = None) -> dict[str, Any]:
+    """Build what is due (hours, then days, then months; of the granularities `only`), then apply
+    retention; a summary."""
     now = int(time.time() if now is None else now)
     built, found = [], []
-    for g, period in due(store, repo, embedder.bundle_sha256, cfg, retention, now):
+    for g, period in due(store, repo, embedder.bundle_sha256, cfg, retention, now, only):
         info, new = build_period(store, photos, repo, embedder, g, period, cfg, progress)
         (built if new else found).append(info.key)
     removed = [v.key for v in retain(repo, retention, now, embedder.bundle_sha256)]

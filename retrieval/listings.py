@@ -273,15 +273,17 @@ class ListingStore:
         import sqlalchemy as sa
 
         e = self.emb
-        want = {p: i for i, p in enumerate(photos)}
+        want: dict[str, list[int]] = {}  # a photo may be listed twice (relisted, or two sellers): every row gets it
+        for i, p in enumerate(photos):
+            want.setdefault(p, []).append(i)
         vec = np.zeros((len(photos), dim), np.float32)
         found = np.zeros(len(photos), bool)
 
         def take(rows: Any) -> None:
             for p, v in rows:
-                i = want.get(p)
-                if i is not None:
-                    vec[i], found[i] = np.frombuffer(v, "<f4"), True
+                rows_of = want.get(p)
+                if rows_of is not None:
+                    vec[rows_of], found[rows_of] = np.frombuffer(v, "<f4"), True
 
         with self._errors("read the embedding cache"), self._read() as c:
             if len(want) > 20 * CHUNK:  # a whole period: one scan beats thousands of IN lists

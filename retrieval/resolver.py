@@ -7,8 +7,9 @@ SERVING. A resolver therefore needs to know nothing about versions, only where s
     DirectoryResolver(folder)   services started with an announce folder write `<version>-<port>.json`
                                 there while they serve (one machine: `spnas-serve`, tests, benchmarks)
     StaticResolver(file)        a YAML/JSON file `{"services": ["10.0.0.7:50051", ...]}`
-    "<module>:<Class>"          your own class, built without arguments: e.g. the endpoints of the
-                                index-service pods read from the Kubernetes API
+    KubernetesResolver          `kubernetes[:<namespace>]`: the ready endpoints of the index services'
+                                EndpointSlices, listed and watched (retrieval.k8s.resolver; deploy/)
+    "<module>:<Class>"          your own class, built without arguments
 
 `addresses()` is called on every refresh of every gateway worker (each `delta.refresh_s`) from one
 thread; a resolver whose listing is costly caches it.
@@ -59,8 +60,12 @@ class StaticResolver:
 
 
 def make_resolver(spec: str) -> Resolver:
-    """`dir:<folder>`, `file:<path>` or `<module>:<Class>`."""
+    """`dir:<folder>`, `file:<path>`, `kubernetes[:<namespace>]` or `<module>:<Class>`."""
     kind, _, arg = spec.partition(":")
+    if kind == "kubernetes":
+        from .k8s.resolver import KubernetesResolver
+
+        return KubernetesResolver(arg or None)
     if kind == "dir" and arg:
         return DirectoryResolver(arg)
     if kind == "file" and arg:
@@ -70,4 +75,5 @@ def make_resolver(spec: str) -> Resolver:
             return getattr(importlib.import_module(kind), arg)()
         except (ImportError, AttributeError) as e:
             raise ConfigError(f"resolver '{spec}': {e}") from None
-    raise ConfigError(f"resolver must be dir:<folder>, file:<path> or <module>:<Class>; got '{spec}'")
+    raise ConfigError(f"resolver must be dir:<folder>, file:<path>, kubernetes[:<namespace>] or <module>:<Class>; "
+                      f"got '{spec}'")

@@ -5,7 +5,10 @@
 The version is verified against its manifest (a mismatch is refused) and opened memory-mapped; the
 service then follows the listing store for listings removed or changed after the version's snapshot
 (`Follower`) and reports SERVING through `grpc.health.v1` once it has caught up, NOT_SERVING while it
-stops. Health stays open to probes without a token; every other call needs it when one is set.
+stops; the service name `liveness` is SERVING from start to stop (a liveness probe: the process
+answers). Health stays open to probes without a token; every other call needs it when one is set.
+With `health_port` the health service alone also answers in plaintext on that port, for probes that
+speak no TLS (kubelet's); it carries no token and no data.
 Errors map to codes a caller can act on: INVALID_ARGUMENT (bad queries, caps), FAILED_PRECONDITION
 (another bundle; behind the listing store, which did not answer), UNAUTHENTICATED.
 """
@@ -36,6 +39,7 @@ log = logging.getLogger(__name__)
 pb, pb_grpc = load_stubs()
 GRPC_OPTIONS = [("grpc.max_receive_message_length", 16 << 20), ("grpc.max_send_message_length", 16 << 20)]
 SERVICE_NAME = "spnas.retrieval.v2.IndexService"
+LIVENESS = "liveness"
 NORM_TOLERANCE = 1e-3
 
 
@@ -152,9 +156,9 @@ class IndexService:
 
     def __init__(self, vi: VersionIndex, store: ListingStore | None, host: str = "127.0.0.1", port: int = 0, *,
                  token: str | None = None, tls: TlsConfig | None = None, announce_dir: str | os.PathLike | None = None,
-                 follow_s: float = 1.0, threads: int = 8, mmap: bool = True) -> None:
+                 follow_s: float = 1.0, threads: int = 8, mmap: bool = True, health_port: int | None = None) -> None:
         import grpc
-        from grpc_health.v1 import health, health_pb2_grpc
+        from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
         tls = tls or TlsConfig()
         check_grpc(host, token, tls, f"the index service of {vi.info.key}")
@@ -162,6 +166,7 @@ class IndexService:
         self.health = health.HealthServicer()
         self.ready = threading.Event()
         self._set(False)
+        self.health.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=threads), options=GRPC_OPTIONS,
                                   interceptors=[TokenInterceptor(token)] if token else [])
         pb_grpc.add_IndexServiceServicer_to_server(IndexServicer(vi, self.follower, mmap), self.server)
@@ -172,6 +177,14 @@ class IndexService:
         if bound == 0:
             raise OSError(f"could not bind {target} for the index service of {vi.info.key}")
         self.address = f"{host}:{bound}"
+        self.health_server, self.health_address = None, None
+        if health_port is not None:
+            self.health_server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+            health_pb2_grpc.add_HealthServicer_to_server(self.health, self.health_server)
+            hb = self.health_server.add_insecure_port(f"{host}:{health_port}")
+            if hb == 0:
+                raise OSError(f"could not bind {host}:{health_port} for the health service of {vi.info.key}")
+            self.health_address = f"{host}:{hb}"
         self.announce_dir = Path(announce_dir) if announce_dir is not None else None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -187,6 +200,8 @@ class IndexService:
     def start(self) -> "IndexService":
         """Start answering (NOT_SERVING), catch up with the store in the background, then SERVING."""
         self.server.start()
+        if self.health_server is not None:
+            self.health_server.start()
         self._thread = threading.Thread(target=self._follow, name=f"follow-{self.vi.info.version}", daemon=True)
         self._thread.start()
         return self
@@ -224,11 +239,16 @@ class IndexService:
             raise TimeoutError(f"{self.vi.info.key} did not catch up with the listing store in {timeout:.0f} s")
 
     def stop(self, grace: float = 1.0) -> None:
+        from grpc_health.v1 import health_pb2
+
         self._stop.set()
         self._set(False)
+        self.health.set(LIVENESS, health_pb2.HealthCheckResponse.NOT_SERVING)
         if self.announce_dir is not None:
             self.announcement().unlink(missing_ok=True)
         self.server.stop(grace).wait()
+        if self.health_server is not None:
+            self.health_server.stop(0).wait()
 
 
 class IndexClient:

@@ -77,10 +77,27 @@ def run(cfg: IndexAppConfig) -> Any:
         print(f"{'built' if built else 'unchanged (same inputs)'}: {info.key}, {info.count} listings, {info.factory}, "
               f"{info.url}")
         return info
-    summary = build_due(store, photos, repo, embedder, cfg.build, cfg.retention, now, cfg.progress)
+    summary = build_due(store, photos, repo, embedder, cfg.build, cfg.retention, now, cfg.progress,
+                        only=cfg.granularities)
     print(f"built {len(summary['built'])} versions, {len(summary['unchanged'])} unchanged, removed "
           f"{len(summary['removed'])}: {', '.join(summary['built']) or '-'}")
+    if cfg.servings:
+        summary["servings"] = sync_servings(cfg, repo, embedder.bundle_sha256, now)
     return summary
+
+
+def sync_servings(cfg: IndexAppConfig, repo: Repository, bundle: str, now: int) -> dict[str, Any]:
+    """The IndexServing resources made to match the versions the planner uses (Kubernetes)."""
+    from retrieval.k8s import own_namespace
+    from retrieval.k8s.render import desired_versions, serving_resource
+    from retrieval.k8s.servings import sync
+
+    ns = cfg.servings.partition(":")[2] or own_namespace()
+    want = [serving_resource(v, ns) for v in desired_versions(repo.versions(), bundle, now, cfg.retention)]
+    out = sync(ns, want, cfg.servings_wait_s)
+    print(f"index servings in {ns}: {len(out['applied'])} planned, removed {len(out['removed'])}, kept "
+          f"{len(out['kept'])} until the planned ones are available")
+    return out
 
 
 def serve(cfg: IndexAppConfig, loc: Locations) -> None:
@@ -90,7 +107,7 @@ def serve(cfg: IndexAppConfig, loc: Locations) -> None:
 
     _threads(1)  # one query per gRPC thread: the cores go to concurrent requests
     svc = open_service(cfg.version, loc.store, loc.cache, cfg.search, cfg.host, cfg.port, token=load_token(cfg.auth),
-                       tls=cfg.tls, announce_dir=cfg.announce_dir, follow_s=cfg.follow_s)
+                       tls=cfg.tls, announce_dir=cfg.announce_dir, follow_s=cfg.follow_s, health_port=cfg.health_port)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

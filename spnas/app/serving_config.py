@@ -53,7 +53,8 @@ class ServeAppConfig(RunConfig):
     root: str = opt("runs/serve", "folder of the listing store, photos, repository and service announcements")
     locations: Locations = opt(factory=Locations, help="store / repository / photos URLs (default under root)")
     resolver: Optional[str] = opt(None, "how the gateway finds index services: dir:<folder> (default "
-                                        "<root>/services), file:<yaml>, <module>:<Class>")
+                                        "<root>/services), file:<yaml>, kubernetes[:<namespace>] (EndpointSlices "
+                                        "through the Kubernetes API), <module>:<Class>")
     seed_index: bool = opt(True, "fill an empty listing store with the data set's train photos")
     seed_limit: Optional[int] = opt(None, "seed at most this many listings")
     seed_hours: int = opt(48, "spread seeded listings over the past hours")
@@ -99,6 +100,14 @@ class IndexAppConfig(RunConfig):
     announce_dir: Optional[str] = opt(None, "serve: folder to announce the address in while serving (for a "
                                             "directory resolver)")
     follow_s: float = opt(1.0, "serve: how often the listing store's changes are read")
+    health_port: Optional[int] = opt(None, "serve: also answer the standard gRPC health service alone, in plaintext, "
+                                           "on this port (kubelet's gRPC probes speak no TLS)")
+    granularities: Optional[list[Granularity]] = opt(None, "build-due: build only these (e.g. [hour] for the hourly "
+                                                           "CronJob); null: all")
+    servings: Optional[str] = opt(None, "build-due: then make the IndexServing resources match the versions the "
+                                        "planner uses: kubernetes (this pod's namespace) or kubernetes:<namespace>")
+    servings_wait_s: float = opt(300.0, "build-due with servings: how long retired servings wait for the new ones "
+                                        "to be available before the next build retires them")
     progress: bool = opt(True, "show progress bars (rate, ETA) of long builds")
     build: BuildConfig = opt(factory=BuildConfig, help="index builds")
     retention: RetentionConfig = opt(factory=RetentionConfig, help="versions kept")
@@ -119,3 +128,5 @@ class IndexAppConfig(RunConfig):
             raise ConfigError("spnas-index fetch needs dest=<folder>")
         if not 0 <= self.port <= 65535 or self.follow_s <= 0:
             raise ConfigError("port must be 0..65535 and follow_s > 0")
+        if self.servings is not None and self.servings.partition(":")[0] != "kubernetes":
+            raise ConfigError(f"servings={self.servings}: kubernetes or kubernetes:<namespace>")

@@ -92,6 +92,16 @@ def test_embedding_cache_per_bundle_and_photo(store):
     assert not store.cached("b2", ["p0"], 8)[1].any()  # another bundle's space
 
 
+def test_a_photo_asked_twice_gets_its_vector_at_every_position(store):
+    """Two listings with one photo (relisted, or two sellers): each row of the answer has the vector
+    (found by bench_chaos: the first of two was left a zero vector, "not cached")."""
+    v = np.random.default_rng(1).standard_normal((2, 8)).astype(np.float32)
+    store.cache("b1", ["p0", "p1"], v)
+    got, found = store.cached("b1", ["p0", "p1", "p0", "px", "p0"], 8)
+    assert found.tolist() == [True, True, True, False, True]
+    assert np.array_equal(got[[0, 2, 4]], v[[0, 0, 0]]) and np.array_equal(got[1], v[1]) and not got[3].any()
+
+
 def test_unreachable_postgres_is_one_clear_error():
     from ..postgres import free_port
 

@@ -76,6 +76,30 @@ def test_tls_service_with_token(tmp_path, pki):
         svc.stop(0)
 
 
+def test_a_tls_service_answers_health_alone_in_plaintext_on_its_health_port(tmp_path, pki):
+    """kubelet's gRPC probes speak no TLS: `health_port` serves the standard health service (readiness
+    "" and "liveness") in plaintext, and nothing else: the index service is not reachable there."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from retrieval.service import LIVENESS, IndexClient
+
+    tls = TlsConfig(cert=str(pki / "server.pem"), key=str(pki / "server.key"), ca=str(pki / "ca.pem"))
+    svc, c = _service(tmp_path, token="t" * 32, tls=tls, health_port=0)
+    try:
+        health = IndexClient(svc.health_address, 5)  # plaintext
+        stub = health_pb2_grpc.HealthStub(health.channel)
+        serving = health_pb2.HealthCheckResponse.SERVING
+        for name in ("", LIVENESS):
+            assert stub.Check(health_pb2.HealthCheckRequest(service=name), timeout=5).status == serving
+        with pytest.raises(grpc.RpcError) as e:
+            health.info()
+        assert e.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    finally:
+        svc.stop(0)
+    assert not IndexClient(svc.health_address, 1).serving()
+
+
 def test_mutual_tls_requires_a_client_certificate(tmp_path, pki):
     import grpc
 

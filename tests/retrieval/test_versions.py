@@ -29,6 +29,18 @@ HOUR = "2026-11-26T15"
 START = period_range(H, HOUR)[0]
 
 
+def test_listings_sharing_a_photo_are_each_indexed_with_its_vector(tmp_path):
+    """Two listings of one photo: the build takes both vectors from the cache (it embedded nothing: the
+    fake embedder refuses) and a search with that vector finds both."""
+    c = make_catalogue(tmp_path, 50, START, 3600)
+    c.store.load(np.array([7, 8], np.int64), np.array([START + 10, START + 20]), [c.photos[3], c.photos[3]],
+                 ["again", "and again"])
+    info, _ = build_period(c.store, None, c.repo, c.embedder, H, HOUR, BuildConfig())
+    vi = VersionIndex.load(*open_version(info.url, tmp_path / "cache"))
+    scores, ids = vi.search(c.vecs[3:4], 3)
+    assert sorted(ids[0].tolist()) == sorted([int(c.ids[3]), 7, 8]) and np.allclose(scores[0], 1.0, atol=1e-5)
+
+
 def test_same_inputs_make_no_new_version_and_a_change_makes_one(tmp_path):
     c = make_catalogue(tmp_path, 300, START, 3600)
     cfg = BuildConfig()
@@ -110,6 +122,27 @@ def test_a_build_killed_before_its_manifest_leaves_nothing_and_its_rerun_names_t
     (stray / "index.0000.faiss").write_bytes(b"half")
     retain(c.repo, RetentionConfig(incomplete_after_s=0), START + 7200, c.embedder.bundle_sha256)
     assert not any(stray.iterdir()) and [v.version for v in c.repo.versions()] == [version]
+
+
+def test_build_due_of_one_granularity_builds_only_it(tmp_path):
+    """What each CronJob runs: the hourly one builds hours, the daily one days (granularities=[...])."""
+    now = period_range(H, "2026-11-03T05")[0] + 600
+    c = make_catalogue(tmp_path, 300, now - 3 * 86400, 3 * 86400 - 600)
+    build_due(c.store, None, c.repo, c.embedder, BuildConfig(), RetentionConfig(), now, only=[H])
+    assert {v.granularity for v in c.repo.versions()} == {"hour"}
+    build_due(c.store, None, c.repo, c.embedder, BuildConfig(), RetentionConfig(), now, only=[D])
+    assert {v.granularity for v in c.repo.versions()} == {"hour", "day"}
+
+
+def test_the_index_command_takes_the_cronjobs_options():
+    import spnas
+    from spnas_core.errors import ConfigError
+
+    cfg = spnas.compose("index", ["command=build_due", "bundle=/b", "granularities=[hour]", "servings=kubernetes",
+                                  "health_port=50052"])
+    assert cfg.granularities == [H] and cfg.servings == "kubernetes" and cfg.health_port == 50052
+    with pytest.raises(ConfigError, match="servings"):
+        spnas.compose("index", ["command=build_due", "bundle=/b", "servings=swarm"])
 
 
 def test_build_due_and_retention(tmp_path):

@@ -1,0 +1,149 @@
+"""The gateway's resolver on Kubernetes: the ready endpoints of the index services' EndpointSlices.
+
+    resolver=kubernetes               the gateway's own namespace (its service account's)
+    resolver=kubernetes:<namespace>
+
+It lists the EndpointSlices labelled as index services (`INDEX_SELECTOR`; an EndpointSlice carries
+its Service's labels), then watches them from the list's resourceVersion, so a version that becomes
+ready or a pod that goes away reaches the gateway's next refresh without polling the API server.
+A watch the server ends (its timeout) is resumed from the last resourceVersion seen; one that has
+expired (410 Gone: the server no longer has that version) is replaced by a fresh list. The gateway
+then asks each address for its health and what it serves (`GrpcBackends`), so the resolver needs
+to know nothing about versions. Calls made, all in one namespace: list and watch of
+discovery.k8s.io/v1 endpointslices (what deploy/base/gateway.yaml's Role grants, and nothing more).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from . import GRPC_PORT_NAME, INDEX_SELECTOR, own_namespace, selector_string
+
+log = logging.getLogger(__name__)
+
+
+def load_config() -> Any:
+    """An ApiClient: in a pod, its service account; elsewhere the kubeconfig (`$KUBECONFIG`, ~/.kube/config)."""
+    from kubernetes import client, config
+
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config()
+    return client.ApiClient()
+
+
+def ready_addresses(slice_: Any) -> list[str]:
+    """host:port of each ready endpoint of an EndpointSlice (its port named `grpc`); a missing `ready`
+    condition counts as ready, as the API documents."""
+    port = next((p.port for p in slice_.ports or [] if p.name == GRPC_PORT_NAME and p.port), None)
+    if port is None:
+        return []
+    out = []
+    for ep in slice_.endpoints or []:
+        cond = ep.conditions
+        if cond is not None and cond.ready is False:
+            continue
+        for a in ep.addresses or []:
+            out.append(f"[{a}]:{port}" if ":" in a else f"{a}:{port}")
+    return out
+
+
+class KubernetesResolver:
+    """Addresses of ready index-service endpoints, kept current by a list + watch thread."""
+
+    def __init__(self, namespace: str | None = None, api_client: Any = None, watch_timeout_s: int = 300,
+                 selector: dict[str, str] | None = None, start: bool = True) -> None:
+        self.namespace = namespace or own_namespace()
+        self._api_client, self._api = api_client, None
+        self.selector = selector_string(selector or INDEX_SELECTOR)
+        self.watch_timeout_s = watch_timeout_s
+        self.resource_version: str | None = None
+        self.slices: dict[str, list[str]] = {}
+        self.relists = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._start = start
+
+    @property
+    def api(self) -> Any:
+        """discovery.k8s.io/v1, made on first use (so a gateway starts while the API server is away)."""
+        if self._api is None:
+            from kubernetes import client
+
+            self._api = client.DiscoveryV1Api(self._api_client if self._api_client is not None else load_config())
+        return self._api
+
+    # ------------------------------------------------------------------ what the gateway calls
+    def addresses(self) -> list[str]:
+        if self._start and self._thread is None:
+            try:
+                self.relist()
+            except Exception as e:  # the API server briefly away: the thread keeps trying
+                log.warning("listing the index services' EndpointSlices failed: %s", e)
+            self._thread = threading.Thread(target=self.run, name="k8s-resolver", daemon=True)
+            self._thread.start()
+        with self._lock:
+            return sorted({a for addrs in self.slices.values() for a in addrs})
+
+    # ------------------------------------------------------------------ list + watch
+    def relist(self) -> None:
+        """Every labelled EndpointSlice now, and the resourceVersion to watch from."""
+        r = self.api.list_namespaced_endpoint_slice(self.namespace, label_selector=self.selector)
+        with self._lock:
+            self.slices = {s.metadata.name: ready_addresses(s) for s in r.items}
+            self.resource_version = r.metadata.resource_version
+            self.relists += 1
+
+    def apply(self, event: dict[str, Any]) -> None:
+        """One watch event (ADDED / MODIFIED / DELETED; BOOKMARK only moves the resourceVersion)."""
+        kind, obj = event["type"], event["object"]
+        with self._lock:
+            if kind in ("ADDED", "MODIFIED"):
+                self.slices[obj.metadata.name] = ready_addresses(obj)
+            elif kind == "DELETED":
+                self.slices.pop(obj.metadata.name, None)
+
+    def watch_once(self) -> None:
+        """Follow the changes from the last resourceVersion until the server ends the watch; a 410 Gone
+        (expired) lists again."""
+        from kubernetes import watch
+        from kubernetes.client.exceptions import ApiException
+
+        w = watch.Watch()
+        try:
+            for event in w.stream(self.api.list_namespaced_endpoint_slice, self.namespace,
+                                  label_selector=self.selector, resource_version=self.resource_version,
+                                  timeout_seconds=self.watch_timeout_s, allow_watch_bookmarks=True):
+                self.apply(event)
+                if w.resource_version:
+                    self.resource_version = w.resource_version
+                if self._stop.is_set():
+                    w.stop()
+        except ApiException as e:
+            if e.status != 410:
+                raise
+            log.info("the EndpointSlice watch expired (410 Gone at resourceVersion %s): listing again",
+                     self.resource_version)
+            self.relist()
+
+    def run(self) -> None:
+        delay = 1.0
+        while not self._stop.is_set():
+            try:
+                if self.resource_version is None:
+                    self.relist()
+                self.watch_once()
+                delay = 1.0
+            except Exception as e:
+                log.warning("watching the index services' EndpointSlices failed (%s); retrying in %.0f s", e, delay)
+                self.resource_version = None  # list again: changes may have been missed
+                self._stop.wait(delay)
+                delay = min(delay * 2, 30.0)
+
+    def stop(self) -> None:
+        self._stop.set()
+

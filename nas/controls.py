@@ -136,8 +136,10 @@ def scale_reference(reference: str, cost: Cost, target: float, tolerance: float 
     w = _round_width(w, make, resolution, num_classes, a)
     a = make(resolution=resolution, width=w, num_classes=num_classes)  # the same channels, a readable width
     within = abs(c / target - 1) <= tolerance
-    note = "" if within else (f"channel rounding allows no width within +-{100 * tolerance:.0f}%: between widths "
-                              f"{gap[0]:.3f} and {gap[2]:.3f} the cost jumps from {gap[1]:.4g} to {gap[3]:.4g} "
+    where = (f"at width {gap[0]:.3f}" if f"{gap[0]:.3f}" == f"{gap[2]:.3f}"
+             else f"between widths {gap[0]:.3f} and {gap[2]:.3f}")
+    note = "" if within else (f"channel rounding allows no width within +-{100 * tolerance:.0f}%: {where} "
+                              f"the cost jumps from {gap[1]:.4g} to {gap[3]:.4g} "
                               f"(channels round to multiples of 8); the nearest is {100 * (c / target - 1):+.1f}% "
                               f"(width {w:g})")
     return _scaled(reference, a, w, c, target, tolerance, note)

@@ -169,8 +169,9 @@ class ControlsConfig:
                               "winners and the 1.0 baselines are exported, every model is photo-searched with its "
                               "fine-tuned embedder")
     seed: int = opt(0, "seed of the random draws")
-    socs: Optional[list[str]] = opt(None, "the winners that get controls, by SoC name ('fleet' for the fleet net); "
-                                          "default: every winner (the demo gives them to sd845 only, for time)")
+    socs: Optional[list[str]] = opt(None, "the winners that get controls, by SoC name ('fleet' for the fleet net; "
+                                          "devices the run does not search are ignored); default: every winner "
+                                          "(the demo gives them to sd845 only, for time)")
 
     def __post_init__(self) -> None:
         check_range("controls.random", self.random, 0, 1000)

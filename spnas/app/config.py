@@ -240,11 +240,11 @@ class PipelineAppConfig(RunConfig):
             raise ConfigError(f"socs lists a device twice: {self.socs}")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise ConfigError(f"seeds={self.seeds}: name at least one seed, each once (e.g. seeds=[0,1,2])")
-        winners = [*self.socs, "fleet"] if self.search.fleet else list(self.socs)
+        known = [*self.soc_configs, "fleet"]  # a known device this run does not search is ignored (socs=[...] overrides)
         for s in self.controls.socs or []:
-            if s not in winners:
-                raise ConfigError(f"controls.socs: '{s}' is not a winner of this run{did_you_mean(s, winners)}; "
-                                  f"winners: {', '.join(winners)}")
+            if s not in known:
+                raise ConfigError(f"controls.socs: unknown device '{s}'{did_you_mean(s, known)}; known: "
+                                  f"{', '.join(known)}")
         for d in self.search.fleet:
             if d not in self.soc_configs:
                 raise ConfigError(f"search.fleet: unknown device '{d}'{did_you_mean(d, self.soc_configs)}; known: "

@@ -138,11 +138,12 @@ def test_library_entry_points_take_their_layers_config_and_plain_arguments():
 
 
 def test_controls_socs_names_winners_of_the_run():
-    """`controls.socs` limits the controls to some winners (the demo: sd845); a name that is not a winner of the
-    run is refused at compose time, with a suggestion."""
+    """`controls.socs` limits the controls to some winners (the demo: sd845); an unknown device is refused at
+    compose time, with a suggestion; a known one the run does not search is ignored (the demo with socs=[host])."""
     cfg = spnas.compose("pipeline", ["experiment=demo"])
     assert cfg.controls.socs == ["sd845"]
     assert spnas.compose("pipeline", ["experiment=evidence"]).controls.socs is None  # every winner, the fleet too
     spnas.compose("pipeline", ["experiment=evidence", "controls.socs=[fleet]"])
-    with pytest.raises(ConfigError, match="not a winner of this run.*did you mean .sd845"):
+    assert spnas.compose("pipeline", ["experiment=demo", "socs=[host]"]).controls.socs == ["sd845"]
+    with pytest.raises(ConfigError, match="unknown device 'sd854'.*did you mean .sd845"):
         spnas.compose("pipeline", ["experiment=demo", "controls.socs=[sd854]"])

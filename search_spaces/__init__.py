@@ -1,10 +1,22 @@
-"""The architecture language: block grammar, `ArchSpec`, the search space, reference nets, builder."""
+"""The architecture language: block grammar, `ArchSpec`, the search space, reference nets, builder.
+
+The grammar, the space and the reference nets are plain Python; the builder (`model.py`) needs torch and is
+imported on first use of one of its names, so composing a config (`--help`, `--cfg job`, a config error)
+does not pay for loading torch.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
 
 from .arch import ArchSpec, ResolvedLayer
 from .grammar import ArchSpecError, Block, make_divisible
-from .model import EmbeddingNet, Net, build_for_weights, build_layer, build_model, count_macs, count_params, embedding_info
 from .reference import REFERENCE_NETS, mobilenet_v2, mobilenet_v3_large, mobilenet_v3_small, reference
 from .space import SKIP, LayerSlot, SearchSpace, Stage, default_space
+
+_MODEL_NAMES = ("EmbeddingNet", "Net", "build_for_weights", "build_layer", "build_model", "count_macs",
+                "count_params", "embedding_info")
 
 __all__ = [
     "ArchSpec", "ArchSpecError", "Block", "EmbeddingNet", "LayerSlot", "Net", "build_for_weights", "embedding_info", "REFERENCE_NETS", "ResolvedLayer",
@@ -12,3 +24,11 @@ __all__ = [
     "default_space", "make_divisible", "mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small",
     "reference",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _MODEL_NAMES:
+        raise AttributeError(f"module 'search_spaces' has no attribute '{name}'")
+    value = getattr(import_module(".model", __name__), name)
+    globals()[name] = value
+    return value

@@ -49,3 +49,17 @@ def test_no_module_of_the_library_is_part_of_an_import_cycle():
                 if not any(_is_package(graph, x) for x in chain):
                     cycles.append(" -> ".join((m, *chain)))
     assert not cycles, "import cycles:\n" + "\n".join(cycles)
+
+
+def test_composing_a_config_does_not_load_torch():
+    """`--help`, `--cfg job` and config errors compose configs only: they must not pay ~1.6 s for torch
+    (search_spaces' builder and training's loops are imported on first use)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, spnas\nfrom spnas.app import compose\n"
+            "cfg = compose.compose('pipeline', ['experiment=demo'])\n"
+            "from search_spaces import ArchSpec, default_space\n"
+            "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if m.startswith('torch'))[:5]")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]

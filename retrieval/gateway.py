@@ -266,7 +266,7 @@ ERROR_CODES = {DuplicateIdError: 409, StoreUnavailableError: 503, ImageTooLargeE
 
 
 def create_app(spec: GatewaySpec, token: str | None = None, **kw: Any) -> Any:
-    """The ASGI application: FastAPI behind the body limit."""
+    """The ASGI application: FastAPI behind the body limit. Reads are open; writes need the token."""
     from contextlib import asynccontextmanager
 
     gw = Gateway(spec, token, **kw)
@@ -280,11 +280,21 @@ def create_app(spec: GatewaySpec, token: str | None = None, **kw: Any) -> Any:
     app = FastAPI(title="spnas photo search", version="3", lifespan=lifespan,
                   description="Shop-photo search over immutable FAISS index versions and a listing store.")
     app.state.gateway = gw
+    _read_routes(app, gw, token)
+    _write_routes(app, gw, token)
 
-    def authorize(request: Request) -> None:
-        if not token_ok(request.headers.get("authorization"), token):
-            raise HTTPException(401, "this endpoint needs 'Authorization: Bearer <token>' (the token the gateway "
-                                     "was started with)", headers={"WWW-Authenticate": "Bearer"})
+    @app.exception_handler(SpnasError)
+    async def project_error(request: Request, exc: SpnasError) -> JSONResponse:
+        code = next((c for t, c in ERROR_CODES.items() if isinstance(exc, t)),
+                    422 if isinstance(exc, RetrievalError) else 400)
+        headers = {"Retry-After": str(spec.limits.retry_after_s)} if code == 503 else None
+        return JSONResponse(status_code=code, content={"detail": str(exc)}, headers=headers)
+
+    return BodyLimit(app, spec.limits.max_body_bytes)
+
+
+def _read_routes(app: FastAPI, gw: Gateway, token: str | None) -> None:
+    """The open endpoints: the page, liveness, readiness, the versions, search and listing photos."""
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def page() -> HTMLResponse:
@@ -312,6 +322,24 @@ def create_app(spec: GatewaySpec, token: str | None = None, **kw: Any) -> Any:
         """Photo (multipart `image`) or unit vector (JSON `vector`) in; listings with scores out."""
         return await gw.search(request)
 
+    @app.get("/items/{item_id}/photo")
+    async def photo(item_id: str) -> Response:
+        i = parse_id(item_id)
+        row = (await asyncio.to_thread(gw.store.get, [i])).get(i)
+        data = await asyncio.to_thread(gw.photos.thumbnail, row.photo) if row is not None else None
+        if data is None:
+            raise HTTPException(404, f"no photo for listing {item_id}")
+        return Response(data, media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
+
+
+def _write_routes(app: FastAPI, gw: Gateway, token: str | None) -> None:
+    """The endpoints that change the listing store: each needs the gateway's bearer token."""
+
+    def authorize(request: Request) -> None:
+        if not token_ok(request.headers.get("authorization"), token):
+            raise HTTPException(401, "this endpoint needs 'Authorization: Bearer <token>' (the token the gateway "
+                                     "was started with)", headers={"WWW-Authenticate": "Bearer"})
+
     @app.post("/items")
     async def add_items(request: Request) -> dict[str, Any]:
         """Add listings: photos (`images`), comma-separated ids, optional timestamps and one `title` per photo."""
@@ -326,24 +354,6 @@ def create_app(spec: GatewaySpec, token: str | None = None, **kw: Any) -> Any:
             raise http_error(422, "status is sold or deleted")
         code, body = await gw.run(gw.delete_work, parse_id(item_id), status)
         return JSONResponse(body, status_code=code)
-
-    @app.get("/items/{item_id}/photo")
-    async def photo(item_id: str) -> Response:
-        i = parse_id(item_id)
-        row = (await asyncio.to_thread(gw.store.get, [i])).get(i)
-        data = await asyncio.to_thread(gw.photos.thumbnail, row.photo) if row is not None else None
-        if data is None:
-            raise HTTPException(404, f"no photo for listing {item_id}")
-        return Response(data, media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
-
-    @app.exception_handler(SpnasError)
-    async def project_error(request: Request, exc: SpnasError) -> JSONResponse:
-        code = next((c for t, c in ERROR_CODES.items() if isinstance(exc, t)),
-                    422 if isinstance(exc, RetrievalError) else 400)
-        headers = {"Retry-After": str(spec.limits.retry_after_s)} if code == 503 else None
-        return JSONResponse(status_code=code, content={"detail": str(exc)}, headers=headers)
-
-    return BodyLimit(app, spec.limits.max_body_bytes)
 
 
 def app_from_env() -> Any:

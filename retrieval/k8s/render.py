@@ -139,14 +139,69 @@ def render(serving: Mapping[str, Any], settings: RenderSettings = RenderSettings
     labels = {**INDEX_SELECTOR, INSTANCE_LABEL: name, MANAGED_BY_LABEL: "spnas-controller", **vlabels}
     select = {**INDEX_SELECTOR, INSTANCE_LABEL: name}
     annotations = {BUNDLE_ANNOTATION: spec["bundleId"]}
-    mem = memory_mi(spec.get("sizeBytes", 0), settings.memory_base_mi)
+
+    def owned() -> dict[str, Any]:  # fresh per object: an owner reference added to one must not reach the others
+        return {"name": name, "namespace": ns, "labels": dict(labels), "ownerReferences": _owner(serving)}
+
+    deployment = {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {**owned(), "annotations": dict(annotations)},
+        "spec": {
+            "replicas": int(spec.get("replicas", settings.replicas)),
+            "revisionHistoryLimit": 2,
+            "selector": {"matchLabels": select},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+            "template": {"metadata": {"labels": labels, "annotations": annotations},
+                         "spec": _pod_spec(spec, settings)},
+        },
+    }
+    service = {
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {**owned(), "annotations": dict(annotations)},
+        "spec": {"selector": select, "ports": [{"name": GRPC_PORT_NAME, "port": GRPC_PORT, "targetPort": GRPC_PORT_NAME,
+                                                "protocol": "TCP", "appProtocol": "grpc"}]},
+    }
+    pdb = {
+        "apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+        "metadata": owned(),
+        # one pod at a time: a drain never stalls on a single replica, and never takes all of several
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": select}},
+    }
+    return [deployment, service, pdb]
+
+
+def _pod_spec(spec: Mapping[str, Any], settings: RenderSettings) -> dict[str, Any]:
+    """The index pod: the version fetched by an init container into an emptyDir sized to it, then served."""
     versions_mi = int(math.ceil((spec.get("sizeBytes", 0) * 1.1 / MI + 64) / 64) * 64)
-    tls = "/etc/spnas/tls"
-    store_env = {"name": "SPNAS_STORE_URL", "valueFrom": {"secretKeyRef": {"name": settings.store_secret, "key": "url"}}}
-    common = {"image": settings.image, "imagePullPolicy": settings.pull_policy, "securityContext": _container_security(),
-              "workingDir": "/work"}
-    fetch = {
-        **common, "name": "fetch", "command": ["spnas-index"],
+    return {
+        "serviceAccountName": settings.service_account,
+        "automountServiceAccountToken": False,  # an index service never calls the Kubernetes API
+        "securityContext": {"runAsNonRoot": True, "runAsUser": UID, "runAsGroup": UID, "fsGroup": UID,
+                            "seccompProfile": {"type": "RuntimeDefault"}},
+        "terminationGracePeriodSeconds": 30,
+        "initContainers": [_fetch_container(spec, settings)],
+        "containers": [_index_container(spec, settings)],
+        "volumes": [
+            {"name": "versions", "emptyDir": {"sizeLimit": f"{versions_mi}Mi"}},
+            {"name": "work", "emptyDir": {"sizeLimit": "256Mi"}},
+            *([{"name": "artifacts", "persistentVolumeClaim": {"claimName": settings.artifacts_claim,
+                                                               "readOnly": True}}]
+              if settings.artifacts_claim else []),
+            {"name": "token", "secret": {"secretName": settings.token_secret, "defaultMode": 0o440}},
+            {"name": "tls", "secret": {"secretName": settings.tls_secret, "defaultMode": 0o440}},
+        ],
+    }
+
+
+def _common(settings: RenderSettings) -> dict[str, Any]:
+    return {"image": settings.image, "imagePullPolicy": settings.pull_policy, "securityContext": _container_security(),
+            "workingDir": "/work"}
+
+
+def _fetch_container(spec: Mapping[str, Any], settings: RenderSettings) -> dict[str, Any]:
+    """`spnas-index fetch`: copies the immutable version from the artifact repository (checksums checked)."""
+    return {
+        **_common(settings), "name": "fetch", "command": ["spnas-index"],
         "args": ["fetch", f"version={spec['url']}", "dest=/versions/v"],
         "envFrom": [{"configMapRef": {"name": settings.config_map}}],
         "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"cpu": "1", "memory": "512Mi"}},
@@ -154,8 +209,15 @@ def render(serving: Mapping[str, Any], settings: RenderSettings = RenderSettings
                          *([{"name": "artifacts", "mountPath": "/artifacts", "readOnly": True}]
                            if settings.artifacts_claim else [])],
     }
-    serve = {
-        **common, "name": "index", "command": ["spnas-index"],
+
+
+def _index_container(spec: Mapping[str, Any], settings: RenderSettings) -> dict[str, Any]:
+    """`spnas-index serve`: the read-only gRPC index service, memory sized to the version, gRPC probes."""
+    mem = memory_mi(spec.get("sizeBytes", 0), settings.memory_base_mi)
+    tls = "/etc/spnas/tls"
+    store_env = {"name": "SPNAS_STORE_URL", "valueFrom": {"secretKeyRef": {"name": settings.store_secret, "key": "url"}}}
+    return {
+        **_common(settings), "name": "index", "command": ["spnas-index"],
         "args": ["serve", "version=/versions/v", "host=0.0.0.0", f"port={GRPC_PORT}", f"health_port={HEALTH_PORT}",
                  "root=/work", "locations.store=${oc.env:SPNAS_STORE_URL}", "auth.token_file=/etc/spnas/token/token",
                  f"tls.cert={tls}/tls.crt", f"tls.key={tls}/tls.key", f"tls.ca={tls}/ca.crt"],
@@ -175,49 +237,3 @@ def render(serving: Mapping[str, Any], settings: RenderSettings = RenderSettings
                          {"name": "token", "mountPath": "/etc/spnas/token", "readOnly": True},
                          {"name": "tls", "mountPath": tls, "readOnly": True}],
     }
-    deployment = {
-        "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": name, "namespace": ns, "labels": labels, "annotations": annotations,
-                     "ownerReferences": _owner(serving)},
-        "spec": {
-            "replicas": int(spec.get("replicas", settings.replicas)),
-            "revisionHistoryLimit": 2,
-            "selector": {"matchLabels": select},
-            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
-            "template": {
-                "metadata": {"labels": labels, "annotations": annotations},
-                "spec": {
-                    "serviceAccountName": settings.service_account,
-                    "automountServiceAccountToken": False,  # an index service never calls the Kubernetes API
-                    "securityContext": {"runAsNonRoot": True, "runAsUser": UID, "runAsGroup": UID, "fsGroup": UID,
-                                        "seccompProfile": {"type": "RuntimeDefault"}},
-                    "terminationGracePeriodSeconds": 30,
-                    "initContainers": [fetch],
-                    "containers": [serve],
-                    "volumes": [
-                        {"name": "versions", "emptyDir": {"sizeLimit": f"{versions_mi}Mi"}},
-                        {"name": "work", "emptyDir": {"sizeLimit": "256Mi"}},
-                        *([{"name": "artifacts", "persistentVolumeClaim": {"claimName": settings.artifacts_claim,
-                                                                           "readOnly": True}}]
-                          if settings.artifacts_claim else []),
-                        {"name": "token", "secret": {"secretName": settings.token_secret, "defaultMode": 0o440}},
-                        {"name": "tls", "secret": {"secretName": settings.tls_secret, "defaultMode": 0o440}},
-                    ],
-                },
-            },
-        },
-    }
-    service = {
-        "apiVersion": "v1", "kind": "Service",
-        "metadata": {"name": name, "namespace": ns, "labels": labels, "annotations": annotations,
-                     "ownerReferences": _owner(serving)},
-        "spec": {"selector": select, "ports": [{"name": GRPC_PORT_NAME, "port": GRPC_PORT, "targetPort": GRPC_PORT_NAME,
-                                                "protocol": "TCP", "appProtocol": "grpc"}]},
-    }
-    pdb = {
-        "apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
-        "metadata": {"name": name, "namespace": ns, "labels": labels, "ownerReferences": _owner(serving)},
-        # one pod at a time: a drain never stalls on a single replica, and never takes all of several
-        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": select}},
-    }
-    return [deployment, service, pdb]

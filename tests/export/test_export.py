@@ -96,7 +96,9 @@ def test_sampled_space_arch_exports(fashion_mnist_root, tmp_path):
 
     arch = default_space().sample(random.Random(11), resolution=32, num_classes=10)
     arch.save(tmp_path / "arch.json")
-    data = fmnist_args(fashion_mnist_root, tmp_path)
+    # parity and layout need a trained net, not a good one: one epoch of 1000 images
+    data = [a if not a.startswith("data.train_limit=") else "data.train_limit=1000"
+            for a in fmnist_args(fashion_mnist_root, tmp_path)]
     ckpt = _train_small(tmp_path, data, str(tmp_path / "arch.json"), "sampled", epochs=1)
     cfg = compose("export", [f"checkpoint={ckpt}", *data, f"out_dir={tmp_path / 'b'}",
                              "export.measure_latency=false", "export.int8=disabled"])  # int8: small_bundle
@@ -118,18 +120,6 @@ def test_corrupt_checkpoint_and_mismatched_arch(small_model, fashion_mnist_root,
         commands.export(compose("export", base + [f"checkpoint={small_model}", "arch=mobilenet_v2",
                                              f"out_dir={tmp_path / 'y'}"]))
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
-
-
-def test_parity_failure_refuses_and_writes_nothing(small_model, fashion_mnist_root, tmp_path):
-    from spnas.app import commands
-
-    cfg = compose("export", [f"checkpoint={small_model}", *fmnist_args(fashion_mnist_root, tmp_path),
-                             f"out_dir={tmp_path / 'refused'}", "export.measure_latency=false", "export.int8=disabled",
-                             "export.tolerances.mediapipe_min_cos=1.01"])
-    with pytest.raises(ParityError, match="MediaPipe"):
-        commands.export(cfg)
-    assert not (tmp_path / "refused").exists()
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".refused")], "temporary folder left behind"
 
 
 def test_pbtxt_parser_handles_nesting_and_repeats():

@@ -32,7 +32,7 @@ def postgres_url(postgres_admin_url):
 
 def _sweep_args(cifar_root: Path, tmp: Path, url: str, n_trials: int) -> list[str]:
     return ["soc=sd808", f"data.root={cifar_root}", "data.train_limit=320", "data.test_limit=50",
-            f"data.cache_dir={tmp / 'cache'}", "search.steps=45", "search.warmup_fraction=0",
+            f"data.cache_dir={tmp / 'cache'}", "search.steps=27", "search.warmup_fraction=0",
             "search.min_threshold_updates=0", "search.batch_size=32", "search.eval_batch_size=100",
             "sweep.retrain_epochs=0", f"sweep.n_trials={n_trials}", "sweep.population=2", f"sweep.storage={url}",
             "sweep.study_name=shared", "sweep.heartbeat_s=1", "sweep.grace_s=3", f"run_dir={tmp / 'sweep'}",

@@ -92,12 +92,15 @@ def test_bad_table_is_one_line_with_file_and_line(tmp_path, cifar_root):
 
 
 def test_refused_export_is_one_line(small_model, fashion_mnist_root, tmp_path):
+    """A bundle that fails its MediaPipe parity is refused: one line, the export exit code, and nothing written
+    (neither the bundle nor its temporary folder). The suite's one refused export: a conversion costs ~20 s."""
     r = run("spnas-export", f"checkpoint={small_model}", *fmnist_args(fashion_mnist_root, tmp_path),
             f"out_dir={tmp_path / 'refused'}", "export.measure_latency=false", "export.int8=disabled",
             "export.tolerances.mediapipe_min_cos=1.01", timeout=600)
     line = one_line_error(r, "spnas-export")
     assert r.returncode == EXIT_EXPORT and "parity failed" in line and "MediaPipe" in line
     assert not (tmp_path / "refused").exists()
+    assert not [q for q in tmp_path.iterdir() if q.name.startswith(".refused")], "temporary folder left behind"
     assert r.stderr.count("parity failed") == 1  # no duplicated log line
 
 

@@ -7,8 +7,7 @@ does not pay for loading torch.
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
+from spnas_core.lazy import lazy_names
 
 from .arch import ArchSpec, ResolvedLayer
 from .grammar import ArchSpecError, Block, make_divisible
@@ -17,6 +16,7 @@ from .space import SKIP, LayerSlot, SearchSpace, Stage, default_space
 
 _MODEL_NAMES = ("EmbeddingNet", "Net", "build_for_weights", "build_layer", "build_model", "count_macs",
                 "count_params", "embedding_info")
+__getattr__ = lazy_names(__name__, dict.fromkeys(_MODEL_NAMES, ".model"), globals())
 
 __all__ = [
     "ArchSpec", "ArchSpecError", "Block", "EmbeddingNet", "LayerSlot", "Net", "build_for_weights", "embedding_info", "REFERENCE_NETS", "ResolvedLayer",
@@ -25,10 +25,3 @@ __all__ = [
     "reference",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _MODEL_NAMES:
-        raise AttributeError(f"module 'search_spaces' has no attribute '{name}'")
-    value = getattr(import_module(".model", __name__), name)
-    globals()[name] = value
-    return value

@@ -6,8 +6,7 @@ imported on first use, so `training.config` (what compose reads) does not load t
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
+from spnas_core.lazy import lazy_names
 
 _NAMES = {
     "iterate_batches": ".batches", "num_batches": ".batches", "to_tensor": ".batches",
@@ -18,11 +17,4 @@ _NAMES = {
 
 __all__ = sorted(_NAMES)
 
-
-def __getattr__(name: str) -> Any:
-    module = _NAMES.get(name)
-    if module is None:
-        raise AttributeError(f"module 'training' has no attribute '{name}'")
-    value = getattr(import_module(module, __name__), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_names(__name__, _NAMES, globals())

@@ -80,9 +80,9 @@ def compose(config: str, overrides: list[str]):
     return spnas.compose(config, overrides)
 
 
-def fmnist_args(root: Path, tmp: Path) -> list[str]:
+def fmnist_args(root: Path, tmp: Path, train_limit: int = 6000) -> list[str]:
     """Overrides for a small real Fashion-MNIST subset (fast to train to a confident model)."""
-    return ["data=fashion_mnist", f"data.root={root}", "data.train_limit=6000", "data.test_limit=500",
+    return ["data=fashion_mnist", f"data.root={root}", f"data.train_limit={train_limit}", "data.test_limit=500",
             f"data.cache_dir={tmp / 'cache'}"]
 
 

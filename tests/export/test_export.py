@@ -97,8 +97,7 @@ def test_sampled_space_arch_exports(fashion_mnist_root, tmp_path):
     arch = default_space().sample(random.Random(11), resolution=32, num_classes=10)
     arch.save(tmp_path / "arch.json")
     # parity and layout need a trained net, not a good one: one epoch of 1000 images
-    data = [a if not a.startswith("data.train_limit=") else "data.train_limit=1000"
-            for a in fmnist_args(fashion_mnist_root, tmp_path)]
+    data = fmnist_args(fashion_mnist_root, tmp_path, train_limit=1000)
     ckpt = _train_small(tmp_path, data, str(tmp_path / "arch.json"), "sampled", epochs=1)
     cfg = compose("export", [f"checkpoint={ckpt}", *data, f"out_dir={tmp_path / 'b'}",
                              "export.measure_latency=false", "export.int8=disabled"])  # int8: small_bundle

@@ -27,9 +27,12 @@ data: setup
 demo: setup data
 	$(BIN)/spnas-pipeline experiment=demo
 
+# Two pytest-xdist workers: much of the suite (TFLite conversion, subprocess start-up, I/O) keeps one core busy, so two
+# workers fill both (a session fixture is built once per worker). PASSIVE keeps OpenMP
+# threads from spinning while the other worker needs the core.
 test: setup data
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest -q
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest -q -n 2
 
 # Benchmarks (each prints a table, appends to bench/results/, re-renders docs/benchmarks.md).
 # bench-pipeline runs the cifar10 preset (hours); the export bench reads its models.

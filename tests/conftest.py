@@ -7,11 +7,32 @@ its absence fails them, so a broken CI setup cannot pass by skipping.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def built_once(tmp_path_factory, name: str, build: Callable[[Path], object]) -> Path:
+    """A folder that one test process builds and every other reuses: `make test` runs two pytest-xdist workers,
+    each with its own session, so a session fixture alone would train or export the same model twice. The first
+    worker builds under a lock in the run's shared temp folder; the other waits for it and reuses the result."""
+    import fcntl
+    import shutil
+
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    d = root / f"shared-{name}"
+    with open(root / f"shared-{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (d / ".built").exists():
+            shutil.rmtree(d, ignore_errors=True)  # a worker that failed half-way leaves a partial folder
+            d.mkdir()
+            build(d)
+            (d / ".built").touch()
+    return d
 
 
 def _missing(reason: str) -> None:
@@ -98,16 +119,20 @@ def _train_small(tmp: Path, data_args: list[str], arch: str, name: str, epochs: 
 @pytest.fixture(scope="session")
 def small_model(fashion_mnist_root, tmp_path_factory) -> Path:
     """MobileNetV3-Small trained briefly on real Fashion-MNIST images (32x32): a model.pt."""
-    tmp = tmp_path_factory.mktemp("mbv3s")
-    return _train_small(tmp, fmnist_args(fashion_mnist_root, tmp), "mobilenet_v3_small", "mbv3s")
+    d = built_once(tmp_path_factory, "mbv3s", lambda tmp: _train_small(
+        tmp, fmnist_args(fashion_mnist_root, tmp), "mobilenet_v3_small", "mbv3s"))
+    return d / "mbv3s" / "model.pt"
 
 
 @pytest.fixture(scope="session")
 def small_bundle(small_model, fashion_mnist_root, tmp_path_factory) -> Path:
     """The exported bundle of `small_model`, latency measured (a short run)."""
+    return built_once(tmp_path_factory, "bundle", lambda tmp: _export_small(small_model, fashion_mnist_root, tmp)) / "bundle"
+
+
+def _export_small(small_model: Path, fashion_mnist_root: Path, tmp: Path) -> None:
     from spnas.app import commands
 
-    tmp = tmp_path_factory.mktemp("bundle")
     cfg = compose("export", [f"checkpoint={small_model}", *fmnist_args(fashion_mnist_root, tmp),
                              f"out_dir={tmp / 'bundle'}", "export.int8_eval_images=500", "export.latency.passes=1",
                              "export.latency.threads=[1]", "export.latency.mediapipe_runs=10",
@@ -116,7 +141,6 @@ def small_bundle(small_model, fashion_mnist_root, tmp_path_factory) -> Path:
                              # 64 images): the bundle must carry int8 here, so the gate is set below that spread
                              "export.int8=required", "export.tolerances.int8_min_agreement=0.9"])
     commands.export(cfg)
-    return tmp / "bundle"
 
 
 # ---------------------------------------------------------------------------------- one pipeline run for the suite
@@ -150,7 +174,18 @@ def own_photos_overrides(photos: Path, run: Path, cache: Path) -> list[str]:
 @pytest.fixture(scope="session")
 def own_photos_pipeline(grocery_root, tmp_path_factory):
     """One pipeline run the slow tests share: the README's own-images command, killed in the middle of its
-    search and run again (it resumes). Returns (overrides, run folder, report, the stages' first events)."""
+    search and run again (it resumes). Returns (overrides, run folder, run_pipeline's report, the killed search's
+    stage.json)."""
+    import pickle
+
+    tmp = built_once(tmp_path_factory, "own_photos", lambda tmp: _run_own_photos(grocery_root, tmp))
+    run = tmp / "run"
+    ov = own_photos_overrides(tmp / "photos", run, tmp / "cache")
+    return ov, run, pickle.loads((tmp / "report.pickle").read_bytes()), (tmp / "killed_stage.json").read_text()
+
+
+def _run_own_photos(grocery_root: Path, tmp: Path) -> None:
+    import pickle
     import signal
     import subprocess
     import sys
@@ -158,7 +193,6 @@ def own_photos_pipeline(grocery_root, tmp_path_factory):
 
     from spnas.app.pipeline import run_pipeline
 
-    tmp = tmp_path_factory.mktemp("own_photos")
     photos = eight_classes(grocery_root, tmp / "photos")
     run = tmp / "run"
     ov = own_photos_overrides(photos, run, tmp / "cache")
@@ -170,6 +204,5 @@ def own_photos_pipeline(grocery_root, tmp_path_factory):
         time.sleep(0.02)
     p.send_signal(signal.SIGKILL)
     p.wait()
-    killed_state = (run / "search" / "sd845" / "stage.json").read_text()
-    report = run_pipeline(compose("pipeline", ov))
-    return ov, run, report, killed_state
+    (tmp / "killed_stage.json").write_text((run / "search" / "sd845" / "stage.json").read_text())
+    (tmp / "report.pickle").write_bytes(pickle.dumps(run_pipeline(compose("pipeline", ov))))  # int seed keys kept

@@ -27,9 +27,9 @@ data: setup
 demo: setup data
 	$(BIN)/spnas-pipeline experiment=demo
 
-# Two pytest-xdist workers: much of the suite (TFLite conversion, subprocess start-up, I/O) keeps one core busy, so two
-# workers fill both (the expensive shared models are built once per suite: tests/conftest.py built_once). PASSIVE keeps OpenMP
-# threads from spinning while the other worker needs the core.
+# Two pytest-xdist workers: much of the suite (TFLite conversion, subprocess start-up, I/O) keeps one core busy,
+# so two workers fill both; the expensive shared models are built once per suite (tests/conftest.py built_once).
+# PASSIVE keeps OpenMP threads from spinning while the other worker needs the core.
 test: setup data
 	$(BIN)/lint-imports
 	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest -q -n 2

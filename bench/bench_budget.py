@@ -48,13 +48,14 @@ def main() -> None:
             for m in models.values():
                 train_stage(run, m, seed)
         walls[steps] = time.perf_counter() - t0
-        means = {n: E.summarize(m.seeds)["top1"]["mean"] for n, m in models.items()}
+        stats = {n: E.summarize(m.seeds)["top1"] for n, m in models.items()}
+        means = {n: st["mean"] for n, st in stats.items()}
         rankings[steps] = means
         fam = {b: sorted((_width(models[n]), v) for n, v in means.items() if n == b or n.startswith(f"{b}-w"))
                for b in cfg.baselines}
         check = E.budget_check(fam, {n: E.curve_rise(m.seeds) for n, m in models.items()}, cfg.report.rising_pts)
         order = sorted(means, key=means.get, reverse=True)
-        rows.append({"steps": steps, "ranking (best first)": ", ".join(f"{n} {means[n]:.3f}" for n in order),
+        rows.append({"steps": steps, "ranking (best first)": ", ".join(f"{n} {_mean_ci(stats[n])}" for n in order),
                      "family ordered": all(o["ordered"] for o in check["families"].values()),
                      "still rising": len(check["rising"]), "wall_s": round(walls[steps])})
     names = list(base)
@@ -67,8 +68,18 @@ def main() -> None:
                            f"(experiment={args.experiment}{over}, seeds {args.seeds})", rows,
            notes=("Kendall tau between the budgets' rankings: " + ", ".join(f"{k}: {v}" for k, v in taus.items()) +
                   ". 'family ordered': every reference family's mean top-1 rises with its width; 'still rising': "
-                  f"models whose validation top-1 rose > {cfg.report.rising_pts:g} points in the last quarter."),
+                  f"models whose validation top-1 rose > {cfg.report.rising_pts:g} points in the last quarter. " +
+                  (f"Mean top-1 [95% interval] over seeds {args.seeds}." if len(args.seeds) > 1 else
+                   "One seed: no intervals; a gap smaller than the seed-to-seed spread (2-3 points of top-1 at "
+                   "these budgets, docs/evidence.md) is not distinguishable.")),
            extra={"rankings": rankings, "taus": taus, "seeds": args.seeds})
+
+
+def _mean_ci(st: dict) -> str:
+    """'0.452' for one seed, '0.452 [0.431, 0.473]' for several (summarize's 95% t-interval)."""
+    if st.get("ci_low") is None or st.get("n", 1) < 2:
+        return f"{st['mean']:.3f}"
+    return f"{st['mean']:.3f} [{st['ci_low']:.3f}, {st['ci_high']:.3f}]"
 
 
 def _width(m) -> float:

@@ -127,7 +127,8 @@ def small_model(fashion_mnist_root, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def small_bundle(small_model, fashion_mnist_root, tmp_path_factory) -> Path:
     """The exported bundle of `small_model`, latency measured (a short run)."""
-    return built_once(tmp_path_factory, "bundle", lambda tmp: _export_small(small_model, fashion_mnist_root, tmp)) / "bundle"
+    d = built_once(tmp_path_factory, "bundle", lambda tmp: _export_small(small_model, fashion_mnist_root, tmp))
+    return d / "bundle"
 
 
 def _export_small(small_model: Path, fashion_mnist_root: Path, tmp: Path) -> None:

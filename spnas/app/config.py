@@ -223,6 +223,10 @@ class PipelineAppConfig(RunConfig):
     seeds: list[int] = opt(factory=lambda: [0, 1, 2], help="every retrain and fine-tune runs once per seed; the "
                                                            "report gives means, 95% intervals and paired differences")
     controls: ControlsConfig = opt(factory=ControlsConfig, help="random and width-scaled controls per winner")
+    export_socs: Optional[list[str]] = opt(None, "the winners that are exported, by SoC name ('fleet' for the fleet "
+                                                 "net); default: every winner. The 1.0 baselines are always "
+                                                 "exported, the controls with controls.export (the demo exports "
+                                                 "the sd845 winner only, for time)")
     init: InitKind = opt(InitKind.scratch, "retrain winners from scratch or inherit the superkernel's weights")
     force: list[str] = opt(factory=list, help="redo stage kinds: search | train | export | retrieval | all")
     run_dir: str = opt("runs/pipeline/${experiment_name}", "run folder")
@@ -241,10 +245,11 @@ class PipelineAppConfig(RunConfig):
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise ConfigError(f"seeds={self.seeds}: name at least one seed, each once (e.g. seeds=[0,1,2])")
         known = [*self.soc_configs, "fleet"]  # a known device this run does not search is ignored (socs=[...] overrides)
-        for s in self.controls.socs or []:
-            if s not in known:
-                raise ConfigError(f"controls.socs: unknown device '{s}'{did_you_mean(s, known)}; known: "
-                                  f"{', '.join(known)}")
+        for key, names in (("controls.socs", self.controls.socs), ("export_socs", self.export_socs)):
+            for s in names or []:
+                if s not in known:
+                    raise ConfigError(f"{key}: unknown device '{s}'{did_you_mean(s, known)}; known: "
+                                      f"{', '.join(known)}")
         for d in self.search.fleet:
             if d not in self.soc_configs:
                 raise ConfigError(f"search.fleet: unknown device '{d}'{did_you_mean(d, self.soc_configs)}; known: "

@@ -10,8 +10,8 @@ The models compared, per winner (docs/DESIGN.md, "Evidence"):
   latency (`random-<soc>-<i>`), and every baseline width-scaled to that latency (`<net>-w<width>`);
 - every baseline at width 1.0 and at `controls.widths` (the reference family's curve).
 Every model trains with one recipe and proxy once per seed (`seeds`), is fine-tuned the same way as
-an embedder, and is photo-searched with that embedder; winners and 1.0 baselines are exported
-(`controls.export` exports the controls too). One warm-up (weights only) is shared by every search.
+an embedder, and is photo-searched with that embedder; the winners (those of `export_socs`, all by
+default) and the 1.0 baselines are exported (`controls.export` exports the controls too). One warm-up (weights only) is shared by every search.
 
 Every stage writes to its own folder (`warmup/shared`, `search/<soc>`, `controls/<soc>`,
 `train/<model>/s<seed>`, `finetune/<model>/s<seed>`, `export/<model>`, `retrieval/<model>/s<seed>`)
@@ -167,8 +167,9 @@ def search_stage(run: _Run, soc_name: str, warmup: Path) -> Model:
 
     res, how = st.run(do)
     run.note(st, how)
+    exported = cfg.export_socs is None or soc_name in cfg.export_socs
     return Model(f"spnas-{soc_name}", "spnas", soc_name, ArchSpec.from_dict(res["arch"]), [f"winner {soc_name}"],
-                 export=True, search_dir=str(st.dir), record=res)
+                 export=exported, search_dir=str(st.dir), record=res)
 
 
 # ---------------------------------------------------------------------------------- controls

@@ -85,3 +85,8 @@ def test_nothing_changed_skips_every_stage_and_a_change_redoes_only_its_dependen
     how = {e["stage"]: e["how"] for e in third["provenance"]["stages"]}
     assert how["retrieval/mobilenet_v2/s0"] == "ran" and how["export/mobilenet_v2"] == "skipped"
     assert how["train/spnas-sd845/s1"] == "skipped"
+    # export_socs=[]: no winner is exported (the demo exports only sd845's); the 1.0 baseline still is
+    fourth = run_pipeline(compose("pipeline", ov + ["export_socs=[]"]))
+    how = {e["stage"]: e["how"] for e in fourth["provenance"]["stages"]}
+    assert "export/spnas-sd845" not in how and how["export/mobilenet_v2"] == "skipped"
+    assert {r["model"]: r["export"] is None for r in fourth["rows"]}["spnas-sd845"]

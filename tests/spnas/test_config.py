@@ -147,3 +147,11 @@ def test_controls_socs_names_winners_of_the_run():
     assert spnas.compose("pipeline", ["experiment=demo", "socs=[host]"]).controls.socs == ["sd845"]
     with pytest.raises(ConfigError, match="unknown device 'sd854'.*did you mean .sd845"):
         spnas.compose("pipeline", ["experiment=demo", "controls.socs=[sd854]"])
+
+
+def test_export_socs_names_the_winners_exported():
+    """The demo exports the sd845 winner only (time); by default every winner is; an unknown device is refused."""
+    assert spnas.compose("pipeline", ["experiment=demo"]).export_socs == ["sd845"]
+    assert spnas.compose("pipeline", ["experiment=evidence"]).export_socs is None
+    with pytest.raises(ConfigError, match="export_socs: unknown device 'sd80'.*did you mean"):
+        spnas.compose("pipeline", ["experiment=demo", "export_socs=[sd80]"])

@@ -179,7 +179,8 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     ap.add_argument("--dim", type=int, default=128)
     ap.add_argument("--queries", type=int, default=1000)
-    ap.add_argument("--bundle", default="runs/pipeline/demo/export/spnas-host/bundle")
+    ap.add_argument("--bundle", default="runs/pipeline/demo/export/spnas-sd845/bundle",
+                    help="an embedder bundle (make demo exports this one)")
     ap.add_argument("--real-sizes", type=int, nargs="+", default=[10_000, 60_000])
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
     ap.add_argument("--seconds", type=float, default=15)

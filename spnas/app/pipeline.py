@@ -11,7 +11,8 @@ The models compared, per winner (docs/DESIGN.md, "Evidence"):
 - every baseline at width 1.0 and at `controls.widths` (the reference family's curve).
 Every model trains with one recipe and proxy once per seed (`seeds`), is fine-tuned the same way as
 an embedder, and is photo-searched with that embedder; the winners (those of `export_socs`, all by
-default) and the 1.0 baselines are exported (`controls.export` exports the controls too). One warm-up (weights only) is shared by every search.
+default) and the 1.0 baselines are exported (`controls.export` exports the controls too). One warm-up
+(weights only) is shared by every search.
 
 Every stage writes to its own folder (`warmup/shared`, `search/<soc>`, `controls/<soc>`,
 `train/<model>/s<seed>`, `finetune/<model>/s<seed>`, `export/<model>`, `retrieval/<model>/s<seed>`)
@@ -167,9 +168,8 @@ def search_stage(run: _Run, soc_name: str, warmup: Path) -> Model:
 
     res, how = st.run(do)
     run.note(st, how)
-    exported = cfg.export_socs is None or soc_name in cfg.export_socs
     return Model(f"spnas-{soc_name}", "spnas", soc_name, ArchSpec.from_dict(res["arch"]), [f"winner {soc_name}"],
-                 export=exported, search_dir=str(st.dir), record=res)
+                 export=True, search_dir=str(st.dir), record=res)
 
 
 # ---------------------------------------------------------------------------------- controls
@@ -248,11 +248,15 @@ def model_list(run: _Run, winners: list[Model]) -> dict[str, Model]:
         by_arch[s] = m.name
         models[m.name] = m
 
+    def named(socs: list[str] | None, w: Model) -> bool:  # controls.socs, export_socs: None names every winner
+        return socs is None or (w.soc or "") in socs
+
     for w in winners:  # every winner keeps its own row, even when two searches derive the same network
+        w.export = named(cfg.export_socs, w)
         models[w.name] = w
         by_arch.setdefault(w.arch_string(), w.name)
     for w in winners:
-        if cfg.controls.socs is not None and (w.soc or "") not in cfg.controls.socs:
+        if not named(cfg.controls.socs, w):
             continue  # the report says "has no control" for this winner
         for c in controls_stage(run, w.soc or "", w):
             add(c)

@@ -93,7 +93,7 @@ def worker(args: argparse.Namespace) -> None:
             ind = net.indicators()  # outside the DDP forward: the thresholds are not DDP's to reduce
             logits = model(x, ind)
             ce = crit(logits, y)
-            r = latency.expected_ms(*(torch.stack([i[k] for i in ind]) for k in ("keep", "kernel", "expand")))
+            r = latency.expected(net.option_weights(ind))
             loss = ce + 0.02 * torch.log(r)
             opt_w.zero_grad(set_to_none=True)
             opt_t.zero_grad(set_to_none=True)

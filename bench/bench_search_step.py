@@ -110,7 +110,7 @@ def make_step(variant: str, batch: int, resolution: int):
 
         def step() -> None:
             ind = model.indicators()
-            r = lat.expected_ms(*(torch.stack([i[k] for i in ind]) for k in ("keep", "kernel", "expand")))
+            r = lat.expected(model.option_weights(ind))
             loss = crit(model(x, ind), y) + 0.02 * torch.log(r)
             opt.zero_grad()
             opt_t.zero_grad()

@@ -116,6 +116,8 @@ def kernels_of_layer(layer: ResolvedLayer, op: str) -> list[Kernel]:
                               se_hidden=layer.se_hidden, hswish=hs, residual=layer.residual)
     if op in ("Conv", "Conv_1"):
         return conv_kernels(layer.hin, layer.win, layer.cin, layer.cout, b.kernel or 1, b.stride or 1, hs)
+    if op == "Projection":  # 1x1 conv + BN (folded), no activation
+        return conv_kernels(layer.hin, layer.win, layer.cin, layer.cout, 1, b.stride or 1, False)
     if op == "AvgPool2D":
         return pool_kernels(layer.hin, layer.win, layer.cin)
     if op in ("Conv_2", "Logits"):

@@ -44,10 +44,10 @@ class FleetLatency:
         self.weights = [x / sum(w) for x in w]
         self.names = list(names or [lat.table.device for lat in latencies])
 
-    def expected(self, keep: torch.Tensor, use_big_k: torch.Tensor, use_big_e: torch.Tensor) -> torch.Tensor:
-        """The fleet cost of the indicators (a scalar tensor; 1.0 = every device at its budget)."""
-        ratios = torch.stack([lat.expected_ms(keep, use_big_k, use_big_e) / b
-                              for lat, b in zip(self.latencies, self.budgets_ms)])
+    def expected(self, weights: torch.Tensor) -> torch.Tensor:
+        """The fleet cost of the superkernel's option weights ([layers, candidates]; a scalar tensor, 1.0 = every
+        device at its budget)."""
+        ratios = torch.stack([lat.expected(weights) / b for lat, b in zip(self.latencies, self.budgets_ms)])
         if self.objective == "max":
             return ratios.max()
         return (ratios * torch.as_tensor(self.weights, dtype=ratios.dtype, device=ratios.device)).sum()

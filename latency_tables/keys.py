@@ -6,6 +6,8 @@
     AvgPool2D-input:7x7x960
     Conv_2-input:1x1x960-output:1x1x1280-hs:1                              (MobileNetV3 hidden FC)
     Logits-input:1x1x1280-output:1000
+    Projection-input:32x32x32-output:16x16x64-stride:2                     (1x1 conv + BN, no activation:
+                                                                            a skip that changes shape)
 
 `expand` is the ratio (ProxylessNAS convention); ReLU and ReLU6 share `hs:0` because TFLite fuses
 both into the convolution at the same cost. A `skip` layer has no row: it costs nothing.
@@ -25,6 +27,9 @@ from search_spaces.reference import REFERENCE_NETS
 from spnas_core.errors import OpKeyError
 
 
+OP_NAMES = ("expanded_conv", "Conv", "Conv_1", "Conv_2", "AvgPool2D", "Logits", "Projection")
+
+
 def op_key(layer: ResolvedLayer, num_classes: int | None = None) -> str | None:
     """The table key of one resolved layer (None for `skip`)."""
     b = layer.block
@@ -37,6 +42,8 @@ def op_key(layer: ResolvedLayer, num_classes: int | None = None) -> str | None:
     if b.kind == "conv":
         name = "Conv" if layer.index == 0 else "Conv_1"
         return f"{name}-input:{shape_in}-output:{shape_out}-kernel:{b.kernel}-stride:{b.stride}-hs:{hs}"
+    if b.kind == "proj":
+        return f"Projection-input:{shape_in}-output:{shape_out}-stride:{b.stride}"
     if b.kind == "pool":
         return f"AvgPool2D-input:{shape_in}"
     if b.kind == "fc":
@@ -116,7 +123,7 @@ def parse_op_key(key: str) -> dict[str, object]:
                 out[k] = int(v)
             except ValueError:
                 raise OpKeyError(f"op key '{key}': field '{k}' must be an integer, got '{v}'") from None
-    if name not in ("expanded_conv", "Conv", "Conv_1", "Conv_2", "AvgPool2D", "Logits"):
+    if name not in OP_NAMES:
         raise OpKeyError(f"op key '{key}': unknown op '{name}'")
     return out
 
@@ -138,6 +145,9 @@ def layer_of_key(key: str) -> ResolvedLayer:
         hout, wout, cout = _shape3(f["output"], key)
         b = Block("conv", kernel=int(f["kernel"]), channels=cout, stride=int(f["stride"]), act=act)
         return ResolvedLayer(0 if op == "Conv" else 1, b, cin, cout, hin, win, hout, wout)
+    if op == "Projection":
+        hout, wout, cout = _shape3(f["output"], key)
+        return ResolvedLayer(1, Block("proj", channels=cout, stride=int(f["stride"])), cin, cout, hin, win, hout, wout)
     if op == "AvgPool2D":
         return ResolvedLayer(1, Block("pool"), cin, cin, hin, win, 1, 1)
     if op == "Conv_2":

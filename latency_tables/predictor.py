@@ -7,8 +7,7 @@ from typing import Any, Sequence
 
 import torch
 
-from search_spaces import SKIP, ArchSpec, SearchSpace
-from search_spaces.space import parse_choice
+from search_spaces import ArchSpec, SearchSpace
 from spnas_core.errors import TableError
 
 from .keys import ops_of
@@ -81,37 +80,36 @@ def fit_calibration(table: LatencyTable, measured: Sequence[tuple[ArchSpec, floa
 class SpaceLatency:
     """A search space's table rows arranged for differentiable latency.
 
-    For each searchable layer l, `rows[l][e][k]` is the table latency of expansion index e
-    (small, large) and kernel index k (small, large); `fixed_ms` is every row that does not
-    depend on a choice (stem, fixed blocks, head, logits) plus the table's overhead.
+    `rows[l, o]` is the table latency of searchable layer l as candidate o of `space.options` (every
+    candidate, then `skip`: 0 for the identity, the projection's row where skipping changes the shape, 0
+    where layer l cannot take o); `fixed_ms` is every row that does not depend on a choice (stem, fixed
+    blocks, head, logits) plus the table's overhead. The superkernel's option weights (one 1 per layer for
+    hard decisions, straight-through gradients otherwise) read it as R = fixed + sum_lo W[l, o] rows[l, o].
     """
 
     def __init__(self, space: SearchSpace, table: LatencyTable, resolution: int = 224, width: float = 1.0,
                  num_classes: int = 1000) -> None:
-        kernels = sorted({parse_choice(c)[0] for c in space.choices})
-        exps = sorted({parse_choice(c)[1] for c in space.choices})
-        if len(kernels) != 2 or len(exps) != 2 or len(space.choices) != 4:
-            raise TableError(
-                f"the superkernel needs 2 kernels x 2 expansions per layer; space '{space.name}' has "
-                f"choices {space.choices}")
         self.space = space
         self.table = table
-        self.kernels, self.expansions = kernels, exps
+        self.options = space.options
+        cs = space.choice_set
+        self.kernels, self.expansions = list(cs.kernels), list(cs.expansions)
         self.resolution, self.width, self.num_classes = resolution, width, num_classes
-        rows = torch.zeros(space.num_layers, 2, 2, dtype=torch.float64)
+        rows = torch.zeros(space.num_layers, len(self.options), dtype=torch.float64)
         slot_blocks = {s.block_index: li for li, s in enumerate(space.slots)}
         fixed: list[float] = []
-        for ei, e in enumerate(exps):
-            for ki, k in enumerate(kernels):
-                arch = space.decode([f"k{k}_e{e}"] * space.num_layers, resolution, width, num_classes)
-                terms = table.cost_rows(ops_of(arch))
-                fixed_here = 0.0
-                for r in terms:
-                    if r.block_index is not None and r.block_index in slot_blocks:
-                        rows[slot_blocks[r.block_index], ei, ki] = r.ms
-                    else:
-                        fixed_here += r.ms  # stem, fixed blocks, head, classifier, group rows
-                fixed.append(fixed_here)
+        for oi, option in enumerate(self.options):
+            picks = [option if option in sl.choices else sl.choices[0] for sl in space.slots]
+            arch = space.decode(picks, resolution, width, num_classes)
+            fixed_here = 0.0
+            for r in table.cost_rows(ops_of(arch)):
+                li = slot_blocks.get(r.block_index) if r.block_index is not None else None
+                if li is not None:
+                    if picks[li] == option:
+                        rows[li, oi] = r.ms
+                else:
+                    fixed_here += r.ms  # stem, fixed blocks, head, classifier, group rows
+            fixed.append(fixed_here)
         if max(fixed) - min(fixed) > 1e-9 * max(1.0, max(fixed)):
             raise TableError(f"table '{table.device}': the fixed part of space '{space.name}' changes with the "
                              f"searchable choices ({min(fixed):.4f}..{max(fixed):.4f} ms); a group row of the table "
@@ -119,25 +117,29 @@ class SpaceLatency:
         self.fixed_ms = fixed[0] + table.overhead_ms
         self.rows = rows
 
-    def expected_ms(self, keep: torch.Tensor, use_big_k: torch.Tensor, use_big_e: torch.Tensor) -> torch.Tensor:
-        """R = fixed + sum_l keep_l [(1-e)((1-k) R(ks,es) + k R(kb,es)) + e((1-k) R(ks,eb) + k R(kb,eb))].
+    def expected(self, weights: torch.Tensor) -> torch.Tensor:
+        """R = fixed + sum over layers and candidates of weight x row (`weights`: [layers, len(options)]);
+        with hard 0/1 weights this equals `predict_latency_ms` of the derived architecture."""
+        r = self.rows.to(device=weights.device, dtype=weights.dtype)
+        return self.fixed_ms + (weights * r).sum()
 
-        Indicator tensors have one entry per searchable layer (keep = 1 where skip is not allowed);
-        with hard 0/1 indicators this equals `predict_latency_ms` of the derived architecture.
-        """
-        r = self.rows.to(device=keep.device, dtype=keep.dtype)
-        k, e = use_big_k, use_big_e
-        small_e = (1 - k) * r[:, 0, 0] + k * r[:, 0, 1]
-        big_e = (1 - k) * r[:, 1, 0] + k * r[:, 1, 1]
-        per_layer = keep * ((1 - e) * small_e + e * big_e)
-        return self.fixed_ms + per_layer.sum()
+    def expected_ms(self, keep: torch.Tensor, use_big_k: torch.Tensor, use_big_e: torch.Tensor) -> torch.Tensor:
+        """The paper's grid of two kernels x two expansions, from its three indicators per layer:
+        R = fixed + sum_l keep_l [(1-e)((1-k) R(ks,es) + k R(kb,es)) + e((1-k) R(ks,eb) + k R(kb,eb))]
+        (keep = 1 where skip is not allowed)."""
+        cs = self.space.choice_set
+        if cs.structure != "grid" or len(cs.kernels) != 2 or len(cs.expansions) != 2:
+            raise TableError(f"expected_ms(keep, kernel, expand) is the 2 x 2 grid's form; space "
+                             f"'{self.space.name}' has choices {list(self.space.choices)}: use expected(weights)")
+        one = torch.ones_like(keep)
+        w = torch.stack([torch.stack(cs.option_weights({"keep": keep[li], "kernel": use_big_k[li],
+                                                         "expand": use_big_e[li]}, True, one[li]))
+                         for li in range(len(keep))])
+        return self.expected(w)
 
     def of_choices(self, choices: Sequence[str]) -> float:
         """Latency of one choice per layer (hard decisions)."""
         total = self.fixed_ms
         for li, c in enumerate(choices):
-            if c == SKIP:
-                continue
-            k, e = parse_choice(c)
-            total += float(self.rows[li, self.expansions.index(e), self.kernels.index(k)])
+            total += float(self.rows[li, self.options.index(c)])
         return total

@@ -56,3 +56,14 @@ HOST = SocFacts("host", "host CPU", "this machine's CPU (LiteRT, XNNPACK)", host
 def all_devices() -> dict[str, SocFacts]:
     """Every device a config can name: the Snapdragon SoCs and `host`."""
     return {**SOCS, "host": HOST}
+
+
+# Not a device: multiply-adds as the cost (`latency_tables.flops`), for FLOPs-budgeted searches such as
+# NAS-Bench-Macro's ground truth (`spnas-search soc=flops`; the pipeline, which exports and times winners on
+# devices, does not take it).
+FLOPS = SocFacts("flops", "multiply-adds", "no device: multiply-adds counted from shapes", "", None, None)
+
+
+def cost_options() -> dict[str, SocFacts]:
+    """Every `soc` option a search can name: the devices and `flops`."""
+    return {**all_devices(), "flops": FLOPS}

@@ -116,6 +116,11 @@ class LatencyTable:
         return str(self.meta.get("provenance", "?"))
 
     @property
+    def unit(self) -> str:
+        """What a row and a prediction count: "ms" for every device table, "MFLOPs" for the `flops` table."""
+        return str(self.meta.get("unit", "ms"))
+
+    @property
     def overhead_ms(self) -> float:
         """Fitted constant per-inference overhead added to the sum of op rows."""
         return float(self.meta.get("overhead_ms", 0.0))
@@ -308,7 +313,12 @@ class LatencyTable:
 
     @classmethod
     def load(cls, name_or_path: str | os.PathLike) -> "LatencyTable":
-        """Load a table by device name (`sd845`, `host`) or path; malformed tables are rejected."""
+        """Load a table by device name (`sd845`, `host`, `flops` for multiply-adds) or path; malformed tables are
+        rejected."""
+        if str(name_or_path) == "flops":
+            from .flops import MacsTable
+
+            return MacsTable()
         path = resolve_table_path(name_or_path)
         try:
             data = json.loads(path.read_text())

@@ -33,6 +33,18 @@ class FleetObjective(enum.Enum):
     weighted = "sum over devices of w_d R_d / T_d (search.fleet_weights, e.g. market shares; normalised to sum 1)"
 
 
+class WarmupSampling(enum.Enum):
+    """Which paths the warm-up trains (the weights only; no latency term, no threshold updates)."""
+
+    decided = "the path the thresholds decide (the paper: every layer its largest candidate, since thresholds start at 0)"
+    path_keep = "drop each decision's weights at random, keeping each with search.warmup_path_keep (the official code)"
+    uniform = "one path per step, every layer's candidate (skip included) drawn uniformly (SPOS)"
+    fair = ("strict fairness (FairNAS): per step, as many paths as a layer has candidates, each layer taking every "
+            "candidate once in a random order; one update from their summed gradients")
+    sandwich = ("the largest, the smallest and search.sandwich_random random paths per step; the others learn from "
+                "the largest's predictions (in-place distillation, BigNAS)")
+
+
 class SweepParam(enum.Enum):
     latency_lambda = "the latency weight lambda (log scale)"
     target_ms = "the latency budget T of a target loss"
@@ -83,6 +95,9 @@ class SearchConfig:
                                              "and at least this many final steps")
     warmup_path_keep: Optional[float] = opt(None, "drop candidate paths at random during warm-up, keeping each "
                                                   "with this probability (the official code: 0.6; null: off)")
+    warmup_sampling: WarmupSampling = opt(WarmupSampling.decided, "decided | path_keep | uniform | fair | sandwich: the "
+                                                                  "paths the warm-up trains")
+    sandwich_random: int = opt(2, "warmup_sampling=sandwich: random paths per step beside the largest and smallest")
     eval_batch_size: int = opt(500, "batch size for validation")
     fleet: list[str] = opt(factory=list, help="one network for several devices: their names (e.g. [sd845, sd670, "
                                               "sd808, sd801]); the latency term is the fleet's (fleet_objective)")
@@ -103,6 +118,13 @@ class SearchConfig:
         check_range("search.target_tolerance", self.target_tolerance, 0.0, 1.0)
         if self.warmup_path_keep is not None:
             check_range("search.warmup_path_keep", self.warmup_path_keep, 0.0, 1.0)
+            if self.warmup_sampling not in (WarmupSampling.decided, WarmupSampling.path_keep):
+                raise ConfigError(f"search.warmup_path_keep={self.warmup_path_keep} is the path_keep sampling; it cannot "
+                                  f"go with search.warmup_sampling={self.warmup_sampling.name} (set it to null)")
+            self.warmup_sampling = WarmupSampling.path_keep
+        elif self.warmup_sampling is WarmupSampling.path_keep:
+            raise ConfigError("search.warmup_sampling=path_keep needs search.warmup_path_keep (the official code: 0.6)")
+        check_range("search.sandwich_random", self.sandwich_random, 0, 16)
         if self.latency_lambda < 0:
             raise ConfigError(f"search.latency_lambda={self.latency_lambda}: must be >= 0")
         if self.loss is not LossForm.log and self.target_ms is None and self.target_fraction_of is None:

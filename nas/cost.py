@@ -27,8 +27,9 @@ class TableCost:
         self.latency, self.target = latency, target_ms
         self.names = [latency.table.device]
 
-    def expected(self, keep: torch.Tensor, use_big_k: torch.Tensor, use_big_e: torch.Tensor) -> torch.Tensor:
-        return self.latency.expected_ms(keep, use_big_k, use_big_e)
+    def expected(self, weights: torch.Tensor) -> torch.Tensor:
+        """R of the superkernel's option weights ([layers, candidates]; `SuperNet.option_weights`)."""
+        return self.latency.expected(weights)
 
     def of_choices(self, choices: Sequence[str]) -> float:
         return self.latency.of_choices(choices)

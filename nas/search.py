@@ -54,12 +54,11 @@ from latency_tables.fleet import FleetLatency
 from latency_tables.predictor import SpaceLatency, predict_latency_ms
 from latency_tables.table import LatencyTable, available_tables
 from nas.budget import Budget, majority_decision, plan_budget, threshold_lr_factor
-from nas.config import SearchConfig
+from nas.config import SearchConfig, WarmupSampling
 from nas.cost import TableCost, latency_loss, resolve_target_ms, target_verdict
 from search_spaces import ArchSpec, SearchSpace
 from search_spaces.config import ProxyConfig
 from search_spaces.proxy import Proxy, proxy_for
-from search_spaces.space import SKIP, parse_choice
 from spnas_core.config import to_plain
 from spnas_core.errors import ConfigError, RunStateError, TableError
 from spnas_core.files import JsonLines, write_json_atomic
@@ -111,10 +110,6 @@ def predictions_on_all_tables(arch: ArchSpec, resolution: int) -> dict[str, floa
             log.warning("no prediction on %s: %s", name, str(e).splitlines()[0])
             out[name] = None
     return out
-
-
-def _stack(ind: list[dict[str, torch.Tensor]], key: str) -> torch.Tensor:
-    return torch.stack([i[key] for i in ind])
 
 
 # ---------------------------------------------------------------------------------- the search state
@@ -245,6 +240,8 @@ def search_step(s: Search, x: torch.Tensor, y: torch.Tensor, scfg: SearchConfig,
     if searching and s.cost is None:
         raise RunStateError("the warm-up is over but this search has no latency table: a warm-up alone stops at "
                             "its last step (run_warmup)")
+    if not searching and scfg.warmup_sampling in SAMPLED:
+        return _sampled_step(s, x, y, scfg, crit, g)
     drop = scfg.warmup_path_keep if (not searching and scfg.warmup_path_keep is not None) else None
     x, y = s.compute.batch(x), s.compute.labels(y)
     ind = s.net.indicators(path_keep=drop, g=g)  # once per step, outside DDP: identical on every rank
@@ -252,7 +249,7 @@ def search_step(s: Search, x: torch.Tensor, y: torch.Tensor, scfg: SearchConfig,
         logits = s.model(x, ind)
     logits = logits.float()
     ce = crit(logits, y)
-    r = s.cost.expected(_stack(ind, "keep"), _stack(ind, "kernel"), _stack(ind, "expand")) if s.cost else None
+    r = s.cost.expected(s.net.option_weights(ind)) if s.cost else None
     loss = ce + scfg.latency_lambda * latency_loss(r, scfg.loss, s.target, scfg.target_tolerance) if searching else ce
     s.opt_w.zero_grad(set_to_none=True)
     s.opt_t.zero_grad(set_to_none=True)
@@ -268,6 +265,65 @@ def search_step(s: Search, x: torch.Tensor, y: torch.Tensor, scfg: SearchConfig,
     s.step += 1
     return {"ce": ce.item(), "ms": r.item() if r is not None else None, "correct": int((logits.argmax(1) == y).sum()),
             "n": len(y), "choices": s.net.choices(ind) if drop is None else None, "searching": searching}
+
+
+SAMPLED = (WarmupSampling.uniform, WarmupSampling.fair, WarmupSampling.sandwich)
+
+
+def warmup_paths(space: SearchSpace, mode: WarmupSampling, g: torch.Generator, n_random: int = 2) -> list[list[str]]:
+    """The paths one warm-up step trains (`search.warmup_sampling`), drawn from `g` (replayed on resume):
+    uniform, one path; fair, one path per candidate, every layer taking each of its candidates once; sandwich,
+    the largest, the smallest and `n_random` uniform paths (the largest first: the others distil from it)."""
+    def pick(options: tuple[str, ...]) -> str:
+        return options[int(torch.randint(len(options), (1,), generator=g))]
+
+    if mode is WarmupSampling.uniform:
+        return [[pick(sl.choices) for sl in space.slots]]
+    if mode is WarmupSampling.fair:
+        n = max(len(sl.choices) for sl in space.slots)
+        orders = []
+        for sl in space.slots:  # a layer with fewer candidates fills its last paths with random ones
+            perm = [sl.choices[int(i)] for i in torch.randperm(len(sl.choices), generator=g)]
+            orders.append(perm + [pick(sl.choices) for _ in range(n - len(perm))])
+        return [[o[j] for o in orders] for j in range(n)]
+    if mode is WarmupSampling.sandwich:
+        return [space.largest_choices(), space.smallest_choices()] + \
+            [[pick(sl.choices) for sl in space.slots] for _ in range(n_random)]
+    raise ValueError(f"warm-up sampling {mode.name} draws no paths")
+
+
+def _sampled_step(s: Search, x: torch.Tensor, y: torch.Tensor, scfg: SearchConfig, crit: nn.Module,
+                  g: torch.Generator) -> dict[str, Any]:
+    """A warm-up step on sampled paths (weights only): each path runs on its own weight slices (under DDP,
+    the masked superkernel with hard decisions, so every rank's parameters all take part), one update from
+    the summed losses; with the sandwich rule the other paths learn the largest's soft predictions."""
+    paths = warmup_paths(s.net.space, scfg.warmup_sampling, g, scfg.sandwich_random)
+    x, y = s.compute.batch(x), s.compute.labels(y)
+    loss = torch.zeros((), device=x.device)
+    first: torch.Tensor | None = None
+    soft: torch.Tensor | None = None
+    for path in paths:
+        route = s.net.indicators_for(path) if s.env.enabled else path
+        with s.compute.autocast():
+            logits = s.model(x, route)
+        logits = logits.float()
+        if soft is not None:
+            loss = loss + torch.sum(-soft * torch.log_softmax(logits, 1), 1).mean()
+        else:
+            loss = loss + crit(logits, y)
+        if first is None:
+            first = logits
+            if scfg.warmup_sampling is WarmupSampling.sandwich:
+                soft = torch.softmax(first.detach(), 1)
+    assert first is not None
+    s.opt_w.zero_grad(set_to_none=True)
+    s.compute.backward_and_step(loss, [s.opt_w])
+    s.sched_w.step()
+    s.step += 1
+    ce = crit(first.detach(), y)
+    ms = s.cost.of_choices(paths[0]) if s.cost else None
+    return {"ce": ce.item(), "ms": ms, "correct": int((first.argmax(1) == y).sum()), "n": len(y), "choices": None,
+            "searching": False}
 
 
 @dataclass
@@ -382,12 +438,9 @@ def _resume_or_start(s: Search, run_dir: Path, log_file: JsonLines, resume: bool
 
 def _space_extremes(s: Search) -> tuple[float, float]:
     """Cost of the smallest and the largest network of the space."""
-    key = lambda c: parse_choice(c)[::-1]  # noqa: E731 - expansion first, then kernel
-    small = [SKIP if SKIP in sl.choices else min((c for c in sl.choices if c != SKIP), key=key)
-             for sl in s.net.space.slots]
-    big = [max((c for c in sl.choices if c != SKIP), key=key) for sl in s.net.space.slots]
     assert s.cost is not None
-    return s.cost.of_choices(small), s.cost.of_choices(big)
+    space = s.net.space
+    return s.cost.of_choices(space.smallest_choices()), s.cost.of_choices(space.largest_choices())
 
 
 def _finish(s: Search, job: SearchJob, data: DataBundle, run_dir: Path, history: list[dict[str, Any]],

@@ -235,6 +235,12 @@ class ArchSpec:
                         se_h = make_divisible(mid // 4)
                 out.append(ResolvedLayer(i, b, c, cout, h, w, ho, wo, mid, se_h))
                 c, h, w = cout, ho, wo
+            elif b.kind == "proj":
+                cout = make_divisible(b.channels * self.width)  # type: ignore[operator]
+                s = b.stride or 1
+                ho, wo = (h - 1) // s + 1, (w - 1) // s + 1
+                out.append(ResolvedLayer(i, b, c, cout, h, w, ho, wo))
+                c, h, w = cout, ho, wo
             elif b.kind == "skip":
                 if b.channels is not None and make_divisible(b.channels * self.width) != c:
                     raise ArchSpecError(

@@ -55,3 +55,5 @@ class SpaceConfig:
     head: list[str] = opt(factory=list, help="head blocks")
     choices: list[str] = opt(factory=list, help="candidate choices per layer, e.g. k3_e3")
     allow_skip: bool = opt(True, "layers after the first of a stage may be skipped")
+    first_skip: str = opt("none", "what skipping a stage's first layer means: none (not allowed) | projection (a 1x1 "
+                                  "conv + BN with its stride and channels, as NAS-Bench-Macro)")

@@ -9,6 +9,8 @@ tokens), restricted to what mobile inverted-residual networks need:
                        stride, squeeze-excite, activation
 ``skip``               identity (a layer the search dropped); may carry ``c``/``s``
                        tokens naming the shape it stands in for, which are validated
+``proj_c64_s2``        the identity where the shape changes: 1x1 convolution + BN, no
+                       activation (NAS-Bench-Macro's skip at a stage's first layer)
 ``pool``               global average pooling
 ``fc_c1280_hs``        fully connected hidden layer after pooling (MobileNetV3 head)
 =====================  ==========================================================
@@ -26,7 +28,7 @@ from dataclasses import dataclass
 
 from spnas_core.errors import ArchSpecError
 
-KINDS = ("conv", "ir", "skip", "pool", "fc")
+KINDS = ("conv", "ir", "skip", "proj", "pool", "fc")
 ACTIVATIONS = {"re": "ReLU", "r6": "ReLU6", "hs": "h-swish"}
 DEFAULT_ACT = "re"
 
@@ -104,9 +106,14 @@ class Block:
                 raise ArchSpecError(f"{where}: expansion {self.expansion} must be >= 1")
         elif self.expansion is not None:
             raise ArchSpecError(f"{where}: expansion is only meaningful on 'ir' blocks")
+        if k == "proj":
+            if self.channels is None or self.stride is None:
+                raise ArchSpecError(f"{where}: 'proj' needs an output channel and a stride token, like proj_c64_s2")
+            if self.act is not None:
+                raise ArchSpecError(f"{where}: 'proj' is linear (1x1 conv + BN); it takes no activation")
         if k == "fc" and self.channels is None:
             raise ArchSpecError(f"{where}: 'fc' needs an output width token like c1280")
-        if k in ("skip", "pool", "fc") and self.kernel is not None:
+        if k in ("skip", "proj", "pool", "fc") and self.kernel is not None:
             raise ArchSpecError(f"{where}: '{k}' takes no kernel")
         if self.channels is not None and self.channels <= 0:
             raise ArchSpecError(f"{where}: channels must be positive, got {self.channels}")

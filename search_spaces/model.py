@@ -92,6 +92,8 @@ def build_layer(layer: ResolvedLayer) -> nn.Module:
         return InvertedResidual(layer)
     if b.kind == "skip":
         return nn.Identity()
+    if b.kind == "proj":
+        return ConvBNAct(layer.cin, layer.cout, 1, b.stride, act=None)
     if b.kind == "pool":
         return GlobalAvgPool()
     if b.kind == "fc":

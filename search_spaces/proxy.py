@@ -63,7 +63,7 @@ class Proxy:
 
 def _min_input_map(arch: ArchSpec) -> int:
     """The smallest input map any conv / inverted-residual block sees."""
-    return min(min(layer.hin, layer.win) for layer in arch.resolve() if layer.block.kind in ("conv", "ir"))
+    return min(min(layer.hin, layer.win) for layer in arch.resolve() if layer.block.kind in ("conv", "ir", "proj"))
 
 
 def proxy_for(arch: ArchSpec, resolution: int, min_map: int = 4, drop: str = "last",
@@ -76,7 +76,7 @@ def proxy_for(arch: ArchSpec, resolution: int, min_map: int = 4, drop: str = "la
     if strides == "design":
         return Proxy(resolution, (), min_map)
     at = arch.replace(resolution=resolution)
-    s2 = [i for i, b in enumerate(at.blocks) if b.kind in ("conv", "ir") and b.stride == 2]
+    s2 = [i for i, b in enumerate(at.blocks) if b.kind in ("conv", "ir", "proj") and b.stride == 2]
     order = list(reversed(s2)) if drop == "last" else s2
     dropped: list[int] = []
     current = at

@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from .arch import ArchSpec
+from .choices import SKIP, ChoiceSet, SkipKind, option_order, parse_choice
 from .grammar import ArchSpecError, Block
 
-SKIP = "skip"
-# The Single-Path NAS candidates of a searchable layer: the one list every part of spnas uses.
+# The Single-Path NAS candidates of a searchable layer (the MobileNetV3 space's and the paper's).
 DEFAULT_CHOICES = ("k3_e3", "k3_e6", "k5_e3", "k5_e6")
-CHOICE_ORDER = (*DEFAULT_CHOICES, SKIP)  # display order (plots, reports)
+CHOICE_ORDER = (*DEFAULT_CHOICES, SKIP)  # display order of the default candidates (plots, reports)
 
 
 @dataclass(frozen=True)
@@ -45,8 +45,13 @@ class LayerSlot:
     stride: int
     se: bool
     act: str
-    skippable: bool
+    skip: SkipKind
     choices: tuple[str, ...]
+
+    @property
+    def skippable(self) -> bool:
+        """Whether `skip` is one of this layer's choices (the identity, or a projection where the shape changes)."""
+        return self.skip is not SkipKind.none
 
     def block(self, choice: str) -> Block:
         """The grammar block this slot becomes for a choice such as 'k5_e6' or 'skip'."""
@@ -56,22 +61,14 @@ class LayerSlot:
                     f"searchable layer {self.index} (stage {self.stage}, first of its stage) "
                     f"cannot be 'skip': it changes stride or channels"
                 )
+            if self.skip is SkipKind.projection:
+                return Block("proj", channels=self.channels, stride=self.stride)
             return Block("skip")
         k, e = parse_choice(choice)
         return Block(
             "ir", kernel=k, expansion=float(e), channels=self.channels, stride=self.stride,
             se=self.se, act=self.act if self.act != "re" else None,
         )
-
-
-def parse_choice(choice: str) -> tuple[int, int]:
-    """'k5_e6' -> (5, 6)."""
-    try:
-        k, e = choice.split("_")
-        assert k[0] == "k" and e[0] == "e"
-        return int(k[1:]), int(e[1:])
-    except (ValueError, AssertionError, IndexError):
-        raise ArchSpecError(f"layer choice '{choice}' is not of the form k<kernel>_e<expansion>") from None
 
 
 @dataclass(frozen=True)
@@ -85,25 +82,40 @@ class SearchSpace:
     head: tuple[str, ...]
     choices: tuple[str, ...] = DEFAULT_CHOICES
     allow_skip: bool = True
+    first_skip: str = "none"  # what skipping a stage's first layer means: none | projection
     slots: tuple[LayerSlot, ...] = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        for c in self.choices:
-            parse_choice(c)
+        ChoiceSet.of(tuple(self.choices))  # refuses a candidate set no single path can hold
+        if self.first_skip not in (SkipKind.none.name, SkipKind.projection.name):
+            raise ArchSpecError(f"space '{self.name}': first_skip must be 'none' or 'projection', got "
+                                f"'{self.first_skip}'")
         slots = []
         block_index = 1 + len(self.fixed)
         for si, st in enumerate(self.stages):
             for pos in range(st.repeats):
-                skippable = self.allow_skip and pos > 0
+                skip = SkipKind.none
+                if self.allow_skip:  # later layers keep the stage's shape; its first one follows first_skip
+                    skip = SkipKind.identity if pos > 0 else SkipKind[self.first_skip]
                 slots.append(
                     LayerSlot(
                         len(slots), block_index, si, pos, st.channels,
-                        st.stride if pos == 0 else 1, st.se, st.act, skippable,
-                        tuple(self.choices) + ((SKIP,) if skippable else ()),
+                        st.stride if pos == 0 else 1, st.se, st.act, skip,
+                        tuple(self.choice_set.options) + ((SKIP,) if skip is not SkipKind.none else ()),
                     )
                 )
                 block_index += 1
         object.__setattr__(self, "slots", tuple(slots))
+
+    @property
+    def choice_set(self) -> ChoiceSet:
+        """The structure of the candidates (grid or chain) and the superkernel's decision ladder."""
+        return ChoiceSet.of(tuple(self.choices))
+
+    @property
+    def options(self) -> tuple[str, ...]:
+        """Every candidate a layer of this space may take, `skip` last (the cost tables' and plots' order)."""
+        return option_order(self.choices)
 
     # ------------------------------------------------------------------ data form
     @classmethod
@@ -123,8 +135,9 @@ class SearchSpace:
                 fixed=tuple(d.get("fixed", ())),
                 stages=tuple(Stage(**dict(s)) for s in d["stages"]),
                 head=tuple(d["head"]),
-                choices=tuple(d.get("choices", DEFAULT_CHOICES)),
+                choices=tuple(d.get("choices") or DEFAULT_CHOICES),
                 allow_skip=bool(d.get("allow_skip", True)),
+                first_skip=str(d.get("first_skip", "none")),
             )
         except (KeyError, TypeError) as e:
             raise ArchSpecError(
@@ -137,7 +150,8 @@ class SearchSpace:
         return {"name": self.name, "stem": self.stem, "fixed": list(self.fixed),
                 "stages": [dict(channels=s.channels, repeats=s.repeats, stride=s.stride, se=s.se, act=s.act)
                            for s in self.stages],
-                "head": list(self.head), "choices": list(self.choices), "allow_skip": self.allow_skip}
+                "head": list(self.head), "choices": list(self.choices), "allow_skip": self.allow_skip,
+                "first_skip": self.first_skip}
 
     # ------------------------------------------------------------------ queries
     def enumerate_layer_choices(self) -> list[tuple[str, ...]]:
@@ -187,7 +201,7 @@ class SearchSpace:
         out = []
         for slot in self.slots:
             b = arch.blocks[slot.block_index]
-            choice = SKIP if b.kind == "skip" else f"k{b.kernel}_e{_int_or_none(b.expansion)}"
+            choice = SKIP if b.kind in ("skip", "proj") else f"k{b.kernel}_e{_int_or_none(b.expansion)}"
             if choice not in slot.choices or str(slot.block(choice)) != str(b):
                 raise ArchSpecError(
                     f"block {slot.block_index} '{b}' is not a choice of searchable layer {slot.index}"
@@ -202,9 +216,16 @@ class SearchSpace:
         return self.decode([rng.choice(s.choices) for s in self.slots], resolution, width, num_classes)
 
     def largest(self, resolution: int = 224, width: float = 1.0, num_classes: int = 1000) -> ArchSpec:
-        """Every layer k5e6 (the superkernel's starting point and the largest network)."""
-        big = max(self.choices, key=lambda c: parse_choice(c)[::-1])
+        """Every layer its largest candidate (the superkernel's starting point and the largest network)."""
+        big = self.choice_set.largest
         return self.decode([big] * self.num_layers, resolution, width, num_classes, name="largest")
+
+    def smallest_choices(self) -> list[str]:
+        """The cheapest network's choices: `skip` wherever allowed, else the smallest candidate."""
+        return [SKIP if s.skippable else self.choice_set.smallest for s in self.slots]
+
+    def largest_choices(self) -> list[str]:
+        return [self.choice_set.largest] * self.num_layers
 
 
 def _int_or_none(x: float | None) -> str:
@@ -253,5 +274,11 @@ def default_space() -> SearchSpace:
     return MOBILENET_V3_LARGE_SPACE
 
 
-# Every search space a config can name (`space=<name>`); each is defined once, here.
-SPACES: dict[str, SearchSpace] = {s.name: s for s in (MOBILENET_V3_LARGE_SPACE, SPNAS_MNASNET_SPACE)}
+def _spaces() -> dict[str, SearchSpace]:
+    from .nasbench_macro import NASBENCH_MACRO_SPACE
+
+    return {s.name: s for s in (MOBILENET_V3_LARGE_SPACE, SPNAS_MNASNET_SPACE, NASBENCH_MACRO_SPACE)}
+
+
+# Every search space a config can name (`space=<name>`); each is defined once (NAS-Bench-Macro's in its module).
+SPACES: dict[str, SearchSpace] = _spaces()

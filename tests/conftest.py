@@ -207,3 +207,12 @@ def _run_own_photos(grocery_root: Path, tmp: Path) -> None:
     p.wait()
     (tmp / "killed_stage.json").write_text((run / "search" / "sd845" / "stage.json").read_text())
     (tmp / "report.pickle").write_bytes(pickle.dumps(run_pipeline(compose("pipeline", ov))))  # int seed keys kept
+
+
+@pytest.fixture(scope="session")
+def nasbench_macro_file(shared_dir: Path) -> Path:
+    """NAS-Bench-Macro's table (`datasets/nas-bench-macro/nas-bench-macro_cifar10.json`)."""
+    p = shared_dir / "datasets" / "nas-bench-macro" / "nas-bench-macro_cifar10.json"
+    if not p.is_file():
+        _missing(f"NAS-Bench-Macro file {p} not found")
+    return p

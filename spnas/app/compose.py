@@ -54,7 +54,7 @@ def register() -> None:
     from hydra.core.utils import setup_globals
     from omegaconf import OmegaConf
 
-    from latency_tables.socs import all_devices
+    from latency_tables.socs import cost_options
     from search_spaces.space import SPACES
 
     setup_globals()  # ${now:...}
@@ -65,7 +65,7 @@ def register() -> None:
     cs.store(group="search", name="default", node=SearchConfig)
     cs.store(group="train", name="default", node=TrainConfig)
     cs.store(group="export", name="default", node=ExportConfig)
-    for facts in all_devices().values():
+    for facts in cost_options().values():
         cs.store(group="soc", name=facts.name,
                  node=SocConfig(name=facts.name, soc=facts.soc, table=facts.table_name, abi=facts.abi,
                                 taskset_mask=facts.taskset_mask))
@@ -74,7 +74,8 @@ def register() -> None:
         cs.store(group="space", name=space.name,
                  node=SpaceConfig(name=d["name"], stem=d["stem"], fixed=list(d["fixed"]),
                                   stages=[StageConfig(**s) for s in d["stages"]], head=list(d["head"]),
-                                  choices=list(d["choices"]), allow_skip=d["allow_skip"]))
+                                  choices=list(d["choices"]), allow_skip=d["allow_skip"],
+                                  first_skip=d["first_skip"]))
     _registered = True
 
 

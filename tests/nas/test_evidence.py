@@ -124,7 +124,7 @@ def test_fleet_term_is_exactly_the_max_or_weighted_sum_and_reaches_every_thresho
     keep, k, e = (torch.stack([i[key] for i in ind]) for key in ("keep", "kernel", "expand"))
     per = [lat.expected_ms(keep, k, e) / b for lat, b in zip(lats, budgets)]
     want = max(per) if objective == "max" else sum(w * p for w, p in zip(fleet.weights, per))
-    got = fleet.expected(keep, k, e)
+    got = fleet.expected(net.option_weights(ind))
     assert float(got.detach()) == float(want.detach()), "exactly the max / weighted sum of the per-table terms"
     torch.log(got).backward()
     grads = [p.grad for n, p in net.named_parameters() if n.rsplit(".", 1)[-1].startswith("t_")]

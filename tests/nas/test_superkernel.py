@@ -143,3 +143,87 @@ def test_latency_gradient_pushes_thresholds_up():
     # hard indicators: R equals the table prediction of the derived architecture
     arch = net.derive(resolution=224)
     assert float(r.detach()) == pytest.approx(predict_latency_ms(arch.replace(num_classes=10), LatencyTable.load("sd845")))
+
+
+# ---------------------------------------------------------------------------------- NAS-Bench-Macro's space
+# Its candidates are a chain (k3_e3 < k5_e6: one `grow` decision) and skipping a stage's first layer is a
+# 1x1 conv + BN projection: the same superkernel, its choice set read from the space.
+NBM_CODES = ["00000000", "22222222", "11111111", "21210200", "01020102", "12012021"]
+
+
+def _nbm_net(seed: int = 0) -> SuperNet:
+    from search_spaces.nasbench_macro import NASBENCH_MACRO_SPACE
+
+    torch.manual_seed(seed)
+    net = SuperNet(NASBENCH_MACRO_SPACE, resolution=32, num_classes=10)
+    _randomize_bn(net)
+    return net
+
+
+def force_nbm(layer: SuperMBConv, choice: str) -> None:
+    with torch.no_grad():
+        layer.t_grow.fill_(-BIG if choice == "k5_e6" else BIG)
+        layer.t_keep.fill_(BIG if choice == SKIP else -BIG)
+
+
+def test_nbm_layers_decide_keep_and_grow_and_project_where_the_shape_changes():
+    net = _nbm_net()
+    layers = net.super_layers()
+    assert [m.decision_names for m in layers] == [("grow", "keep")] * 8
+    assert [m.projection for m in layers] == [True, False, True, False, False, True, False, False]
+    assert net.choices() == ["k5_e6"] * 8  # every layer starts as its largest candidate
+    assert net.space.options == ("k3_e3", "k5_e6", SKIP)
+
+
+@pytest.mark.parametrize("code", NBM_CODES)
+def test_nbm_forced_supernet_equals_the_built_network(code):
+    from search_spaces.nasbench_macro import arch_of, choices_of
+
+    net = _nbm_net()
+    want = choices_of(code)
+    for layer, c in zip(net.super_layers(), want):
+        force_nbm(layer, c)
+    assert net.choices() == want
+    assert net.derive() == arch_of(code).replace(name="")
+    net.eval()
+    fixed = extract_fixed_net(net).eval()
+    assert type(fixed) is type(build_model(arch_of(code)))
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        masked, sliced, plain = net(x), net(x, want), fixed(x)
+    assert torch.allclose(masked, plain, atol=1e-4) and torch.allclose(sliced, plain, atol=1e-4)
+    w = net.option_weights(net.indicators())
+    assert w.tolist() == [[float(o == c) for o in net.space.options] for c in want]
+
+
+def test_nbm_sliced_path_trains_exactly_like_the_masked_one():
+    from search_spaces.nasbench_macro import choices_of
+
+    net = _nbm_net(1)
+    net.dropout.p = 0.0
+    net.train()
+    x = torch.randn(4, 3, 32, 32)
+    want = choices_of("12012021")
+    masked = net(x, net.indicators_for(want))
+    sliced = net(x, want)
+    assert torch.allclose(masked, sliced, atol=1e-5)
+    sliced.sum().backward()
+    grads = {n: p.grad for n, p in net.named_parameters() if p.grad is not None}
+    assert not any(n.rsplit(".", 1)[-1].startswith("t_") for n in grads), "a fixed path trains no threshold"
+    assert "layers.3.shortcut.0.weight" in grads  # searchable layer 2 (module 3) is a projection in this path
+
+
+def test_nbm_cost_term_is_differentiable_and_exact_for_hard_decisions():
+    from latency_tables.predictor import SpaceLatency
+    from search_spaces.nasbench_macro import NASBENCH_MACRO_SPACE, arch_of, choices_of
+
+    net = _nbm_net()
+    flops = LatencyTable.load("flops")
+    sl = SpaceLatency(NASBENCH_MACRO_SPACE, flops, 32, 1.0, 10)
+    for code in NBM_CODES:
+        assert sl.of_choices(choices_of(code)) == pytest.approx(flops.predict(arch_of(code)))
+    r = sl.expected(net.option_weights(net.indicators()))
+    assert float(r.detach()) == pytest.approx(105.660928)  # every layer k5_e6: the benchmark's largest network
+    torch.log(r).backward()
+    for m in net.super_layers():
+        assert m.t_grow.grad < 0 and m.t_keep.grad < 0, "the cost pushes every threshold up"

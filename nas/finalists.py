@@ -1,0 +1,108 @@
+"""The last step of a search: rank the networks around the derived one, pick the best within the budget.
+
+The threshold decisions settle on one network, steered by straight-through gradients that see one
+path at a time. Around it lie networks the decisions nearly took: those within `radius` layer changes
+(and every distinct network the decision window visited). Each is scored inside the trained supernet
+(BatchNorm recalibrated per network, `nas.ranking`), optionally beside a training-free score
+(`nas.proxies`), and the best one whose cost is within the budget is the winner. The supernet and the
+proxy are combined by rank (the mean of each candidate's two ranks among the candidates), so neither
+scale dominates. Every candidate's figures are recorded.
+
+This is the "hybrid that ranks finalists by supernet and proxy" of the ground-truth harness
+(`bench/bench_groundtruth.py`), where it is measured against the derived network alone.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import torch
+
+from search_spaces import SearchSpace
+
+from .ranking import RankingImages, score_paths
+from .superkernel import SuperNet
+
+
+def neighbourhood(space: SearchSpace, choices: Sequence[str], radius: int) -> list[list[str]]:
+    """Every network differing from `choices` in at most `radius` layers (`choices` first), each once."""
+    out = [list(choices)]
+    seen = {tuple(choices)}
+    for r in range(1, radius + 1):
+        for layers in itertools.combinations(range(len(choices)), r):
+            alternatives = [[c for c in space.slots[li].choices if c != choices[li]] for li in layers]
+            for picks in itertools.product(*alternatives):
+                cand = list(choices)
+                for li, c in zip(layers, picks):
+                    cand[li] = c
+                if tuple(cand) not in seen:
+                    seen.add(tuple(cand))
+                    out.append(cand)
+    return out
+
+
+def _ranks(values: Sequence[float]) -> list[float]:
+    """Average ranks, 1 = highest value."""
+    order = sorted(range(len(values)), key=lambda i: -values[i])
+    ranks = [0.0] * len(values)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            ranks[order[k]] = (i + j) / 2 + 1
+        i = j + 1
+    return ranks
+
+
+@dataclass(frozen=True)
+class Finalist:
+    """One candidate: its choices, cost, supernet figures, proxy score and combined rank (1 = best)."""
+
+    choices: tuple[str, ...]
+    cost: float
+    loss: float
+    top1: float
+    proxy: float | None
+    rank: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"choices": list(self.choices), "cost": self.cost, "supernet_loss": self.loss,
+                "supernet_top1": self.top1, "proxy": self.proxy, "rank": self.rank}
+
+
+def rank_finalists(net: SuperNet, candidates: Sequence[Sequence[str]], cost: Callable[[Sequence[str]], float],
+                   budget: float, images: RankingImages, proxy: Callable[[Sequence[str]], float] | None = None,
+                   batch_size: int = 256) -> list[Finalist]:
+    """Score the candidates whose cost is within `budget`; sorted best first (the supernet's held-out loss,
+    lower better, and the proxy's score, higher better, combined by mean rank; ties: the costlier)."""
+    fits = [list(c) for c in candidates if cost(c) <= budget]
+    if not fits:
+        return []
+    scores = score_paths(net, fits, images, batch_size)
+    sup_ranks = _ranks([-s.loss for s in scores])
+    prox = [proxy(c) for c in fits] if proxy is not None else None
+    ranks = sup_ranks if prox is None else [(a + b) / 2 for a, b in zip(sup_ranks, _ranks(prox))]
+    out = [Finalist(tuple(c), float(cost(c)), s.loss, s.top1, None if prox is None else prox[i], ranks[i])
+           for i, (c, s) in enumerate(zip(fits, scores))]
+    return sorted(out, key=lambda f: (f.rank, -f.cost))
+
+
+def naswot_of_choices(space: SearchSpace, resolution: int, num_classes: int, x: torch.Tensor, seed: int = 0,
+                      width: float = 1.0) -> Callable[[Sequence[str]], float]:
+    """A proxy callable for `rank_finalists`: NASWOT of the network `choices` describe (memoised)."""
+    from .proxies import score_arch
+
+    memo: dict[tuple[str, ...], float] = {}
+
+    def f(choices: Sequence[str]) -> float:
+        key = tuple(choices)
+        if key not in memo:
+            arch = space.decode(list(choices), resolution, width, num_classes)
+            memo[key] = score_arch(arch, "naswot", x, seed)
+        return memo[key]
+
+    return f

@@ -60,7 +60,7 @@ def plan_budget(scfg: SearchConfig, n_train: int, world_size: int = 1) -> Budget
     if total - warm < scfg.min_threshold_updates:
         total = warm + scfg.min_threshold_updates
         notes.append(f"steps {scfg.steps} -> {total} to reach {scfg.min_threshold_updates} threshold updates")
-    window = min(total - warm, max(spe, scfg.decision_window_min_steps))
+    window = min(total - warm, scfg.decision_window_steps or max(spe, scfg.decision_window_min_steps))
     return Budget(bs, spe, total, warm, math.ceil(total / spe), window, tuple(notes))
 
 

@@ -40,9 +40,44 @@ class WarmupSampling(enum.Enum):
     path_keep = "drop each decision's weights at random, keeping each with search.warmup_path_keep (the official code)"
     uniform = "one path per step, every layer's candidate (skip included) drawn uniformly (SPOS)"
     fair = ("strict fairness (FairNAS): per step, as many paths as a layer has candidates, each layer taking every "
-            "candidate once in a random order; one update from their summed gradients")
+            "candidate once in a random order; one update from their mean loss")
     sandwich = ("the largest, the smallest and search.sandwich_random random paths per step; the others learn from "
                 "the largest's predictions (in-place distillation, BigNAS)")
+
+
+class StartRule(enum.Enum):
+    """Where the threshold decisions start when the latency term switches on (`nas.start`)."""
+
+    largest = "every layer its largest candidate (the paper: thresholds at search.threshold_init)"
+    deepest = "every layer kept at its smallest candidate (depth first; training-free, nothing scored)"
+    proxy = ("the best of search.start_samples random networks within the budget by the mean of their NASWOT and "
+             "depth ranks (training-free)")
+
+
+class FinalistProxy(enum.Enum):
+    none = "rank the finalists by the supernet alone"
+    naswot = "rank by the mean of the supernet's rank and NASWOT's (a training-free score, nas.proxies)"
+    naswot_depth = "rank by the mean of the supernet's, NASWOT's and depth's ranks (depth: layers kept, then cost)"
+
+
+@dataclass
+class FinalistsConfig:
+    """The networks around the derived one, ranked inside the trained supernet (`nas.finalists`)."""
+
+    radius: int = opt(0, "rank every network within this many layer changes of the derived one (and the decision "
+                         "window's), pick the best within the budget; 0: the derived network is the winner (the paper)")
+    proxy: FinalistProxy = opt(FinalistProxy.none, "none | naswot | naswot_depth: training-free scores ranked beside "
+                                                   "the supernet's")
+    supernet: bool = opt(True, "rank by the supernet's held-out loss too (false: the training-free scores alone)")
+    recal_images: int = opt(128, "validation images that re-estimate BatchNorm for each finalist")
+    eval_images: int = opt(256, "validation images each finalist is scored on (held-out cross-entropy)")
+    max_candidates: int = opt(400, "at most this many finalists, nearest first")
+
+    def __post_init__(self) -> None:
+        check_range("search.finalists.radius", self.radius, 0, 4)
+        check_range("search.finalists.recal_images", self.recal_images, 1, 100_000)
+        check_range("search.finalists.eval_images", self.eval_images, 1, 100_000)
+        check_range("search.finalists.max_candidates", self.max_candidates, 1, 100_000)
 
 
 class SweepParam(enum.Enum):
@@ -93,12 +128,21 @@ class SearchConfig:
                                            "this fraction of itself (0: the plain step)")
     decision_window_min_steps: int = opt(20, "the derived net is the majority decision over the last epoch, "
                                              "and at least this many final steps")
+    decision_window_steps: Optional[int] = opt(None, "the majority decision over exactly this many final steps instead "
+                                                     "of the last epoch (a search shorter than an epoch of a large "
+                                                     "data set)")
     warmup_path_keep: Optional[float] = opt(None, "drop candidate paths at random during warm-up, keeping each "
                                                   "with this probability (the official code: 0.6; null: off)")
     warmup_sampling: WarmupSampling = opt(WarmupSampling.decided, "decided | path_keep | uniform | fair | sandwich: the "
                                                                   "paths the warm-up trains")
     sandwich_random: int = opt(2, "warmup_sampling=sandwich: random paths per step beside the largest and smallest")
     eval_batch_size: int = opt(500, "batch size for validation")
+    start: StartRule = opt(StartRule.largest, "largest | deepest | proxy: the network the threshold decisions start "
+                                              "from when the latency term switches on")
+    start_samples: int = opt(50, "start=proxy: random networks within the budget that are scored")
+    start_margin: float = opt(0.25, "start=deepest|proxy: each threshold this fraction of its statistic on the "
+                                    "start network's side")
+    finalists: FinalistsConfig = opt(factory=FinalistsConfig, help="rank the networks around the derived one")
     fleet: list[str] = opt(factory=list, help="one network for several devices: their names (e.g. [sd845, sd670, "
                                               "sd808, sd801]); the latency term is the fleet's (fleet_objective)")
     fleet_objective: FleetObjective = opt(FleetObjective.max, "max | weighted (with search.fleet)")
@@ -125,6 +169,10 @@ class SearchConfig:
         elif self.warmup_sampling is WarmupSampling.path_keep:
             raise ConfigError("search.warmup_sampling=path_keep needs search.warmup_path_keep (the official code: 0.6)")
         check_range("search.sandwich_random", self.sandwich_random, 0, 16)
+        check_range("search.start_samples", self.start_samples, 1, 100_000)
+        check_range("search.start_margin", self.start_margin, 0.0, 10.0)
+        if self.decision_window_steps is not None:
+            check_range("search.decision_window_steps", self.decision_window_steps, 1, 10_000_000)
         if self.latency_lambda < 0:
             raise ConfigError(f"search.latency_lambda={self.latency_lambda}: must be >= 0")
         if self.loss is not LossForm.log and self.target_ms is None and self.target_fraction_of is None:
@@ -173,6 +221,16 @@ class SweepConfig:
             raise ConfigError(f"sweep.grace_s={self.grace_s} must exceed sweep.heartbeat_s={self.heartbeat_s} "
                               f"(a live worker beats once per heartbeat)")
         check_range("sweep.max_retry", self.max_retry, 0, 100)
+
+
+@dataclass
+class GroundTruthConfig:
+    """Judge a search by ground truth where the space has it (NAS-Bench-Macro: `nas.groundtruth`)."""
+
+    enabled: bool = opt(False, "look the winner up in NAS-Bench-Macro's table (space=nasbench_macro): its rank, "
+                               "percentile and regret within the budget, beside the exact random controls")
+    path: Optional[str] = opt(None, "the benchmark file (default: $SPNAS_SHARED/datasets/nas-bench-macro/"
+                                    "nas-bench-macro_cifar10.json)")
 
 
 @dataclass

@@ -76,19 +76,55 @@ class Finalist:
 
 def rank_finalists(net: SuperNet, candidates: Sequence[Sequence[str]], cost: Callable[[Sequence[str]], float],
                    budget: float, images: RankingImages, proxy: Callable[[Sequence[str]], float] | None = None,
-                   batch_size: int = 256) -> list[Finalist]:
-    """Score the candidates whose cost is within `budget`; sorted best first (the supernet's held-out loss,
-    lower better, and the proxy's score, higher better, combined by mean rank; ties: the costlier)."""
+                   batch_size: int = 256, depth: bool = False, supernet: bool = True) -> list[Finalist]:
+    """Score the candidates whose cost is within `budget`; sorted best first. Each ranker orders the candidates
+    (the supernet's held-out loss, lower better; the proxy's score, higher better; with `depth`, layers kept,
+    then cost) and a candidate's rank is the mean of its ranks (ties: the costlier first)."""
+    from .start import depth_of
+
     fits = [list(c) for c in candidates if cost(c) <= budget]
     if not fits:
         return []
-    scores = score_paths(net, fits, images, batch_size)
-    sup_ranks = _ranks([-s.loss for s in scores])
+    columns = []
+    scores = score_paths(net, fits, images, batch_size) if supernet else None
+    if scores is not None:
+        columns.append(_ranks([-s.loss for s in scores]))
     prox = [proxy(c) for c in fits] if proxy is not None else None
-    ranks = sup_ranks if prox is None else [(a + b) / 2 for a, b in zip(sup_ranks, _ranks(prox))]
-    out = [Finalist(tuple(c), float(cost(c)), s.loss, s.top1, None if prox is None else prox[i], ranks[i])
-           for i, (c, s) in enumerate(zip(fits, scores))]
+    if prox is not None:
+        columns.append(_ranks(prox))
+    if depth:
+        columns.append(_ranks([depth_of(c) * 1e6 + cost(c) for c in fits]))
+    if not columns:
+        raise ValueError("rank_finalists needs at least one ranker (the supernet, a proxy or depth)")
+    ranks = [sum(col[i] for col in columns) / len(columns) for i in range(len(fits))]
+    out = [Finalist(tuple(c), float(cost(c)), scores[i].loss if scores else float("nan"),
+                    scores[i].top1 if scores else float("nan"), None if prox is None else prox[i], ranks[i])
+           for i, c in enumerate(fits)]
     return sorted(out, key=lambda f: (f.rank, -f.cost))
+
+
+def repair_to_budget(net: SuperNet, choices: Sequence[str], cost: Callable[[Sequence[str]], float], budget: float,
+                     images: RankingImages, batch_size: int = 256, max_rounds: int = 64) -> tuple[list[str], int]:
+    """A network within the budget near `choices`: while over it, take the single-layer change to a cheaper
+    candidate whose network scores best inside the supernet (lowest held-out loss). Returns the network and
+    the number of changes (0 when `choices` already fits). A search that ends over its budget (too few
+    threshold steps, a budget below where the decisions settled) still yields a network that fits."""
+    current = list(choices)
+    rounds = 0
+    while cost(current) > budget and rounds < max_rounds:
+        here = cost(current)
+        options = []
+        for li, slot in enumerate(net.space.slots):
+            for c in slot.choices:
+                cand = current[:li] + [c] + current[li + 1:]
+                if c != current[li] and cost(cand) < here:
+                    options.append(cand)
+        if not options:
+            break
+        scores = score_paths(net, options, images, batch_size)
+        current = list(min(zip(options, scores), key=lambda p: p[1].loss)[0])
+        rounds += 1
+    return current, rounds
 
 
 def naswot_of_choices(space: SearchSpace, resolution: int, num_classes: int, x: torch.Tensor, seed: int = 0,

@@ -256,3 +256,42 @@ def kendall_with_ci(x: Sequence[float], y: Sequence[float], n_boot: int = 1000, 
     lo, hi = (float(np.quantile(boots, (1 - level) / 2)), float(np.quantile(boots, (1 + level) / 2))) if boots \
         else (math.nan, math.nan)
     return {"tau": tau, "low": lo, "high": hi, "n": int(len(x))}
+
+
+def judge_search(summary: dict[str, Any], table: NasBenchMacro, cost: Callable[[str], float]) -> dict[str, Any]:
+    """A search's winner (and its derived network, where a finalists step changed it) judged within the search's
+    budget, beside the exact controls and the rules that need no training: what `spnas-search` prints and
+    `search_summary.json` records under `groundtruth`."""
+    from search_spaces.nasbench_macro import code_of
+
+    budget = summary.get("target_ms")
+    if budget is None:
+        budget = summary["cost"]  # no budget (loss=log): judged among the networks no costlier than the winner
+    winner = code_of(summary["choices"])
+    out: dict[str, Any] = {"budget": budget, "winner": judge(table, winner, cost, budget).to_dict(),
+                           "controls": random_controls(table, cost, budget),
+                           "depth_then_cost": judge(table, depth_then_cost(table, cost, budget), cost,
+                                                    budget).to_dict()}
+    derived = summary.get("derived_choices")
+    if derived and list(derived) != list(summary["choices"]):
+        out["derived"] = judge(table, code_of(derived), cost, budget).to_dict()
+    return out
+
+
+def describe_judgement(j: dict[str, Any], unit: str) -> list[str]:
+    """The lines `spnas-search` prints: the winner's rank, percentile and regret beside the controls."""
+    w, c = j["winner"], j["controls"]
+    lines = [f"ground truth (NAS-Bench-Macro, {w['n']:,} networks within {j['budget']:.4g} {unit}): the winner "
+             f"{w['code']} scores {w['accuracy']:.2f}%: rank {w['rank']} of {w['n']:,} within budget (top "
+             f"{w['top_pct']:.1f}%), regret {w['regret']:.2f} points (best {w['best_code']}, {w['best_accuracy']:.2f}%)"]
+    if not w["within_budget"]:
+        lines.append(f"  the winner costs {w['cost']:.4g} {unit}, over the budget")
+    lines.append(f"  controls: a random network within budget {c['best_of_1']:.2f}%, best of 10 random "
+                 f"{c['best_of_10']:.2f}% (rank about {c['best_of_10_rank']}), best of 50 {c['best_of_50']:.2f}% "
+                 f"(rank about {c['best_of_50_rank']}); the deepest network within budget "
+                 f"{j['depth_then_cost']['accuracy']:.2f}% (rank {j['depth_then_cost']['rank']})")
+    if "derived" in j:
+        d = j["derived"]
+        lines.append(f"  the threshold decisions alone (before the finalists) picked {d['code']}: {d['accuracy']:.2f}%, "
+                     f"rank {d['rank']}")
+    return lines

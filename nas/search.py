@@ -54,7 +54,7 @@ from latency_tables.fleet import FleetLatency
 from latency_tables.predictor import SpaceLatency, predict_latency_ms
 from latency_tables.table import LatencyTable, available_tables
 from nas.budget import Budget, majority_decision, plan_budget, threshold_lr_factor
-from nas.config import SearchConfig, WarmupSampling
+from nas.config import FinalistProxy, LossForm, SearchConfig, StartRule, WarmupSampling
 from nas.cost import TableCost, latency_loss, resolve_target_ms, target_verdict
 from search_spaces import ArchSpec, SearchSpace
 from search_spaces.config import ProxyConfig
@@ -139,12 +139,14 @@ class Search:
     wall_before: float = 0.0
     window: list[list[str]] = field(default_factory=list)  # per-step decisions of the decision window
     carry: dict[str, Any] | None = None  # a fork's open epoch: counters and random streams at its first step
+    start: dict[str, Any] | None = None  # where the threshold decisions started (search.start), once they did
+    seed: int = 0
 
     def checkpoint(self, epoch: int, wall: float) -> dict[str, Any]:
         return {"epoch": epoch, "step": self.step, "net": self.net.state_dict(), "opt_w": self.opt_w.state_dict(),
                 "opt_t": self.opt_t.state_dict(), "sched_w": self.sched_w.state_dict(), "wall_s": wall,
                 "window": self.window, "budget": self.budget.to_dict(), "scaler": self.compute.state_dict(),
-                "format": "spnas.search-checkpoint/2"}
+                "start": self.start, "format": "spnas.search-checkpoint/2"}
 
     def load(self, st: dict[str, Any]) -> None:
         if st.get("budget", {}).get("total_steps") != self.budget.total_steps or st.get("format") != \
@@ -154,6 +156,7 @@ class Search:
         self._load_state(st)
         self.step, self.start_epoch = int(st["step"]), int(st["epoch"])
         self.wall_before, self.window = float(st.get("wall_s", 0.0)), [list(w) for w in st.get("window", [])]
+        self.start = st.get("start")
 
     def _load_state(self, st: dict[str, Any]) -> None:
         self.net.load_state_dict(st["net"])
@@ -229,7 +232,7 @@ def build_search(job: SearchJob, data: DataBundle, compute: Compute | None = Non
     factor = threshold_lr_factor(scfg.threshold_schedule, budget.warmup_steps, budget.total_steps - budget.window_steps)
     net.set_hysteresis(scfg.decision_hysteresis)
     return Search(net, model, compute, env, opt_w, opt_t, sched_w, lambda step: scfg.thresholds.lr * factor(step),
-                  cost, list(job.tables), target, budget)
+                  cost, list(job.tables), target, budget, seed=job.seed)
 
 
 def search_step(s: Search, x: torch.Tensor, y: torch.Tensor, scfg: SearchConfig, crit: nn.Module,
@@ -242,6 +245,9 @@ def search_step(s: Search, x: torch.Tensor, y: torch.Tensor, scfg: SearchConfig,
                             "its last step (run_warmup)")
     if not searching and scfg.warmup_sampling in SAMPLED:
         return _sampled_step(s, x, y, scfg, crit, g)
+    if searching and s.step == s.budget.warmup_steps and scfg.start is not StartRule.largest:
+        s.start = broadcast_object(_start_point(s, scfg, x) if s.env.is_main else None, s.env)
+        s.net.start_at(s.start["choices"], scfg.start_margin)
     drop = scfg.warmup_path_keep if (not searching and scfg.warmup_path_keep is not None) else None
     x, y = s.compute.batch(x), s.compute.labels(y)
     ind = s.net.indicators(path_keep=drop, g=g)  # once per step, outside DDP: identical on every rank
@@ -270,6 +276,36 @@ def search_step(s: Search, x: torch.Tensor, y: torch.Tensor, scfg: SearchConfig,
 SAMPLED = (WarmupSampling.uniform, WarmupSampling.fair, WarmupSampling.sandwich)
 
 
+def search_budget(s: Search, scfg: SearchConfig) -> float | None:
+    """The cost a finished network may have: the target for a one-sided loss, the target plus its tolerance for a
+    two-sided one, None without a target."""
+    if s.target is None:
+        return None
+    if scfg.loss is LossForm.target_one_sided:
+        return s.target
+    return s.target * (1 + scfg.target_tolerance)
+
+
+def _start_point(s: Search, scfg: SearchConfig, x: torch.Tensor) -> dict[str, Any]:
+    """The network the threshold decisions start from (`search.start`), chosen without training."""
+    from .start import deepest, proxy_start
+
+    space = s.net.space
+    if scfg.start is StartRule.deepest:
+        return {"rule": "deepest", "choices": deepest(space)}
+    budget = search_budget(s, scfg)
+    assert s.cost is not None
+    if budget is None:
+        log.warning("search.start=proxy needs a budget (a target loss); starting from the largest network")
+        return {"rule": "largest (no budget for start=proxy)", "choices": space.largest_choices()}
+    xb = s.compute.batch(x[:64]).float().cpu() if x.dtype == torch.uint8 else x[:64].float().cpu()
+    choices, scored = proxy_start(space, s.cost.of_choices, budget, xb, scfg.start_samples, s.seed, s.net.resolution,
+                                  s.net.num_classes, s.net.width)
+    log.info("threshold decisions start from %s (best of %d networks within %.4g by NASWOT and depth)",
+             " ".join(choices), len(scored), budget)
+    return {"rule": "proxy", "choices": choices, "budget": budget, "scored": scored[:10], "n": len(scored)}
+
+
 def warmup_paths(space: SearchSpace, mode: WarmupSampling, g: torch.Generator, n_random: int = 2) -> list[list[str]]:
     """The paths one warm-up step trains (`search.warmup_sampling`), drawn from `g` (replayed on resume):
     uniform, one path; fair, one path per candidate, every layer taking each of its candidates once; sandwich,
@@ -296,7 +332,7 @@ def _sampled_step(s: Search, x: torch.Tensor, y: torch.Tensor, scfg: SearchConfi
                   g: torch.Generator) -> dict[str, Any]:
     """A warm-up step on sampled paths (weights only): each path runs on its own weight slices (under DDP,
     the masked superkernel with hard decisions, so every rank's parameters all take part), one update from
-    the summed losses; with the sandwich rule the other paths learn the largest's soft predictions."""
+    the paths' mean loss; with the sandwich rule the other paths learn the largest's soft predictions."""
     paths = warmup_paths(s.net.space, scfg.warmup_sampling, g, scfg.sandwich_random)
     x, y = s.compute.batch(x), s.compute.labels(y)
     loss = torch.zeros((), device=x.device)
@@ -317,7 +353,7 @@ def _sampled_step(s: Search, x: torch.Tensor, y: torch.Tensor, scfg: SearchConfi
                 soft = torch.softmax(first.detach(), 1)
     assert first is not None
     s.opt_w.zero_grad(set_to_none=True)
-    s.compute.backward_and_step(loss, [s.opt_w])
+    s.compute.backward_and_step(loss / len(paths), [s.opt_w])  # the mean: one learning rate means one step size
     s.sched_w.step()
     s.step += 1
     ce = crit(first.detach(), y)
@@ -449,6 +485,11 @@ def _finish(s: Search, job: SearchJob, data: DataBundle, run_dir: Path, history:
     scfg = job.search
     final = s.window or [s.net.choices()]
     choices, flips, agree = majority_decision(final)
+    derived = list(choices)
+    picked: dict[str, Any] | None = None
+    if scfg.finalists.radius > 0:
+        picked = broadcast_object(_pick_finalist(s, job, data, derived, final) if s.env.is_main else None, s.env)
+        choices = picked["choices"]
     arch = s.net.derive(name=f"spnas-{job.name}", choices=choices)
     main = s.env.is_main
     if main:
@@ -465,14 +506,14 @@ def _finish(s: Search, job: SearchJob, data: DataBundle, run_dir: Path, history:
     smallest, largest = _space_extremes(s)
     fleet = isinstance(s.cost, FleetLatency)
     verdict = target_verdict(s.target, cost, scfg.target_tolerance, choices, smallest, largest, sum(flips),
-                             scfg.latency_lambda, unit="x budget" if fleet else "ms")
+                             scfg.latency_lambda, unit="x budget" if fleet else s.tables[0].unit)
     provenance = "+".join(sorted({t.provenance for t in s.tables}))
     plots = plot_search(history, s.net.space, run_dir, f"{job.name} ({provenance} table{'s' if fleet else ''})") \
         if main else []
     summary = {
         "soc": job.name, "table": "+".join(t.device for t in s.tables), "table_provenance": provenance,
         "tables": [t.device for t in s.tables], "fleet": s.cost.describe() if fleet else None,  # type: ignore[union-attr]
-        "cost": cost, "cost_unit": "x budget (fleet)" if fleet else "ms",
+        "cost": cost, "cost_unit": "x budget (fleet)" if fleet else s.tables[0].unit,
         "arch": arch.to_dict(), "arch_string": arch.to_string(), "choices": choices,
         "last_step_choices": s.net.choices(), "predicted_ms": None if fleet else cost,
         "predicted_ms_by_table": s.cost.per_device_ms(choices), "latency_resolution": scfg.latency_resolution,
@@ -481,6 +522,7 @@ def _finish(s: Search, job: SearchJob, data: DataBundle, run_dir: Path, history:
         "target": verdict,
         "decision": {"rule": "majority over the last epoch's steps", "window_steps": len(final),
                      "flips": flips, "agreement": agree},
+        "derived_choices": derived, "finalists": picked, "start": s.start,
         "budget": s.budget.to_dict(), "proxy": s.net.proxy.to_dict(),
         "proxy_description": s.net.proxy.describe(s.net.space.largest(data.resolution, scfg.width, data.num_classes)),
         "val_top1": history[-1]["val_top1"] if history else None, "search_wall_s": wall, "data": data.summary(),
@@ -492,6 +534,51 @@ def _finish(s: Search, job: SearchJob, data: DataBundle, run_dir: Path, history:
     if verdict["met"] is False:
         log.warning("search for %s missed its budget: %s", job.name, verdict["reason"])
     return summary
+
+
+def _pick_finalist(s: Search, job: SearchJob, data: DataBundle, derived: list[str],
+                   window: list[list[str]]) -> dict[str, Any]:
+    """The best network around the derived one within the budget (`nas.finalists`), with every finalist's
+    figures; the derived network itself when none fits."""
+    from .finalists import naswot_of_choices, neighbourhood, rank_finalists, repair_to_budget
+    from .ranking import RankingImages
+
+    fcfg = job.search.finalists
+    assert s.cost is not None
+    budget = search_budget(s, job.search)
+    if budget is None:
+        budget = s.cost.of_choices(derived)
+    n = min(len(data.val), fcfg.recal_images + fcfg.eval_images)
+    images = RankingImages.from_split(data.val, min(fcfg.recal_images, n // 2), n - min(fcfg.recal_images, n // 2),
+                                      seed=job.seed)
+    t0 = time.perf_counter()
+    centre, repairs = repair_to_budget(s.net, derived, s.cost.of_choices, budget, images)
+    if repairs:
+        log.info("%s ended over its budget (%.4g > %.4g): %d single-layer changes bring it within", job.name,
+                 s.cost.of_choices(derived), budget, repairs)
+    cands = neighbourhood(s.net.space, centre, fcfg.radius)
+    extra = list(window) + ([s.start["choices"]] if s.start else [])
+    for w in extra:  # the decision window's networks and the start network, if not already there
+        if list(w) not in cands:
+            cands.append(list(w))
+    cands = cands[: fcfg.max_candidates]
+    proxy = None
+    if fcfg.proxy is not FinalistProxy.none:
+        x = images.recal[:64] if len(images.recal) >= 64 else images.held_out[:64]
+        proxy = naswot_of_choices(s.net.space, data.resolution, data.num_classes, x, job.seed, s.net.width)
+    ranked = rank_finalists(s.net, cands, s.cost.of_choices, budget, images, proxy,
+                            depth=fcfg.proxy is FinalistProxy.naswot_depth, supernet=fcfg.supernet)
+    if not ranked:
+        log.warning("no finalist of %s fits the budget %.4g: the derived network stays the winner", job.name, budget)
+        return {"choices": derived, "budget": budget, "n": 0, "ranked": [], "repairs": repairs,
+                "wall_s": time.perf_counter() - t0}
+    log.info("finalists of %s: %d within the budget %.4g, best %s (derived %s)", job.name, len(ranked), budget,
+             " ".join(ranked[0].choices), " ".join(derived))
+    return {"choices": list(ranked[0].choices), "budget": budget, "n": len(ranked), "radius": fcfg.radius,
+            "repairs": repairs, "centre": centre,
+            "proxy": fcfg.proxy.name, "ranked": [f.to_dict() for f in ranked[:20]],
+            "derived_rank": next((i + 1 for i, f in enumerate(ranked) if list(f.choices) == derived), None),
+            "wall_s": time.perf_counter() - t0}
 
 
 # ---------------------------------------------------------------------------------- entry points
@@ -518,14 +605,17 @@ def run_search(search: SearchConfig, space: SearchSpace, table: LatencyTable | s
 
 
 def run_warmup(search: SearchConfig, space: SearchSpace, data: DataConfig | DataBundle, run_dir: str | Path, *,
-               proxy: ProxyConfig | None = None, seed: int = 0, runtime: Runtime | None = None) -> Path:
+               proxy: ProxyConfig | None = None, seed: int = 0, runtime: Runtime | None = None,
+               on_epoch: Callable[[int, SuperNet], None] | None = None) -> Path:
     """The warm-up steps alone (weights only, latency term off: no table needed), saved exactly as they
     end (`warmup.pt`) so every device's search, and a fleet's, forks from the same supernet. Resumable
-    from its per-epoch checkpoint like a search; returns the path of `warmup.pt`."""
+    from its per-epoch checkpoint like a search; returns the path of `warmup.pt`. `on_epoch(step, supernet)`
+    runs after every finished epoch and at the warm-up's last step, on the main process (e.g. to score the
+    supernet's ranking as it trains; it must leave the supernet as it found it, as `nas.ranking` does)."""
     runtime = runtime or Runtime()
     job = SearchJob(search, space, (), proxy or ProxyConfig(), "warm-up", seed, runtime.dist)
     return _with_runtime(runtime, data, seed, lambda d, compute, env: _run_warmup(job, d, Path(run_dir), compute,
-                                                                                   env))
+                                                                                   env, on_epoch))
 
 
 def _with_runtime(runtime: Runtime, data: DataConfig | DataBundle, seed: int,
@@ -557,7 +647,7 @@ def _start(job: SearchJob, data: DataBundle, run_dir: Path, compute: Compute, en
 
 
 def _epochs(s: Search, job: SearchJob, data: DataBundle, run_dir: Path, log_file: JsonLines, compute: Compute,
-            env: DistEnv, stop_at: int | None = None) -> float:
+            env: DistEnv, stop_at: int | None = None, on_epoch: Callable[[int, SuperNet], None] | None = None) -> float:
     """Run epochs from `s.start_epoch` (until the budget, or `stop_at` steps), checkpointing each."""
     crit = nn.CrossEntropyLoss(label_smoothing=job.search.label_smoothing)
     t0 = time.perf_counter()
@@ -565,6 +655,8 @@ def _epochs(s: Search, job: SearchJob, data: DataBundle, run_dir: Path, log_file
     epoch = s.start_epoch
     while s.step < end:
         rec = _search_epoch(s, data, job, epoch, crit, stop_at)
+        if on_epoch is not None and env.is_main:
+            on_epoch(s.step, s.net)
         if s.carry is not None:  # a warm-up alone stopped inside this epoch: the fork finishes and logs it
             break
         rec["val_top1"] = evaluate(s.net, data.val, job.search.eval_batch_size, compute=compute, env=env)["top1"]
@@ -604,14 +696,15 @@ def _fork(s: Search, warmup: Path, log_file: JsonLines, env: DistEnv) -> None:
     log.info("forked from the shared warm-up %s at step %d", warmup, s.step)
 
 
-def _run_warmup(job: SearchJob, data: DataBundle, run_dir: Path, compute: Compute, env: DistEnv) -> Path:
+def _run_warmup(job: SearchJob, data: DataBundle, run_dir: Path, compute: Compute, env: DistEnv,
+                on_epoch: Callable[[int, SuperNet], None] | None = None) -> Path:
     out = run_dir / "warmup.pt"
     if broadcast_object(out.exists(), env):
         return out
     s, log_file = _start(job, data, run_dir, compute, env, "warmup_log.jsonl")
     _resume_or_start(s, run_dir, log_file, resume=True)
     warm = s.budget.warmup_steps
-    wall = _epochs(s, job, data, run_dir, log_file, compute, env, stop_at=warm)
+    wall = _epochs(s, job, data, run_dir, log_file, compute, env, stop_at=warm, on_epoch=on_epoch)
     if env.is_main:
         atomic_torch_save({**s.checkpoint(s.step // s.budget.steps_per_epoch, wall), "format": WARMUP_FORMAT,
                            "carry": s.carry, "log": log_file.read()}, out)

@@ -236,6 +236,22 @@ class SuperMBConv(nn.Module):
         return self._assemble(dec, w, w_k)
 
     @torch.no_grad()
+    def start_at(self, choice: str, margin: float) -> None:
+        """Set the thresholds so the hard decisions are `choice`, each `margin` (a fraction of its statistic) on
+        its side: the threshold phase starts from that network instead of the largest one."""
+        vals = self.choice_set.decisions_for(choice, self.slot.skippable)
+        w = self.dw_weight
+        dec = {n: torch.tensor(vals.get(n, 1.0), dtype=w.dtype, device=w.device) for n in self.decision_names}
+        w_k = self._assemble(dec, w)["w_k"]
+        for i, st in enumerate(self.choice_set.steps):
+            stat = self._step_statistic(i, w, w_k)
+            self.threshold(st.name).fill_(float(stat) * (1 - margin if vals[st.name] > 0.5 else 1 + margin))
+        if self.t_keep is not None:
+            stat = mean_square(w_k[: self.mid_small])
+            self.t_keep.fill_(float(stat) * (1 - margin if vals["keep"] > 0.5 else 1 + margin))
+        self.decided.copy_(torch.stack([dec[n].reshape(()) for n in self.decision_names]))
+
+    @torch.no_grad()
     def commit(self, ind: dict[str, torch.Tensor]) -> None:
         """Remember the decisions a training step used (the hysteresis compares against them)."""
         self.decided.copy_(torch.stack([ind[n].detach().reshape(()) for n in self.decision_names]))
@@ -453,6 +469,11 @@ class SuperNet(nn.Module):
         for m in self.layers:
             x = m(x, next(it)) if isinstance(m, SuperMBConv) and it is not None else m(x)
         return self.classifier(self.dropout(x))
+
+    def start_at(self, choices: Sequence[str], margin: float = 0.25) -> None:
+        """Thresholds set so every layer's decisions are `choices` (see `SuperMBConv.start_at`)."""
+        for m, c in zip(self.super_layers(), choices):
+            m.start_at(c, margin)
 
     def set_hysteresis(self, band: float) -> None:
         """Hysteresis band of every decision, as a fraction of its statistic (0: the plain step)."""

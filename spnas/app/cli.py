@@ -139,10 +139,15 @@ def search_main() -> None:
 
         s = commands.search(cfg)
         if _is_main_rank():
-            print(f"derived for {s['soc']}: {s['arch_string']}\npredicted {s['predicted_ms']:.2f} ms on {s['table']} "
+            unit = s.get("cost_unit", "ms")
+            print(f"derived for {s['soc']}: {s['arch_string']}\npredicted {s['cost']:.2f} {unit} on {s['table']} "
                   f"({s['table_provenance']}), val top-1 {s['val_top1']:.4f}; run folder: {cfg.run_dir}")
             if s["target"].get("met") is False:
                 print(f"the search missed its budget: {s['target']['reason']}")
+            if s.get("groundtruth"):
+                from nas.groundtruth import describe_judgement
+
+                print("\n".join(describe_judgement(s["groundtruth"], s["groundtruth"]["unit"])))
 
     run_app("search", "Single-Path NAS against one device's latency table", task)
 

@@ -33,9 +33,36 @@ def search(cfg: SearchAppConfig, data: DataBundle | None = None) -> dict[str, An
     from search_spaces import SearchSpace
 
     soc = resolve_soc(cfg)
-    return run_search(cfg.search, SearchSpace.from_config(cfg.space), soc.table, data if data is not None else cfg.data,
-                      cfg.run_dir, proxy=cfg.proxy, name=cfg.soc.name, seed=cfg.seed, resume=cfg.resume,
-                      runtime=cfg.runtime())
+    space = SearchSpace.from_config(cfg.space)
+    if cfg.groundtruth.enabled and space.name != "nasbench_macro":
+        raise ConfigError(f"groundtruth.enabled: only space=nasbench_macro has ground truth (this search's space is "
+                          f"{space.name})")
+    summary = run_search(cfg.search, space, soc.table, data if data is not None else cfg.data, cfg.run_dir,
+                         proxy=cfg.proxy, name=cfg.soc.name, seed=cfg.seed, resume=cfg.resume, runtime=cfg.runtime())
+    if cfg.groundtruth.enabled:
+        summary["groundtruth"] = judge_by_groundtruth(cfg, summary, soc.table)
+    return summary
+
+
+def judge_by_groundtruth(cfg: SearchAppConfig, summary: dict[str, Any], table_ref: str) -> dict[str, Any]:
+    """The winner looked up in NAS-Bench-Macro's table (`nas.groundtruth.judge_search`), added to the run's
+    search_summary.json."""
+    from pathlib import Path
+
+    from latency_tables.table import LatencyTable
+    from nas.groundtruth import NasBenchMacro, judge_search
+    from search_spaces.nasbench_macro import arch_of
+    from spnas_core.files import write_json_atomic
+    from training.distributed import env_from_torchrun
+
+    table = LatencyTable.load(table_ref)
+    gt = NasBenchMacro.load(cfg.groundtruth.path)
+    res = cfg.search.latency_resolution
+    judged = judge_search(summary, gt, lambda code: table.predict(arch_of(code, resolution=res)))
+    judged["unit"] = table.unit
+    if env_from_torchrun().is_main:
+        write_json_atomic(Path(cfg.run_dir) / "search_summary.json", {**summary, "groundtruth": judged})
+    return judged
 
 
 def train(cfg: TrainAppConfig, data: DataBundle | None = None) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from omegaconf import MISSING
 
 from export.config import ExportConfig
 from latency_tables.config import ImportConfig, ProfileDevice, ProfilerConfig, SocConfig, ValidateConfig
-from nas.config import ControlsConfig, SearchConfig, SweepConfig
+from nas.config import ControlsConfig, GroundTruthConfig, SearchConfig, SweepConfig
 from retrieval.config import Backend
 from search_spaces.config import ProxyConfig, SpaceConfig
 from spnas_core.config import check_range, did_you_mean, opt
@@ -113,6 +113,8 @@ class SearchAppConfig(RunConfig):
     search: SearchConfig = opt(MISSING, "search settings")
     proxy: ProxyConfig = opt(factory=ProxyConfig, help="training geometry below the deployment resolution")
     resume: bool = opt(False, "continue a killed search from run_dir/last.pt")
+    groundtruth: GroundTruthConfig = opt(factory=GroundTruthConfig, help="judge the winner by ground truth "
+                                                                         "(space=nasbench_macro)")
     run_dir: str = opt("runs/search/${soc.name}-${now:%Y%m%d-%H%M%S}", "run folder")
 
 

@@ -1,0 +1,411 @@
+"""Ground truth for the search (NAS-Bench-Macro): does the single-path search pick better networks than
+random, than the rules that need no training, and does its trained supernet rank networks as training
+them alone does?
+
+    python -m bench.bench_groundtruth [--seeds 0 1 2 3 4] [--targets 30 45 60] [--cost flops]
+        [--rank-nets 500] [--proxy-samples 50] [--device cpu] [--quick] [--out DIR] [overrides ...]
+
+Overrides are `spnas-search`'s, applied after the preset `experiment=nasbench_macro` (the search this
+harness measures is the one `spnas-search experiment=nasbench_macro` runs). Every figure is looked up
+in the benchmark's table (`nas.groundtruth`): 3,969 distinct networks trained alone on CIFAR-10, three
+seeds each. For each cost target T (MFLOPs with `--cost flops`, or ms on a latency table):
+
+1. controls, exact from the table: a random network within the budget (expectation), the best of 10
+   and of 50 random ones (codes drawn uniformly, kept within the budget), the deepest network within
+   the budget (depth, then cost), the costliest one (FLOPs alone);
+2. training-free searches: `--proxy-samples` random networks within the budget, the best by NASWOT
+   and by SynFlow (one random initialisation and one batch of training images per seed);
+3. the single-path search, per seed: one warm-up shared by every target, then a search per target
+   from it (`run_warmup` / `run_search`, as the pipeline runs them); its derived network (the threshold
+   decisions alone) and its winner (after the finalists step, where the preset has one);
+4. ranking: Kendall tau (bootstrap interval) between the held-out loss inside the supernet (BatchNorm
+   recalibrated per network, decisions fixed) and the truth, over `--rank-nets` distinct networks,
+   overall and within cost bands, at the end of every warm-up epoch of the first seed (a curve over
+   training steps); beside it the hybrid the finalists use (supernet and NASWOT ranks averaged), the
+   depth rule, FLOPs, and the seed-to-seed ceiling (one training seed of the benchmark against another).
+
+Per target and method: mean accuracy over seeds with a t interval, the winner's rank, percentile and
+regret within the budget, how many seeds land in the top 5%, and the paired difference to the best of
+10 random (exact, so the interval is over search seeds). Wall time of each part. Finished searches are
+reused from `--out` (a killed run resumes). Plots: accuracy per method and target, and the tau curve.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import statistics
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Callable
+
+from bench.common import RESULTS, record
+
+BANDS = 10.0  # width of the cost bands that rankings are also judged within (MFLOPs, or ms)
+
+
+def parse(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    p.add_argument("--targets", type=float, nargs="+", default=[30.0, 45.0, 60.0],
+                   help="cost budgets (MFLOPs with --cost flops)")
+    p.add_argument("--cost", default="flops", help="flops | host | sd845 | ...: the cost term and the budget's unit")
+    p.add_argument("--rank-nets", type=int, default=500, help="distinct networks in the ranking curve")
+    p.add_argument("--rank-recal", type=int, default=128, help="images re-estimating BatchNorm per ranked network")
+    p.add_argument("--rank-eval", type=int, default=256, help="held-out images each ranked network is scored on")
+    p.add_argument("--proxy-samples", type=int, default=50, help="random networks a training-free search scores")
+    p.add_argument("--device", default="cpu", help="cpu | cuda (scripts/gpu_check.sh runs the harness on a GPU)")
+    p.add_argument("--quick", action="store_true", help="a tiny run to check the harness (seconds of training)")
+    p.add_argument("--out", default="runs/groundtruth", help="run folder (finished searches are reused)")
+    p.add_argument("--table", default=None, help="the benchmark file (default: under $SPNAS_SHARED)")
+    return p.parse_known_args(argv)
+
+
+# ---------------------------------------------------------------------------------- pieces
+def mean_ci(xs: list[float]) -> tuple[float, float, float]:
+    """Mean and 95% t interval (nan half-width with one value)."""
+    from spnas_core.stats import t_quantile
+
+    m = statistics.fmean(xs)
+    if len(xs) < 2:
+        return m, math.nan, math.nan
+    h = t_quantile(0.95, len(xs) - 1) * statistics.stdev(xs) / math.sqrt(len(xs))
+    return m, m - h, m + h
+
+
+def sample_within(codes: list[str], cost: Callable[[str], float], budget: float, n: int, rng: random.Random,
+                  limit: int = 200_000) -> list[str]:
+    """`n` codes drawn uniformly from the space and kept when within the budget (a random search's draws)."""
+    out: list[str] = []
+    for _ in range(limit):
+        c = rng.choice(codes)
+        if cost(c) <= budget:
+            out.append(c)
+            if len(out) == n:
+                break
+    return out
+
+
+def training_free(gt: Any, cost: Callable[[str], float], budget: float, seed: int, n: int, x: Any) -> dict[str, str]:
+    """The best of `n` random networks within the budget by NASWOT and by SynFlow (one init per seed)."""
+    from nas.proxies import score_arch
+    from search_spaces.nasbench_macro import all_codes, arch_of, canonical
+
+    rng = random.Random(10_007 * seed + int(budget * 1000))
+    codes = sample_within(all_codes(), cost, budget, n, rng)
+    out = {}
+    for proxy in ("naswot", "synflow"):
+        scores = {c: score_arch(arch_of(c), proxy, x, seed) for c in codes}
+        out[proxy] = canonical(max(codes, key=lambda c: scores[c]))
+    return out
+
+
+def ranking_sample(gt: Any, n: int, seed: int = 123) -> list[str]:
+    """`n` distinct networks, uniformly among the table's (fixed across runs)."""
+    return random.Random(seed).sample(gt.distinct(), min(n, len(gt)))
+
+
+def band_taus(pred: list[float], truth: list[float], costs: list[float], width: float) -> list[dict[str, Any]]:
+    """Kendall tau within consecutive cost bands of `width` (bands with at least 20 networks)."""
+    from spnas_core.stats import kendall_tau
+
+    out = []
+    lo = math.floor(min(costs) / width) * width
+    while lo <= max(costs):
+        idx = [i for i, c in enumerate(costs) if lo <= c < lo + width]
+        if len(idx) >= 20:
+            out.append({"band": f"{lo:g}-{lo + width:g}", "n": len(idx),
+                        "tau": kendall_tau([pred[i] for i in idx], [truth[i] for i in idx])})
+        lo += width
+    return out
+
+
+def tau_record(pred: list[float], truth: list[float], costs: list[float], width: float, n_boot: int = 500
+               ) -> dict[str, Any]:
+    """Overall tau with its bootstrap interval, the per-band taus and their n-weighted mean."""
+    from nas.groundtruth import kendall_with_ci
+
+    overall = kendall_with_ci(pred, truth, n_boot=n_boot)
+    bands = band_taus(pred, truth, costs, width)
+    within = sum(b["tau"] * b["n"] for b in bands) / max(1, sum(b["n"] for b in bands))
+    return {**overall, "bands": bands, "within": within}
+
+
+def rank_mean(*columns: list[float]) -> list[float]:
+    """Higher is better: minus the mean of each item's ranks (1 = best) over the columns."""
+    from nas.finalists import _ranks
+
+    ranks = [_ranks(c) for c in columns]
+    return [-statistics.fmean(r[i] for r in ranks) for i in range(len(columns[0]))]
+
+
+# ---------------------------------------------------------------------------------- main
+def main(argv: list[str] | None = None) -> int:
+    args, overrides = parse(argv)
+    import torch
+
+    import spnas
+    from latency_tables.table import LatencyTable
+    from nas.groundtruth import NasBenchMacro, costliest, depth_then_cost, judge, random_controls
+    from nas.proxies import score_arch
+    from nas.ranking import RankingImages, score_paths
+    from nas.search import run_search, run_warmup
+    from search_spaces import SearchSpace
+    from search_spaces.nasbench_macro import arch_of, canonical, choices_of, code_of, depth
+    from training.batches import to_tensor
+    from training.config import Runtime
+    from training.datasets import load_data
+
+    t_start = time.perf_counter()
+    walls: dict[str, float] = {}
+    preset = ["experiment=nasbench_macro", f"soc={args.cost}", f"device={args.device}"]
+    if args.quick:
+        preset += ["search.steps=24", "search.warmup_fraction=0.5", "search.min_threshold_updates=8",
+                   "search.decision_window_steps=4", "search.batch_size=32", "data.train_limit=800",
+                   "data.val_limit=400", "search.finalists.radius=1", "search.finalists.eval_images=64",
+                   "search.finalists.recal_images=32"]
+        args.rank_nets, args.rank_recal, args.rank_eval = min(args.rank_nets, 12), 32, 64
+        args.proxy_samples = min(args.proxy_samples, 4)
+    cfg = spnas.compose("search", preset + overrides)
+    space = SearchSpace.from_config(cfg.space)
+    if space.name != "nasbench_macro":
+        raise SystemExit("bench_groundtruth judges searches of space=nasbench_macro (its ground truth)")
+    from spnas.app.commands import resolve_soc
+
+    table = LatencyTable.load(resolve_soc(cfg).table)
+    gt = NasBenchMacro.load(args.table)
+    cost_memo: dict[str, float] = {}
+
+    def cost(code: str) -> float:
+        c = canonical(code)
+        if c not in cost_memo:
+            cost_memo[c] = table.predict(arch_of(c))
+        return cost_memo[c]
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    runtime = Runtime(device=args.device)
+    t0 = time.perf_counter()
+    data = load_data(cfg.data, 0)
+    walls["data"] = time.perf_counter() - t0
+
+    # 1. exact controls ---------------------------------------------------------------------------------
+    t0 = time.perf_counter()
+    controls = {T: random_controls(gt, cost, T) for T in args.targets}
+    rules = {T: {"depth_then_cost": depth_then_cost(gt, cost, T), "cost_alone": costliest(gt, cost, T)}
+             for T in args.targets}
+    walls["controls"] = time.perf_counter() - t0
+
+    # 2. ranking sample (scored during the first seed's warm-up) ----------------------------------------
+    rank_codes = ranking_sample(gt, args.rank_nets)
+    rank_images = RankingImages.from_split(data.val, args.rank_recal, args.rank_eval, seed=1)
+    truth = [gt[c].mean_acc for c in rank_codes]
+    costs = [cost(c) for c in rank_codes]
+    curve: list[dict[str, Any]] = []
+    curve_path = out / "ranking_curve.json"
+    t0 = time.perf_counter()
+    x_proxy = to_tensor(data.train.images[:64])
+    naswot = [score_arch(arch_of(c), "naswot", x_proxy, 0) for c in rank_codes]
+    walls["ranking_naswot"] = time.perf_counter() - t0
+    rank_wall = [0.0]
+
+    def on_epoch(step: int, net: Any) -> None:
+        t = time.perf_counter()
+        scores = score_paths(net, [choices_of(c) for c in rank_codes], rank_images)
+        sup = [-s.loss for s in scores]
+        curve.append({"step": step, "supernet": tau_record(sup, truth, costs, BANDS),
+                      "hybrid": tau_record(rank_mean(sup, naswot), truth, costs, BANDS),
+                      "score_s": time.perf_counter() - t})
+        rank_wall[0] += time.perf_counter() - t
+        c = curve[-1]
+        print(f"ranking at step {step}: supernet tau {c['supernet']['tau']:.3f} (within bands "
+              f"{c['supernet']['within']:.3f}), hybrid {c['hybrid']['tau']:.3f} ({c['hybrid']['within']:.3f})",
+              flush=True)
+
+    # 3. searches, per seed ------------------------------------------------------------------------------
+    searches: dict[int, dict[float, dict[str, Any]]] = {}
+    free: dict[int, dict[float, dict[str, str]]] = {}
+    t_warm = t_search = t_free = 0.0
+    for si, seed in enumerate(args.seeds):
+        t0 = time.perf_counter()
+        first = si == 0 and not curve_path.exists()
+        warm = run_warmup(cfg.search, space, data, out / f"s{seed}" / "warmup", proxy=cfg.proxy, seed=seed,
+                          runtime=runtime, on_epoch=on_epoch if first else None)
+        if first:
+            curve_path.write_text(json.dumps(curve))
+        t_warm += time.perf_counter() - t0
+        searches[seed] = {}
+        for T in args.targets:
+            t0 = time.perf_counter()
+            run_dir = out / f"s{seed}" / f"T{T:g}"
+            summary_path = run_dir / "search_summary.json"
+            if summary_path.exists():
+                summary = json.loads(summary_path.read_text())
+            else:
+                scfg = replace(cfg.search, target_ms=T, target_fraction_of=None)
+                summary = run_search(scfg, space, table, data, run_dir, proxy=cfg.proxy, name=f"T{T:g}", seed=seed,
+                                     runtime=runtime, warmup=warm)
+            searches[seed][T] = {"winner": code_of(summary["choices"]),
+                                 "derived": code_of(summary.get("derived_choices") or summary["choices"]),
+                                 "wall_s": summary.get("search_wall_s")}
+            t_search += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        x_seed = to_tensor(data.train.images[torch.randperm(len(data.train), generator=torch.Generator()
+                                                             .manual_seed(seed))[:64].numpy()])
+        free[seed] = {T: training_free(gt, cost, T, seed, args.proxy_samples, x_seed) for T in args.targets}
+        t_free += time.perf_counter() - t0
+    walls.update({"warmups": t_warm, "searches": t_search, "training_free": t_free, "ranking_scoring": rank_wall[0]})
+    if not curve and curve_path.exists():
+        curve = json.loads(curve_path.read_text())
+
+    # 4. judge --------------------------------------------------------------------------------------------
+    rows: list[dict[str, Any]] = []
+    per_target: dict[str, Any] = {}
+    for T in args.targets:
+        c = controls[T]
+        bo10 = c["best_of_10"]
+        methods: dict[str, list[str]] = {
+            "single-path search (winner)": [searches[s][T]["winner"] for s in args.seeds],
+            "single-path decisions alone (derived)": [searches[s][T]["derived"] for s in args.seeds],
+            "NASWOT, best of N random": [free[s][T]["naswot"] for s in args.seeds],
+            "SynFlow, best of N random": [free[s][T]["synflow"] for s in args.seeds],
+            "depth, then cost (no training)": [rules[T]["depth_then_cost"]],
+            "cost alone (no training)": [rules[T]["cost_alone"]],
+        }
+        per_target[f"{T:g}"] = {"controls": c, "methods": {}}
+        for name, codes in methods.items():
+            judged = [judge(gt, code, cost, T) for code in codes]
+            accs = [j.accuracy for j in judged]
+            m, lo, hi = mean_ci(accs)
+            d, dlo, dhi = mean_ci([a - bo10 for a in accs])
+            rows.append({"target": T, "method": name, "seeds": len(codes), "acc": m, "acc_low": lo, "acc_high": hi,
+                         "median_rank": statistics.median(j.rank for j in judged), "n_in_budget": judged[0].n,
+                         "top5_hits": sum(j.top_pct <= 5.0 for j in judged),
+                         "mean_top_pct": statistics.fmean(j.top_pct for j in judged),
+                         "regret": statistics.fmean(j.regret for j in judged),
+                         "vs_best_of_10": d, "vs_bo10_low": dlo, "vs_bo10_high": dhi,
+                         "over_budget": sum(not j.within_budget for j in judged)})
+            per_target[f"{T:g}"]["methods"][name] = [j.to_dict() for j in judged]
+        for n in (1, 10, 50):
+            rows.append({"target": T, "method": "random (expectation)" if n == 1 else f"best of {n} random (exact)",
+                         "seeds": None, "acc": c[f"best_of_{n}"], "acc_low": None, "acc_high": None,
+                         "median_rank": c[f"best_of_{n}_rank"], "n_in_budget": c["n_within"], "top5_hits": None,
+                         "mean_top_pct": 100.0 * c[f"best_of_{n}_rank"] / c["n_within"],
+                         "regret": c["best"] - c[f"best_of_{n}"], "vs_best_of_10": c[f"best_of_{n}"] - bo10,
+                         "vs_bo10_low": None, "vs_bo10_high": None, "over_budget": 0})
+
+    # ranking rows: the curve, plus the rules and the ceiling on the same networks
+    from spnas_core.stats import kendall_tau
+
+    rank_rows = []
+    for point in curve:
+        for kind in ("supernet", "hybrid"):
+            r = point[kind]
+            rank_rows.append({"step": point["step"], "ranker": kind, "n": r["n"], "tau": r["tau"], "low": r["low"],
+                              "high": r["high"], "tau_within_bands": r["within"],
+                              "bands": " ".join(f"{b['band']}:{b['tau']:.2f}(n={b['n']})" for b in r["bands"])})
+    seed_a = [gt[c].test_acc[0] for c in rank_codes]
+    seed_b = [gt[c].test_acc[1] for c in rank_codes]
+    refs = {"NASWOT (one init)": naswot, "depth (non-identity layers)": [float(depth(c)) for c in rank_codes],
+            "FLOPs": [float(gt[c].flops) for c in rank_codes],
+            "ceiling: one training seed vs another": seed_a}
+    for name, pred in refs.items():
+        tgt = seed_b if name.startswith("ceiling") else truth
+        r = tau_record(pred, tgt, costs, BANDS)
+        rank_rows.append({"step": None, "ranker": name, "n": r["n"], "tau": r["tau"], "low": r["low"],
+                          "high": r["high"], "tau_within_bands": r["within"],
+                          "bands": " ".join(f"{b['band']}:{b['tau']:.2f}(n={b['n']})" for b in r["bands"])})
+    walls["total"] = time.perf_counter() - t_start
+    unit = table.unit
+    plots = plot(rows, curve, args.targets, unit, out)
+    notes = notes_for(rows, rank_rows, args, unit, walls, kendall_tau)
+    record("bench_groundtruth", f"Ground truth: the search on NAS-Bench-Macro ({args.cost} budgets, "
+                                f"{len(args.seeds)} seeds)", rows,
+           notes=notes, extra={"ranking": rank_rows, "per_target": per_target, "walls_s": walls,
+                               "searches": {str(s): {f"{T:g}": v for T, v in d.items()} for s, d in searches.items()},
+                               "training_free": {str(s): {f"{T:g}": v for T, v in d.items()} for s, d in free.items()},
+                               "preset": preset + overrides, "plots": plots, "unit": unit})
+    from bench.common import print_table
+
+    print_table("ranking against the truth", rank_rows)
+    print_table("wall time (s)", [{"part": k, "seconds": v} for k, v in walls.items()])
+    return 0
+
+
+def notes_for(rows: list[dict[str, Any]], rank_rows: list[dict[str, Any]], args: argparse.Namespace, unit: str,
+              walls: dict[str, float], kendall_tau: Any) -> str:
+    """The section's reading: did the search beat best-of-10 and land in the top 5% on every target?"""
+    lines = [f"Budgets in {unit}; accuracy is NAS-Bench-Macro's mean CIFAR-10 test accuracy (three trainings) of the "
+             f"network each method picked; `top5_hits` counts seeds whose pick ranks in the top 5% of the distinct "
+             f"networks within the budget; `vs_best_of_10` is the paired difference (over search seeds, 95% t "
+             f"interval) to the exact expected best of 10 random networks within the budget."]
+    for T in args.targets:
+        win = next(r for r in rows if r["target"] == T and r["method"].startswith("single-path search"))
+        beats = win["vs_bo10_low"] is not None and win["vs_bo10_low"] == win["vs_bo10_low"] and win["vs_bo10_low"] > 0
+        lines.append(f"- {T:g} {unit}: the search's winner {win['acc']:.2f} ({win['vs_best_of_10']:+.2f} "
+                     f"[{win['vs_bo10_low']:+.2f}, {win['vs_bo10_high']:+.2f}] vs best of 10 random: "
+                     f"{'beats it' if beats else 'not distinguishable' if win['vs_bo10_high'] >= 0 else 'loses'}), "
+                     f"top 5% on {win['top5_hits']} of {win['seeds']} seeds, mean regret {win['regret']:.2f} points.")
+    last = [r for r in rank_rows if r["ranker"] in ("supernet", "hybrid")]
+    if last:
+        final_step = max(r["step"] for r in last)
+        for r in last:
+            if r["step"] == final_step:
+                lines.append(f"- ranking at the end of warm-up ({final_step} steps), {r['ranker']}: tau "
+                             f"{r['tau']:.2f} [{r['low']:.2f}, {r['high']:.2f}] over {r['n']} networks, "
+                             f"{r['tau_within_bands']:.2f} within {BANDS:g}-{unit} bands.")
+    lines.append("- wall time: " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in walls.items()) + ".")
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict[str, Any]], curve: list[dict[str, Any]], targets: list[float], unit: str, out: Path
+         ) -> list[str]:
+    """accuracy per method and target (with intervals), and the ranking curve; PNGs in bench/results/."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    fig, axes = plt.subplots(1, len(targets), figsize=(5 * len(targets), 4.5), squeeze=False)
+    for ax, T in zip(axes[0], targets):
+        rs = [r for r in rows if r["target"] == T]
+        for i, r in enumerate(rs):
+            err = None
+            if r["acc_low"] is not None and r["acc_low"] == r["acc_low"]:
+                err = [[r["acc"] - r["acc_low"]], [r["acc_high"] - r["acc"]]]
+            ax.errorbar([r["acc"]], [i], xerr=err, fmt="o", color="C3" if "single-path" in r["method"] else "C0")
+        ax.set_yticks(range(len(rs)), [r["method"] for r in rs], fontsize=7)
+        ax.set_xlabel("mean test accuracy (%)")
+        ax.set_title(f"within {T:g} {unit}", fontsize=9)
+    fig.tight_layout()
+    p = RESULTS / "groundtruth_accuracy.png"
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    fig.savefig(p, dpi=110)
+    plt.close(fig)
+    paths.append(str(p))
+    if curve:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        steps = [c["step"] for c in curve]
+        for kind, color in (("supernet", "C3"), ("hybrid", "C2")):
+            ax.errorbar(steps, [c[kind]["tau"] for c in curve],
+                        yerr=[[c[kind]["tau"] - c[kind]["low"] for c in curve],
+                              [c[kind]["high"] - c[kind]["tau"] for c in curve]], marker="o", color=color,
+                        label=f"{kind}, overall")
+            ax.plot(steps, [c[kind]["within"] for c in curve], ls="--", color=color, label=f"{kind}, within bands")
+        ax.set_xlabel("supernet training steps")
+        ax.set_ylabel("Kendall tau with the truth")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        p = RESULTS / "groundtruth_ranking.png"
+        fig.savefig(p, dpi=110)
+        plt.close(fig)
+        paths.append(str(p))
+    return paths
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

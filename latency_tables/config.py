@@ -90,6 +90,8 @@ class ProfilerConfig:
                                            "to the timed runs)")
     remote_dir: str = opt("/data/local/tmp/spnas", "adb: working folder on the phone")
     allow_soc_mismatch: bool = opt(False, "adb: profile a phone whose SoC is not soc= (recorded in meta)")
+    allow_abi_mismatch: bool = opt(False, "adb: run a benchmark binary of another ABI than the phone's primary one "
+                                          "(e.g. 32-bit on a 64-bit phone; recorded in meta)")
     retry_refused: bool = opt(False, "re-try ops the binary refused in an earlier run (meta.refused_ops)")
 
 

@@ -56,6 +56,7 @@ def make_profiler(cfg: ProfileAppConfig, device: ProfileDevice | None = None) ->
                        threads=p.threads, warmup_runs=p.warmup_runs, num_runs=p.num_runs, repeats=p.repeats,
                        enable_op_profiling=p.enable_op_profiling, expected_abi=cfg.soc.abi, soc=cfg.soc.name,
                        soc_platforms=facts.platforms if facts else (), allow_soc_mismatch=p.allow_soc_mismatch,
+                       allow_abi_mismatch=p.allow_abi_mismatch,
                        remote_dir=p.remote_dir)
 
 
@@ -153,7 +154,7 @@ def cmd_import(cfg: ProfileAppConfig) -> Path:
         raise ConfigError("spnas-profile import needs source.path=<file> (a Single-Path NAS JSON or an "
                           "OFA/ProxylessNAS YAML)")
     device = src.device or Path(src.path).stem
-    fmt = check_format(src.path, read_source(src.path), src.format.name)
+    fmt = check_format(src.path, read_source(src.path), src.format.name, warn=False)  # the importer warns once
     if fmt == "spnas":
         table = import_spnas_json(src.path, _space(cfg), src.resolution, src.num_classes, device, src.k3e3.name,
                                   src.fixed_ms, src.classifier_ms)

@@ -17,6 +17,9 @@ $(STAMP): pyproject.toml constraints.txt retrieval/proto/index.proto
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -c constraints.txt -e ".[test,k8s]"
+# Qualcomm AI Hub's client (device=aihub, and its offline tests): its protobuf<=6.31.1 pin conflicts with
+# constraints.txt, its other needs come with the test extra
+	$(BIN)/pip install -q --no-deps "qai-hub==0.56.0"
 	$(BIN)/python -m retrieval.proto
 	touch $(STAMP)
 

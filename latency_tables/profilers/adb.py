@@ -24,8 +24,8 @@ from spnas_core.errors import (
     WrongSocError,
 )
 
-from .base import Timing, fastest_run, statistic_meta
-from .parsers import _line_at, _tail, normalise_output, parse_benchmark_output
+from .base import OpProfile, Timing, fastest_run, statistic_meta
+from .parsers import _line_at, _tail, normalise_output, parse_benchmark_output, parse_op_profile
 
 log = logging.getLogger(__name__)
 
@@ -256,7 +256,7 @@ class AdbProfiler:
         self._connected = True
         return self.device_info
 
-    def measure(self, tflite: str | os.PathLike) -> Timing:
+    def measure(self, tflite: str | os.PathLike, _keep: list[tuple[Timing, str]] | None = None) -> Timing:
         """`repeats` runs of benchmark_model on the model; the fastest run's average (`Timing`)."""
         if not self._connected:
             self.connect()
@@ -277,7 +277,25 @@ class AdbProfiler:
             except RemoteCommandError as e:
                 raise _exit_error(e, tflite.name) from None
             runs.append(parse_benchmark_output(out))
+            if _keep is not None:
+                _keep.append((runs[-1], out))
         return fastest_run(runs)
+
+    def profile_ops(self, tflite: str | os.PathLike) -> OpProfile:
+        """A whole network's per-op profile: benchmark_model with `--enable_op_profiling=true`, `repeats`
+        runs, the profile of the fastest (its end-to-end figure is the run's timed average)."""
+        was = self.enable_op_profiling
+        self.enable_op_profiling = True
+        outputs: list[tuple[Timing, str]] = []
+        try:
+            self.measure(tflite, _keep=outputs)
+        finally:
+            self.enable_op_profiling = was
+        timing, text = min(outputs, key=lambda o: o[0].mean_ms)
+        return OpProfile(tuple(parse_op_profile(text)), timing.mean_ms,
+                         {"runtime": "TFLite benchmark_model --enable_op_profiling=true (adb)",
+                          "compute_unit": "CPU", "serial": self.serial, "soc": self.device_info.get("soc"),
+                          "threads": self.threads, "cores_used": self.taskset_mask or "any"})
 
     def describe(self) -> dict[str, Any]:
         return {

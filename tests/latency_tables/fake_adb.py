@@ -56,6 +56,7 @@ SILENT_255 = os.environ.get("FAKE_ADB_SILENT_255") == "1"
 BLIP_ON_PUSH = int(os.environ.get("FAKE_ADB_BLIP_ON_PUSH", "-1"))
 BLIP_ON_RUN = int(os.environ.get("FAKE_ADB_BLIP_ON_RUN", "-1"))
 NOEXEC = os.environ.get("FAKE_ADB_NOEXEC") == "1"
+OP_PROFILE = os.environ.get("FAKE_ADB_OP_PROFILE") == "1"
 FS = STATE / "fs"
 COUNTER = STATE / "benchmark_runs"
 PUSHES = STATE / "pushes"
@@ -167,6 +168,21 @@ def bench(args: list[str], out: Out) -> int:
         else:
             out(f"{info}Inference timings in us: Init: 3405, First inference: {first:.0f}, "
                 f"Warmup (avg): {wavg:.2f}, Inference (avg): {avg:.2f}")
+    if OP_PROFILE and opts.get("enable_op_profiling") == "true":
+        # benchmark_model's layout: the TFLite nodes (one XNNPACK delegate node), then the delegate's own
+        # operators; the operator table is the LiteRT profiler's real summary of this model on this CPU
+        from latency_tables.profilers.litert_ops import LiteRtOpProfiler
+
+        summary = LiteRtOpProfiler(num_runs=3, repeats=1, warmup_runs=1, profile_runs=5).profile_summary(graph)
+        out("Operator-wise Profiling Info for Regular Benchmark Runs:")
+        out("============================== Run Order ==============================")
+        out("\t             [node type]\t  [start]\t  [first]\t [avg ms]\t     [%]\t  [cdf%]\t  [mem KB]\t"
+            "[times called]\t[Name]")
+        out(f"\t   TfLiteXNNPackDelegate\t    0.000\t{first / 1e3:9.3f}\t{avg / 1e3:9.3f}\t100.000%\t100.000%\t"
+            f"     0.000\t        1\t[StatefulPartitionedCall:0]:64")
+        out("")
+        out("Delegate internal: ")
+        out(summary)
     if FAIL_AFTER:
         out("ERROR: failed to invoke the interpreter at run 51: XNNPACK delegate failed to reshape")
         out("Benchmarking failed.")

@@ -138,7 +138,8 @@ def main() -> None:
     rel = sorted((v["max_ms"] - v["min_ms"]) / max(v["min_ms"], 1e-9) for v in multi)
     record("bench_wholenet_table", "A latency table from whole-network op profiles vs micro-models (this CPU)", rows,
            notes=(f"Micro-model table `{micro.device}` ({len(micro)} rows, its own calibration: row scale "
-                  f"{micro.row_scale:.3f}, overhead {micro.overhead_ms:.3f} ms). Whole-network table: {len(d.networks)} "
+                  f"{micro.row_scale:.3f}, overhead {micro.overhead_ms:.3f} ms). Whole-network table: "
+                  f"{len(d.networks)} "
                   f"networks of the covering design (k={args.k}: {d.space_networks} of the space, "
                   f"{len(d.networks) - d.space_networks} reference nets) for the {len(keys)} keys at 224 px / 1000 "
                   f"classes, profiled per op by LiteRT's own profiler on core {core} (the ai-edge-litert Python "
@@ -159,7 +160,8 @@ def main() -> None:
                   f"reference nets (MobileNetV3-Small once per class count). Plots: "
                   f"`bench/results/wholenet_scatter.png`, `bench/results/wholenet_vs_micro.png` ({png.name}; not "
                   f"committed)."),
-           extra={"agreement": agree, "agreement_at_speed": aligned, "wholenet_vs_measured": vs_wnp, "micro_vs_measured": vs_micro,
+           extra={"agreement": agree, "agreement_at_speed": aligned, "wholenet_vs_measured": vs_wnp,
+                  "micro_vs_measured": vs_micro,
                   "micro_at_speed": at_speed, "speed_micro": speed_micro, "wholenet_level": wnp_level,
                   "design": d.summary(), "convert_s": t_convert, "profile_s": t_profile,
                   "rows_detail": [{"name": a.name, "measured_ms": m, "micro_ms": pm, "wholenet_ms": pw}

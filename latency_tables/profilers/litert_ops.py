@@ -95,6 +95,7 @@ class LiteRtOpProfiler:
         model, opts, opaque, cpu, cm, prof = vp(), vp(), vp(), vp(), vp(), vp()
         payload = ctypes.create_string_buffer(b"enable_profiling = true\n")
         threads = ctypes.create_string_buffer(f"num_threads = {self.threads}\n".encode())
+        buffers: list[int] = []
         try:
             api("LiteRtCreateModelFromFile", self._env, str(tflite).encode(), ctypes.byref(model))
             api("LiteRtCreateOptions", ctypes.byref(opts))
@@ -106,9 +107,12 @@ class LiteRtOpProfiler:
             api("LiteRtCreateCompiledModel", self._env, model, opts, ctypes.byref(cm))
             api("LiteRtCompiledModelGetProfiler", cm, ctypes.byref(prof))
             ins, n_in, outs, n_out = self._buffers(api, model, cm)
+            buffers += list(ins) + list(outs)
+
+            sz = ctypes.c_size_t  # LiteRtParamIndex and counts are size_t: passed at their width
 
             def run() -> None:
-                api("LiteRtRunCompiledModel", cm, 0, n_in, ins, n_out, outs)
+                api("LiteRtRunCompiledModel", cm, sz(0), sz(n_in), ins, sz(n_out), outs)
 
             api("LiteRtStopProfiler", prof)
             for _ in range(self.warmup_runs):
@@ -132,6 +136,8 @@ class LiteRtOpProfiler:
             api("LiteRtGetProfileSummary", prof, cm, ctypes.byref(summary))
             text = (summary.value or b"").decode(errors="replace")
         finally:
+            for b in buffers:
+                self._api.lib.LiteRtDestroyTensorBuffer(ctypes.c_void_p(b))  # type: ignore[union-attr]
             if cm:
                 self._api.lib.LiteRtDestroyCompiledModel(cm)  # type: ignore[union-attr]
             if opts:
@@ -146,8 +152,8 @@ class LiteRtOpProfiler:
         """Managed host buffers for every input and output of the first signature (zeros: the
         latency of these networks does not depend on the values)."""
         vp = ctypes.c_void_p
-        sig = vp()
-        api("LiteRtGetModelSignature", model, 0, ctypes.byref(sig))
+        sig, sz = vp(), ctypes.c_size_t
+        api("LiteRtGetModelSignature", model, sz(0), ctypes.byref(sig))
         out = []
         for count_fn, tensor_fn, req_fn in (
                 ("LiteRtGetNumSignatureInputs", "LiteRtGetSignatureInputTensorByIndex",
@@ -159,14 +165,28 @@ class LiteRtOpProfiler:
             bufs = []
             for i in range(n.value):
                 tensor, req, buf = vp(), vp(), vp()
-                api(tensor_fn, sig, i, ctypes.byref(tensor))
+                api(tensor_fn, sig, sz(i), ctypes.byref(tensor))
                 ttype = ctypes.create_string_buffer(512)  # LiteRtRankedTensorType, filled by the library
                 api("LiteRtGetRankedTensorType", tensor, ttype)
-                api(req_fn, cm, 0, i, ctypes.byref(req))
+                api(req_fn, cm, sz(0), sz(i), ctypes.byref(req))
                 api("LiteRtCreateManagedTensorBufferFromRequirements", self._env, ttype, req, ctypes.byref(buf))
                 bufs.append(buf)
+                if count_fn.endswith("Inputs"):
+                    self._fill(api, buf)
             out += [(vp * len(bufs))(*bufs), len(bufs)]
         return out[0], out[1], out[2], out[3]
+
+    @staticmethod
+    def _fill(api: _Api, buf: ctypes.c_void_p) -> None:
+        """Standard-normal float32 input, as `LocalProfiler` feeds (fresh buffers hold whatever memory held)."""
+        size, addr = ctypes.c_size_t(), ctypes.c_void_p()
+        api("LiteRtGetTensorBufferSize", buf, ctypes.byref(size))
+        api("LiteRtLockTensorBuffer", buf, ctypes.byref(addr), ctypes.c_int(1))  # kLiteRtTensorBufferLockModeWrite
+        try:
+            x = np.random.default_rng(0).standard_normal(size.value // 4).astype(np.float32)
+            ctypes.memmove(addr, x.ctypes.data, x.nbytes)
+        finally:
+            api("LiteRtUnlockTensorBuffer", buf)
 
     def measure(self, tflite: str | os.PathLike) -> Timing:
         """End-to-end timing only (the `Profiler` interface)."""

@@ -398,3 +398,26 @@ def test_a_misnamed_table_file_warns_once(tmp_path, caplog):
     with caplog.at_level("WARNING"):
         cmd_import(cfg)
     assert sum("the name says" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_resuming_a_complete_table_from_before_passes_were_recorded_measures_nothing(tmp_path):
+    """A table written complete before `meta.passes` existed is taken as having had all its passes."""
+    from latency_tables.profilers import Timing
+    from latency_tables.table import OpStats
+
+    class Counting:
+        n = 0
+
+        def measure(self, tflite):
+            Counting.n += 1
+            return Timing(1.0, 0.1, 5)
+
+        def describe(self):
+            return {}
+
+    out = tmp_path / "t.json"
+    meta = {**ADB_META, "runtime": "x", "threads": 1, "complete": True}
+    LatencyTable(meta, {k: OpStats(1.0, 0.1, 5) for k in SMALL_KEYS}).save(out)
+    res = profile_keys(SMALL_KEYS, Counting(), Path, out, ADB_META, resume=True, passes=3, progress=False)
+    assert Counting.n == 0 and res.table.meta["complete"] is True
+    assert res.table.meta["passes"]["done"] == {k: 3 for k in SMALL_KEYS}

@@ -27,8 +27,11 @@ from search_spaces.space import SPACES, Stage
 from spnas_core.errors import DeviceError, InputError
 
 FIX = Path(__file__).with_name("fixtures")
-RECORDED = json.loads((FIX / "litert_op_profile_32.json").read_text())
-RECORDED_TEXT = (FIX / "litert_op_profile_32.txt").read_text()
+
+
+def _recorded() -> tuple[dict, str]:
+    """A real LiteRT op profile of a small network of the space, recorded on this project's dev machine."""
+    return json.loads((FIX / "litert_op_profile_32.json").read_text()), (FIX / "litert_op_profile_32.txt").read_text()
 
 
 def _small_space(choices: tuple[str, ...] = ("k3_e3", "k5_e3")) -> SearchSpace:
@@ -65,11 +68,11 @@ def test_covering_design_for_the_mobilenetv3_space_counts_device_runs():
 
 # ---------------------------------------------------------------------------------- parsing and attribution
 def _recorded_arch() -> ArchSpec:
-    return ArchSpec.from_string(RECORDED["arch"])
+    return ArchSpec.from_string(_recorded()[0]["arch"])
 
 
 def test_a_recorded_litert_op_profile_is_attributed_to_every_op_key():
-    entries = parse_op_profile(RECORDED_TEXT)
+    entries = parse_op_profile(_recorded()[1])
     arch = _recorded_arch()
     ir = [op for op in ops_of(arch) if op.key.startswith("expanded_conv-")]
     assert sum(op_kind(e.node_type) == "dw" for e in entries) == len(ir)
@@ -86,7 +89,7 @@ def test_a_recorded_litert_op_profile_is_attributed_to_every_op_key():
 
 
 def test_unattributable_entries_are_reported_and_a_wrong_profile_refused():
-    entries = parse_op_profile(RECORDED_TEXT)
+    entries = parse_op_profile(_recorded()[1])
     arch = _recorded_arch()
     extra = [OpEntry("TRANSPOSE", "input_nchw", 0.01)] + entries + [OpEntry("RESHAPE", "out", 0.002)]
     at = attribute(arch, extra)
@@ -102,21 +105,21 @@ def test_unattributable_entries_are_reported_and_a_wrong_profile_refused():
 
 def test_benchmark_model_op_profiling_layouts_parse_to_the_same_entries():
     """benchmark_model: the TFLite node table (one XNNPACK delegate node) then the delegate's operators."""
-    entries = parse_op_profile(RECORDED_TEXT)
+    entries = parse_op_profile(_recorded()[1])
     bm = ("INFO: Inference timings in us: Init: 3405, First inference: 900, Warmup (avg): 800, Inference (avg): 700\n"
           "Operator-wise Profiling Info for Regular Benchmark Runs:\n"
           "============================== Run Order ==============================\n"
           "\t             [node type]\t  [start]\t  [first]\t [avg ms]\t     [%]\t  [cdf%]\t  [mem KB]\t"
           "[times called]\t[Name]\n"
           "\t   TfLiteXNNPackDelegate\t    0.000\t    0.900\t    0.700\t100.000%\t100.000%\t     0.000\t        1\t"
-          "[StatefulPartitionedCall:0]:64\n\nDelegate internal: \n" + RECORDED_TEXT)
+          "[StatefulPartitionedCall:0]:64\n\nDelegate internal: \n" + _recorded()[1])
     assert parse_op_profile(bm) == entries
     # a TFLite-node profile (no delegate): separate pads and activations attribute as well
-    rows = "\n".join(f"\t{t:>24}\t    0.000\t    0.010\t    0.010\t  1.000%\t  1.000%\t     0.000\t        1\t[n{i}]:{i}"
-                     for i, t in enumerate(RECORDED["tflite_ops"]))
+    cols = "\t    0.000\t    0.010\t    0.010\t  1.000%\t  1.000%\t     0.000\t        1"
+    rows = "\n".join(f"\t{t:>24}{cols}\t[n{i}]:{i}" for i, t in enumerate(_recorded()[0]["tflite_ops"]))
     nodes = parse_op_profile("Operator-wise Profiling Info for Regular Benchmark Runs:\n"
                              "============================== Run Order ==============================\n" + rows)
-    assert [e.node_type for e in nodes] == RECORDED["tflite_ops"]
+    assert [e.node_type for e in nodes] == _recorded()[0]["tflite_ops"]
     at = attribute(_recorded_arch(), nodes)
     assert sum(len(i) for i in at.entries) == len(nodes)
     with pytest.raises(Exception, match="no per-op profile"):
@@ -125,7 +128,7 @@ def test_benchmark_model_op_profiling_layouts_parse_to_the_same_entries():
 
 def test_table_from_profiles_is_the_median_over_networks_with_its_spread():
     arch = _recorded_arch()
-    e = parse_op_profile(RECORDED_TEXT)
+    e = parse_op_profile(_recorded()[1])
     slower = [OpEntry(x.node_type, x.name, x.ms * 1.2) for x in e]
     ats = [attribute(arch, e), attribute(arch, slower), attribute(arch, e)]
     profs = [OpProfile(tuple(e), 1.0, {}), OpProfile(tuple(slower), 1.2, {}), OpProfile(tuple(e), 1.0, {})]
@@ -274,7 +277,7 @@ def test_aihub_jobs_resume_after_a_failed_job(tmp_path):
         profile_design(d, prof, whole_model, out, meta, progress=False)
     res = profile_design(d, prof, whole_model, out, meta, resume=True, progress=False)
     assert res.reused == [a.name for a in d.networks[:2]]
-    assert len(hub.submitted) == n_submitted + len(d.networks) - 4, "finished and pending jobs are reused"
+    assert len(hub.submitted) == n_submitted + len(d.networks) - 3, "finished and pending jobs are reused"
     t = res.table
     assert t.meta["complete"] is True and t.meta["wholenet"]["networks"] == len(d.networks)
     assert t.meta["chipset"] == "qualcomm-snapdragon-845" and t.meta["compute_unit"] == "cpu"
@@ -307,7 +310,7 @@ def test_litert_op_profiler_on_this_cpu(whole_net):
     p = LiteRtOpProfiler(cpus=[max(os.sched_getaffinity(0))], num_runs=5, repeats=2, profile_runs=5)
     prof = p.profile_ops(whole_net)
     assert prof.total_ms > 0 and [op_kind(e.node_type) for e in prof.entries] == \
-        [op_kind(e.node_type) for e in parse_op_profile(RECORDED_TEXT)], "the recorded structure, re-measured"
+        [op_kind(e.node_type) for e in parse_op_profile(_recorded()[1])], "the recorded structure, re-measured"
     assert p.describe()["compute_unit"] == "CPU"
 
 

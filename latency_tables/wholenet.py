@@ -88,7 +88,11 @@ def build_table(attributions: Sequence[Attribution], profiles: Sequence[OpProfil
         "residuals_ms": overheads, "used": [True] * len(profiles), "n": len(profiles),
         "overhead_ms": m["overhead_ms"], "row_scale": 1.0}
     missing = sorted(set(keys or []) - set(ops))
-    m["wholenet"] = {**(m.get("wholenet") or {}), "networks": len(profiles), "spread": spread,
+    where = sorted({json.dumps({k: p.source[k] for k in ("runtime", "compute_unit", "compute_units", "name", "chipset",
+                                                          "serial", "soc") if p.source.get(k)}, sort_keys=True)
+                    for p in profiles})
+    m["wholenet"] = {**(m.get("wholenet") or {}), "networks": len(profiles), "profiles": len(profiles),
+                     "measured_on": [json.loads(w) for w in where], "spread": spread,
                      "unattributed": unattributed, "missing": missing}
     m["complete"] = not missing
     return LatencyTable(m, ops)

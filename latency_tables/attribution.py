@@ -34,7 +34,7 @@ from .profilers.base import OpEntry
 _KINDS = [  # (kind, pattern on the node type), first match wins: depthwise before convolution
     ("dw", r"DEPTHWISE|DWConv|Depthwise"),
     ("conv", r"CONV_2D|Convolution|Conv2d|FULLY_CONNECTED|Fully ?Connected|GEMM|MatMul|BATCH_MATMUL|\bConv\b"),
-    ("pool", r"\bMEAN\b|Mean|AVERAGE_POOL|Average ?Pool|Global ?Average|AvgPool|Reduce"),
+    ("pool", r"\bMEAN\b|Mean|\bSUM\b|AVERAGE_POOL|Average ?Pool|Global ?Average|AvgPool|Reduce|REDUCE"),
     ("add", r"\bADD\b|\bAdd\b|ElementWiseAdd"),
     ("mul", r"\bMUL\b|Multiply|ElementWiseMultiply"),
     ("act", r"HARD_SWISH|HardSwish|Hardswish|RELU|ReLU|Relu|LOGISTIC|Sigmoid|Clamp|HardSigmoid|HARD_SIGMOID|TANH"),

@@ -239,8 +239,9 @@ def cmd_wholenet(cfg: ProfileAppConfig) -> Any:
     result = profile_design(d, profiler, lambda a: whole_model_path(a, convert_to_tflite), out, meta,
                             resume=cfg.resume, force=cfg.force)
     t = result.table
-    if hasattr(profiler, "describe"):  # AI Hub learns the device it got from the first job
-        t.meta.update({k: v for k, v in profiler.describe().items() if k in ("aihub_device", "chipset")})
+    learned = {k: v for k, v in profiler.describe().items() if k in ("aihub_device", "chipset")}
+    if learned:  # AI Hub says which phone it gave once a job has run
+        t.meta.update(learned)
         t.save(out)
     w = t.meta["wholenet"]
     print(f"wrote {out}: {len(t)} rows from {w['networks']} whole-network profiles ({len(result.profiled)} this run, "

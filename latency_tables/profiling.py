@@ -111,14 +111,13 @@ def refused_path(out_path: Path) -> Path:
 
 
 def _passes_done(table: LatencyTable, passes: int) -> dict[str, int]:
-    """Passes each row already has: the recorded ones; for a row of a table from before passes were
-    recorded, all of them when that table said it was complete, else one."""
+    """Passes each row already has: the recorded ones; rows of a table from before passes were recorded
+    count as having them all (such a run re-measured nothing it kept, and neither does a resume)."""
     rec = table.meta.get("passes") if isinstance(table.meta.get("passes"), dict) else {}
     done = {k: int(v) for k, v in (rec.get("done") or {}).items() if k in table.ops}
-    default = passes if table.meta.get("_was_complete") and not rec else 1
+    default = 1 if rec else passes
     for k in table.ops:
         done.setdefault(k, default)
-    table.meta.pop("_was_complete", None)
     return done
 
 
@@ -130,9 +129,7 @@ def _open_table(out_path: Path, meta: dict[str, Any], *, resume: bool, force: bo
                             f"or force=true to measure everything again")
     if out_path.exists() and resume:
         table = LatencyTable.load(out_path)
-        was_complete = bool(table.meta.get("complete"))
         table.meta.update({k: v for k, v in meta.items() if k not in ("date", "passes")})
-        table.meta["_was_complete"] = was_complete
     else:
         table = LatencyTable(dict(meta), {})
     refused: dict[str, str] = {}

@@ -401,7 +401,7 @@ def test_a_misnamed_table_file_warns_once(tmp_path, caplog):
 
 
 def test_resuming_a_complete_table_from_before_passes_were_recorded_measures_nothing(tmp_path):
-    """A table written complete before `meta.passes` existed is taken as having had all its passes."""
+    """A table written before `meta.passes` existed is taken as having had all its passes (none re-measured)."""
     from latency_tables.profilers import Timing
     from latency_tables.table import OpStats
 
@@ -416,7 +416,7 @@ def test_resuming_a_complete_table_from_before_passes_were_recorded_measures_not
             return {}
 
     out = tmp_path / "t.json"
-    meta = {**ADB_META, "runtime": "x", "threads": 1, "complete": True}
+    meta = {**ADB_META, "runtime": "x", "threads": 1, "complete": False}
     LatencyTable(meta, {k: OpStats(1.0, 0.1, 5) for k in SMALL_KEYS}).save(out)
     res = profile_keys(SMALL_KEYS, Counting(), Path, out, ADB_META, resume=True, passes=3, progress=False)
     assert Counting.n == 0 and res.table.meta["complete"] is True

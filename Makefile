@@ -17,6 +17,10 @@ $(STAMP): pyproject.toml constraints.txt retrieval/proto/index.proto
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -c constraints.txt -e ".[test,k8s]"
+# Qualcomm AI Hub's client (device=aihub, and its offline tests) and its needs, without their declared ranges:
+# qai-hub pins protobuf<=6.31.1 and botocore python-dateutil<3, which constraints.txt does not meet
+	$(BIN)/pip install -q --no-deps qai-hub==0.56.0 backoff==2.2.1 botocore==1.44.18 deprecation==2.1.0 h5py==3.16.0 \
+		prettytable==3.19.0 requests-toolbelt==1.0.0 s3transfer==0.19.3 semver==3.2.0 jmespath==1.1.0 wcwidth==0.9.5
 	$(BIN)/python -m retrieval.proto
 	touch $(STAMP)
 

@@ -13,8 +13,9 @@ from spnas_core.errors import ConfigError
 
 
 class ProfileDevice(enum.Enum):
-    local = "this machine's CPU (LiteRT interpreter)"
+    local = "this machine's CPU (LiteRT interpreter; command=wholenet: LiteRT's op profiler)"
     adb = "a phone over adb (TFLite benchmark_model)"
+    aihub = "a Snapdragon phone in Qualcomm AI Hub (command=wholenet only; optional qai-hub client)"
 
 
 class TableFormat(enum.Enum):
@@ -90,6 +91,8 @@ class ProfilerConfig:
                                            "to the timed runs)")
     remote_dir: str = opt("/data/local/tmp/spnas", "adb: working folder on the phone")
     allow_soc_mismatch: bool = opt(False, "adb: profile a phone whose SoC is not soc= (recorded in meta)")
+    allow_abi_mismatch: bool = opt(False, "adb: run a benchmark binary of another ABI than the phone's primary one "
+                                          "(e.g. 32-bit on a 64-bit phone; recorded in meta)")
     retry_refused: bool = opt(False, "re-try ops the binary refused in an earlier run (meta.refused_ops)")
 
 
@@ -128,3 +131,25 @@ class ImportConfig:
     out: Optional[str] = opt(None, "output path (default <SPNAS_HOME>/tables/<device>.json)")
     allow_partial: bool = opt(False, "ofa tables: import a table that does not price a whole network (cut short or "
                                      "trimmed), listing what is missing in meta.missing (default: an error)")
+
+
+@dataclass
+class WholeNetConfig:
+    """`spnas-profile command=wholenet`: a table from whole-network op profiles (`latency_tables.wholenet`)."""
+
+    k: int = opt(2, "every key in at least this many profiled networks (its row is their median)")
+    resolution: Optional[int] = opt(None, "input size of the table (default: the first of `resolutions`)")
+    dry_run: bool = opt(False, "print the covering design and the device runs it needs; profile nothing")
+
+    def __post_init__(self) -> None:
+        if self.k < 1:
+            raise ConfigError(f"wholenet.k={self.k}: every key must be in at least one network (e.g. wholenet.k=2)")
+
+
+@dataclass
+class AiHubConfig:
+    """Qualcomm AI Hub (device=aihub): which phone, which compute unit; the token is the client's own."""
+
+    device: Optional[str] = opt(None, "device name as AI Hub lists it (e.g. 'Samsung Galaxy S9')")
+    chipset: Optional[str] = opt(None, "or a chipset attribute (e.g. qualcomm-snapdragon-845)")
+    compute_unit: str = opt("cpu", "cpu | gpu | npu (TFLite runtime's --compute_unit)")

@@ -320,7 +320,10 @@ def validate_table(table: LatencyTable, space: SearchSpace, vcfg: ValidateConfig
     from .validate import error_metrics, sample_validation_archs
 
     res = vcfg.resolution
-    archs = sample_validation_archs(space, vcfg.num_archs, vcfg.seed, res)
+    # a sampled network the table was built or calibrated on (a whole-network table's profiled networks) is
+    # left out; the reference nets stay (a whole-network table reads their own keys from them: said in meta)
+    used = set((table.meta.get("overhead_fit") or {}).get("arch_strings") or [])
+    archs = [a for a in sample_validation_archs(space, vcfg.num_archs, vcfg.seed, res) if a.to_string() not in used]
     archs += [ref(resolution=res) for ref in REFERENCE_NETS.values()]
     out_dir = Path(vcfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -91,8 +91,9 @@ def detect_format(text: str, path: str | os.PathLike = "<table>") -> Format:
                      f"(no op keys like 'expanded_conv-input:...' found)")
 
 
-def check_format(path: str | os.PathLike, text: str, requested: str | None) -> Format:
-    """The content's format; a requested format or a file extension that disagrees is reported."""
+def check_format(path: str | os.PathLike, text: str, requested: str | None, *, warn: bool = True) -> Format:
+    """The content's format; a requested format that disagrees is an error, a file extension that
+    disagrees a warning (`warn=False` for a caller whose importer checks the file again: one warning)."""
     found = detect_format(text, path)
     names = {"spnas": "a Single-Path NAS runtime JSON", "ofa": "an OFA/ProxylessNAS YAML table"}
     if requested and requested != "auto" and requested != found:
@@ -100,7 +101,7 @@ def check_format(path: str | os.PathLike, text: str, requested: str | None) -> F
                          f"(the format is read from the content) or pass source.format={found}")
     suffix = Path(path).suffix.lower()
     expected = {".json": "spnas", ".yaml": "ofa", ".yml": "ofa"}.get(suffix)
-    if expected and expected != found:
+    if expected and expected != found and warn:
         log.warning("%s: the name says %s but the content is %s; importing it as the content says",
                     path, names[expected], names[found])
     return found
@@ -417,7 +418,7 @@ def _rekey(f: dict[str, Any], expand: str, stem_kernel: int, head_kernel: int, h
 def import_table(path: str | os.PathLike, fmt: str = "auto", **kw: Any) -> LatencyTable:
     """Import either format, read from the content (`fmt` only checks it)."""
     text = read_source(path)
-    found = check_format(path, text, fmt)
+    found = check_format(path, text, fmt, warn=False)  # the importer below warns once
     if found == "spnas":
         return import_spnas_json(path, **kw)
     return import_ofa_yaml(path, **{k: v for k, v in kw.items() if k in ("expand", "device", "allow_partial")})

@@ -4,6 +4,7 @@ list for ops the binary refuses."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from spnas_core.errors import DeviceDisconnected, DeviceError, ModelRefusedError, RunStateError
+from spnas_core.files import write_json_atomic
 
 from .profilers.base import Profiler
 from .table import LatencyTable
@@ -33,19 +35,24 @@ def profile_keys(keys: Iterable[str], profiler: Profiler, model_for_key: Callabl
                  ) -> ProfileResult:
     """Measure every key's micro-model into the table at `out_path`, saving after each key.
 
-    With `passes > 1` the keys measured in this run are measured again in later passes, minutes
-    apart, and each row keeps its fastest pass: a slow episode (seconds long) then spoils a row only
-    if it hits it in every pass.
+    With `passes > 1` every key is measured again in later passes, minutes apart, and each row keeps
+    its fastest pass: a slow episode (seconds long) then spoils a row only if it hits it in every pass.
+    The passes each row has had are recorded (`meta.passes`), so a run cut short in pass 2 of 3 and
+    resumed finishes the missing passes, and the table is `complete` only when every row has them all.
 
     A model the binary cannot run (`ModelRefusedError`) goes on the table's skip list
     (`meta.refused_ops`, with the binary's words) and the run continues; a resumed run leaves those
-    keys alone unless `retry_refused`. With `resume`, keys already in an existing table are kept.
-    Without it, an existing table is refused unless `force`. A `DeviceDisconnected` error (in any
-    pass) saves the partial table and says how to resume.
+    keys alone unless `retry_refused`. When every op is refused there is no table to hold that list:
+    it is kept beside it (`<table>.refused.json`) and a resume reads it from there. With `resume`,
+    keys already in an existing table are kept. Without it, an existing table is refused unless
+    `force`. A `DeviceDisconnected` error (in any pass) saves the partial table and says how to resume.
     """
     out_path = Path(out_path)
     keys = list(dict.fromkeys(keys))
+    passes = max(1, int(passes))
     table, refused = _open_table(out_path, meta, resume=resume, force=force, retry_refused=retry_refused)
+    done = _passes_done(table, passes)
+    table.meta["passes"] = {"target": passes, "done": done}
     todo = [k for k in table.missing(keys) if k not in refused]
     done_before = [k for k in keys if k in table.ops]
     measured: list[str] = []
@@ -65,24 +72,53 @@ def profile_keys(keys: Iterable[str], profiler: Profiler, model_for_key: Callabl
                 log.warning("skipping %s: %s", key, e.one_line())
                 continue
             table.ops[key] = timing.stats()
+            done[key] = 1
             measured.append(key)
             save()
         for p in range(2, passes + 1):
-            _repeat_pass(table, measured, profiler, model_for_key, f"profile {table.device} pass {p}/{passes}",
-                         progress)
-            save()
+            again = [k for k in keys if k in table.ops and done.get(k, 0) < p]
+            for key in tqdm_or_list(again, progress, f"profile {table.device} pass {p}/{passes}"):
+                new = profiler.measure(model_for_key(key)).stats()
+                if new.value < table.ops[key].value:
+                    table.ops[key] = new
+                done[key] = p
+                save()
     except DeviceDisconnected as e:
         save()
+        short = sum(1 for k in keys if k in table.ops and done.get(k, 0) < passes)
         raise DeviceDisconnected(
-            f"{e}. Profiled {len(measured)} of {len(todo)} missing keys this run; the partial table is saved in "
-            f"{out_path}. Reconnect the phone and re-run with resume=true to measure only the rest.") from None
-    table.meta["complete"] = not table.missing(keys)
+            f"{e}. Profiled {len(measured)} of {len(todo)} missing keys this run ({short} row(s) still short of "
+            f"{passes} passes); the partial table is saved in {out_path}. Reconnect the phone and re-run with "
+            f"resume=true to measure only the rest.") from None
+    table.meta["complete"] = not table.missing(keys) and all(done.get(k, 0) >= passes for k in keys)
     if refused:
         log.warning("%d op(s) the binary could not run are listed in meta.refused_ops of %s", len(refused), out_path)
     if not table.ops:
-        raise DeviceError(f"no op could be measured ({len(refused)} refused, e.g. {next(iter(refused.values()), '')})")
+        side = refused_path(out_path)
+        if refused:
+            write_json_atomic(side, {"refused_ops": refused, "keys": keys})
+        raise DeviceError(f"no op could be measured: the binary refused all {len(refused)} "
+                          f"(e.g. {next(iter(refused.values()), '')}); the list is kept in {side} (a resume skips "
+                          f"them; retry_refused=true tries them again with a newer binary)")
     table.save(out_path)
+    refused_path(out_path).unlink(missing_ok=True)
     return ProfileResult(table, measured, done_before, refused_now)
+
+
+def refused_path(out_path: Path) -> Path:
+    """Where the refused ops are kept while the table has no row to carry them."""
+    return out_path.with_name(out_path.name + ".refused.json")
+
+
+def _passes_done(table: LatencyTable, passes: int) -> dict[str, int]:
+    """Passes each row already has: the recorded ones; rows of a table from before passes were recorded
+    count as having them all (such a run re-measured nothing it kept, and neither does a resume)."""
+    rec = table.meta.get("passes") if isinstance(table.meta.get("passes"), dict) else {}
+    done = {k: int(v) for k, v in (rec.get("done") or {}).items() if k in table.ops}
+    default = 1 if rec else passes
+    for k in table.ops:
+        done.setdefault(k, default)
+    return done
 
 
 def _open_table(out_path: Path, meta: dict[str, Any], *, resume: bool, force: bool,
@@ -93,22 +129,18 @@ def _open_table(out_path: Path, meta: dict[str, Any], *, resume: bool, force: bo
                             f"or force=true to measure everything again")
     if out_path.exists() and resume:
         table = LatencyTable.load(out_path)
-        table.meta.update({k: v for k, v in meta.items() if k not in ("date",)})
+        table.meta.update({k: v for k, v in meta.items() if k not in ("date", "passes")})
     else:
         table = LatencyTable(dict(meta), {})
-    refused: dict[str, str] = dict(table.meta.get("refused_ops") or {}) if resume and not retry_refused else {}
+    refused: dict[str, str] = {}
+    if resume and not retry_refused:
+        refused = dict(table.meta.get("refused_ops") or {})
+        side = refused_path(out_path)
+        if side.exists():
+            refused.update(json.loads(side.read_text()).get("refused_ops") or {})
     table.meta["complete"] = False
     table.meta["refused_ops"] = refused
     return table, refused
-
-
-def _repeat_pass(table: LatencyTable, keys: list[str], profiler: Profiler, model_for_key: Callable[[str], Path],
-                 desc: str, progress: bool) -> None:
-    """Measure `keys` once more; each row keeps its fastest pass."""
-    for key in tqdm_or_list(keys, progress, desc):
-        new = profiler.measure(model_for_key(key)).stats()
-        if new.value < table.ops[key].value:
-            table.ops[key] = new
 
 
 def tqdm_or_list(items: list[str], progress: bool, desc: str) -> Iterable[str]:

@@ -15,6 +15,7 @@ from typing import Any, Iterable
 
 from spnas_core.errors import (
     BenchmarkOutputError,
+    ModelRefusedError,
     ConfigError,
     DeviceDisconnected,
     DeviceError,
@@ -23,8 +24,8 @@ from spnas_core.errors import (
     WrongSocError,
 )
 
-from .base import Timing, fastest_run, statistic_meta
-from .parsers import _line_at, _tail, normalise_output, parse_benchmark_output
+from .base import OpProfile, Timing, fastest_run, statistic_meta
+from .parsers import _line_at, _tail, normalise_output, parse_benchmark_output, parse_op_profile
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,28 @@ class RemoteCommandError(DeviceError):
         super().__init__(f"`{command}` exited with {rc} on the phone: {_tail(output)}")
 
 
+# What a shell's exit status says about a binary that did not run (the exit code leads every message).
+EXIT_MEANINGS = {126: "not executable: permission denied (chmod 755, or a folder mounted noexec)",
+                 127: "not found on the phone", 132: "illegal instruction: built for another CPU",
+                 134: "aborted", 137: "killed (out of memory?)", 139: "segmentation fault"}
+
+
+def _exit_error(e: RemoteCommandError, model: str) -> Exception:
+    """The error for a benchmark run that exited non-zero: a refusal in the binary's own words stays a
+    `ModelRefusedError` (the run goes on without that op); anything else leads with the exit code."""
+    meaning = EXIT_MEANINGS.get(e.rc, "")
+    head = f"benchmark_model exited with {e.rc}{f' ({meaning})' if meaning else ''} on {model}"
+    try:
+        parse_benchmark_output(e.output)
+    except ModelRefusedError:
+        raise
+    except BenchmarkOutputError as pe:
+        first = str(pe).split(";", 1)[0]
+        if not first.startswith("no latency"):
+            head += f": {first}"
+    return BenchmarkOutputError(f"{head}; last lines:\n{_tail(e.output)}")
+
+
 class AdbProfiler:
     """benchmark_model on an Android phone over adb.
 
@@ -75,7 +98,8 @@ class AdbProfiler:
                  taskset_mask: str | None = None, threads: int = 1, warmup_runs: int = 10, num_runs: int = 50,
                  repeats: int = 3, enable_op_profiling: bool = False, remote_dir: str = "/data/local/tmp/spnas",
                  expected_abi: str | None = None, soc: str | None = None, soc_platforms: Iterable[str] = (),
-                 allow_soc_mismatch: bool = False, timeout_s: float = 600.0) -> None:
+                 allow_soc_mismatch: bool = False, allow_abi_mismatch: bool = False,
+                 timeout_s: float = 600.0) -> None:
         if not serial:
             raise ConfigError("device=adb needs a phone serial (see `adb devices`): profile.serial=<serial>")
         self.serial = serial
@@ -96,6 +120,7 @@ class AdbProfiler:
         self.soc = soc
         self.soc_platforms = tuple(p.lower() for p in soc_platforms)
         self.allow_soc_mismatch = bool(allow_soc_mismatch)
+        self.allow_abi_mismatch = bool(allow_abi_mismatch)
         self.timeout_s = float(timeout_s)
         self.binary_sha256 = hashlib.sha256(self.binary.read_bytes()).hexdigest()
         self.binary_abi = elf_abi(self.binary)
@@ -174,10 +199,21 @@ class AdbProfiler:
         abi = self.shell("getprop ro.product.cpu.abi").strip()
         abilist = [a for a in self.shell("getprop ro.product.cpu.abilist", check=False).strip().split(",") if a]
         abilist = abilist or [abi]
-        if self.binary_abi not in abilist and self.binary_abi != abi:
-            raise WrongABIError(f"benchmark binary {self.binary} is built for {self.binary_abi}, but phone "
-                                f"{self.serial} runs {abi} (supported: {', '.join(abilist)}); use the "
-                                f"benchmark_model build for {abi}")
+        abi_note = ""
+        if self.binary_abi != abi:
+            # A phone runs binaries of every ABI in its abilist, but a 32-bit benchmark_model on a 64-bit phone
+            # times 32-bit kernels: the table would not be the phone's. Only the primary ABI is accepted unless
+            # the caller says otherwise, and then the table's meta says so.
+            runs = self.binary_abi in abilist
+            msg = (f"benchmark binary {self.binary} is built for {self.binary_abi}, but phone {self.serial} runs "
+                   f"{abi} (supported: {', '.join(abilist)})")
+            if not runs or not self.allow_abi_mismatch:
+                hint = (f"; use the benchmark_model build for {abi}" +
+                        ("" if not runs else ", or pass profile.allow_abi_mismatch=true to time "
+                                             f"{self.binary_abi} kernels anyway (recorded in the table's meta)"))
+                raise WrongABIError(msg + hint)
+            abi_note = f"{self.binary_abi} binary on a {abi} phone (allowed by profile.allow_abi_mismatch)"
+            log.warning("%s", abi_note)
         platforms = {k: self.shell(f"getprop {k}", check=False).strip()
                      for k in ("ro.soc.model", "ro.board.platform", "ro.hardware", "ro.product.board")}
         ident = " ".join(v for v in platforms.values() if v).lower()
@@ -210,6 +246,7 @@ class AdbProfiler:
             "abi": abi,
             "abilist": abilist,
             "binary_abi": self.binary_abi,
+            "abi_mismatch_allowed": abi_note,
             "userspace_note": (f"{abi} userspace on a SoC configured as {self.expected_abi}"
                                if self.expected_abi and abi != self.expected_abi else ""),
             "android": self.shell("getprop ro.build.version.release", check=False).strip(),
@@ -219,7 +256,7 @@ class AdbProfiler:
         self._connected = True
         return self.device_info
 
-    def measure(self, tflite: str | os.PathLike) -> Timing:
+    def measure(self, tflite: str | os.PathLike, _keep: list[tuple[Timing, str]] | None = None) -> Timing:
         """`repeats` runs of benchmark_model on the model; the fastest run's average (`Timing`)."""
         if not self._connected:
             self.connect()
@@ -238,11 +275,27 @@ class AdbProfiler:
             try:
                 out = self.shell(cmd)
             except RemoteCommandError as e:
-                parse_benchmark_output(e.output)  # raises with the binary's own words when it explains
-                raise BenchmarkOutputError(f"benchmark_model exited with {e.rc} on {tflite.name}; last lines:\n"
-                                           f"{_tail(e.output)}") from None
+                raise _exit_error(e, tflite.name) from None
             runs.append(parse_benchmark_output(out))
+            if _keep is not None:
+                _keep.append((runs[-1], out))
         return fastest_run(runs)
+
+    def profile_ops(self, tflite: str | os.PathLike) -> OpProfile:
+        """A whole network's per-op profile: benchmark_model with `--enable_op_profiling=true`, `repeats`
+        runs, the profile of the fastest (its end-to-end figure is the run's timed average)."""
+        was = self.enable_op_profiling
+        self.enable_op_profiling = True
+        outputs: list[tuple[Timing, str]] = []
+        try:
+            self.measure(tflite, _keep=outputs)
+        finally:
+            self.enable_op_profiling = was
+        timing, text = min(outputs, key=lambda o: o[0].mean_ms)
+        return OpProfile(tuple(parse_op_profile(text)), timing.mean_ms,
+                         {"runtime": "TFLite benchmark_model --enable_op_profiling=true (adb)",
+                          "compute_unit": "CPU", "serial": self.serial, "soc": self.device_info.get("soc"),
+                          "threads": self.threads, "cores_used": self.taskset_mask or "any"})
 
     def describe(self) -> dict[str, Any]:
         return {

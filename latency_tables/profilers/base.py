@@ -63,3 +63,41 @@ def statistic_meta(repeats: int, num_runs: int, warmup_runs: int) -> dict[str, A
     """How a table's rows were reduced to one figure (the same on this CPU and on a phone)."""
     return {"name": STATISTIC, "repeats": repeats, "timed_runs": num_runs, "warmup_runs": warmup_runs,
             "meaning": STATISTIC_HELP}
+
+
+@dataclass(frozen=True)
+class OpEntry:
+    """One entry of a per-op profile, in run order: the runtime's node type (`CONV_2D`, `Convolution
+    (NHWC, F32) IGEMM`, ...), its name, and its average time in milliseconds."""
+
+    node_type: str
+    name: str
+    ms: float
+
+
+@dataclass(frozen=True)
+class OpProfile:
+    """A whole network's per-op profile: its entries in run order, its end-to-end latency (ms) and
+    where it was measured (runtime, compute unit, device...)."""
+
+    entries: tuple[OpEntry, ...]
+    total_ms: float
+    source: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"entries": [[e.node_type, e.name, e.ms] for e in self.entries], "total_ms": self.total_ms,
+                "source": self.source}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "OpProfile":
+        return cls(tuple(OpEntry(str(t), str(n), float(ms)) for t, n, ms in d["entries"]), float(d["total_ms"]),
+                   dict(d.get("source") or {}))
+
+
+class OpProfiler(Protocol):
+    """Anything that can profile a whole .tflite network per op (benchmark_model's op profiling over
+    adb, Qualcomm AI Hub, the LiteRT profiler on this CPU)."""
+
+    def profile_ops(self, tflite: str | os.PathLike) -> OpProfile: ...
+
+    def describe(self) -> dict[str, Any]: ...

@@ -7,7 +7,7 @@ import re
 
 from spnas_core.errors import BenchmarkOutputError, ModelRefusedError
 
-from .base import Timing
+from .base import OpEntry, Timing
 
 _NUM = r"([0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?)"
 _NEW = re.compile(r"Inference timings in us:.*?Inference \(avg\):\s*" + _NUM)
@@ -91,3 +91,48 @@ def _line_at(text: str, pos: int) -> str:
 
 def _tail(text: str) -> str:
     return "\n".join(text.strip().splitlines()[-5:]) or "(no output)"
+
+
+# ---------------------------------------------------------------------------------- per-op profiles
+# One row of TFLite's profile summarizer (benchmark_model --enable_op_profiling=true, and the LiteRT
+# profiler's summary): node type (may hold spaces), start, first, avg ms, %, cdf%, mem KB, times called, name.
+_OP_ROW = re.compile(r"^\s*(?P<type>\S.*?)\s+(?P<start>[\d.]+)\s+(?P<first>[\d.]+)\s+(?P<avg>[\d.]+)\s+"
+                     r"(?P<pct>[\d.]+)%\s+(?P<cdf>[\d.]+)%\s+(?P<mem>-?[\d.]+)\s+(?P<times>\d+)\s+(?P<name>.*?)\s*$")
+_RUN_ORDER = re.compile(r"=+ Run Order =+")
+_SECTION_END = re.compile(r"^\s*=+ (?!Run Order)|^\s*$")
+_DELEGATE_NODE = re.compile(r"Delegate$|^DELEGATE$|TfLite\w*Delegate", re.I)
+
+
+def parse_op_profile(text: str) -> list[OpEntry]:
+    """The per-op entries (run order) of a benchmark_model op-profiling output or a LiteRT profile summary.
+
+    benchmark_model prints an initialization table first and then, for the regular runs, one
+    `Run Order` table per profiled level: TFLite nodes, and for a delegate that reports its own
+    operators (XNNPACK) a second table of those. The delegate's operators replace the delegate node:
+    the result holds the finest entries the runtime reported, each exactly once."""
+    text = normalise_output(text)
+    marker = text.find("Operator-wise Profiling Info for Regular Benchmark Runs")
+    body = text[marker:] if marker >= 0 else text
+    tables: list[list[OpEntry]] = []
+    for m in _RUN_ORDER.finditer(body):
+        rows: list[OpEntry] = []
+        for line in body[m.end():].split("\n")[1:]:
+            if "[node type]" in line:
+                continue
+            r = _OP_ROW.match(line)
+            if r is None:
+                if rows and _SECTION_END.match(line):
+                    break
+                continue
+            rows.append(OpEntry(r["type"].strip(), r["name"].strip(), float(r["avg"])))
+        if rows:
+            tables.append(rows)
+    if not tables:
+        raise BenchmarkOutputError("no per-op profile in the output (was --enable_op_profiling=true passed, and did "
+                                   f"the run finish?); last lines:\n{_tail(text)}")
+    rows = [e for e in tables[0] if not (e.node_type.startswith("ModifyGraphWithDelegate") or
+                                          e.node_type == "AllocateTensors")]
+    delegated = [e for e in rows if _DELEGATE_NODE.search(e.node_type)]
+    if delegated and len(tables) > 1 and len(delegated) == len(rows):  # fully delegated: its operators, in order
+        rows = tables[1]
+    return rows

@@ -111,7 +111,7 @@ def train_main() -> None:
     run_app("train", "train and evaluate a fixed architecture", _train)
 
 
-PROFILE_COMMANDS = ("measure", "validate", "model", "import")
+PROFILE_COMMANDS = ("measure", "validate", "model", "import", "wholenet")
 
 
 def profile_main() -> None:
@@ -127,7 +127,8 @@ def profile_main() -> None:
 
     run_app("profile", "latency tables. Subcommands (first word): measure (default: profile every op of this "
                        "CPU, or a phone with device=adb), validate (whole networks vs the table), model (write the "
-                       "modeled Snapdragon tables), import (a Single-Path NAS JSON or OFA/ProxylessNAS YAML table)",
+                       "modeled Snapdragon tables), import (a Single-Path NAS JSON or OFA/ProxylessNAS YAML table), "
+                       "wholenet (a table from a few whole-network op profiles: this CPU, device=adb or device=aihub)",
             task, argv)
 
 

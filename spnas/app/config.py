@@ -10,7 +10,15 @@ from typing import Any, Optional
 from omegaconf import MISSING
 
 from export.config import ExportConfig
-from latency_tables.config import ImportConfig, ProfileDevice, ProfilerConfig, SocConfig, ValidateConfig
+from latency_tables.config import (
+    AiHubConfig,
+    ImportConfig,
+    ProfileDevice,
+    ProfilerConfig,
+    SocConfig,
+    ValidateConfig,
+    WholeNetConfig,
+)
 from nas.config import ControlsConfig, GroundTruthConfig, SearchConfig, SweepConfig
 from retrieval.config import Backend
 from search_spaces.config import ProxyConfig, SpaceConfig
@@ -24,6 +32,7 @@ ProfileCommand = enum.Enum("ProfileCommand", [
     ("validate", "whole networks measured on this CPU vs the table's predictions"),
     ("model", "write the modeled Snapdragon tables"),
     ("import", "import a Single-Path NAS JSON or an OFA / ProxylessNAS YAML table"),
+    ("wholenet", "a table from a few whole-network op profiles (this CPU, adb op profiling, Qualcomm AI Hub)"),
 ])
 
 
@@ -173,7 +182,7 @@ class ProfileAppConfig(RunConfig):
     space: SpaceConfig = opt(MISSING, "search space whose keys are profiled")
     command: ProfileCommand = opt(ProfileCommand.measure, "measure | validate | model | import "  # type: ignore[valid-type]
                                                           "(or as the first word: spnas-profile validate)")
-    device: ProfileDevice = opt(ProfileDevice.local, "local | adb")
+    device: ProfileDevice = opt(ProfileDevice.local, "local | adb | aihub (aihub: command=wholenet)")
     table_name: Optional[str] = opt(None, "default: host-<cpu> (local) or <soc>-measured (adb)")
     out: Optional[str] = opt(None, "default: <SPNAS_HOME>/tables/<table_name>.json")
     resolutions: list[int] = opt(factory=lambda: [224, 32], help="input sizes whose keys are profiled")
@@ -187,6 +196,8 @@ class ProfileAppConfig(RunConfig):
     profile: ProfilerConfig = opt(factory=ProfilerConfig, help="the profiler")
     validate: ValidateConfig = opt(factory=ValidateConfig, help="command=validate")
     source: ImportConfig = opt(factory=ImportConfig, help="command=import: the table to import")
+    wholenet: WholeNetConfig = opt(factory=WholeNetConfig, help="command=wholenet: the covering design")
+    aihub: AiHubConfig = opt(factory=AiHubConfig, help="device=aihub: the AI Hub device")
 
     def __post_init__(self) -> None:
         # `device` is what is profiled here (local | adb), not RunConfig's torch device: its check does not apply.

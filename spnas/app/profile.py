@@ -5,6 +5,8 @@
     spnas-profile validate                         # whole networks vs the host table's prediction
     spnas-profile model                            # derive the Snapdragon tables from the public measurements
     spnas-profile import source.path=pixel1_runtime_model.json space=spnas_mnasnet
+    spnas-profile wholenet resolutions=[224] num_classes=[1000]     # a table from ~11 whole-network op profiles
+    spnas-profile wholenet device=aihub aihub.chipset=qualcomm-snapdragon-845 soc=sd845
 
 The workflows live in `latency_tables` (`host` for this machine's tables, `profiling`, `importers`,
 `modeled`); this command wires them to its config and injects the export stage's converter
@@ -51,11 +53,15 @@ def make_profiler(cfg: ProfileAppConfig, device: ProfileDevice | None = None) ->
     device = device or cfg.device
     if device is ProfileDevice.local:
         return local_profiler(p)
+    if device is ProfileDevice.aihub:
+        raise ConfigError("device=aihub profiles whole networks, not single ops: use `spnas-profile wholenet "
+                          "device=aihub aihub.chipset=qualcomm-snapdragon-845`")
     facts = SOC_FACTS.get(cfg.soc.name)
     return AdbProfiler(p.serial, p.benchmark_binary, adb=p.adb, taskset_mask=p.taskset_mask or cfg.soc.taskset_mask,
                        threads=p.threads, warmup_runs=p.warmup_runs, num_runs=p.num_runs, repeats=p.repeats,
                        enable_op_profiling=p.enable_op_profiling, expected_abi=cfg.soc.abi, soc=cfg.soc.name,
                        soc_platforms=facts.platforms if facts else (), allow_soc_mismatch=p.allow_soc_mismatch,
+                       allow_abi_mismatch=p.allow_abi_mismatch,
                        remote_dir=p.remote_dir)
 
 
@@ -153,7 +159,7 @@ def cmd_import(cfg: ProfileAppConfig) -> Path:
         raise ConfigError("spnas-profile import needs source.path=<file> (a Single-Path NAS JSON or an "
                           "OFA/ProxylessNAS YAML)")
     device = src.device or Path(src.path).stem
-    fmt = check_format(src.path, read_source(src.path), src.format.name)
+    fmt = check_format(src.path, read_source(src.path), src.format.name, warn=False)  # the importer warns once
     if fmt == "spnas":
         table = import_spnas_json(src.path, _space(cfg), src.resolution, src.num_classes, device, src.k3e3.name,
                                   src.fixed_ms, src.classifier_ms)
@@ -177,7 +183,75 @@ def cmd_validate(cfg: ProfileAppConfig) -> dict[str, Any]:
     return result
 
 
-COMMANDS = {"measure": cmd_measure, "model": cmd_model, "import": cmd_import, "validate": cmd_validate}
+# ---------------------------------------------------------------------------------- whole-network profiles
+def make_op_profiler(cfg: ProfileAppConfig, jobs_file: Path) -> Any:
+    """The whole-network op profiler of a config: LiteRT's profiler on this CPU, benchmark_model's op
+    profiling over adb, or Qualcomm AI Hub (its jobs recorded in `jobs_file`, so a re-run reuses them)."""
+    if cfg.device is ProfileDevice.local:
+        from latency_tables.host import local_profiler
+        from latency_tables.profilers.litert_ops import LiteRtOpProfiler
+
+        lp = local_profiler(cfg.profile)
+        return LiteRtOpProfiler(threads=lp.threads, cpus=lp.cpus, warmup_runs=cfg.profile.warmup_runs,
+                                num_runs=cfg.profile.num_runs, repeats=cfg.profile.repeats)
+    if cfg.device is ProfileDevice.adb:
+        prof = make_profiler(cfg)
+        prof.connect()  # type: ignore[attr-defined]
+        return prof
+    from latency_tables.profilers.aihub import AiHubProfiler
+
+    return AiHubProfiler(cfg.aihub.device, cfg.aihub.chipset, cfg.aihub.compute_unit, jobs_file)
+
+
+def cmd_wholenet(cfg: ProfileAppConfig) -> Any:
+    """A table from whole-network op profiles: the covering design's networks (every key in
+    `wholenet.k` of them), converted once, profiled per op, attributed (`latency_tables.wholenet`)."""
+    from latency_tables.covering import design
+    from latency_tables.host import whole_model_path
+    from latency_tables.wholenet import device_runs, profile_design, profiles_dir
+
+    space = _space(cfg)
+    res = cfg.wholenet.resolution or cfg.resolutions[0]
+    classes = list(cfg.num_classes)
+    keys = table_keys(space, [res], classes)
+    d = design(space, keys, cfg.wholenet.k, [res], classes)
+    runs = device_runs(d, len(keys), 16 if cfg.fit_overhead else 0)
+    print(f"covering design: {len(d.networks)} networks ({d.space_networks} of space '{space.name}', "
+          f"{len(d.networks) - d.space_networks} reference nets) hold all {len(keys)} keys at {res} px, each in >= "
+          f"{cfg.wholenet.k} network(s) where the space has it; micro-models would need {runs['micro_model_runs']} "
+          f"device runs ({runs['ratio']:.1f}x as many)")
+    if cfg.wholenet.dry_run:
+        for a in d.networks:
+            print(f"  {a.name}: {a.to_string()}")
+        return d
+    if cfg.device is ProfileDevice.local:
+        name = cfg.table_name or f"{host_device_name(cfg.profile.threads)}-wholenet"
+        soc_name = "host CPU"
+    elif cfg.device is ProfileDevice.adb:
+        name, soc_name = cfg.table_name or f"{cfg.soc.name}-wholenet", cfg.soc.soc
+    else:
+        name = cfg.table_name or f"{cfg.soc.name if cfg.soc.name != 'host' else 'aihub'}-aihub"
+        soc_name = cfg.aihub.chipset or cfg.aihub.device or ""
+    out = Path(cfg.out or user_tables_dir() / f"{name}.json")
+    profiler = make_op_profiler(cfg, profiles_dir(out) / "aihub_jobs.json")
+    meta = {"device": name, "soc": soc_name, "resolutions": [res], "num_classes": classes, "versions": versions(),
+            **profiler.describe()}
+    result = profile_design(d, profiler, lambda a: whole_model_path(a, convert_to_tflite), out, meta,
+                            resume=cfg.resume, force=cfg.force)
+    t = result.table
+    learned = {k: v for k, v in profiler.describe().items() if k in ("aihub_device", "chipset")}
+    if learned:  # AI Hub says which phone it gave once a job has run
+        t.meta.update(learned)
+        t.save(out)
+    w = t.meta["wholenet"]
+    print(f"wrote {out}: {len(t)} rows from {w['networks']} whole-network profiles ({len(result.profiled)} this run, "
+          f"{len(result.reused)} reused), overhead {t.overhead_ms:.3f} ms, complete={t.meta['complete']}; judge it "
+          f"with `spnas-profile validate validate.table={out}`")
+    return t
+
+
+COMMANDS = {"measure": cmd_measure, "model": cmd_model, "import": cmd_import, "validate": cmd_validate,
+            "wholenet": cmd_wholenet}
 
 
 def run(cfg: ProfileAppConfig) -> Any:

@@ -27,6 +27,9 @@ FAKE_ADB_SILENT_255         1: a lost phone answers shell commands with exit 255
 FAKE_ADB_BLIP_ON_PUSH       the Nth push fails with `adb: error: failed to read copy response: EOF`, but the phone
                             stays (a cable that blinked: `get-state` answers `device` again at once)
 FAKE_ADB_BLIP_ON_RUN        the Nth benchmark run answers `error: device offline` (exit 1), the phone stays
+FAKE_ADB_NOEXEC             1: the pushed binary cannot be executed (`can't execute: Permission denied`, exit 126)
+FAKE_ADB_OP_PROFILE         1: `--enable_op_profiling=true` prints the per-op summary of the model as the LiteRT
+                            profiler on this CPU reports it (the summarizer benchmark_model itself uses)
 """
 
 import json
@@ -52,6 +55,8 @@ UNPLUG_ON_PUSH = int(os.environ.get("FAKE_ADB_UNPLUG_ON_PUSH", "-1"))
 SILENT_255 = os.environ.get("FAKE_ADB_SILENT_255") == "1"
 BLIP_ON_PUSH = int(os.environ.get("FAKE_ADB_BLIP_ON_PUSH", "-1"))
 BLIP_ON_RUN = int(os.environ.get("FAKE_ADB_BLIP_ON_RUN", "-1"))
+NOEXEC = os.environ.get("FAKE_ADB_NOEXEC") == "1"
+OP_PROFILE = os.environ.get("FAKE_ADB_OP_PROFILE") == "1"
 FS = STATE / "fs"
 COUNTER = STATE / "benchmark_runs"
 PUSHES = STATE / "pushes"
@@ -99,6 +104,9 @@ def bench(args: list[str], out: Out) -> int:
         print("error: device offline", file=sys.stderr)
         sys.exit(1)
     opts = dict(a[2:].split("=", 1) for a in args if a.startswith("--"))
+    if NOEXEC:
+        out("/system/bin/sh: /data/local/tmp/spnas/benchmark_model: can't execute: Permission denied")
+        return 126
     graph = local(opts["graph"])
     info = "INFO: " if ERA == "current" else ""
     out("STARTING!")
@@ -160,6 +168,21 @@ def bench(args: list[str], out: Out) -> int:
         else:
             out(f"{info}Inference timings in us: Init: 3405, First inference: {first:.0f}, "
                 f"Warmup (avg): {wavg:.2f}, Inference (avg): {avg:.2f}")
+    if OP_PROFILE and opts.get("enable_op_profiling") == "true":
+        # benchmark_model's layout: the TFLite nodes (one XNNPACK delegate node), then the delegate's own
+        # operators; the operator table is the LiteRT profiler's real summary of this model on this CPU
+        from latency_tables.profilers.litert_ops import LiteRtOpProfiler
+
+        summary = LiteRtOpProfiler(num_runs=3, repeats=1, warmup_runs=1, profile_runs=5).profile_summary(graph)
+        out("Operator-wise Profiling Info for Regular Benchmark Runs:")
+        out("============================== Run Order ==============================")
+        out("\t             [node type]\t  [start]\t  [first]\t [avg ms]\t     [%]\t  [cdf%]\t  [mem KB]\t"
+            "[times called]\t[Name]")
+        out(f"\t   TfLiteXNNPackDelegate\t    0.000\t{first / 1e3:9.3f}\t{avg / 1e3:9.3f}\t100.000%\t100.000%\t"
+            f"     0.000\t        1\t[StatefulPartitionedCall:0]:64")
+        out("")
+        out("Delegate internal: ")
+        out(summary)
     if FAIL_AFTER:
         out("ERROR: failed to invoke the interpreter at run 51: XNNPACK delegate failed to reshape")
         out("Benchmarking failed.")

@@ -11,7 +11,8 @@ import pytest
 from latency_tables.profilers import STATISTIC, AdbProfiler, LocalProfiler, elf_abi, parse_benchmark_output
 from latency_tables.profiling import profile_keys
 from latency_tables.table import LatencyTable
-from spnas_core.errors import BenchmarkOutputError, DeviceDisconnected, ModelRefusedError, WrongABIError, WrongSocError
+from spnas_core.errors import (BenchmarkOutputError, DeviceDisconnected, DeviceError, ModelRefusedError, WrongABIError,
+                               WrongSocError)
 
 from .conftest import SMALL_KEYS
 
@@ -324,3 +325,99 @@ def test_host_and_phone_rows_use_the_same_statistic(phone, small_models):
     local = LocalProfiler(warmup_runs=1, num_runs=5, min_time_s=0.01, repeats=2).describe()["statistic"]
     adb = phone(repeats=2).describe()["statistic"]
     assert local == adb and local["name"] == STATISTIC
+
+
+# ---------------------------------------------------------------------------------- issue 34: five adb defects
+def test_adb_32_bit_binary_on_a_64_bit_phone_is_refused_unless_allowed(phone, tmp_path):
+    """A 64-bit phone runs 32-bit binaries too (its abilist), but a 32-bit benchmark_model times 32-bit
+    kernels: the phone's primary ABI is required unless allowed explicitly, and then recorded."""
+    arm32 = _elf(tmp_path / "bm32", 0x28, 1)
+    with pytest.raises(WrongABIError, match="built for armeabi-v7a.*runs arm64-v8a.*allow_abi_mismatch"):
+        phone(binary=arm32).connect()
+    prof = phone(binary=arm32, allow_abi_mismatch=True)
+    info = prof.connect()
+    assert "armeabi-v7a binary on a arm64-v8a phone" in info["abi_mismatch_allowed"]
+    assert prof.describe()["phone"]["abi_mismatch_allowed"], "the table's meta says so"
+    assert phone().connect()["abi_mismatch_allowed"] == ""
+
+
+def test_adb_resume_after_a_disconnect_in_pass_2_finishes_the_missing_passes(phone, small_models, micro_cache,
+                                                                             tmp_path, monkeypatch):
+    n = len(SMALL_KEYS)
+    monkeypatch.setenv("FAKE_ADB_DISCONNECT_AFTER", str(n + 1))  # pass 1 done, one key of pass 2
+    out = tmp_path / "t.json"
+    prof = phone()
+    with pytest.raises(DeviceDisconnected, match="short of 3 passes"):
+        profile_keys(SMALL_KEYS, prof, micro_cache.get, out, {**ADB_META, **prof.describe()}, passes=3,
+                     progress=False)
+    partial = LatencyTable.load(out)
+    assert partial.meta["complete"] is False
+    assert sorted(partial.meta["passes"]["done"].values()) == [1] * (n - 1) + [2]
+    (phone.state / "disconnected").unlink()
+    monkeypatch.setenv("FAKE_ADB_DISCONNECT_AFTER", "-1")
+    (phone.state / "benchmark_runs").write_text("0")
+    res = profile_keys(SMALL_KEYS, phone(), micro_cache.get, out, ADB_META, resume=True, passes=3, progress=False)
+    full = LatencyTable.load(out)
+    assert res.measured == [] and full.meta["complete"] is True
+    assert full.meta["passes"] == {"target": 3, "done": {k: 3 for k in SMALL_KEYS}}
+    assert int((phone.state / "benchmark_runs").read_text()) == 2 * n - 1, "only the missing passes were run"
+
+
+def test_adb_refused_ops_are_kept_when_every_op_is_refused(phone, small_models, micro_cache, tmp_path, monkeypatch):
+    monkeypatch.setenv("FAKE_ADB_REFUSE", ".tflite")  # an old binary that refuses every model
+    out = tmp_path / "t.json"
+    prof = phone(repeats=3)
+    with pytest.raises(DeviceError, match="refused all 4.*refused.json"):
+        profile_keys(SMALL_KEYS, prof, micro_cache.get, out, {**ADB_META, **prof.describe()}, progress=False)
+    kept = json.loads((tmp_path / "t.json.refused.json").read_text())["refused_ops"]
+    assert set(kept) == set(SMALL_KEYS) and all("HARD_SWISH" in v for v in kept.values())
+    runs = int((phone.state / "benchmark_runs").read_text())
+    with pytest.raises(DeviceError, match="refused all 4"):
+        profile_keys(SMALL_KEYS, phone(repeats=3), micro_cache.get, out, ADB_META, resume=True, progress=False)
+    assert int((phone.state / "benchmark_runs").read_text()) == runs, "a resume does not re-run refused ops"
+
+
+def test_adb_a_binary_that_cannot_run_leads_with_its_exit_code(phone, small_models, monkeypatch):
+    monkeypatch.setenv("FAKE_ADB_NOEXEC", "1")
+    with pytest.raises(BenchmarkOutputError) as e:
+        phone().measure(small_models[SMALL_KEYS[0]])
+    msg = str(e.value)
+    assert msg.startswith("benchmark_model exited with 126 (not executable") and "no latency" not in msg
+    assert "Permission denied" in msg
+
+
+def test_a_misnamed_table_file_warns_once(tmp_path, caplog):
+    import spnas
+    from spnas.app.profile import cmd_import
+
+    official = Path(__file__).with_name("fixtures") / "spnas_pixel1_runtime_model.json"
+    renamed = tmp_path / "lut.yaml"
+    renamed.write_text(official.read_text())
+    cfg = spnas.compose("profile", ["command=import", f"source.path={renamed}", f"source.out={tmp_path / 'o.json'}",
+                                    "space=spnas_mnasnet"])
+    with caplog.at_level("WARNING"):
+        cmd_import(cfg)
+    assert sum("the name says" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_resuming_a_complete_table_from_before_passes_were_recorded_measures_nothing(tmp_path):
+    """A table written before `meta.passes` existed is taken as having had all its passes (none re-measured)."""
+    from latency_tables.profilers import Timing
+    from latency_tables.table import OpStats
+
+    class Counting:
+        n = 0
+
+        def measure(self, tflite):
+            Counting.n += 1
+            return Timing(1.0, 0.1, 5)
+
+        def describe(self):
+            return {}
+
+    out = tmp_path / "t.json"
+    meta = {**ADB_META, "runtime": "x", "threads": 1, "complete": False}
+    LatencyTable(meta, {k: OpStats(1.0, 0.1, 5) for k in SMALL_KEYS}).save(out)
+    res = profile_keys(SMALL_KEYS, Counting(), Path, out, ADB_META, resume=True, passes=3, progress=False)
+    assert Counting.n == 0 and res.table.meta["complete"] is True
+    assert res.table.meta["passes"]["done"] == {k: 3 for k in SMALL_KEYS}

@@ -50,7 +50,7 @@ def main() -> None:
     from latency_tables.validate import error_metrics, sample_validation_archs, scatter_plot
     from latency_tables.wholenet import device_runs, profile_design
     from search_spaces.reference import REFERENCE_NETS
-    from search_spaces.space import SPACES
+    from search_spaces.spaces import SPACES
 
     space = SPACES["mbv3_large"]
     micro = LatencyTable.load(args.table)

@@ -9,42 +9,6 @@ overhead and nothing to measure.
 
 from __future__ import annotations
 
-from typing import Any
+from .table import FLOPS_NAME as NAME, FLOPS_UNIT as UNIT, MacsTable
 
-from search_spaces.counts import layer_params_macs
-from spnas_core.errors import OpKeyError
-
-from .keys import layer_of_key
-from .table import LatencyTable, MissingOpsError
-
-NAME = "flops"
-UNIT = "MFLOPs"
-
-
-class MacsTable(LatencyTable):
-    """Every op's multiply-adds (millions), counted from the shape its key names."""
-
-    def __init__(self) -> None:
-        meta: dict[str, Any] = {
-            "device": NAME, "soc": "multiply-adds", "provenance": "analytic", "unit": UNIT,
-            "method": {"name": "multiply-adds counted from shapes (convolutions and fully connected layers; BN, "
-                               "activations, pooling and adds free), as NAS-Bench-Macro counts FLOPs"},
-            "overhead_ms": 0.0,
-        }
-        super().__init__(meta, {})
-
-    def _derive(self, key: str) -> float:
-        try:
-            layer = layer_of_key(key)
-        except OpKeyError:
-            raise MissingOpsError(self.device, [key], "this key is not an op whose multiply-adds can be counted") \
-                from None
-        v = layer_params_macs(layer)[1] / 1e6
-        self.derived[key] = (v, "model: multiply-adds counted from the key's shape")
-        return v
-
-    def how_to_fill(self, missing: list[str]) -> str:
-        return "the flops table counts multiply-adds of the op keys spnas writes; these keys are not among them"
-
-    def save(self, path: Any = None) -> Any:  # nothing measured: never written
-        raise OpKeyError("the flops table is computed, not stored")
+__all__ = ["MacsTable", "NAME", "UNIT"]

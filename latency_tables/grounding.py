@@ -201,7 +201,7 @@ def whole_network_checks(fits: MeasuredFits, folder: Any = None) -> list[dict[st
 # ---------------------------------------------------------------------------------- shipped tables
 def table_keys(resolution: int = 224) -> list[str]:
     """The keys a shipped table is checked on: every space's and the reference nets' at `resolution`."""
-    from search_spaces.space import SPACES
+    from search_spaces.spaces import SPACES
 
     keys: set[str] = set(ops_of_references(resolution))
     for space in SPACES.values():

@@ -81,8 +81,9 @@ def ops_of_space(space: SearchSpace, resolution: int = 224, width: float = 1.0,
     """All keys any architecture of the space can contain (every choice of every layer), sorted."""
     classes = [num_classes] if isinstance(num_classes, int) else list(num_classes)
     keys: set[str] = set()
-    for c in space.choices:
-        arch = space.decode([c] * space.num_layers, resolution, width, classes[0])
+    for c in space.options:  # every candidate, and skip (a projection's row where skipping changes the shape)
+        picks = [c if c in sl.choices else sl.choices[0] for sl in space.slots]
+        arch = space.decode(picks, resolution, width, classes[0])
         keys.update(op.key for op in ops_of(arch))
         for n in classes[1:]:
             keys.update(op.key for op in ops_of(arch.replace(num_classes=n)))

@@ -17,10 +17,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from search_spaces.counts import layer_params_macs
 from spnas_core.errors import InputNotFoundError, OpKeyError, TableError
 from spnas_core.files import write_text_atomic
 
-from .keys import ops_of
+from .keys import layer_of_key, ops_of
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 SCHEMA_PATH = Path(__file__).resolve().parent / "schema" / "lut.schema.json"
@@ -316,8 +317,6 @@ class LatencyTable:
         """Load a table by device name (`sd845`, `host`, `flops` for multiply-adds) or path; malformed tables are
         rejected."""
         if str(name_or_path) == "flops":
-            from .flops import MacsTable
-
             return MacsTable()
         path = resolve_table_path(name_or_path)
         try:
@@ -483,3 +482,37 @@ def resolve_table_path(name_or_path: str | os.PathLike) -> Path:
     raise InputNotFoundError(
         f"no latency table named '{s}' in {' or '.join(str(d) for d in table_dirs())} "
         f"(available: {', '.join(available_tables()) or 'none'})")
+
+
+# `flops`: multiply-adds as a cost table (its module, latency_tables.flops, says why).
+FLOPS_NAME = "flops"
+FLOPS_UNIT = "MFLOPs"
+
+
+class MacsTable(LatencyTable):
+    """Every op's multiply-adds (millions), counted from the shape its key names."""
+
+    def __init__(self) -> None:
+        meta: dict[str, Any] = {
+            "device": FLOPS_NAME, "soc": "multiply-adds", "provenance": "analytic", "unit": FLOPS_UNIT,
+            "method": {"name": "multiply-adds counted from shapes (convolutions and fully connected layers; BN, "
+                               "activations, pooling and adds free), as NAS-Bench-Macro counts FLOPs"},
+            "overhead_ms": 0.0,
+        }
+        super().__init__(meta, {})
+
+    def _derive(self, key: str) -> float:
+        try:
+            layer = layer_of_key(key)
+        except OpKeyError:
+            raise MissingOpsError(self.device, [key], "this key is not an op whose multiply-adds can be counted") \
+                from None
+        v = layer_params_macs(layer)[1] / 1e6
+        self.derived[key] = (v, "model: multiply-adds counted from the key's shape")
+        return v
+
+    def how_to_fill(self, missing: list[str]) -> str:
+        return "the flops table counts multiply-adds of the op keys spnas writes; these keys are not among them"
+
+    def save(self, path: Any = None) -> Any:  # nothing measured: never written
+        raise OpKeyError("the flops table is computed, not stored")

@@ -20,7 +20,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from search_spaces import SearchSpace
+from search_spaces import SKIP, SearchSpace
 
 from .ranking import RankingImages, score_paths
 from .superkernel import SuperNet
@@ -41,6 +41,11 @@ def neighbourhood(space: SearchSpace, choices: Sequence[str], radius: int) -> li
                     seen.add(tuple(cand))
                     out.append(cand)
     return out
+
+
+def depth_of(choices: Sequence[str]) -> int:
+    """Layers that are not skipped."""
+    return sum(c != SKIP for c in choices)
 
 
 def _ranks(values: Sequence[float]) -> list[float]:
@@ -80,8 +85,6 @@ def rank_finalists(net: SuperNet, candidates: Sequence[Sequence[str]], cost: Cal
     """Score the candidates whose cost is within `budget`; sorted best first. Each ranker orders the candidates
     (the supernet's held-out loss, lower better; the proxy's score, higher better; with `depth`, layers kept,
     then cost) and a candidate's rank is the mean of its ranks (ties: the costlier first)."""
-    from .start import depth_of
-
     fits = [list(c) for c in candidates if cost(c) <= budget]
     if not fits:
         return []

@@ -97,6 +97,7 @@ def score_paths(net: SuperNet, paths: Sequence[Sequence[str]], images: RankingIm
     """Each path's held-out loss and top-1 inside the supernet, BatchNorm recalibrated per path (the
     supernet's own statistics are restored afterwards)."""
     out = []
+    rng = torch.get_rng_state()  # scoring draws nothing the training after it would see
     with preserved_batchnorm(net):
         dropout = net.dropout.p
         net.dropout.p = 0.0
@@ -117,4 +118,5 @@ def score_paths(net: SuperNet, paths: Sequence[Sequence[str]], images: RankingIm
                 out.append(PathScore(tuple(choices), loss / n, correct / n))
         finally:
             net.dropout.p = dropout
+            torch.set_rng_state(rng)
     return out

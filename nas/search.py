@@ -389,7 +389,7 @@ class _EpochCounters:
 
 
 def _search_epoch(s: Search, data: DataBundle, job: SearchJob, epoch: int, crit: nn.Module,
-                  stop_at: int | None = None) -> dict[str, Any]:
+                  stop_at: int | None = None, on_step: Callable[[int, SuperNet], None] | None = None) -> dict[str, Any]:
     """The steps of one epoch (the last one may be partial; a warm-up alone stops at `stop_at`, a fork
     starts after the steps its warm-up took); returns its log record (before validation)."""
     b = s.budget
@@ -415,6 +415,9 @@ def _search_epoch(s: Search, data: DataBundle, job: SearchJob, epoch: int, crit:
         if first + i >= end:
             break
         r = search_step(s, x, y, job.search, crit, g_drop)
+        if on_step is not None:
+            on_step(s.step, s.net)
+            s.net.train()
         acc.add(r, s.net.space.num_layers)
         if r["choices"] is not None and s.step > b.total_steps - b.window_steps:
             s.window.append(r["choices"])
@@ -606,16 +609,16 @@ def run_search(search: SearchConfig, space: SearchSpace, table: LatencyTable | s
 
 def run_warmup(search: SearchConfig, space: SearchSpace, data: DataConfig | DataBundle, run_dir: str | Path, *,
                proxy: ProxyConfig | None = None, seed: int = 0, runtime: Runtime | None = None,
-               on_epoch: Callable[[int, SuperNet], None] | None = None) -> Path:
+               on_step: Callable[[int, SuperNet], None] | None = None) -> Path:
     """The warm-up steps alone (weights only, latency term off: no table needed), saved exactly as they
     end (`warmup.pt`) so every device's search, and a fleet's, forks from the same supernet. Resumable
-    from its per-epoch checkpoint like a search; returns the path of `warmup.pt`. `on_epoch(step, supernet)`
-    runs after every finished epoch and at the warm-up's last step, on the main process (e.g. to score the
-    supernet's ranking as it trains; it must leave the supernet as it found it, as `nas.ranking` does)."""
+    from its per-epoch checkpoint like a search; returns the path of `warmup.pt`. `on_step(step, supernet)`
+    runs after every optimisation step on the main process (e.g. to score the supernet's ranking at chosen
+    steps as it trains; it must leave the supernet as it found it, as `nas.ranking` does)."""
     runtime = runtime or Runtime()
     job = SearchJob(search, space, (), proxy or ProxyConfig(), "warm-up", seed, runtime.dist)
     return _with_runtime(runtime, data, seed, lambda d, compute, env: _run_warmup(job, d, Path(run_dir), compute,
-                                                                                   env, on_epoch))
+                                                                                   env, on_step))
 
 
 def _with_runtime(runtime: Runtime, data: DataConfig | DataBundle, seed: int,
@@ -647,16 +650,14 @@ def _start(job: SearchJob, data: DataBundle, run_dir: Path, compute: Compute, en
 
 
 def _epochs(s: Search, job: SearchJob, data: DataBundle, run_dir: Path, log_file: JsonLines, compute: Compute,
-            env: DistEnv, stop_at: int | None = None, on_epoch: Callable[[int, SuperNet], None] | None = None) -> float:
+            env: DistEnv, stop_at: int | None = None, on_step: Callable[[int, SuperNet], None] | None = None) -> float:
     """Run epochs from `s.start_epoch` (until the budget, or `stop_at` steps), checkpointing each."""
     crit = nn.CrossEntropyLoss(label_smoothing=job.search.label_smoothing)
     t0 = time.perf_counter()
     end = stop_at if stop_at is not None else s.budget.total_steps
     epoch = s.start_epoch
     while s.step < end:
-        rec = _search_epoch(s, data, job, epoch, crit, stop_at)
-        if on_epoch is not None and env.is_main:
-            on_epoch(s.step, s.net)
+        rec = _search_epoch(s, data, job, epoch, crit, stop_at, on_step if env.is_main else None)
         if s.carry is not None:  # a warm-up alone stopped inside this epoch: the fork finishes and logs it
             break
         rec["val_top1"] = evaluate(s.net, data.val, job.search.eval_batch_size, compute=compute, env=env)["top1"]
@@ -697,14 +698,14 @@ def _fork(s: Search, warmup: Path, log_file: JsonLines, env: DistEnv) -> None:
 
 
 def _run_warmup(job: SearchJob, data: DataBundle, run_dir: Path, compute: Compute, env: DistEnv,
-                on_epoch: Callable[[int, SuperNet], None] | None = None) -> Path:
+                on_step: Callable[[int, SuperNet], None] | None = None) -> Path:
     out = run_dir / "warmup.pt"
     if broadcast_object(out.exists(), env):
         return out
     s, log_file = _start(job, data, run_dir, compute, env, "warmup_log.jsonl")
     _resume_or_start(s, run_dir, log_file, resume=True)
     warm = s.budget.warmup_steps
-    wall = _epochs(s, job, data, run_dir, log_file, compute, env, stop_at=warm, on_epoch=on_epoch)
+    wall = _epochs(s, job, data, run_dir, log_file, compute, env, stop_at=warm, on_step=on_step)
     if env.is_main:
         atomic_torch_save({**s.checkpoint(s.step // s.budget.steps_per_epoch, wall), "format": WARMUP_FORMAT,
                            "carry": s.carry, "log": log_file.read()}, out)

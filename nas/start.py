@@ -24,13 +24,8 @@ import torch
 
 from search_spaces import SKIP, SearchSpace
 
-from .finalists import _ranks
+from .finalists import _ranks, depth_of
 from .proxies import score_arch
-
-
-def depth_of(choices: Sequence[str]) -> int:
-    """Layers that are not skipped."""
-    return sum(c != SKIP for c in choices)
 
 
 def deepest(space: SearchSpace) -> list[str]:

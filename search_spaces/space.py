@@ -272,13 +272,3 @@ SPNAS_MNASNET_SPACE = SearchSpace(
 def default_space() -> SearchSpace:
     """The MobileNetV3-Large-derived space (14 searchable layers, 2.0e9 architectures)."""
     return MOBILENET_V3_LARGE_SPACE
-
-
-def _spaces() -> dict[str, SearchSpace]:
-    from .nasbench_macro import NASBENCH_MACRO_SPACE
-
-    return {s.name: s for s in (MOBILENET_V3_LARGE_SPACE, SPNAS_MNASNET_SPACE, NASBENCH_MACRO_SPACE)}
-
-
-# Every search space a config can name (`space=<name>`); each is defined once (NAS-Bench-Macro's in its module).
-SPACES: dict[str, SearchSpace] = _spaces()

@@ -55,7 +55,7 @@ def register() -> None:
     from omegaconf import OmegaConf
 
     from latency_tables.socs import cost_options
-    from search_spaces.space import SPACES
+    from search_spaces.spaces import SPACES
 
     setup_globals()  # ${now:...}
     OmegaConf.register_new_resolver("spnas_data", _data_path, replace=True)

@@ -100,7 +100,7 @@ def cmd_measure(cfg: ProfileAppConfig) -> LatencyTable:
 def cmd_model(cfg: ProfileAppConfig) -> list[Path]:
     """Derive the Snapdragon tables: fit each measured phone, map to each SoC, scale to MobileNetV2."""
     from latency_tables.grounding import validation_summary
-    from search_spaces.space import SPACES
+    from search_spaces.spaces import SPACES
 
     resolutions = list(cfg.resolutions)
     keys: set[str] = set()

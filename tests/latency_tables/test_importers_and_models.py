@@ -16,7 +16,7 @@ from latency_tables.modeled import METHOD, SOCS, fit_measured, modeled_table
 from latency_tables.predictor import SpaceLatency, latency_breakdown, predict_latency_ms
 from latency_tables.table import LatencyTable, MissingOpsError, OpStats
 from search_spaces import SKIP, ArchSpec, default_space, mobilenet_v2
-from search_spaces.space import SPACES
+from search_spaces.spaces import SPACES
 from spnas_core.errors import TableError
 
 FIX = Path(__file__).with_name("fixtures")

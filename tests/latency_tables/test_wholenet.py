@@ -23,7 +23,8 @@ from latency_tables.profilers.parsers import parse_op_profile
 from latency_tables.table import LatencyTable
 from latency_tables.wholenet import build_table, device_runs, profile_design, profiles_dir
 from search_spaces import ArchSpec, SearchSpace
-from search_spaces.space import SPACES, Stage
+from search_spaces.space import Stage
+from search_spaces.spaces import SPACES
 from spnas_core.errors import DeviceError, InputError
 
 FIX = Path(__file__).with_name("fixtures")

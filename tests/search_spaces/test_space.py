@@ -65,7 +65,7 @@ def test_single_path_nas_mnasnet_space():
     """The paper's space: stem, 22 MBConv blocks (the first and last fixed), 20 searchable, 1280 head."""
     import torch
 
-    from search_spaces.space import SPACES
+    from search_spaces.spaces import SPACES
 
     s = SPACES["spnas_mnasnet"]
     assert s.num_layers == 20 and [(st.channels, st.repeats, st.stride) for st in s.stages] == [

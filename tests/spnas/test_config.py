@@ -76,7 +76,8 @@ def test_defaults_live_in_one_place():
 
 
 def test_the_search_space_is_defined_once():
-    from search_spaces.space import DEFAULT_CHOICES, MOBILENET_V3_LARGE_SPACE, SPACES
+    from search_spaces.space import DEFAULT_CHOICES, MOBILENET_V3_LARGE_SPACE
+    from search_spaces.spaces import SPACES
 
     assert not (CONFIGS / "space").exists()
     cfg = spnas.compose("search")

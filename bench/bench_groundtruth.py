@@ -21,7 +21,8 @@ seeds each. For each cost target T (MFLOPs with `--cost flops`, or ms on a laten
 4. ranking: Kendall tau (bootstrap interval) between the held-out loss inside the supernet (BatchNorm
    recalibrated per network, decisions fixed) and the truth, over `--rank-nets` distinct networks,
    overall and within cost bands, at the end of every warm-up epoch of the first seed (a curve over
-   training steps); beside it the hybrid the finalists use (supernet and NASWOT ranks averaged), the
+   training steps); beside it the hybrid the finalists use (the supernet's rank averaged with NASWOT's and
+   the depth rule's, as the preset's `search.finalists` sets), the
    depth rule, FLOPs, and the seed-to-seed ceiling (one training seed of the benchmark against another).
 
 Per target and method: mean accuracy over seeds with a t interval, the winner's rank, percentile and
@@ -54,7 +55,10 @@ def parse(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str]]
                    help="cost budgets (MFLOPs with --cost flops)")
     p.add_argument("--cost", default="flops", help="flops | host | sd845 | ...: the cost term and the budget's unit")
     p.add_argument("--rank-nets", type=int, default=500, help="distinct networks in the ranking curve")
-    p.add_argument("--rank-recal", type=int, default=128, help="images re-estimating BatchNorm per ranked network")
+    p.add_argument("--rank-points", type=float, nargs="+", default=[0.5, 1.0],
+                   help="where on the first seed's warm-up the ranking is measured (shares of its steps)")
+    p.add_argument("--rank-recal", type=int, default=0, help="images re-estimating BatchNorm per ranked network (0: "
+                                                           "each held-out batch normalised by its own statistics)")
     p.add_argument("--rank-eval", type=int, default=256, help="held-out images each ranked network is scored on")
     p.add_argument("--proxy-samples", type=int, default=50, help="random networks a training-free search scores")
     p.add_argument("--device", default="cpu", help="cpu | cuda (scripts/gpu_check.sh runs the harness on a GPU)")
@@ -167,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
                    "search.decision_window_steps=4", "search.batch_size=32", "data.train_limit=800",
                    "data.val_limit=400", "search.finalists.radius=1", "search.finalists.eval_images=64",
                    "search.finalists.recal_images=32"]
-        args.rank_nets, args.rank_recal, args.rank_eval = min(args.rank_nets, 12), 32, 64
+        args.rank_nets, args.rank_recal, args.rank_eval = min(args.rank_nets, 24), 0, 64
         args.proxy_samples = min(args.proxy_samples, 4)
     cfg = spnas.compose("search", preset + overrides)
     space = SearchSpace.from_config(cfg.space)
@@ -210,14 +214,25 @@ def main(argv: list[str] | None = None) -> int:
     x_proxy = to_tensor(data.train.images[:64])
     naswot = [score_arch(arch_of(c), "naswot", x_proxy, 0) for c in rank_codes]
     walls["ranking_naswot"] = time.perf_counter() - t0
+    # the finalists' ranker (the preset's search.finalists): the supernet's rank averaged with NASWOT's and,
+    # with proxy=naswot_depth, with the depth rule's (layers kept, then cost)
+    fproxy = cfg.search.finalists.proxy.name
+    depth_cost = [depth(c) * 1e6 + cost(c) for c in rank_codes]
+    hybrid_columns = ([naswot] if fproxy in ("naswot", "naswot_depth") else []) + \
+        ([depth_cost] if fproxy == "naswot_depth" else [])
+    hybrid_name = "supernet + " + {"naswot": "NASWOT", "naswot_depth": "NASWOT + depth"}.get(fproxy, "nothing")
     rank_wall = [0.0]
+    warm_steps = round(cfg.search.warmup_fraction * cfg.search.steps)
+    curve_at = {max(1, round(warm_steps * f)) for f in args.rank_points}
 
-    def on_epoch(step: int, net: Any) -> None:
+    def on_step(step: int, net: Any) -> None:
+        if step not in curve_at:
+            return
         t = time.perf_counter()
         scores = score_paths(net, [choices_of(c) for c in rank_codes], rank_images)
         sup = [-s.loss for s in scores]
         curve.append({"step": step, "supernet": tau_record(sup, truth, costs, BANDS),
-                      "hybrid": tau_record(rank_mean(sup, naswot), truth, costs, BANDS),
+                      "hybrid": tau_record(rank_mean(sup, *hybrid_columns), truth, costs, BANDS),
                       "score_s": time.perf_counter() - t})
         rank_wall[0] += time.perf_counter() - t
         c = curve[-1]
@@ -233,8 +248,8 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         first = si == 0 and not curve_path.exists()
         warm = run_warmup(cfg.search, space, data, out / f"s{seed}" / "warmup", proxy=cfg.proxy, seed=seed,
-                          runtime=runtime, on_epoch=on_epoch if first else None)
-        if first:
+                          runtime=runtime, on_step=on_step if first else None)
+        if first and curve:
             curve_path.write_text(json.dumps(curve))
         t_warm += time.perf_counter() - t0
         searches[seed] = {}
@@ -304,12 +319,14 @@ def main(argv: list[str] | None = None) -> int:
     for point in curve:
         for kind in ("supernet", "hybrid"):
             r = point[kind]
-            rank_rows.append({"step": point["step"], "ranker": kind, "n": r["n"], "tau": r["tau"], "low": r["low"],
+            rank_rows.append({"step": point["step"], "ranker": hybrid_name if kind == "hybrid" else kind,
+                              "n": r["n"], "tau": r["tau"], "low": r["low"],
                               "high": r["high"], "tau_within_bands": r["within"],
                               "bands": " ".join(f"{b['band']}:{b['tau']:.2f}(n={b['n']})" for b in r["bands"])})
     seed_a = [gt[c].test_acc[0] for c in rank_codes]
     seed_b = [gt[c].test_acc[1] for c in rank_codes]
     refs = {"NASWOT (one init)": naswot, "depth (non-identity layers)": [float(depth(c)) for c in rank_codes],
+            "NASWOT + depth (no training)": rank_mean(naswot, depth_cost),
             "FLOPs": [float(gt[c].flops) for c in rank_codes],
             "ceiling: one training seed vs another": seed_a}
     for name, pred in refs.items():
@@ -320,16 +337,21 @@ def main(argv: list[str] | None = None) -> int:
                           "bands": " ".join(f"{b['band']}:{b['tau']:.2f}(n={b['n']})" for b in r["bands"])})
     walls["total"] = time.perf_counter() - t_start
     unit = table.unit
-    plots = plot(rows, curve, args.targets, unit, out)
+    plots = plot(rows, curve, args.targets, unit, out, quick=args.quick)
     notes = notes_for(rows, rank_rows, args, unit, walls, kendall_tau)
-    record("bench_groundtruth", f"Ground truth: the search on NAS-Bench-Macro ({args.cost} budgets, "
-                                f"{len(args.seeds)} seeds)", rows,
-           notes=notes, extra={"ranking": rank_rows, "per_target": per_target, "walls_s": walls,
-                               "searches": {str(s): {f"{T:g}": v for T, v in d.items()} for s, d in searches.items()},
-                               "training_free": {str(s): {f"{T:g}": v for T, v in d.items()} for s, d in free.items()},
-                               "preset": preset + overrides, "plots": plots, "unit": unit})
     from bench.common import print_table
 
+    title = f"Ground truth: the search on NAS-Bench-Macro ({args.cost} budgets, {len(args.seeds)} seeds)"
+    extra = {"ranking": rank_rows, "per_target": per_target, "walls_s": walls,
+             "searches": {str(s): {f"{T:g}": v for T, v in d.items()} for s, d in searches.items()},
+             "training_free": {str(s): {f"{T:g}": v for T, v in d.items()} for s, d in free.items()},
+             "preset": preset + overrides, "plots": plots, "unit": unit}
+    if args.quick:  # a check of the harness, not a measurement: printed, not recorded
+        print_table(title, rows)
+        print(notes)
+        (out / "quick.json").write_text(json.dumps({"rows": rows, **extra}, default=str, indent=1))
+    else:
+        record("bench_groundtruth", title, rows, notes=notes, extra=extra)
     print_table("ranking against the truth", rank_rows)
     print_table("wall time (s)", [{"part": k, "seconds": v} for k, v in walls.items()])
     return 0
@@ -349,7 +371,7 @@ def notes_for(rows: list[dict[str, Any]], rank_rows: list[dict[str, Any]], args:
                      f"[{win['vs_bo10_low']:+.2f}, {win['vs_bo10_high']:+.2f}] vs best of 10 random: "
                      f"{'beats it' if beats else 'not distinguishable' if win['vs_bo10_high'] >= 0 else 'loses'}), "
                      f"top 5% on {win['top5_hits']} of {win['seeds']} seeds, mean regret {win['regret']:.2f} points.")
-    last = [r for r in rank_rows if r["ranker"] in ("supernet", "hybrid")]
+    last = [r for r in rank_rows if r["step"] is not None]
     if last:
         final_step = max(r["step"] for r in last)
         for r in last:
@@ -358,11 +380,17 @@ def notes_for(rows: list[dict[str, Any]], rank_rows: list[dict[str, Any]], args:
                              f"{r['tau']:.2f} [{r['low']:.2f}, {r['high']:.2f}] over {r['n']} networks, "
                              f"{r['tau_within_bands']:.2f} within {BANDS:g}-{unit} bands.")
     lines.append("- wall time: " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in walls.items()) + ".")
+    lines += ["", "Ranking against the truth (Kendall tau, 95% bootstrap interval; within bands: the n-weighted mean "
+              f"tau within {BANDS:g}-{unit} cost bands of at least 20 networks):", "",
+              "| ranker | supernet steps | n | tau | interval | within bands | per band |", "|---|---|---|---|---|---|---|"]
+    for r in rank_rows:
+        lines.append(f"| {r['ranker']} | {'' if r['step'] is None else r['step']} | {r['n']} | {r['tau']:.3f} | "
+                     f"[{r['low']:.3f}, {r['high']:.3f}] | {r['tau_within_bands']:.3f} | {r['bands']} |")
     return "\n".join(lines)
 
 
-def plot(rows: list[dict[str, Any]], curve: list[dict[str, Any]], targets: list[float], unit: str, out: Path
-         ) -> list[str]:
+def plot(rows: list[dict[str, Any]], curve: list[dict[str, Any]], targets: list[float], unit: str, out: Path,
+         quick: bool = False) -> list[str]:
     """accuracy per method and target (with intervals), and the ranking curve; PNGs in bench/results/."""
     import matplotlib
 
@@ -382,8 +410,9 @@ def plot(rows: list[dict[str, Any]], curve: list[dict[str, Any]], targets: list[
         ax.set_xlabel("mean test accuracy (%)")
         ax.set_title(f"within {T:g} {unit}", fontsize=9)
     fig.tight_layout()
-    p = RESULTS / "groundtruth_accuracy.png"
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    where = out if quick else RESULTS
+    p = where / "groundtruth_accuracy.png"
+    where.mkdir(parents=True, exist_ok=True)
     fig.savefig(p, dpi=110)
     plt.close(fig)
     paths.append(str(p))
@@ -400,7 +429,7 @@ def plot(rows: list[dict[str, Any]], curve: list[dict[str, Any]], targets: list[
         ax.set_ylabel("Kendall tau with the truth")
         ax.legend(fontsize=8)
         fig.tight_layout()
-        p = RESULTS / "groundtruth_ranking.png"
+        p = where / "groundtruth_ranking.png"
         fig.savefig(p, dpi=110)
         plt.close(fig)
         paths.append(str(p))

@@ -69,13 +69,14 @@ class FinalistsConfig:
     proxy: FinalistProxy = opt(FinalistProxy.none, "none | naswot | naswot_depth: training-free scores ranked beside "
                                                    "the supernet's")
     supernet: bool = opt(True, "rank by the supernet's held-out loss too (false: the training-free scores alone)")
-    recal_images: int = opt(128, "validation images that re-estimate BatchNorm for each finalist")
+    recal_images: int = opt(128, "validation images that re-estimate BatchNorm for each finalist (0: each held-out "
+                                 "batch is normalised by its own statistics, one pass instead of two)")
     eval_images: int = opt(256, "validation images each finalist is scored on (held-out cross-entropy)")
     max_candidates: int = opt(400, "at most this many finalists, nearest first")
 
     def __post_init__(self) -> None:
         check_range("search.finalists.radius", self.radius, 0, 4)
-        check_range("search.finalists.recal_images", self.recal_images, 1, 100_000)
+        check_range("search.finalists.recal_images", self.recal_images, 0, 100_000)
         check_range("search.finalists.eval_images", self.eval_images, 1, 100_000)
         check_range("search.finalists.max_candidates", self.max_candidates, 1, 100_000)
 

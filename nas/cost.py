@@ -67,18 +67,27 @@ def resolve_target_ms(scfg: SearchConfig, table: LatencyTable, num_classes: int)
     return float(scfg.target_fraction_of.fraction) * predict_latency_ms(ref, table)
 
 
+CEILING_SLACK = 0.15  # a ceiling search that ends more than 15% below its budget has left budget unused
+
+
 def target_verdict(target_ms: float | None, predicted_ms: float, tolerance: float, choices: list[str],
                    smallest_ms: float, largest_ms: float, window_flips: int, lam: float,
-                   unit: str = "ms") -> dict[str, Any]:
-    """Did the search land within `tolerance` of its budget? If not, the reason a user can act on."""
+                   unit: str = "ms", ceiling: bool = False) -> dict[str, Any]:
+    """Did the search land within `tolerance` of its budget? If not, the reason a user can act on.
+
+    With `ceiling` (loss=target_one_sided) the budget is a ceiling, not a point: anything within it up to
+    `tolerance` above it lands; only a network below the budget by more than CEILING_SLACK has left budget
+    unused (in a discrete space the next network up may not fit, so being somewhat below is no miss)."""
     if target_ms is None:
         return {"target_ms": None, "predicted_ms": predicted_ms, "met": None,
                 "reason": "no latency budget (loss=log): the latency term only pushes down"}
     off = predicted_ms / target_ms - 1
+    met = -CEILING_SLACK <= off <= tolerance if ceiling else abs(off) <= tolerance
     out = {"target_ms": target_ms, "predicted_ms": predicted_ms, "off_pct": 100 * off,
-           "tolerance_pct": 100 * tolerance, "met": abs(off) <= tolerance}
+           "tolerance_pct": 100 * tolerance, "met": met, "ceiling": ceiling}
     if out["met"]:
-        out["reason"] = f"landed {100 * off:+.1f}% from the budget"
+        out["reason"] = (f"landed {100 * off:+.1f}% from the budget" + (" (a ceiling: within it)" if ceiling and off <= 0
+                                                                         else ""))
     elif target_ms < smallest_ms * (1 - tolerance):
         out["reason"] = (f"the budget {target_ms:.3g} {unit} is below the smallest network of the space on this "
                          f"table ({smallest_ms:.3g} {unit}): raise the budget")

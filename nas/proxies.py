@@ -27,7 +27,7 @@ def naswot_score(model: nn.Module, x: torch.Tensor) -> float:
     codes: list[torch.Tensor] = []
 
     def hook(_m: nn.Module, _i: tuple, out: torch.Tensor) -> None:
-        codes.append((out.detach().flatten(1) > 0).to(torch.float64))
+        codes.append(out.detach().flatten(1) > 0)
 
     handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.ReLU, nn.ReLU6))]
     try:
@@ -39,8 +39,12 @@ def naswot_score(model: nn.Module, x: torch.Tensor) -> float:
             h.remove()
     n = x.shape[0]
     k = torch.zeros(n, n, dtype=torch.float64)
-    for c in codes:
-        k += c @ c.t() + (1 - c) @ (1 - c).t()
+    for code in codes:
+        # agreements of two binary codes: c_i.c_j + (1-c_i).(1-c_j) = d - a_i - a_j + 2 c_i.c_j, one product;
+        # counts are integers, exact in float32 below 2**24 features (a 32-px layer has at most ~4e5)
+        c = code.to(torch.float32 if code.shape[1] < 2 ** 24 else torch.float64)
+        a = c.sum(1, dtype=torch.float64)
+        k += code.shape[1] - a[:, None] - a[None, :] + 2 * (c @ c.t()).double()
     sign, logdet = torch.linalg.slogdet(k)
     return float(logdet) if float(sign) > 0 else float("-inf")
 
@@ -64,7 +68,7 @@ def synflow_score(model: nn.Module, input_shape: tuple[int, ...]) -> float:
     score = 0.0
     for p in model.parameters():
         if p.grad is not None:
-            score += float((p * p.grad).abs().sum())
+            score += float((p.detach() * p.grad).abs().sum())
     return score
 
 

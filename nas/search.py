@@ -509,7 +509,8 @@ def _finish(s: Search, job: SearchJob, data: DataBundle, run_dir: Path, history:
     smallest, largest = _space_extremes(s)
     fleet = isinstance(s.cost, FleetLatency)
     verdict = target_verdict(s.target, cost, scfg.target_tolerance, choices, smallest, largest, sum(flips),
-                             scfg.latency_lambda, unit="x budget" if fleet else s.tables[0].unit)
+                             scfg.latency_lambda, unit="x budget" if fleet else s.tables[0].unit,
+                             ceiling=scfg.loss is LossForm.target_one_sided)
     provenance = "+".join(sorted({t.provenance for t in s.tables}))
     plots = plot_search(history, s.net.space, run_dir, f"{job.name} ({provenance} table{'s' if fleet else ''})") \
         if main else []

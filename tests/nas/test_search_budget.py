@@ -45,3 +45,12 @@ def test_verdict_says_plainly_when_a_search_misses_its_budget():
     assert "below the smallest" in target_verdict(10.0, 20.0, 0.03, [], 20.0, 90.0, 0, 1.0)["reason"]
     assert "above the largest" in target_verdict(120.0, 90.0, 0.03, [], 20.0, 90.0, 0, 1.0)["reason"]
     assert "still changing" in target_verdict(50.0, 45.0, 0.03, [], 20.0, 90.0, 3, 1.0)["reason"]
+
+
+def test_a_ceiling_budget_lands_below_it_and_misses_only_far_below():
+    """loss=target_one_sided: the budget is a ceiling; ending a little under it is landing, not a miss."""
+    v = target_verdict(45.0, 43.2, 0.03, [], 8.0, 105.0, 0, 1.0, ceiling=True)
+    assert v["met"] is True and "within it" in v["reason"]
+    assert target_verdict(45.0, 43.2, 0.03, [], 8.0, 105.0, 0, 1.0)["met"] is False  # a point target misses
+    assert target_verdict(45.0, 30.0, 0.03, [], 8.0, 105.0, 0, 1.0, ceiling=True)["met"] is False
+    assert target_verdict(45.0, 47.0, 0.03, [], 8.0, 105.0, 0, 1.0, ceiling=True)["met"] is False

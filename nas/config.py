@@ -134,8 +134,9 @@ class SearchConfig:
                                                      "data set)")
     warmup_path_keep: Optional[float] = opt(None, "drop candidate paths at random during warm-up, keeping each "
                                                   "with this probability (the official code: 0.6; null: off)")
-    warmup_sampling: WarmupSampling = opt(WarmupSampling.decided, "decided | path_keep | uniform | fair | sandwich: the "
-                                                                  "paths the warm-up trains")
+    warmup_sampling: WarmupSampling = opt(WarmupSampling.uniform, "decided | path_keep | uniform | fair | sandwich: "
+                                                                  "the paths the warm-up trains (uniform: the supernet "
+                                                                  "ranks networks best, docs/groundtruth.md)")
     sandwich_random: int = opt(2, "warmup_sampling=sandwich: random paths per step beside the largest and smallest")
     eval_batch_size: int = opt(500, "batch size for validation")
     start: StartRule = opt(StartRule.largest, "largest | deepest | proxy: the network the threshold decisions start "
@@ -163,7 +164,8 @@ class SearchConfig:
         check_range("search.target_tolerance", self.target_tolerance, 0.0, 1.0)
         if self.warmup_path_keep is not None:
             check_range("search.warmup_path_keep", self.warmup_path_keep, 0.0, 1.0)
-            if self.warmup_sampling not in (WarmupSampling.decided, WarmupSampling.path_keep):
+            # a keep probability names the official code's sampling; it replaces the default (uniform)
+            if self.warmup_sampling in (WarmupSampling.fair, WarmupSampling.sandwich):
                 raise ConfigError(f"search.warmup_path_keep={self.warmup_path_keep} is the path_keep sampling; it cannot "
                                   f"go with search.warmup_sampling={self.warmup_sampling.name} (set it to null)")
             self.warmup_sampling = WarmupSampling.path_keep

@@ -5,6 +5,7 @@
 #
 #   bash scripts/gpu_check.sh                  # SOC=sd845 EPOCHS=10 BATCH=256 OUT=runs/gpu_check
 #   RECORD=1 bash scripts/gpu_check.sh         # also record the figures (bench/results, docs/benchmarks.md)
+#   GROUNDTRUTH=1 bash scripts/gpu_check.sh    # then the NAS-Bench-Macro harness (bench_groundtruth --device cuda)
 #   EVIDENCE=1 bash scripts/gpu_check.sh       # then the evidence preset at the cifar10 budget (experiment=evidence_gpu:
 #                                              # full CIFAR-10, 3 seeds, controls, a budget that ranks; <= 10 min)
 #
@@ -124,5 +125,16 @@ if [ "${EVIDENCE:-0}" = "1" ]; then
   echo "   $(( $(date +%s) - E0 )) s; verdicts:"
   "$PY" -c 'import json,sys; r=json.load(open(sys.argv[1])); [print("  ", h["text"]) for h in r["headline"]];
 print("   budget ranks:", r["budget"]["ranks"], "; ".join(r["budget"]["reasons"]))' "$OUT/evidence/report.json"
+  [ "${RECORD:-0}" = "1" ] || git checkout -- bench/results docs/benchmarks.md 2>/dev/null || true
+fi
+
+# The ground-truth harness (NAS-Bench-Macro, docs/groundtruth.md) at its default size on the GPU: the same
+# seeds, targets and preset as on the CPU, so its judgements compare; wall time per part in its table.
+if [ "${GROUNDTRUTH:-0}" = "1" ]; then
+  echo "== ground-truth harness on the GPU (bench_groundtruth --device cuda), limit 600 s"
+  timeout 600 "$PY" -m bench.bench_groundtruth --device cuda --out "$OUT/groundtruth" > "$OUT/groundtruth.log" 2>&1 \
+    || { echo "harness failed or exceeded 600 s (finished searches are reused: run again); tail of $OUT/groundtruth.log:";
+         tail -5 "$OUT/groundtruth.log"; exit 1; }
+  grep -E "^- " "$OUT/groundtruth.log" | head -12
   [ "${RECORD:-0}" = "1" ] || git checkout -- bench/results docs/benchmarks.md 2>/dev/null || true
 fi

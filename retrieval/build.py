@@ -137,15 +137,12 @@ def build_period(store: ListingStore, photos: PhotoStore | None, repo: Repositor
 
 
 def verify_versions(repo: Repository, bundle: str, only: Sequence[Granularity] | None = None) -> list[VersionInfo]:
-    """The newest version of each period (of the granularities `only`) whose repository files do not match
-    their manifest (`Repository.check`: size and sha256 of every file)."""
-    newest: dict[tuple[str, str], VersionInfo] = {}
-    for v in repo.versions(bundle):
-        k = (v.granularity, v.period)
-        if (only is None or v.g in only) and (k not in newest or v.snapshot_seq > newest[k].snapshot_seq):
-            newest[k] = v
+    """The versions (of the granularities `only`) whose repository files do not match their manifest
+    (`Repository.check`: size and sha256 of every file)."""
     bad = []
-    for v in newest.values():
+    for v in repo.versions(bundle):
+        if only is not None and v.g not in only:
+            continue
         try:
             repo.check(v)
         except VersionCorruptError as e:
@@ -181,10 +178,12 @@ def due(store: ListingStore, repo: Repository, bundle: str, cfg: BuildConfig, re
 
 def retain_locked(store: ListingStore, repo: Repository, retention: RetentionConfig, now: int, bundle: str,
                   in_use: Callable[[], set[VersionRef]] | None = None, timeout_s: float = 60.0,
-                  before: Callable[[], Any] | None = None) -> dict[str, Any]:
+                  before: Callable[[], Any] | None = None, damaged: set[VersionRef] | frozenset = frozenset()
+                  ) -> dict[str, Any]:
     """Retention under the store's "retention" lock (jobs of different granularities never remove versions
     at once): `before` runs first under it (the servings sync), then `in_use()` names what running
-    services use, which stays. Skipped, and said so, when another job holds the lock past `timeout_s`."""
+    services use, which stays (unless replaced and `damaged`: no restart could use it). Skipped, and said
+    so, when another job holds the lock past `timeout_s`."""
     with store.lock("retention", timeout_s) as got:
         if not got:
             log.warning("another build job holds the retention lock; retention is left to it this time")
@@ -192,7 +191,7 @@ def retain_locked(store: ListingStore, repo: Repository, retention: RetentionCon
         out: dict[str, Any] = {"retention": "done"}
         if before is not None:
             out["before"] = before()
-        removed = retain(repo, retention, now, bundle, in_use() if in_use is not None else frozenset())
+        removed = retain(repo, retention, now, bundle, in_use() if in_use is not None else frozenset(), damaged)
         out["removed"] = [v.key for v in removed]
         return out
 
@@ -202,8 +201,9 @@ def build_due(store: ListingStore, photos: PhotoStore | None, repo: Repository, 
               progress: bool = False, only: Sequence[Granularity] | None = None, *, apply_retention: bool = True,
               in_use: Callable[[], set[VersionRef]] | None = None, lock_timeout_s: float = 60.0) -> dict[str, Any]:
     """Verify the versions of the granularities `only` (`cfg.verify`), build what is due (hours, then days,
-    then months), a corrupt version included, then apply retention (under the lock, keeping what `in_use`
-    names); a summary."""
+    then months), the period of a corrupt version included (same inputs: built again under its name, its
+    files replaced; else a new version replaces it), then apply retention (under the lock, keeping what
+    `in_use` names unless replaced and corrupt); a summary."""
     now = int(time.time() if now is None else now)
     bundle = embedder.bundle_sha256
     corrupt = verify_versions(repo, bundle, only) if cfg.verify else []
@@ -213,11 +213,13 @@ def build_due(store: ListingStore, photos: PhotoStore | None, repo: Repository, 
     for g, period in due(store, repo, bundle, cfg, retention, now, only, bad):
         info, new = build_period(store, photos, repo, embedder, g, period, cfg, progress)
         (built if new else found).append(info.key)
-        if any(v.granularity == g.name and v.period == period for v in corrupt):
+        if new and info.key in {v.key for v in corrupt}:  # the same inputs built again: its files replaced
             healed.append(info.key)
     healed += [path for path in unreadable if repo.get(*path.rsplit("/", 5)[1:5]) is not None]  # manifest rewritten
     out: dict[str, Any] = {"built": built, "unchanged": found, "corrupt": [v.key for v in corrupt] + list(unreadable),
                            "healed": healed, "removed": []}
     if apply_retention:
-        out.update(retain_locked(store, repo, retention, now, bundle, in_use, lock_timeout_s))
+        out.update(retain_locked(store, repo, retention, now, bundle, in_use, lock_timeout_s, damaged=bad))
+    else:
+        out["damaged_refs"] = bad  # for the caller's retention
     return out

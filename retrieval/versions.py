@@ -360,12 +360,14 @@ def read_local(folder: str | Path) -> VersionInfo:
 
 
 def retain(repo: Repository, cfg: RetentionConfig, now: int, bundle: str | None = None,
-           in_use: set[VersionRef] | frozenset = frozenset()) -> list[VersionInfo]:
+           in_use: set[VersionRef] | frozenset = frozenset(), damaged: set[VersionRef] | frozenset = frozenset()
+           ) -> list[VersionInfo]:
     """Keep the newest version of each period within the last N periods of its granularity; remove the
     rest. An hour or day past its window goes only once a coarser version covers it (a month past its
     window goes regardless: those listings leave the search). A version in `in_use` (a running service
-    serves it, or may restart with it: `VersionInfo.ref`) is never removed; it goes at a later run, once
-    no service uses it. Returns what was removed."""
+    serves it, or may restart with it: `VersionInfo.ref`) is not removed; it goes at a later run, once
+    no service uses it; unless it is replaced and `damaged` (its files do not match: no restart could
+    use it, and its inputs are gone). Returns what was removed."""
     keep_n = {Granularity.hour: cfg.hours, Granularity.day: cfg.days, Granularity.month: cfg.months}
     oldest = {g: latest_finished(g, now, n)[-1][1] for g, n in keep_n.items()}
     vs = repo.versions(bundle)
@@ -381,7 +383,7 @@ def retain(repo: Repository, cfg: RetentionConfig, now: int, bundle: str | None 
         expired = v.start_ts < oldest[v.g]
         up = parent(v.g, v.period)
         covered = up is None or (v.bundle_id, up[0].name, up[1]) in have
-        if v.ref in in_use:
+        if v.ref in in_use and not (replaced and v.ref in damaged):
             if replaced or (expired and covered):
                 log.info("keeping %s: a service still uses it", v.key)
             continue

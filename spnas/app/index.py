@@ -87,13 +87,14 @@ def run(cfg: IndexAppConfig) -> Any:
     # nor remove versions meanwhile, and a version keeps its files while an IndexServing still serves it
     sync = (lambda: sync_servings(cfg, repo, bundle, now)) if cfg.servings else None
     summary.update(retain_locked(store, repo, cfg.retention, now, bundle, lambda: in_use(cfg), cfg.lock_timeout_s,
-                                 before=sync))
+                                 before=sync, damaged=summary.pop("damaged_refs")))
     summary["servings"] = summary.pop("before", None)
     print(f"built {len(summary['built'])} versions ({len(summary['healed'])} of them healing a corrupt one), "
           f"{len(summary['unchanged'])} unchanged, removed {len(summary['removed'])} ({summary['retention']}): "
           f"{', '.join(summary['built']) or '-'}")
     for key in summary["corrupt"]:
-        print(f"corrupt in the repository: {key} ({'built again' if key in summary['healed'] else 'not rebuilt'})")
+        what = "built again" if key in summary["healed"] else "replaced by a new version, or left to retention"
+        print(f"corrupt in the repository: {key} ({what})")
     return summary
 
 

@@ -105,6 +105,28 @@ def test_a_byte_flipped_in_the_repository_never_reaches_a_running_service_and_th
     assert build_due(c.store, None, c.repo, c.embedder, BuildConfig(), RetentionConfig(), NOW)["built"] == []
 
 
+def test_a_corrupt_version_in_use_that_a_new_build_replaces_is_removed(tmp_path):
+    """A served version is damaged in the repository and its hour has changed meanwhile: the next build
+    makes a new version of the hour, and retention removes the damaged one although a service still
+    names it (no restart could load it), so no version that fails its manifest stays visible."""
+    c = make_catalogue(tmp_path, 200, START, 3600)
+    old, _ = build_period(c.store, None, c.repo, c.embedder, H, HOUR, BuildConfig())
+    _flip(Path(old.url) / old.files["index"]["name"])
+    c.store.cache(c.embedder.bundle_sha256, ["late" + "0" * 60], unit(1, 16, 5))
+    c.store.add([Listing(10**12, START + 100, "late" + "0" * 60)])  # the hour's inputs change
+    s = build_due(c.store, None, c.repo, c.embedder, BuildConfig(), RetentionConfig(), NOW,
+                  in_use=lambda: {old.ref})
+    assert s["corrupt"] == [old.key] and len(s["built"]) == 1 and s["built"] != [old.key], s
+    assert s["removed"] == [old.key], s  # in use, but replaced and damaged
+    (v,) = c.repo.versions()
+    c.repo.check(v)
+    # an intact replaced version a service uses still stays (the rule above is for damaged ones only)
+    c.store.add([Listing(10**12 + 1, START + 200, "late" + "0" * 60)])
+    s = build_due(c.store, None, c.repo, c.embedder, BuildConfig(rebuild_changed=0.0), RetentionConfig(), NOW,
+                  in_use=lambda: {v.ref})
+    assert len(s["built"]) == 1 and s["removed"] == [] and len(c.repo.versions()) == 2, s
+
+
 def test_a_served_copy_that_changes_is_taken_out_and_its_restart_fetches_it_again(tmp_path):
     """The service's own copy (a folder, as an initContainer fetched it) is damaged in place: within a
     check the service stops answering (exit 7, nothing served from the damaged bytes), and started again

@@ -337,13 +337,15 @@ def test_bad_input_gets_one_clear_4xx_and_stores_nothing(deployment, grocery_roo
                  f'{{"vector": [1, {v}], "end": -{huge}}}', f'{{"vector": [1, {v}], "k": {huge}}}'):
         r = httpx.post(f"{url}/search", content=body, headers={"content-type": "application/json"}, timeout=30)
         assert r.status_code == 422 and r.json()["detail"], (body[:40], r.status_code, r.text[:200])
-    # a chunked body over the limit: 413 like a declared one, whichever endpoint reads it
-    def chunks():
+    # a chunked multipart body over the limit: 413 like a declared one, whichever endpoint reads it
+    def chunks(field):
+        yield (f'--b\r\nContent-Disposition: form-data; name="{field}"; filename="a.jpg"\r\n'
+               f'Content-Type: image/jpeg\r\n\r\n').encode()
         for _ in range(30):
-            yield b"x" * 100_000
+            yield b"\xff" * 100_000
     for path, headers in (("/search", {}), ("/items", d.auth)):
-        r = httpx.post(f"{url}{path}", content=chunks(), headers={**headers, "content-type":
-                                                                  "multipart/form-data; boundary=b"}, timeout=30)
+        r = httpx.post(f"{url}{path}", content=chunks("image" if path == "/search" else "images"),
+                       headers={**headers, "content-type": "multipart/form-data; boundary=b"}, timeout=30)
         assert r.status_code == 413 and "over the limit" in r.json()["detail"], (path, r.status_code, r.text[:200])
     # a PNG whose data stops after half the rows its header declares
     short = _png_short(64, 64, 32)

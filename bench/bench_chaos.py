@@ -148,6 +148,7 @@ class Cluster:
                 if url not in self.services or self.services[url].poll() is not None:
                     self.start_service(url)
             for url in [u for u in self.services if u not in need]:
+                self._note_exit(url)
                 self.services.pop(url).send_signal(signal.SIGTERM)
 
     def build_due(self, now: int | None = None, failpoint: str | None = None) -> subprocess.Popen:

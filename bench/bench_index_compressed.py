@@ -61,6 +61,11 @@ def recall(got: np.ndarray, truth: np.ndarray) -> float:
     return round(float(np.mean([len(set(a[a >= 0]) & set(b)) / len(b) for a, b in zip(got, truth)])), 4)
 
 
+def sci(n: int) -> str:
+    """1e7 for 10000000 (a title's count)."""
+    return f"{n:.0e}".replace("e+0", "e").replace("e+", "e")
+
+
 def pct(xs: list[float], q: float) -> float:
     return round(float(np.percentile(np.asarray(xs) * 1e3, q)), 3)
 
@@ -170,11 +175,12 @@ def main() -> None:
     ap.add_argument("--real", type=int, default=30_000, help="real embeddings: the fit and the held-out queries")
     ap.add_argument("--clusters", type=int, default=256, help="components of the Gaussian mixture")
     ap.add_argument("--bundle", default=str(DEFAULT_BUNDLE))
-    ap.add_argument("--knobs", default="16x4,32x4,32x10,64x10,64x20",
+    ap.add_argument("--knobs", default="32x10,32x20,32x40,32x64,64x64,32x100",
                     help="nprobe x k_factor settings of the sweep")
     ap.add_argument("--work", default=None, help="work folder (default: a new one under runs/bench)")
     ap.add_argument("--compressed", action="store_true", help="take the compressed path at any --n (a small dry run "
                                                                "of it: build.factory.hnsw_up_to below --n)")
+    ap.add_argument("--opq", action="store_true", help="an OPQ rotation in front of the PQ (build.factory.opq=true)")
     ap.add_argument("--keep", action="store_true")
     args = ap.parse_args()
 
@@ -241,8 +247,9 @@ def main() -> None:
     from retrieval.config import FactoryConfig
 
     forced = ["build.factory.flat_below=1000", f"build.factory.hnsw_up_to={args.n - 1}"] if args.compressed else []
-    cfg = BuildConfig(tmp_dir=str(work), factory=FactoryConfig(flat_below=1000, hnsw_up_to=args.n - 1) if forced
-                      else FactoryConfig())
+    forced += ["build.factory.opq=true"] if args.opq else []
+    cfg = BuildConfig(tmp_dir=str(work), factory=FactoryConfig(flat_below=1000, hnsw_up_to=args.n - 1, opq=args.opq)
+                      if args.compressed else FactoryConfig(opq=args.opq))
     factory = choose_factory(args.n, emb.dim, cfg.factory)
     t = time.perf_counter()
     build = subprocess.Popen([str(BIN / "spnas-index"), "build", f"bundle={bundle}", "granularity=month",
@@ -343,14 +350,15 @@ def main() -> None:
              f"({gen_s:.0f} s). Realism: variance share of the top 10 principal components "
              f"{realism['top10_pc_share_real']} real vs {realism['top10_pc_share_drawn']} drawn; mean inner product "
              f"of a real query with its 10th neighbour among 20k real {realism['q_10th_nn_ip_real']} vs 20k drawn "
-             f"{realism['q_10th_nn_ip_drawn']}. Exact top-10 over the 1e7 float32 vectors in {truth_s:.0f} s. Listings "
+             f"{realism['q_10th_nn_ip_drawn']}. Exact top-10 over the {sci(args.n)} float32 vectors in {truth_s:.0f} s. Listings "
              f"and embedding cache loaded into SQLite in {load_s:.0f} s (before the build, not counted). Build: "
              f"`build_period` on 2 cores (read the period with its embeddings in one snapshot, train on "
              f"{cfg.factory.train_sample} sampled vectors, add, write the float16 vectors, publish with sha256); "
              f"fetched (copy + sha256) in {fetch_s:.0f} s. Serving: `spnas-index serve` (one FAISS thread) over "
              f"gRPC on this machine; resident memory is its VmHWM; exact re-ranking reads the candidates' rows "
              f"with pread (the page cache holds them, not the process).")
-    record("bench_index_compressed", "Photo search at the deck's scale: 1e7 listings, IVF-PQ re-ranked from disk",
+    record("bench_index_compressed", f"Photo search at the deck's scale: {sci(args.n)} listings in a month, IVF-PQ "
+           "re-ranked from disk",
            rows, notes=notes, extra={"realism": realism, "factory": factory, "files": size})
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)

@@ -94,7 +94,8 @@ class SearchParams:
 
     efSearch: int = opt(64, "HNSW search depth")  # noqa: N815 - FAISS's own name
     nprobe: int = opt(32, "IVF lists visited")
-    k_factor: int = opt(4, "IVF-PQ: k * k_factor candidates re-ranked exactly")
+    k_factor: int = opt(64, "IVF-PQ: k * k_factor candidates re-ranked exactly (PQ32 codes of dense real-like "
+                            "embeddings need many: bench_index_compressed in docs/benchmarks.md)")
     exact_below: int = opt(20_000, "a window holding at most this many listings is searched exactly on its "
                                    "(contiguous, time-ordered) rows")
     max_queries: int = opt(64, "queries per Search call, refused above")

@@ -356,7 +356,12 @@ def read_local(folder: str | Path) -> VersionInfo:
     p = Path(folder) / MANIFEST
     if not p.is_file():
         raise InputNotFoundError(f"{folder} is not an index version (no {MANIFEST}); fetch one with spnas-index fetch")
-    return VersionInfo.from_json(json.loads(p.read_text()), str(folder))
+    try:
+        return VersionInfo.from_json(json.loads(p.read_text()), str(folder))
+    except (ValueError, KeyError, TypeError) as e:  # truncated or not ours: the same clear error as a fetch
+        raise VersionCorruptError(f"{folder}: its {MANIFEST} is unreadable ({str(e)[:120]}); fetch the version "
+                                  f"again (spnas-index fetch) or let the next build of its period write it "
+                                  f"(spnas-index build-due)") from None
 
 
 def retain(repo: Repository, cfg: RetentionConfig, now: int, bundle: str | None = None,

@@ -127,6 +127,18 @@ def test_a_corrupt_version_in_use_that_a_new_build_replaces_is_removed(tmp_path)
     assert len(s["built"]) == 1 and s["removed"] == [] and len(c.repo.versions()) == 2, s
 
 
+def test_a_version_folder_with_a_truncated_manifest_is_refused_with_one_clear_error(tmp_path):
+    """A service given a folder whose manifest.json is cut short said JSONDecodeError (bench_chaos)."""
+    from retrieval.versions import VersionCorruptError, open_version
+
+    c = make_catalogue(tmp_path, 50, START, 3600)
+    info, _ = build_period(c.store, None, c.repo, c.embedder, H, HOUR, BuildConfig())
+    m = Path(info.url) / "manifest.json"
+    m.write_text(m.read_text()[:100])
+    with pytest.raises(VersionCorruptError, match="manifest.json is unreadable"):
+        open_version(info.url, tmp_path / "cache")
+
+
 def test_a_served_copy_that_changes_is_taken_out_and_its_restart_fetches_it_again(tmp_path):
     """The service's own copy (a folder, as an initContainer fetched it) is damaged in place: within a
     check the service stops answering (exit 7, nothing served from the damaged bytes), and started again

@@ -1,5 +1,6 @@
 """Chaos benchmark of the photo search as the deck builds it: mixed load while the gateway, an index
-service and a build job are SIGKILLed, then everything acknowledged is read back.
+service and a build job are SIGKILLed, versions are corrupted in place in the repository and rebuilt
+versions are retired under load, then everything acknowledged is read back.
 
     python -m bench.bench_chaos [--seconds 30] [--concurrency 4 16] [--listings 600]
 
@@ -8,18 +9,34 @@ worker processes, in a process group of its own, killed whole as a pod is), one 
 per version the planner uses, and `spnas-index build-due` jobs; the listing store is one SQLite file
 they share. The store is seeded with Grocery train photos over the past hours and built first.
 
-Each run: N concurrent clients do 70% photo searches, 20% adds (new listings, with the token) and 10%
-deletes (of listings they added, or seeded ones) for a fixed time; at 1/4 of it the gateway is
-SIGKILLed, at 1/2 the index service of the version holding the most listings, at 3/4 a build-due job
-in flight (at a random moment); each comes back one second later, as its Deployment (or the next
-CronJob) brings it back. Afterwards:
+Each run: N concurrent clients do 70% photo searches, 20% adds (new listings, with the token; a third
+of them "late": timed in an hour that already has a version, so the next build replaces that hour's
+version while its service still serves) and 10% deletes (of listings they added, or seeded ones)
+for a fixed time; at 1/4 of it the gateway is SIGKILLed; at 3/8 the repository is damaged in place
+(one byte flipped in the index of the largest served version, the index of a served hour truncated,
+the manifest of another version truncated); at 1/2 the index service of the version holding the
+most listings is SIGKILLed; at 5/8 a build-due runs (it finds the damage, builds those versions
+again, replaces the hours changed by late adds, and keeps the replaced versions whose services still
+run), and the services are brought in line with the plan (the controller's job: new versions
+started, replaced ones stopped); at 3/4 a build-due job is SIGKILLed in flight (at a random moment).
+Each killed process comes back one second later, as its Deployment (or the next CronJob) brings it
+back; a restarted service gets a fresh cache, as a new pod gets a fresh emptyDir, so it fetches its
+version from the repository again (a damaged one is refused until the build heals it). Meanwhile a
+monitor polls the gateway's /ready every 100 ms, and every search answer is checked against the
+embedding cache (each returned score must be the inner product of the query's and the listing's
+embeddings: a damaged index would answer garbage). Afterwards:
 
 - from the listing store: acknowledged adds lost (not active) and acknowledged deletes undone (active);
 - a build killed before its manifest (failpoint) leaves no version, its rerun publishes exactly the
   versions the inputs name, and a further rerun builds nothing; versions visible after the kills
   under load all match their manifests;
 - from a search after that build: every acknowledged add found (its photo, in a one-second window at
-  its time), no acknowledged delete returned, no listing twice in one answer.
+  its time), no acknowledged delete returned, no listing twice in one answer;
+- garbage answers served (a score off by more than 1e-3 from the exact inner product, or a listing
+  the store does not have): target 0; every damaged version healed (its files match again, or it was
+  replaced and retired) by the next build: target all; services that could not start because
+  retention had removed their version: target 0; /ready polls answered 503 while the gateway ran and
+  an index service served: target 0.
 """
 
 from __future__ import annotations
@@ -57,6 +74,8 @@ class Cluster:
 
     def __init__(self, work: Path, bundle: Path, port: int) -> None:
         self.work, self.bundle, self.port = work, bundle, port
+        self.pods = 0  # each service start gets a fresh cache folder, as a new pod a fresh emptyDir
+        self.exits: list[tuple[str, str]] = []  # services that ended on their own: (url, the last line they said)
         self.url = f"http://127.0.0.1:{port}"
         self.announce = work / "services"
         self.token_file = work / "token"
@@ -81,20 +100,34 @@ class Cluster:
         os.killpg(self.gateway.pid, signal.SIGKILL)  # the whole pod: the uvicorn parent and both workers
         self.gateway.wait()
 
+    def _note_exit(self, url: str) -> None:
+        p = self.services.get(url)
+        if p is not None and p.poll() is not None and not getattr(p, "noted", False) and p.returncode not in (
+                0, -signal.SIGKILL, -signal.SIGTERM):
+            lines = Path(p.log).read_text().strip().splitlines()
+            self.exits.append((url, (lines[-1] if lines else f"exit {p.returncode}")[-300:]))
+            p.noted = True  # type: ignore[attr-defined]
+
     def start_service(self, url: str) -> None:
+        self._note_exit(url)
+        self.pods += 1
+        log = self.logs / f"service-{self.pods}.log"
         self.services[url] = subprocess.Popen(
             [str(BIN / "spnas-index"), "serve", f"version={url}", f"root={self.work}", f"announce_dir={self.announce}",
-             "follow_s=0.5"], env=self.env, stdout=self._log("services"), stderr=subprocess.STDOUT)
+             f"locations.cache={self.work / 'pods' / str(self.pods)}", "follow_s=0.5", "verify_every_s=5"],
+            env=self.env, stdout=open(log, "w"), stderr=subprocess.STDOUT)
+        self.services[url].log = log  # type: ignore[attr-defined]
 
     def kill_service(self, url: str) -> None:
-        self.services[url].send_signal(signal.SIGKILL)
+        self.services[url].send_signal(signal.SIGKILL)  # its announcement stays: the resolver ignores a dead pid
         self.services[url].wait()
-        for p in self.announce.glob("*.json"):  # a killed process cannot withdraw; its endpoint goes stale
-            try:
-                if json.loads(p.read_text())["version"].endswith(url.rsplit("/", 1)[1]):
-                    p.unlink()
-            except (OSError, ValueError, KeyError):
-                pass
+
+    def exited(self) -> list[tuple[str, str]]:
+        """Services that ended on their own (not killed or stopped by us): (url, their last line)."""
+        with self.lock:
+            for url in list(self.services):
+                self._note_exit(url)
+        return self.exits
 
     def needed(self, repo: Any, bundle_id: str) -> dict[str, Any]:
         from retrieval.config import Granularity, RetentionConfig
@@ -115,13 +148,14 @@ class Cluster:
                 if url not in self.services or self.services[url].poll() is not None:
                     self.start_service(url)
             for url in [u for u in self.services if u not in need]:
+                self._note_exit(url)
                 self.services.pop(url).send_signal(signal.SIGTERM)
 
     def build_due(self, now: int | None = None, failpoint: str | None = None) -> subprocess.Popen:
         env = {**self.env, **({"SPNAS_FAILPOINTS": failpoint} if failpoint else {})}
         return subprocess.Popen([str(BIN / "spnas-index"), "build-due", f"bundle={self.bundle}", f"root={self.work}",
-                                 "progress=false", *([f"now={now}"] if now else [])], env=env,
-                                stdout=self._log("builds"), stderr=subprocess.STDOUT)
+                                 "progress=false", f"announce_dir={self.announce}", *([f"now={now}"] if now else [])],
+                                env=env, stdout=self._log("builds"), stderr=subprocess.STDOUT)
 
     def ready(self, timeout: float = 120) -> float:
         import httpx
@@ -154,8 +188,11 @@ class Load:
     """Mixed load from N clients; remembers what was acknowledged."""
 
     def __init__(self, url: str, token: str, photos: list[bytes], seeded: list[int], mix: dict[str, float],
-                 first_id: int) -> None:
+                 first_id: int, late_hours: list[int] | None = None) -> None:
         self.url, self.token, self.photos, self.mix = url, token, photos, mix
+        self.late_hours = late_hours or []  # starts of hours with a version: a late add lands in one
+        self.answers: list[tuple[int, list[tuple[int, float]]]] = []  # (photo index, [(id, score)]) of searches
+        self.partial = 0
         self.seeded = list(seeded)
         self.lat: dict[str, list[float]] = defaultdict(list)
         self.codes: dict[str, Counter] = defaultdict(Counter)
@@ -200,8 +237,11 @@ class Load:
                                       data={"k": "10"})
             elif op == "add":
                 item = self.next_id = self.next_id + 1
+                data = {"ids": str(item)}
+                if self.late_hours and rng.random() < 1 / 3:
+                    data["ts"] = str(rng.choice(self.late_hours) + rng.randrange(3600))
                 r = await client.post(f"{self.url}/items", files=[("images", ("l.jpg", self.photos[j], "image/jpeg"))],
-                                      data={"ids": str(item)}, headers=auth)
+                                      data=data, headers=auth)
             else:
                 pool = self.mine if (self.mine and rng.random() < 0.5) or not self.seeded else self.seeded
                 if not pool:
@@ -213,6 +253,10 @@ class Load:
             code = 0  # refused or cut: the gateway was down
         self.lat[op].append(time.perf_counter() - t)
         self.codes[op][code] += 1
+        if op == "search" and code == 200:
+            body = r.json()
+            self.answers.append((j, [(h["id"], h["score"]) for h in body["results"]]))
+            self.partial += bool(body["partial"])
         if code == 0:
             await asyncio.sleep(0.05)  # a client backs off when the gateway does not answer
         if op == "add" and code == 200:
@@ -225,6 +269,117 @@ class Load:
             self.unknown.add(item)
 
 
+class ReadyMonitor:
+    """Polls the gateway's /ready every 100 ms: how often it answered 503 while the gateway ran and at
+    least one index service was serving (what the Service would have lost), and why."""
+
+    def __init__(self, cluster: Cluster) -> None:
+        self.cluster, self.stop = cluster, threading.Event()
+        self.polls, self.lost, self.down, self.reasons = 0, 0, 0, Counter()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def serving(self) -> bool:
+        from retrieval.resolver import DirectoryResolver
+
+        return bool(DirectoryResolver(self.cluster.announce).addresses())
+
+    def run(self) -> None:
+        import httpx
+
+        with httpx.Client(timeout=2) as cl:
+            while not self.stop.wait(0.1):
+                try:
+                    r = cl.get(f"{self.cluster.url}/ready")
+                except httpx.HTTPError:
+                    self.down += 1  # the gateway itself is down (killed): not a readiness verdict
+                    continue
+                self.polls += 1
+                if r.status_code != 200 and self.serving():
+                    self.lost += 1
+                    self.reasons.update(r.json().get("reasons", ["?"]))
+
+
+def garbage(loads: list["Load"], store: Any, emb: Any, photos: list[bytes]) -> dict[str, Any]:
+    """Answers whose scores are not the inner product of the query's and the listing's embeddings (what a
+    damaged index would serve), or that name a listing the store does not have."""
+    from spnas_core.images import decode_rgb
+
+    qv = emb.embed([decode_rgb(p) for p in photos])
+    ids = sorted({i for ld in loads for _, hits in ld.answers for i, _ in hits})
+    rows = store.get(ids)
+    vecs, found = store.cached(emb.bundle_sha256, [rows[i].photo for i in ids if i in rows], emb.dim)
+    vec = {i: v for i, v, f in zip([i for i in ids if i in rows], vecs, found) if f}
+    bad, worst, checked = 0, 0.0, 0
+    for ld in loads:
+        for j, hits in ld.answers:
+            for i, score in hits:
+                checked += 1
+                if i not in vec or not np.isfinite(score):
+                    bad += 1
+                    continue
+                err = abs(float(qv[j] @ vec[i]) - score)
+                worst = max(worst, err)
+                bad += err > 1e-3
+    return {"answers": sum(len(ld.answers) for ld in loads), "results_checked": checked, "garbage": bad,
+            "largest_score_error": round(worst, 6)}
+
+
+def damage(repo: Any, bundle_id: str, need: dict[str, Any]) -> dict[str, str]:
+    """In-place damage in the repository: a byte flipped in the index of the largest served version, the
+    index of a served hour truncated, the manifest of another version truncated. Returns key -> what."""
+    served = sorted(need.values(), key=lambda v: -v.count)
+    out = {}
+    big = served[0]
+    f = Path(big.url) / big.files["index"]["name"]
+    data = bytearray(f.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    with open(f, "r+b") as fh:  # in place, as a disk or a stray process would: same inode, same size
+        fh.write(data)
+    out[big.key] = "byte flipped in its index"
+    hour = next((v for v in served[1:] if v.granularity == "hour"), None)
+    if hour is not None:
+        os.truncate(Path(hour.url) / hour.files["index"]["name"], hour.files["index"]["size"] // 2)
+        out[hour.key] = "index truncated to half"
+    other = next((v for v in served[1:] if v.key not in out), None)
+    if other is not None:
+        m = Path(other.url) / "manifest.json"
+        os.truncate(m, m.stat().st_size // 3)
+        out[other.key] = "manifest truncated to a third"
+    return out
+
+
+def healed(repo: Any, damaged: dict[str, str], versions_before: dict[str, Any]) -> dict[str, str]:
+    """For each damaged version: 'rebuilt' (its files match again), 'replaced' (a newer version of its
+    period took over and it was retired), or what is still wrong."""
+    from spnas_core.errors import VersionCorruptError
+
+    now = {v.key: v for v in repo.versions()}
+    out = {}
+    for key in damaged:
+        v = now.get(key)
+        if v is None:
+            old = versions_before[key]
+            newer = [w for w in now.values() if (w.granularity, w.period) == (old.granularity, old.period)]
+            out[key] = "replaced" if newer else "missing"
+            continue
+        try:
+            repo.check(v)
+            out[key] = "rebuilt"
+        except VersionCorruptError as e:
+            out[key] = f"still corrupt: {e}"[:200]
+    return out
+
+
+def _matches(repo: Any, v: Any) -> bool:
+    from spnas_core.errors import VersionCorruptError
+
+    try:
+        repo.check(v)
+        return True
+    except VersionCorruptError:
+        return False
+
+
 def verify_versions(repo: Any, cache: Path) -> int:
     """Versions visible whose files do not match their manifest (a killed build must leave none)."""
     from retrieval.versions import open_version, verify
@@ -233,7 +388,7 @@ def verify_versions(repo: Any, cache: Path) -> int:
     bad = 0
     for v in repo.versions():
         try:
-            verify(*open_version(v.url, cache))
+            verify(*open_version(v.url, cache / v.version))
         except VersionCorruptError:
             bad += 1
     return bad
@@ -299,14 +454,31 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
     loads: list[Load] = []
     bad_versions, killed_builds = 0, []
+    damaged: dict[str, str] = {}
+    before_damage: dict[str, Any] = {}
+    builds_under_load: list[int] = []
     seeded_ids = list(range(seeded))
+    monitor = ReadyMonitor(cluster)
+    monitor.thread.start()
     try:
         for run, c in enumerate(args.concurrency):
+            hours = sorted({v.start_ts for v in repo.versions() if v.granularity == "hour"})
             load = Load(cluster.url, token, photos, seeded_ids, {"search": 0.7, "add": 0.2, "delete": 0.1},
-                        first_id=10**12 + run * 10**10)
+                        first_id=10**12 + run * 10**10, late_hours=hours)
             seeded_ids = load.seeded  # deletes of seeded listings are not drawn twice across runs
             victims: dict[str, Any] = {}
             bad_box = [0]
+
+            def corrupt() -> None:
+                need = cluster.needed(repo, emb.bundle_sha256)
+                before_damage.update({v.key: v for v in repo.versions()})
+                done = damage(repo, emb.bundle_sha256, need)
+                damaged.update(done)
+                victims["damaged"] = ", ".join(f"{k.split('/', 1)[1]}: {w}" for k, w in done.items())
+
+            def build_and_sync() -> None:
+                builds_under_load.append(cluster.build_due().wait())  # heals the damage, replaces late-changed hours
+                cluster.sync_services(repo, emb.bundle_sha256)
 
             def kill_gateway() -> None:
                 cluster.kill_gateway()
@@ -328,11 +500,12 @@ def main() -> None:
                 time.sleep(at)
                 job.send_signal(signal.SIGKILL)
                 rc = job.wait()
-                new = {v.url for v in repo.versions()} - before
+                new = [v for v in repo.versions() if v.url not in before]
                 killed_builds.append({"after_s": round(at, 2), "rc": rc, "published_before_kill": len(new)})
-                bad_box[0] += verify_versions(repo, work / "cache")
+                bad_box[0] += sum(1 for v in new if not _matches(repo, v))  # a half version made visible
 
-            events = [(args.seconds / 4, kill_gateway), (args.seconds / 2, kill_service),
+            events = [(args.seconds / 4, kill_gateway), (3 * args.seconds / 8, corrupt),
+                      (args.seconds / 2, kill_service), (5 * args.seconds / 8, build_and_sync),
                       (3 * args.seconds / 4, kill_build)]
             took = asyncio.run(load.run(c, args.seconds, events))
             bad_versions += bad_box[0]
@@ -342,8 +515,10 @@ def main() -> None:
             n = sum(sum(v.values()) for v in load.codes.values())
             bad = sum(v for op in load.codes.values() for k, v in op.items() if k == 0 or k >= 500)
             gap = max((b - a for a, b in zip(load.acked_at, load.acked_at[1:])), default=float("nan"))
-            rows.append({"run": f"c={c}: kill gateway, {victims.get('service', 'a service')}, a build job",
+            rows.append({"run": f"c={c}: kill gateway; damage {victims.get('damaged', '-')}; kill "
+                                f"{victims.get('service', 'a service')}; build + sync; kill a build job",
                          "concurrency": c, "requests": n, "non_4xx_error_rate": round(bad / max(n, 1), 4),
+                         "partial_answers": load.partial,
                          "4xx": sum(v for op in load.codes.values() for k, v in op.items() if 400 <= k < 500),
                          "search_per_s": round(load.codes["search"][200] / took, 1),
                          "search_p50_ms": pct(load.lat["search"], 50), "search_p99_ms": pct(load.lat["search"], 99),
@@ -375,6 +550,9 @@ def main() -> None:
         cluster.sync_services(repo, emb.bundle_sha256)
         time.sleep(1.0)
         cluster.ready()
+        heal = healed(repo, damaged, before_damage)
+        exits = cluster.exited()
+        retired_in_use = [why for _, why in exits if "not a published index version" in why]
 
         # ------------------------------------------------------------ read back: the store, then searches
         rows_now = store.get(list(added) + list(deleted))
@@ -406,8 +584,15 @@ def main() -> None:
                   "adds_not_found_by_search": missing_search, "deleted_returned_by_search": returned_deleted,
                   "listings_twice_in_an_answer": dupes, "read_back_searches_refused": dict(refused),
                   "versions_not_matching_manifest": bad_versions,
-                  "killed_builds_under_load": killed_builds, **build_check}
+                  "killed_builds_under_load": killed_builds, **build_check,
+                  "garbage": garbage(loads, store, emb, photos), "damaged": damaged, "healed": heal,
+                  "builds_under_load_rc": builds_under_load,
+                  "services_that_exited": exits, "restarts_refused_version_removed": len(retired_in_use),
+                  "ready_polls": monitor.polls, "ready_lost_while_a_service_served": monitor.lost,
+                  "ready_lost_reasons": dict(monitor.reasons), "ready_polls_gateway_down": monitor.down,
+                  "partial_answers": sum(ld.partial for ld in loads)}
     finally:
+        monitor.stop.set()
         cluster.stop()
     print(checks, flush=True)
     targets = [f"acknowledged adds lost: {checks['lost_adds_store']} in the store, {checks['adds_not_found_by_search']} "
@@ -421,15 +606,33 @@ def main() -> None:
                f"{checks['expected']} its inputs name: {checks['rerun_equals_inputs']}; a second rerun published "
                f"{checks['second_rerun_published']}",
                f"build jobs SIGKILLed under load: {len(killed_builds)} ({', '.join(str(k) for k in killed_builds)}); "
-               f"versions visible that do not match their manifest: {bad_versions} (target 0)"]
-    record("bench_chaos", "Photo search under faults: SIGKILLed gateway, index service and build job under mixed load",
-           rows, extra={"summary": checks},
+               f"versions visible that do not match their manifest: {bad_versions} (target 0)",
+               f"garbage answers: {checks['garbage']['garbage']} of {checks['garbage']['results_checked']} results of "
+               f"{checks['garbage']['answers']} searches (target 0; largest score error "
+               f"{checks['garbage']['largest_score_error']})",
+               f"damaged in place under load: {len(damaged)} versions ({'; '.join(f'{k}: {w}' for k, w in damaged.items())}); "
+               f"after the next builds: {dict(Counter(h.split(':')[0] for h in heal.values()))} (target: all rebuilt "
+               f"or replaced)",
+               f"services that could not start because retention removed their version: "
+               f"{checks['restarts_refused_version_removed']} (target 0); services that exited on their own: "
+               f"{len(exits)} ({'; '.join(sorted({w for _, w in exits}))[:400] or '-'})",
+               f"/ready polls answered 503 while the gateway ran and an index service served: "
+               f"{checks['ready_lost_while_a_service_served']} of {checks['ready_polls']} (target 0; polls while the "
+               f"gateway was down: {checks['ready_polls_gateway_down']}); searches answered partial: "
+               f"{checks['partial_answers']}"]
+    record("bench_chaos", "Photo search under faults: SIGKILLed gateway, index service and build job, in-place "
+                          "corruption and retention under mixed load", rows, extra={"summary": checks},
            notes=f"{seeded} seeded Grocery listings over the past {args.hours} hours, bundle `{bundle}` ({emb.dim}-d); "
-                 f"each run {args.seconds:.0f} s of 70% photo searches (k=10) / 20% adds / 10% deletes by N concurrent "
-                 f"httpx clients; gateway = `spnas-serve gateway workers=2` (its process group SIGKILLed at 1/4), the "
-                 f"index service of the largest planned version SIGKILLed at 1/2, a `spnas-index build-due` SIGKILLed "
-                 f"at a random moment at 3/4; each restarted after 1 s. Everything on this 2-core machine, one SQLite "
-                 f"listing store shared by all processes. " + "; ".join(targets) + ".")
+                 f"each run {args.seconds:.0f} s of 70% photo searches (k=10) / 20% adds (a third of them late: in an "
+                 f"hour that has a version) / 10% deletes by N concurrent httpx clients; gateway = `spnas-serve gateway "
+                 f"workers=2` (its process group SIGKILLed at 1/4); at 3/8 the repository damaged in place (a byte "
+                 f"flipped in the index of the largest served version, a served hour's index truncated, another "
+                 f"version's manifest truncated); the index service of the largest planned version SIGKILLed at 1/2 "
+                 f"(restarted with a fresh cache, as a new pod); at 5/8 a build-due and the services matched to the "
+                 f"plan; a `spnas-index build-due` SIGKILLed at a random moment at 3/4; each killed process restarted "
+                 f"after 1 s. /ready polled every 100 ms; every search result checked against the exact inner product "
+                 f"of the embeddings. Everything on this 2-core machine, one SQLite listing store shared by all "
+                 f"processes. " + "; ".join(targets) + ".")
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
 

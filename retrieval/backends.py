@@ -46,6 +46,7 @@ class GrpcBackends:
         self.resolver, self.token, self.tls, self.timeout_s = resolver, token, tls or TlsConfig(), timeout_s
         self.clients: dict[str, IndexClient] = {}
         self.ready: dict[str, Ready] = {}
+        self.refused: dict[str, str] = {}  # addresses not called, and why (e.g. plaintext beyond loopback)
 
     def __call__(self) -> list[Ready]:
         from grpc_health.v1 import health_pb2
@@ -54,8 +55,14 @@ class GrpcBackends:
         for a in set(self.clients) - addrs:
             self.clients.pop(a).close()
             self.ready.pop(a, None)
-        for a in addrs - set(self.clients):
-            self.clients[a] = IndexClient(a, self.timeout_s, token=self.token, tls=self.tls)
+        for a in set(self.refused) - addrs:
+            del self.refused[a]
+        for a in addrs - set(self.clients) - set(self.refused):
+            try:
+                self.clients[a] = IndexClient(a, self.timeout_s, token=self.token, tls=self.tls)
+            except Exception as e:  # one bad address drops that address only, never the others
+                self.refused[a] = str(e)[:200]
+                log.warning("index service address %s left out: %s", a, e)
         asks = {a: (c.health_stub.Check.future(health_pb2.HealthCheckRequest(), timeout=1.0),
                     _FANOUT.submit(c.info, 2.0)) for a, c in self.clients.items()}
         out = []

@@ -2,7 +2,8 @@
 
     build_period(...)   one period (`spnas-index build granularity=hour period=2026-11-26T15`)
     build_due(...)      every finished period of the retention windows without an up-to-date version,
-                        then retention (`spnas-index build-due`: what an hourly CronJob runs)
+                        or whose version fails verification, then retention (`spnas-index build-due`:
+                        what an hourly CronJob runs)
 
 A build reads the period's active listings with the change number it saw (the version's snapshot),
 takes their embeddings from the cache (embedding only the photos missing from it), chooses the
@@ -18,19 +19,19 @@ import logging
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 
-from spnas_core.errors import InputNotFoundError
+from spnas_core.errors import InputNotFoundError, VersionCorruptError
 
 from .config import BuildConfig, Granularity, RetentionConfig
-from .factory import choose_factory
+from .factory import VECTORS_DTYPE, choose_factory, reranked_from_disk
 from .listings import ListingStore
 from .periods import latest_finished, period_range
 from .photos import PhotoStore
 from .version_index import VersionIndex
-from .versions import Repository, VersionInfo, inputs_digest, retain
+from .versions import LOCAL_NAMES, Repository, VersionInfo, VersionRef, inputs_digest, retain
 
 log = logging.getLogger(__name__)
 
@@ -74,37 +75,88 @@ def factory_params(cfg: BuildConfig) -> dict[str, Any]:
 
 def build_period(store: ListingStore, photos: PhotoStore | None, repo: Repository, embedder: Embedder,
                  g: Granularity, period: str, cfg: BuildConfig, progress: bool = False) -> tuple[VersionInfo, bool]:
-    """Build (or find) the version of one period; returns (version, whether it was built now)."""
-    t0 = time.perf_counter()
-    start, end = period_range(g, period)
-    ids, ts, hashes, seq = store.snapshot(start, end)
-    factory = choose_factory(len(ids), embedder.dim, cfg.factory)
-    digest = inputs_digest(embedder.bundle_sha256, g, period, factory, factory_params(cfg), ids, ts, hashes)
-    found = repo.get(embedder.bundle_sha256, g, period, digest[:16])
-    if found is not None:
-        return found, False
-    vecs = embeddings(store, photos, embedder, hashes, cfg.embed_batch, progress)
-    vi = VersionIndex.build(ids, ts, vecs, factory, cfg.factory, progress)
+    """Build (or find) the version of one period; returns (version, whether it was built now). The period
+    is read in one snapshot with its cached embeddings (streamed; a compressed version's vectors go straight
+    into the float16 file it publishes, so a month of 1e7 listings is never held in memory whole); a
+    version found with the same inputs is verified, and built again when its files do not match."""
     import faiss
 
-    with tempfile.TemporaryDirectory(prefix="spnas-build-") as tmp:
-        faiss.write_index(vi.index, str(Path(tmp) / "index.faiss"))
-        np.save(Path(tmp) / "ids.npy", ids)
-        np.save(Path(tmp) / "ts.npy", ts)
-        info = VersionInfo(bundle_id=embedder.bundle_sha256, granularity=g.name, period=period, version=digest[:16],
-                           start_ts=start, end_ts=end, count=len(ids), dim=embedder.dim, factory=factory,
+    t0 = time.perf_counter()
+    start, end = period_range(g, period)
+    bundle, dim = embedder.bundle_sha256, embedder.dim
+    with tempfile.TemporaryDirectory(prefix="spnas-build-", dir=cfg.tmp_dir) as tmp_dir:
+        tmp = Path(tmp_dir)
+        made: dict[str, Any] = {}
+
+        def alloc(n: int) -> np.ndarray:
+            made["factory"] = f = choose_factory(n, dim, cfg.factory)
+            if reranked_from_disk(f):
+                from numpy.lib.format import open_memmap
+
+                made["vecs"] = open_memmap(tmp / LOCAL_NAMES["vectors"], mode="w+", dtype=VECTORS_DTYPE,
+                                           shape=(n, dim))
+            else:
+                made["vecs"] = np.zeros((n, dim), np.float32)
+            return made["vecs"]
+
+        ids, ts, hashes, missing, seq = store.snapshot_vectors(start, end, bundle, dim, alloc)
+        factory, vecs = made["factory"], made["vecs"]
+        digest = inputs_digest(bundle, g, period, factory, factory_params(cfg), ids, ts, hashes)
+        del hashes
+        found = repo.get(bundle, g, period, digest[:16])
+        if found is not None:
+            try:
+                repo.check(found)
+                return found, False
+            except VersionCorruptError as e:  # same inputs, damaged files: built again, the bad files replaced
+                log.warning("%s; building it again", e)
+        if missing:  # photos listed before their embedding was cached: embedded (and cached) now
+            got = embeddings(store, photos, embedder, list(missing), cfg.embed_batch, progress)
+            for v, rows in zip(got, missing.values()):
+                vecs[rows] = v
+        t1 = time.perf_counter()
+        vi = VersionIndex.build(ids, ts, vecs, factory, cfg.factory, progress,
+                                vectors_file=tmp / LOCAL_NAMES["vectors"])
+        if isinstance(vecs, np.memmap):
+            vecs.flush()
+        del vecs, made["vecs"]
+        t2 = time.perf_counter()
+        faiss.write_index(vi.index, str(tmp / LOCAL_NAMES["index"]))
+        del vi
+        np.save(tmp / LOCAL_NAMES["ids"], ids)
+        np.save(tmp / LOCAL_NAMES["ts"], ts)
+        info = VersionInfo(bundle_id=bundle, granularity=g.name, period=period, version=digest[:16],
+                           start_ts=start, end_ts=end, count=len(ids), dim=dim, factory=factory,
                            snapshot_seq=seq, inputs_sha256=digest, created=time.strftime("%Y-%m-%dT%H:%M:%SZ",
                                                                                         time.gmtime()),
                            build_s=round(time.perf_counter() - t0, 3))
-        info = repo.publish(Path(tmp), info)
-    log.info("built %s: %d listings, %s, %.1f s", info.key, info.count, factory, info.build_s)
+        info = repo.publish(tmp, info)
+    log.info("built %s: %d listings, %s, %.1f s (read %.1f s, index %.1f s, write + publish %.1f s)", info.key,
+             info.count, factory, info.build_s, t1 - t0, t2 - t1, time.perf_counter() - t2)
     return info, True
 
 
+def verify_versions(repo: Repository, bundle: str, only: Sequence[Granularity] | None = None) -> list[VersionInfo]:
+    """The versions (of the granularities `only`) whose repository files do not match their manifest
+    (`Repository.check`: size and sha256 of every file)."""
+    bad = []
+    for v in repo.versions(bundle):
+        if only is not None and v.g not in only:
+            continue
+        try:
+            repo.check(v)
+        except VersionCorruptError as e:
+            log.error("%s", e)
+            bad.append(v)
+    return bad
+
+
 def due(store: ListingStore, repo: Repository, bundle: str, cfg: BuildConfig, retention: RetentionConfig,
-        now: int, only: Sequence[Granularity] | None = None) -> list[tuple[Granularity, str]]:
-    """Finished periods of the retention windows that need a build: listings but no version, or a
-    version older than `cfg.rebuild_changed` of its listings' changes (of the granularities `only`)."""
+        now: int, only: Sequence[Granularity] | None = None, corrupt: set[VersionRef] | frozenset = frozenset()
+        ) -> list[tuple[Granularity, str]]:
+    """Finished periods of the retention windows that need a build: listings but no version (or only a
+    version in `corrupt`), or a version older than `cfg.rebuild_changed` of its listings' changes (of the
+    granularities `only`)."""
     keep = {Granularity.hour: retention.hours, Granularity.day: retention.days, Granularity.month: retention.months}
     keep = {g: n for g, n in keep.items() if only is None or g in only}
     latest: dict[tuple[str, str], VersionInfo] = {}
@@ -116,7 +168,7 @@ def due(store: ListingStore, repo: Repository, bundle: str, cfg: BuildConfig, re
     for g, n in keep.items():
         for period, a, b in latest_finished(g, now, n):
             v = latest.get((g.name, period))
-            if v is None:
+            if v is None or v.ref in corrupt:
                 if store.count(a, b) > 0:
                     out.append((g, period))
             elif store.count(a, b, after=v.snapshot_seq, active=False) > cfg.rebuild_changed * max(v.count, 1):
@@ -124,15 +176,50 @@ def due(store: ListingStore, repo: Repository, bundle: str, cfg: BuildConfig, re
     return out
 
 
+def retain_locked(store: ListingStore, repo: Repository, retention: RetentionConfig, now: int, bundle: str,
+                  in_use: Callable[[], set[VersionRef]] | None = None, timeout_s: float = 60.0,
+                  before: Callable[[], Any] | None = None, damaged: set[VersionRef] | frozenset = frozenset()
+                  ) -> dict[str, Any]:
+    """Retention under the store's "retention" lock (jobs of different granularities never remove versions
+    at once): `before` runs first under it (the servings sync), then `in_use()` names what running
+    services use, which stays (unless replaced and `damaged`: no restart could use it). Skipped, and said
+    so, when another job holds the lock past `timeout_s`."""
+    with store.lock("retention", timeout_s) as got:
+        if not got:
+            log.warning("another build job holds the retention lock; retention is left to it this time")
+            return {"removed": [], "retention": "skipped: another job held the lock"}
+        out: dict[str, Any] = {"retention": "done"}
+        if before is not None:
+            out["before"] = before()
+        removed = retain(repo, retention, now, bundle, in_use() if in_use is not None else frozenset(), damaged)
+        out["removed"] = [v.key for v in removed]
+        return out
+
+
 def build_due(store: ListingStore, photos: PhotoStore | None, repo: Repository, embedder: Embedder,
               cfg: BuildConfig, retention: RetentionConfig, now: int | None = None,
-              progress: bool = False, only: Sequence[Granularity] | None = None) -> dict[str, Any]:
-    """Build what is due (hours, then days, then months; of the granularities `only`), then apply
-    retention; a summary."""
+              progress: bool = False, only: Sequence[Granularity] | None = None, *, apply_retention: bool = True,
+              in_use: Callable[[], set[VersionRef]] | None = None, lock_timeout_s: float = 60.0) -> dict[str, Any]:
+    """Verify the versions of the granularities `only` (`cfg.verify`), build what is due (hours, then days,
+    then months), the period of a corrupt version included (same inputs: built again under its name, its
+    files replaced; else a new version replaces it), then apply retention (under the lock, keeping what
+    `in_use` names unless replaced and corrupt); a summary."""
     now = int(time.time() if now is None else now)
-    built, found = [], []
-    for g, period in due(store, repo, embedder.bundle_sha256, cfg, retention, now, only):
+    bundle = embedder.bundle_sha256
+    corrupt = verify_versions(repo, bundle, only) if cfg.verify else []
+    unreadable = {k: v for k, v in repo.problems.items() if f"/{bundle}/" in k}
+    bad = {v.ref for v in corrupt}
+    built, found, healed = [], [], []
+    for g, period in due(store, repo, bundle, cfg, retention, now, only, bad):
         info, new = build_period(store, photos, repo, embedder, g, period, cfg, progress)
         (built if new else found).append(info.key)
-    removed = [v.key for v in retain(repo, retention, now, embedder.bundle_sha256)]
-    return {"built": built, "unchanged": found, "removed": removed}
+        if new and info.key in {v.key for v in corrupt}:  # the same inputs built again: its files replaced
+            healed.append(info.key)
+    healed += [path for path in unreadable if repo.get(*path.rsplit("/", 5)[1:5]) is not None]  # manifest rewritten
+    out: dict[str, Any] = {"built": built, "unchanged": found, "corrupt": [v.key for v in corrupt] + list(unreadable),
+                           "healed": healed, "removed": []}
+    if apply_retention:
+        out.update(retain_locked(store, repo, retention, now, bundle, in_use, lock_timeout_s, damaged=bad))
+    else:
+        out["damaged_refs"] = bad  # for the caller's retention
+    return out

@@ -70,14 +70,20 @@ class FactoryConfig:
     """FAISS index chosen by a version's size (FAISS `index_factory` strings)."""
 
     flat_below: int = opt(100_000, "exact Flat index below this many listings")
-    hnsw_up_to: int = opt(1_000_000, "HNSW up to this many, IVF-PQ with exact re-ranking above")
+    hnsw_up_to: int = opt(1_000_000, "HNSW up to this many; above, IVF-PQ re-ranked exactly from vectors on disk")
     hnsw_m: int = opt(32, "HNSW neighbours per node")
     ef_construction: int = opt(40, "HNSW build depth")
     train_sample: int = opt(200_000, "IVF-PQ: listings sampled (seeded) to train the coarse quantizer and PQ")
+    nlist_per_sqrt: float = opt(1.0, "IVF-PQ: inverted lists per square root of the listings (rounded to a power "
+                                     "of two: 4096 at 1e7)")
+    pq_m: int = opt(32, "IVF-PQ: bytes of PQ code per listing (sub-quantizers of 8 bits)")
+    opq: bool = opt(False, "IVF-PQ: an OPQ rotation in front of the PQ")
     seed: int = opt(0, "seed of the training sample")
 
     def __post_init__(self) -> None:
-        _positive("factory", self, ("flat_below", "hnsw_up_to", "hnsw_m", "ef_construction", "train_sample"))
+        _positive("factory", self, ("flat_below", "hnsw_up_to", "hnsw_m", "ef_construction", "train_sample", "pq_m"))
+        if self.nlist_per_sqrt <= 0:
+            raise ConfigError(f"factory.nlist_per_sqrt={self.nlist_per_sqrt}: must be > 0")
         if self.hnsw_up_to < self.flat_below:
             raise ConfigError(f"factory.hnsw_up_to={self.hnsw_up_to} is below factory.flat_below={self.flat_below}")
 
@@ -88,7 +94,8 @@ class SearchParams:
 
     efSearch: int = opt(64, "HNSW search depth")  # noqa: N815 - FAISS's own name
     nprobe: int = opt(32, "IVF lists visited")
-    k_factor: int = opt(4, "IVF-PQ: k * k_factor candidates re-ranked exactly")
+    k_factor: int = opt(64, "IVF-PQ: k * k_factor candidates re-ranked exactly (PQ32 codes of dense real-like "
+                            "embeddings need many: bench_index_compressed in docs/benchmarks.md)")
     exact_below: int = opt(20_000, "a window holding at most this many listings is searched exactly on its "
                                    "(contiguous, time-ordered) rows")
     max_queries: int = opt(64, "queries per Search call, refused above")
@@ -121,6 +128,10 @@ class BuildConfig:
     rebuild_changed: float = opt(0.01, "build-due rebuilds a finished period once this share of its listings "
                                        "changed since its version (until then deletes apply at query time)")
     embed_batch: int = opt(64, "photos embedded per batch when a build finds missing embeddings")
+    verify: bool = opt(True, "build-due first verifies (sha256) the newest version of each period of its "
+                             "granularities in the repository and builds a corrupt one again")
+    tmp_dir: Optional[str] = opt(None, "scratch folder of a build (default: $TMPDIR); a compressed month writes "
+                                       "its float16 vectors there: 2 * dim bytes a listing")
 
     def __post_init__(self) -> None:
         if not 0 <= self.rebuild_changed <= 1:
@@ -135,10 +146,13 @@ class DeltaConfig:
     refresh_s: float = opt(1.0, "how often each gateway worker reads the listing store's changes")
     max_listings: int = opt(200_000, "listings the delta may hold; older uncovered periods beyond it are "
                                      "reported missing (build them: spnas-index build-due)")
+    stale_after_s: float = opt(30.0, "a gateway worker stays ready while its view of the store is at most this "
+                                     "old (it answers from its last view while the store is briefly away)")
 
     def __post_init__(self) -> None:
-        if self.refresh_s <= 0 or self.max_listings < 1:
-            raise ConfigError("delta.refresh_s must be > 0 and delta.max_listings >= 1")
+        if self.refresh_s <= 0 or self.max_listings < 1 or self.stale_after_s < self.refresh_s:
+            raise ConfigError("delta.refresh_s must be > 0, delta.max_listings >= 1 and delta.stale_after_s >= "
+                              "delta.refresh_s")
 
 
 @dataclass
@@ -157,6 +171,7 @@ class Limits:
     retry_after_s: int = opt(1, "Retry-After of a 503")
     rpc_timeout_s: float = opt(5.0, "deadline of one gRPC call to an index service")
     max_future_s: int = opt(300, "how far in the future a listing's timestamp may be (clock skew)")
+    shutdown_grace_s: int = opt(10, "on SIGTERM, requests in flight get this long to finish")
 
     def __post_init__(self) -> None:
         _positive("limits", self, ("max_bytes", "max_pixels", "max_items_per_request", "max_k", "max_body_bytes",
@@ -182,11 +197,14 @@ class AuthConfig:
 
 @dataclass
 class TlsConfig:
-    """TLS of the index services (plaintext only on loopback)."""
+    """TLS of the index services (plaintext only on loopback). A service needs `cert`, `key` and `ca`; a
+    client (the gateway) needs `ca` alone, and `client_cert`/`client_key` where the services ask for them
+    (`mutual`): it never holds the services' private key."""
 
-    cert: Optional[str] = opt(None, "PEM certificate the index services present (enables TLS)")
-    key: Optional[str] = opt(None, "PEM private key of that certificate")
-    ca: Optional[str] = opt(None, "PEM CA the gateway verifies the services with (and, mutual, clients too)")
+    cert: Optional[str] = opt(None, "PEM certificate the index services present (enables TLS on a service)")
+    key: Optional[str] = opt(None, "PEM private key of that certificate (services only)")
+    ca: Optional[str] = opt(None, "PEM CA a client verifies the services with (enables TLS on a client); with "
+                                  "mutual, the CA a service verifies clients with")
     mutual: bool = opt(False, "services require a client certificate signed by `ca`")
     client_cert: Optional[str] = opt(None, "mutual TLS: the certificate the gateway presents")
     client_key: Optional[str] = opt(None, "mutual TLS: its private key")
@@ -197,5 +215,9 @@ class TlsConfig:
             raise ConfigError("tls.cert and tls.key go together")
         if self.cert and not self.ca:
             raise ConfigError("tls.cert needs tls.ca: the CA the gateway verifies the services' certificate with")
+        if bool(self.client_cert) != bool(self.client_key):
+            raise ConfigError("tls.client_cert and tls.client_key go together")
+        if self.client_cert and not self.ca:
+            raise ConfigError("tls.client_cert needs tls.ca: the CA the services' certificate is verified with")
         if self.mutual and not (self.cert and self.client_cert and self.client_key):
             raise ConfigError("tls.mutual=true needs tls.cert, tls.key, tls.ca, tls.client_cert and tls.client_key")

@@ -7,7 +7,13 @@ workers or replicas; each plans on its own from the ready index services and the
     DELETE /items/{id}      a sold listing (?status=sold|deleted, default deleted)                      [token]
     GET  /items/{id}/photo  the listing's thumbnail
     GET  /versions          the ready versions, the plan and the delta (service addresses: with the token)
-    GET  /health (process alive), /ready (plan complete, listing store answering); OpenAPI at /docs
+    GET  /health (process alive), /ready (this worker can answer), /metrics (Prometheus text); OpenAPI at /docs
+
+**Readiness** is this worker's own: its refresh loop runs, its view of the listing store is at most
+`delta.stale_after_s` old, and at least one index service answers (or the delta holds everything the
+versions do not). A missing version never takes a gateway out of its Service: searches answer
+`partial: true` and name what is missing. While the store is briefly away, searches answer from the
+last view (without titles when those cannot be read) and writes answer 503.
 
 **Writes** go to the listing store and are answered once committed: an add stores the photo by
 content, caches its embedding for the bundle being served, then commits the listing; repeating an add
@@ -44,7 +50,7 @@ from .config import AuthConfig, DeltaConfig, Limits, Locations, PartialResults, 
 from .http import (Admission, BodyLimit, Upload, check_uploads, decode, http_error, parse_id, parse_int, parse_time,
                    parse_vector, uploads)
 from .listings import Listing, ListingStore
-from .photos import PhotoStore
+from .photos import PhotoStore, photo_hash
 from .resolver import make_resolver
 from .router import Router
 from .security import check_bind, load_token, token_ok
@@ -114,7 +120,11 @@ class Gateway:
         self.admission = Admission(spec.limits.threads + spec.limits.queue, spec.limits.retry_after_s)
         self._local = threading.local()
         self._stop = threading.Event()
-        self.refreshed = 0.0
+        self.refreshed = 0.0  # monotonic time of the last refresh that succeeded
+        self.tried = 0.0      # ... and of the last one tried
+        self.failures = 0
+        self.last_error = ""
+        self.resolver = getattr(backends, "resolver", None)
 
     def embedder(self, bundle: str) -> Embedder:
         """This thread's embedder of a bundle (interpreters are not thread-safe: one each)."""
@@ -147,10 +157,14 @@ class Gateway:
                              self.limits.retry_after_s)
         t3 = time.perf_counter()
         hits = [(int(i), float(s)) for i, s in zip(ans.ids[0], ans.scores[0]) if i >= 0]
-        rows = self.store.get([i for i, _ in hits])
-        results = [{"id": i, "score": s, "ts": rows[i].ts, "title": rows[i].title, "photo": f"/items/{i}/photo"}
-                   for i, s in hits if i in rows]
-        return {"results": results, "versions": ans.versions, "delta": ans.delta,
+        try:
+            rows, details = self.store.get([i for i, _ in hits]), True
+            results = [{"id": i, "score": s, "ts": rows[i].ts, "title": rows[i].title, "photo": f"/items/{i}/photo"}
+                       for i, s in hits if i in rows]
+        except StoreUnavailableError:  # the answer stands (as of change `seq`); its titles wait for the store
+            details = False
+            results = [{"id": i, "score": s, "ts": None, "title": None, "photo": f"/items/{i}/photo"} for i, s in hits]
+        return {"results": results, "details": details, "versions": ans.versions, "delta": ans.delta,
                 "missing": sorted(ans.missing), "partial": bool(ans.missing), "missing_detail": ans.missing,
                 "seq": ans.seq, "bundle_id": bundle,
                 "took_ms": {"decode": (t1 - t0) * 1e3, "embed": (t2 - t1) * 1e3, "search": (t3 - t2) * 1e3}}
@@ -209,6 +223,13 @@ class Gateway:
 
     def add_work(self, ups: list[Upload], ids: list[int], ts: list[int], titles: list[str]) -> dict[str, Any]:
         bundle = self.bundle()
+        hashes = [photo_hash(u.data) for u in ups]
+        known = self.store.get(ids)  # refuse an id active with another photo before storing anything of it
+        for i, h in zip(ids, hashes):
+            o = known.get(i)
+            if o is not None and o.active and o.photo != h:
+                raise DuplicateIdError(f"listing {i} is already active with another photo (listed at {o.ts}); "
+                                       f"delete it first or use another id")
         imgs = [decode(u, self.limits) for u in ups]
         vecs = self.embedder(bundle).embed(imgs)
         hashes = [self.photos.put(u.data, img) for u, img in zip(ups, imgs)]  # photos and embeddings first:
@@ -225,13 +246,53 @@ class Gateway:
         return 200, {"deleted": True, "id": item_id, "already": outcome == "already", "status": status}
 
     # ------------------------------------------------------------------ status
+    def discovery_stale_s(self) -> float | None:
+        """How long the resolver's list of services may be behind (None: a resolver that reads it on every call)."""
+        fn = getattr(self.resolver, "staleness_s", None)
+        return round(float(fn()), 2) if callable(fn) else None
+
     def ready(self) -> tuple[bool, dict[str, Any]]:
-        view = self.router.view
-        fresh = time.monotonic() - self.refreshed < max(5.0, 5 * self.spec.delta.refresh_s)
-        ok = view is not None and fresh and not view.missing
-        return ok, {"ready": ok, "refreshed_s_ago": round(time.monotonic() - self.refreshed, 2),
-                    "versions": len(view.plan.pieces) if view else 0, "delta": len(view.delta) if view else 0,
-                    "missing": [list(m) for m in view.missing] if view else None}
+        """Whether this worker can answer searches now (its own state only, never the whole catalogue's)."""
+        view, now, d = self.router.view, time.monotonic(), self.spec.delta
+        looping = now - self.tried <= max(5.0, 5 * d.refresh_s)
+        age = now - self.refreshed if self.refreshed else float("inf")
+        live = len(self.router.live) if now - self.router.live_at <= d.stale_after_s else 0
+        why = []
+        if view is None:
+            why.append("no view of the catalogue yet")
+        if not looping:
+            why.append("the refresh loop has not run lately")
+        if age > d.stale_after_s:
+            why.append(f"the listing store has not been read for {age:.0f} s ({self.last_error or 'no refresh yet'})")
+        if view is not None and view.missing and not live:
+            why.append("no index service answers and the delta does not hold the catalogue")
+        ok = not why
+        return ok, {"ready": ok, "reasons": why, "refreshed_s_ago": round(age, 2) if age != float("inf") else None,
+                    "backends": live, "versions": len(view.plan.pieces) if view else 0,
+                    "delta": len(view.delta) if view else 0, "partial": bool(view and view.missing),
+                    "missing": [list(m) for m in view.missing] if view else None,
+                    "discovery_stale_s": self.discovery_stale_s(), "refresh_failures": self.failures}
+
+    def metrics(self) -> str:
+        """Prometheus text exposition of this worker's state."""
+        ok, body = self.ready()
+        stale = body["discovery_stale_s"]
+        rows = [("spnas_gateway_ready", "1 when this worker answers searches", int(ok)),
+                ("spnas_gateway_view_age_seconds", "age of this worker's view of the listing store",
+                 body["refreshed_s_ago"] if body["refreshed_s_ago"] is not None else "+Inf"),
+                ("spnas_gateway_backends", "index services answering SERVING", body["backends"]),
+                ("spnas_gateway_planned_versions", "versions in the plan", body["versions"]),
+                ("spnas_gateway_missing_parts", "parts of the catalogue no version or delta answers",
+                 len(body["missing"] or [])),
+                ("spnas_gateway_delta_listings", "listings held by the delta", body["delta"]),
+                ("spnas_gateway_refresh_failures_total", "refreshes that failed", self.failures),
+                ("spnas_gateway_discovery_stale_seconds", "how far the service discovery may be behind",
+                 0 if stale is None else ("+Inf" if stale == float("inf") else stale))]
+        out = []
+        for name, doc, v in rows:
+            kind = "counter" if name.endswith("_total") else "gauge"
+            out += [f"# HELP {name} {doc}", f"# TYPE {name} {kind}", f"{name} {v}"]
+        return "\n".join(out) + "\n"
 
     def versions(self, authorized: bool) -> dict[str, Any]:
         view = self.router.view or self.router.refresh()
@@ -242,17 +303,23 @@ class Gateway:
                 "delta": {"listings": len(view.delta)}, "uncovered": [list(u) for u in view.plan.uncovered],
                 "missing": [list(m) for m in view.missing], "addresses_shown": authorized}
 
+    def refresh(self) -> None:
+        """One refresh of the plan and the delta; a failure keeps the last view (counted, shown in /ready)."""
+        self.tried = time.monotonic()
+        try:
+            self.router.refresh()
+            self.refreshed, self.last_error = time.monotonic(), ""
+        except Exception as e:  # the store or a service briefly away: keep the last view
+            self.failures += 1
+            self.last_error = str(e)[:200]
+            log.warning("refreshing the plan and the delta failed: %s", e)
+
     def start(self) -> None:
-        self.router.refresh()
-        self.refreshed = time.monotonic()
+        self.refresh()
 
         def loop() -> None:
             while not self._stop.wait(self.spec.delta.refresh_s):
-                try:
-                    self.router.refresh()
-                    self.refreshed = time.monotonic()
-                except Exception as e:  # the store or a service briefly away: keep the last view
-                    log.warning("refreshing the plan and the delta failed: %s", e)
+                self.refresh()
 
         threading.Thread(target=loop, name="gateway-refresh", daemon=True).start()
 
@@ -307,9 +374,13 @@ def _read_routes(app: FastAPI, gw: Gateway, token: str | None) -> None:
 
     @app.get("/ready")
     async def ready() -> JSONResponse:
-        """The plan covers the catalogue and the listing store answered lately: 200, else 503 with details."""
+        """This worker can answer (its view is fresh, an index service answers): 200, else 503 with the reasons."""
         ok, body = gw.ready()
         return JSONResponse(body, status_code=200 if ok else 503)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(gw.metrics(), media_type="text/plain; version=0.0.4")
 
     @app.get("/versions")
     async def versions(request: Request) -> dict[str, Any]:
@@ -326,7 +397,7 @@ def _read_routes(app: FastAPI, gw: Gateway, token: str | None) -> None:
     async def photo(item_id: str) -> Response:
         i = parse_id(item_id)
         row = (await asyncio.to_thread(gw.store.get, [i])).get(i)
-        data = await asyncio.to_thread(gw.photos.thumbnail, row.photo) if row is not None else None
+        data = await asyncio.to_thread(gw.photos.thumbnail, row.photo) if row is not None and row.active else None
         if data is None:
             raise HTTPException(404, f"no photo for listing {item_id}")
         return Response(data, media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
@@ -370,5 +441,5 @@ def serve(spec: GatewaySpec, spec_path: str | os.PathLike) -> None:
     spec.save(spec_path)
     os.environ[SPEC_ENV] = str(spec_path)
     uvicorn.run("retrieval.gateway:app_from_env", factory=True, host=spec.host, port=spec.port,
-                workers=spec.workers, log_level="warning", timeout_graceful_shutdown=2)
+                workers=spec.workers, log_level="warning", timeout_graceful_shutdown=spec.limits.shutdown_grace_s)
 

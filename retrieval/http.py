@@ -38,6 +38,8 @@ def parse_time(v: Any, name: str) -> int | None:
         return None
     if isinstance(v, bool):
         raise http_error(422, f"'{name}' must be unix seconds or an ISO 8601 time, got {v!r}")
+    if isinstance(v, int) and not MIN_TS <= v <= MAX_TS:  # a 400-digit JSON integer: float() would overflow
+        raise http_error(422, f"'{name}' is outside [{MIN_TS}, {MAX_TS}] (unix seconds, 1970 to 9999)")
     if isinstance(v, (int, float)):
         x = float(v)
     elif isinstance(v, str) and NUM_RE.fullmatch(v.strip()):
@@ -97,28 +99,39 @@ class BodyLimit:
                 await self._reply(send, 413, f"request body of {int(declared)} bytes is over the limit of "
                                              f"{self.max_bytes} bytes")
                 return
-        seen = 0
-        started = False
+        seen, over, started, replied = 0, False, False, False
 
         async def counted() -> dict:
-            nonlocal seen
+            # Past the limit the app is told the client went away: whatever it then answers (Starlette turns
+            # the disconnect into a 500) is replaced by the 413 below, so a chunked body gets the same answer.
+            nonlocal seen, over
+            if over:
+                return {"type": "http.disconnect"}
             msg = await receive()
             if msg["type"] == "http.request":
                 seen += len(msg.get("body", b""))
                 if seen > self.max_bytes:
-                    raise _TooLarge()
+                    over = True
+                    return {"type": "http.disconnect"}
             return msg
 
-        async def tracked_send(msg: dict) -> None:
-            nonlocal started
+        async def guarded(msg: dict) -> None:
+            nonlocal started, replied
+            if over and not started:
+                if not replied:
+                    replied = True
+                    await self._reply(send, 413, f"request body is over the limit of {self.max_bytes} bytes")
+                return
             started = started or msg["type"] == "http.response.start"
             await send(msg)
 
         try:
-            await self.app(scope, counted, tracked_send)
-        except _TooLarge:
-            if not started:
-                await self._reply(send, 413, f"request body is over the limit of {self.max_bytes} bytes")
+            await self.app(scope, counted, guarded)
+        except Exception:
+            if not over:
+                raise
+        if over and not replied and not started:
+            await self._reply(send, 413, f"request body is over the limit of {self.max_bytes} bytes")
 
     @staticmethod
     async def _reply(send: Callable, code: int, detail: str) -> None:
@@ -127,10 +140,6 @@ class BodyLimit:
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                                 (b"connection", b"close")]})
         await send({"type": "http.response.body", "body": body})
-
-
-class _TooLarge(Exception):
-    pass
 
 
 class Admission:
@@ -175,7 +184,57 @@ def read_upload(up: Upload, limits: Limits) -> tuple[int, int]:
         raise http_error(413 if isinstance(e, ImageTooLargeError) else 400, f"'{up.name}': {e}") from None
     if w * h > limits.max_pixels:
         raise http_error(413, f"'{up.name}' is {w}x{h} = {w * h} pixels, over the limit of {limits.max_pixels}")
+    if up.ctype == "image/png":
+        missing = png_short_by(up.data)
+        if missing:
+            raise http_error(400, f"'{up.name}': its pixel data ends {missing} bytes before the {w}x{h} pixels its "
+                                  f"header declares (a truncated PNG); send the whole file")
     return w, h
+
+
+PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
+ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+
+
+def png_short_by(data: bytes) -> int:
+    """How many bytes of filtered scanlines a PNG's image data lacks for the size its header declares (0 when
+    complete). Pillow decodes a PNG whose zlib stream ends early as if the missing rows were black; this
+    inflates the IDAT chunks (1 MiB at a time, counting only) and compares with the declared size."""
+    import struct
+    import zlib
+
+    pos, idat, ihdr = 8, [], None
+    while pos + 8 <= len(data):
+        n, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        body = data[pos + 8:pos + 8 + n]
+        if kind == b"IHDR":
+            ihdr = body
+        elif kind == b"IDAT":
+            idat.append(body)
+        elif kind == b"IEND":
+            break
+        pos += 12 + n
+    if ihdr is None or len(ihdr) < 13:
+        return 0  # not ours to judge: the decoder refuses it
+    w, h, depth, color, _, _, interlace = struct.unpack(">IIBBBBB", ihdr[:13])
+    bits = depth * PNG_CHANNELS.get(color, 4)
+
+    def size(pw: int, ph: int) -> int:
+        return ph * (1 + (pw * bits + 7) // 8) if pw and ph else 0
+
+    want = size(w, h) if not interlace else sum(
+        size((w - x0 + dx - 1) // dx if w > x0 else 0, (h - y0 + dy - 1) // dy if h > y0 else 0)
+        for x0, y0, dx, dy in ADAM7)
+    d, got, buf = zlib.decompressobj(), 0, b"".join(idat)
+    try:
+        while buf and got < want:
+            got += len(d.decompress(buf, 1 << 20))
+            buf = d.unconsumed_tail
+        if got < want:
+            got += len(d.flush())
+    except zlib.error:
+        return 0  # a corrupt stream: the decoder raises on it
+    return max(0, want - got)
 
 
 def check_uploads(ups: list[Upload], limits: Limits) -> None:
@@ -207,7 +266,10 @@ def parse_vector(v: Any, dim: int) -> np.ndarray:
     if not isinstance(v, list) or len(v) != dim or not all(
             isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
         raise http_error(422, f"JSON search needs 'vector': a list of {dim} numbers")
-    q = np.asarray(v, np.float64)
+    try:
+        q = np.asarray(v, np.float64)
+    except OverflowError:  # a JSON integer with hundreds of digits
+        raise http_error(422, "'vector' holds a number too large for a float; send an L2-normalised vector") from None
     if not np.isfinite(q).all():
         raise http_error(422, "'vector' holds NaN or infinity")
     norm = float(np.linalg.norm(q))

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -215,6 +215,45 @@ class ListingStore:
         ts = np.fromiter((r[1] for r in rows), np.int64, len(rows))
         return ids, ts, [r[2] for r in rows], seq
 
+    def snapshot_vectors(self, start: int, end: int, bundle: str, dim: int, alloc: Callable[[int], np.ndarray],
+                         batch: int = 20_000) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, list[int]], int]:
+        """A period read for a build in one snapshot, streamed: (ids, ts, photos as `S64`, the rows whose
+        photo has no cached embedding of `bundle` by photo, the change number), ordered by (ts, id); each
+        row's cached embedding is written into `alloc(n)` (an array, or a memory-mapped file for a month
+        of tens of millions: nothing of the period is held as Python objects)."""
+        import sqlalchemy as sa
+
+        t, e = self.t, self.emb
+        where = (t.c.status == 0, t.c.ts >= int(start), t.c.ts < int(end))
+        with self._errors("read the period"), self._read() as c:
+            seq = int(c.execute(sa.select(self.counter.c.value)).scalar_one())
+            n = int(c.execute(sa.select(sa.func.count()).select_from(t).where(*where)).scalar_one())
+            ids, ts = np.empty(n, np.int64), np.empty(n, np.int64)
+            photos, vecs = np.empty(n, "S64"), alloc(n)
+            missing: dict[str, list[int]] = {}
+            q = (sa.select(t.c.id, t.c.ts, t.c.photo, e.c.vec)
+                 .select_from(t.outerjoin(e, sa.and_(e.c.bundle == bundle, e.c.photo == t.c.photo)))
+                 .where(*where).order_by(t.c.ts, t.c.id))
+            i = 0
+            for part in c.execution_options(yield_per=batch).execute(q).partitions(batch):
+                m = len(part)
+                if i + m > n:
+                    raise RetrievalError("the period changed while it was read in one snapshot")
+                ids[i:i + m] = [r[0] for r in part]
+                ts[i:i + m] = [r[1] for r in part]
+                photos[i:i + m] = [r[2].encode() for r in part]
+                have = [j for j, r in enumerate(part) if r[3] is not None]
+                if have:
+                    vecs[i + np.asarray(have)] = np.frombuffer(b"".join(part[j][3] for j in have),
+                                                               "<f4").reshape(-1, dim)
+                for j, r in enumerate(part):
+                    if r[3] is None:
+                        missing.setdefault(r[2], []).append(i + j)
+                i += m
+        if i != n:
+            raise RetrievalError(f"read {i} listings of the period, counted {n} in the same snapshot")
+        return ids, ts, photos, missing, seq
+
     def active_in(self, ranges: Sequence[tuple[int, int, int]]) -> tuple[list[Listing], int]:
         """Active listings with ts in [a, b) and seq > s for each (a, b, s), and the change number they were
         read at, in one snapshot (the gateway's delta)."""
@@ -266,6 +305,58 @@ class ListingStore:
                                                           t.c.seq > int(after))
         with self._errors("count listings"), self._read() as c:
             return int(c.execute(q.where(t.c.status == 0) if active else q).scalar_one())
+
+    # ------------------------------------------------------------------ a lock between jobs
+    @contextlib.contextmanager
+    def lock(self, name: str, timeout_s: float = 0.0) -> Iterator[bool]:
+        """An exclusive lock named `name` shared by every process using this store (build jobs of different
+        granularities around retention and the servings sync); yields whether it was taken within
+        `timeout_s`. PostgreSQL: a session advisory lock; SQLite: `flock` on a file beside the database (one
+        machine, as SQLite itself). Either is released when the holder ends, even killed."""
+        import time
+
+        deadline = time.monotonic() + timeout_s
+        if self.sqlite:
+            import fcntl
+            import os
+            from pathlib import Path
+
+            db = Path(engine_url(self.url).removeprefix("sqlite:///"))
+            fd = os.open(db.with_name(f"{db.name}.{name}.lock"), os.O_RDWR | os.O_CREAT, 0o644)
+            got = False
+            try:
+                while not got:
+                    try:
+                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        got = True
+                    except BlockingIOError:
+                        if time.monotonic() >= deadline:
+                            break
+                        time.sleep(0.05)
+                yield got
+            finally:
+                if got:
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+                os.close(fd)
+            return
+        import hashlib
+
+        import sqlalchemy as sa
+
+        key = int.from_bytes(hashlib.sha256(f"spnas:{name}".encode()).digest()[:8], "big", signed=True)
+        with self._errors(f"take the lock '{name}'"), self.engine.connect() as c:
+            c = c.execution_options(isolation_level="AUTOCOMMIT")
+            got = False
+            while not got:
+                got = bool(c.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar())
+                if got or time.monotonic() >= deadline:
+                    break
+                time.sleep(0.1)
+            try:
+                yield got
+            finally:
+                if got:
+                    c.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
 
     # ------------------------------------------------------------------ embedding cache
     def cached(self, bundle: str, photos: Sequence[str], dim: int) -> tuple[np.ndarray, np.ndarray]:

@@ -74,6 +74,8 @@ class Router:
         self.bundles, self.backends, self.cfg, self.retention = list(bundles), backends, delta, retention
         self.max_future_s, self.clock = max_future_s, clock
         self.view: View | None = None
+        self.live: list[Ready] = []  # what `backends` answered last (read before the store, so a store outage
+        self.live_at = 0.0           # does not hide that the services are up); monotonic time of that answer
         self._rows: dict[int, Listing] = {}
         self._vecs: dict[str, np.ndarray] = {}
         self._lock = threading.RLock()
@@ -88,6 +90,7 @@ class Router:
         """Re-plan with the versions ready now, and bring the delta up to date."""
         with self._lock:
             ready = self.backends()
+            self.live, self.live_at = ready, time.monotonic()
             h0, h1 = self.horizon()
             bundle = choose_bundle(self.bundles, ready, h0, h1) or self.bundles[0]
             p = plan([r for r in ready if r.bundle_id == bundle], h0, h1)
@@ -104,11 +107,10 @@ class Router:
             return self.view
 
     def catch_up(self) -> None:
-        """Follow the store's changes without re-planning (after a write, so it is visible at once here);
-        skipped while a refresh runs (that one, or the next, takes the write in)."""
-        if not self._lock.acquire(blocking=False):
-            return
-        try:
+        """Follow the store's changes without re-planning (after a write, so it is visible at once here).
+        A refresh in progress may have read the store before the write committed, so this waits for it and
+        then follows from the view it left: once this returns, this worker's view holds the write."""
+        with self._lock:
             old = self.view
             if old is None:
                 self.refresh()
@@ -116,8 +118,6 @@ class Router:
             seq, missing, dirty = self._follow(old)
             delta = self._delta(old.bundle) if dirty else old.delta
             self.view = View(old.bundle, old.horizon, old.plan, delta, seq, missing, old.ready)
-        finally:
-            self._lock.release()
 
     def _reload(self, p: Plan, h0: int) -> tuple[int, list[tuple[int, int]]]:
         """The delta's listings read again: changed ones of covered parts, all of uncovered parts (newest first, to the cap)."""

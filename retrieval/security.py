@@ -69,14 +69,14 @@ def check_grpc(host: str, token: str | None, tls: TlsConfig, what: str) -> None:
 
 
 def token_ok(given: str | None, token: str | None) -> bool:
-    """`Bearer <token>` (or the bare token) matches; always true when no token is configured."""
+    """`Bearer <token>` matches (the scheme is required, its case is not: RFC 6750); always true when no
+    token is configured."""
     if token is None:
         return True
-    if not given:
+    scheme, _, credentials = (given or "").strip().partition(" ")
+    if scheme.lower() != "bearer" or not credentials.strip():
         return False
-    if given.lower().startswith("bearer "):
-        given = given[7:]
-    return hmac.compare_digest(given.strip().encode(), token.encode())
+    return hmac.compare_digest(credentials.strip().encode(), token.encode())
 
 
 def _read(path: str | None, what: str) -> bytes | None:
@@ -100,10 +100,11 @@ def server_credentials(tls: TlsConfig) -> Any:
 
 
 def channel(address: str, tls: TlsConfig, options: list[tuple[str, Any]]) -> Any:
-    """A channel to an index service: TLS verified against `tls.ca` when the services use TLS."""
+    """A channel to an index service: TLS verified against `tls.ca` when one is set (a client needs the CA
+    only, never the services' private key; `tls.client_cert`/`client_key` for mutual TLS)."""
     import grpc
 
-    if not tls.cert:
+    if not tls.ca:
         return grpc.insecure_channel(address, options=options)
     creds = grpc.ssl_channel_credentials(root_certificates=_read(tls.ca, "tls.ca"),
                                          private_key=_read(tls.client_key, "tls.client_key"),

@@ -2,11 +2,17 @@
 
     spnas-index serve version=<folder | repository URL of a version>
 
-The version is verified against its manifest (a mismatch is refused) and opened memory-mapped; the
-service then follows the listing store for listings removed or changed after the version's snapshot
-(`Follower`) and reports SERVING through `grpc.health.v1` once it has caught up, NOT_SERVING while it
-stops; the service name `liveness` is SERVING from start to stop (a liveness probe: the process
-answers). Health stays open to probes without a token; every other call needs it when one is set.
+The version is served from a private copy (a repository URL is copied into the cache first; a folder
+is one already, e.g. what an initContainer fetched), verified against its manifest (a mismatch is
+refused; with `source` the copy is fetched again) and opened memory-mapped; the service then follows
+the listing store for listings removed or changed after the version's snapshot (`Follower`) and
+reports SERVING through `grpc.health.v1` once it has caught up, NOT_SERVING while it stops; the
+service name `liveness` is SERVING from start to stop (a liveness probe: the process answers).
+While serving, the files' sizes are checked every `follow_s` and their sha256 every `verify_every_s`:
+a copy that no longer matches is taken out (NOT_SERVING, `liveness` too, announcement withdrawn,
+`corrupt` set, an error logged), so no answer comes from damaged bytes; `spnas-index serve` then exits
+7 and its restart fetches the version again. On stop it turns NOT_SERVING first and gives requests in
+flight `grace` seconds. Health stays open to probes without a token; every other call needs it when one is set.
 With `health_port` the health service alone also answers in plaintext on that port, for probes that
 speak no TLS (kubelet's); it carries no token and no data.
 Errors map to codes a caller can act on: INVALID_ARGUMENT (bad queries, caps), FAILED_PRECONDITION
@@ -71,8 +77,12 @@ class Follower:
         self._lock = threading.Lock()
 
     def catch_up(self) -> None:
-        """The changes since the snapshot, among this version's listings (once, at start)."""
+        """The changes since the snapshot, among this version's listings (once, at start). A large version
+        reads the store's changes since its snapshot instead of asking about each of its listings."""
         if self.store is None:
+            return
+        if len(self.vi) > 100_000:
+            self.poll()
             return
         with self._lock:  # before any poll: exclusions go in in change order
             ids, seqs, upto = self.store.changed_among(self.vi.ids, self.seen)
@@ -93,13 +103,17 @@ class Follower:
                     return self.seen
 
     def ensure(self, as_of: int) -> None:
-        """Followed at least to `as_of` (reading the store now if needed), or FAILED_PRECONDITION."""
+        """Followed at least to `as_of` (reading the store now if needed), or FAILED_PRECONDITION: the store
+        did not answer, or it has not reached that change (a request from the future is not answered as of now)."""
         if as_of > self.seen:
             try:
                 self.poll()
             except SpnasError as e:
                 raise Behind(f"this index service follows the listing store to change {self.seen}, the request "
                              f"needs {as_of}, and the store did not answer ({e})") from None
+            if as_of > self.seen:
+                raise Behind(f"the request asks for the listings as of change {as_of}; the listing store is at "
+                             f"change {self.seen}: send a change number the store has reached") from None
 
 
 class Behind(RetrievalError):
@@ -156,7 +170,8 @@ class IndexService:
 
     def __init__(self, vi: VersionIndex, store: ListingStore | None, host: str = "127.0.0.1", port: int = 0, *,
                  token: str | None = None, tls: TlsConfig | None = None, announce_dir: str | os.PathLike | None = None,
-                 follow_s: float = 1.0, threads: int = 8, mmap: bool = True, health_port: int | None = None) -> None:
+                 follow_s: float = 1.0, threads: int = 8, mmap: bool = True, health_port: int | None = None,
+                 verify_every_s: float = 3600.0) -> None:
         import grpc
         from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
@@ -186,6 +201,9 @@ class IndexService:
                 raise OSError(f"could not bind {host}:{health_port} for the health service of {vi.info.key}")
             self.health_address = f"{host}:{hb}"
         self.announce_dir = Path(announce_dir) if announce_dir is not None else None
+        self.verify_every_s = verify_every_s
+        self.corrupt: str | None = None  # why the served copy was taken out, once it no longer matches
+        self.failed = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -204,7 +222,56 @@ class IndexService:
             self.health_server.start()
         self._thread = threading.Thread(target=self._follow, name=f"follow-{self.vi.info.version}", daemon=True)
         self._thread.start()
+        if self.vi.folder is not None and self.verify_every_s > 0:
+            threading.Thread(target=self._scrub, name=f"verify-{self.vi.info.version}", daemon=True).start()
         return self
+
+    def take_out(self, why: str) -> None:
+        """The served copy no longer matches its manifest: answer nothing more from it."""
+        from grpc_health.v1 import health_pb2
+
+        if self.corrupt is not None:
+            return
+        self.corrupt = why
+        self._set(False)
+        self.health.set(LIVENESS, health_pb2.HealthCheckResponse.NOT_SERVING)
+        if self.announce_dir is not None:
+            self.announcement().unlink(missing_ok=True)
+        log.error("%s: taken out of service: %s", self.vi.info.key, why)
+        self.failed.set()
+
+    def _scrub(self) -> None:
+        """Every `verify_every_s`: the sha256 of every served file (a corrupt copy is taken out)."""
+        from spnas_core.errors import VersionCorruptError
+
+        from .versions import verify
+
+        while not self._stop.wait(self.verify_every_s) and self.corrupt is None:
+            try:
+                verify(self.vi.folder, self.vi.info)
+            except VersionCorruptError as e:
+                self.take_out(str(e))
+
+    def _heartbeat(self) -> None:
+        """Touch the announcement (a resolver ignores one that stopped beating), and check the files' sizes."""
+        from .versions import sizes_ok
+
+        if self.vi.folder is not None and not sizes_ok(self.vi.folder, self.vi.info):
+            self.take_out(f"a file of {self.vi.info.key} in {self.vi.folder} changed size (truncated or replaced)")
+            return
+        if self.announce_dir is not None and self.ready.is_set():
+            try:
+                os.utime(self.announcement())
+            except FileNotFoundError:
+                self._announce()
+
+    def _announce(self) -> None:
+        import socket
+
+        i = self.vi.info
+        write_json_atomic(self.announcement(), {"address": self.address, "version": i.key, "ref": list(i.ref),
+                                                "pid": os.getpid(), "host": socket.gethostname(),
+                                                "started": time.time()})
 
     def _follow(self) -> None:
         delay = self.follow_s
@@ -216,15 +283,15 @@ class IndexService:
                 log.warning("%s: catching up with the listing store failed (%s); retrying", self.vi.info.key, e)
                 self._stop.wait(delay)
                 delay = min(delay * 2, 30)
-        if self._stop.is_set():
+        if self._stop.is_set() or self.corrupt is not None:
             return
         self._set(True)
         if self.announce_dir is not None:
-            write_json_atomic(self.announcement(), {"address": self.address, "version": self.vi.info.key,
-                                                    "pid": os.getpid(), "started": time.time()})
+            self._announce()
         log.info("serving %s (%d listings, %s) on %s", self.vi.info.key, len(self.vi), self.vi.info.factory,
                  self.address)
-        while not self._stop.wait(self.follow_s):
+        while not self._stop.wait(self.follow_s) and self.corrupt is None:
+            self._heartbeat()
             try:
                 self.follower.poll()
             except SpnasError as e:  # keep serving; a request that needs newer changes is refused meanwhile
@@ -238,14 +305,18 @@ class IndexService:
         if not self.ready.wait(timeout):
             raise TimeoutError(f"{self.vi.info.key} did not catch up with the listing store in {timeout:.0f} s")
 
-    def stop(self, grace: float = 1.0) -> None:
+    def stop(self, grace: float = 1.0, drain_s: float = 0.0) -> None:
+        """NOT_SERVING (readiness fails, the announcement is withdrawn), `drain_s` more seconds of answering
+        while gateways re-plan, then stop taking calls and give those in flight `grace` seconds."""
         from grpc_health.v1 import health_pb2
 
         self._stop.set()
         self._set(False)
-        self.health.set(LIVENESS, health_pb2.HealthCheckResponse.NOT_SERVING)
         if self.announce_dir is not None:
             self.announcement().unlink(missing_ok=True)
+        if drain_s > 0:
+            time.sleep(drain_s)
+        self.health.set(LIVENESS, health_pb2.HealthCheckResponse.NOT_SERVING)
         self.server.stop(grace).wait()
         if self.health_server is not None:
             self.health_server.stop(0).wait()
@@ -262,8 +333,9 @@ class IndexClient:
 
         tls = tls or TlsConfig()
         host = address.rsplit(":", 1)[0]
-        if token and not tls.cert and not is_loopback(host):
-            raise ConfigError(f"refusing to send the bearer token to {address} in plaintext: set tls.cert/key/ca")
+        if token and not tls.ca and not is_loopback(host):
+            raise ConfigError(f"refusing to send the bearer token to {address} in plaintext: set tls.ca (the CA of "
+                              f"the services' certificates)")
         self.address, self.timeout = address, timeout_s
         self.channel = channel(address, tls, GRPC_OPTIONS)
         self.stub = pb_grpc.IndexServiceStub(self.channel)
@@ -308,13 +380,28 @@ class IndexClient:
         self.channel.close()
 
 
-def open_service(source: str, store_url: str | None, cache_dir: str, params: SearchParams, host: str, port: int,
-                 **kw: Any) -> IndexService:
-    """An index service (not started) for a version folder or a version's repository URL (fetched into
-    `cache_dir` unless it is on this machine already)."""
-    from .versions import open_version
+def open_service(version: str, store_url: str | None, cache_dir: str, params: SearchParams, host: str, port: int,
+                 source: str | None = None, **kw: Any) -> IndexService:
+    """An index service (not started) for a version's repository URL or folder, copied into `cache_dir` and
+    verified; or, with `source` (its repository URL), a folder that is that version's private copy (what
+    an initContainer fetched): verified in place, and fetched again from `source` where it does not match."""
+    from spnas_core.errors import InputNotFoundError, VersionCorruptError
 
-    folder, info = open_version(source, cache_dir)
-    vi = VersionIndex.load(folder, info, params)
+    from .versions import fetch_url, open_version, read_local, verify
+
+    if source and not Path(version).exists():
+        fetch_url(source, version)
+    if source and Path(version).is_dir():
+        try:
+            verify(Path(version), read_local(version))
+        except (VersionCorruptError, InputNotFoundError) as e:
+            if not source:
+                raise
+            log.warning("%s; fetching it again from %s", e, source)
+            fetch_url(source, version)
+        folder, info = Path(version), read_local(version)
+    else:
+        folder, info = open_version(version, cache_dir)  # copied and verified
+    vi = VersionIndex.load(folder, info, params, check=False)
     return IndexService(vi, ListingStore(store_url) if store_url else None, host, port, **kw)
 

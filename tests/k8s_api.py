@@ -117,3 +117,69 @@ def rbac_rules(role: dict[str, Any]) -> set[tuple[str, str, str]]:
     """(group, resource, verb) a Role grants."""
     return {(g, r, v) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]
             for v in rule["verbs"]}
+
+
+# ------------------------------------------------------------------------------------ over a real socket
+@dataclass
+class Hang:
+    """A scripted request the server never finishes: with `headers`, it sends `200` and chunked-encoding
+    headers, then nothing (a half-open watch); without, nothing at all (an API server that hangs)."""
+
+    headers: bool = True
+
+
+class ScriptedApiServer:
+    """An HTTP server on loopback that answers each request with the next scripted `Reply` (sent whole) or
+    `Hang`, for what a client's timeouts do: a half-open watch, a list that never answers. `client()` is a
+    kubernetes ApiClient pointed at it; `requests` records (method, path?query) as they arrive."""
+
+    def __init__(self, script: list[Any]) -> None:
+        import http.server
+        import threading
+
+        self.script, self.requests = list(script), []
+        self.release = threading.Event()
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                outer.requests.append(self.path)
+                step = outer.script.pop(0) if outer.script else Hang(False)
+                if isinstance(step, Hang):
+                    if step.headers:
+                        self.send_response(200)
+                        self.send_header("Content-Type", "application/json")
+                        self.send_header("Transfer-Encoding", "chunked")
+                        self.end_headers()
+                        self.wfile.flush()
+                    outer.release.wait(60)
+                    self.close_connection = True
+                    return
+                self.send_response(step.status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(step.body)))
+                self.end_headers()
+                self.wfile.write(step.body)
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> "ScriptedApiServer":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+    def client(self) -> Any:
+        from kubernetes import client
+
+        return client.ApiClient(client.Configuration(host=f"http://127.0.0.1:{self.server.server_address[1]}"))

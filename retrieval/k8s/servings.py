@@ -31,6 +31,21 @@ def changes(existing: Iterable[str], desired: Sequence[dict[str, Any]], availabl
     return list(desired), stale if want <= set(available) else []
 
 
+def served_versions(namespace: str, api_client: Any = None) -> set[tuple]:
+    """The versions (`VersionInfo.ref`) that have an IndexServing in the namespace: their pods may start
+    (or restart) and fetch them at any time, so retention keeps their files."""
+    from kubernetes import client
+
+    if api_client is None:
+        from .resolver import load_config
+
+        api_client = load_config()
+    items = client.CustomObjectsApi(api_client).list_namespaced_custom_object(
+        GROUP, API_VERSION, namespace, PLURAL, label_selector=selector_string({MANAGED_BY_LABEL: FIELD_MANAGER}))
+    return {(o["spec"]["bundleId"], o["spec"]["granularity"], o["spec"]["period"], o["spec"]["version"])
+            for o in items["items"]}
+
+
 def sync(namespace: str, desired: Sequence[dict[str, Any]], wait_s: float = 300.0, api_client: Any = None,
          poll_s: float = 5.0) -> dict[str, list[str]]:
     """Apply `desired` (IndexServing dicts), then delete the stale ones once the desired are available

@@ -135,7 +135,7 @@ class Serving:
 
             faiss.omp_set_num_threads(os.cpu_count() or 1)
             summary = build_due(self.store, self.photos, self.repo, self.embedder, self.cfg.build,
-                                self.cfg.retention, int(self.clock()))
+                                self.cfg.retention, int(self.clock()), in_use=self.in_use)
             faiss.omp_set_num_threads(1)
             self._match_services()
             return summary
@@ -152,7 +152,13 @@ class Serving:
                 out[piece.version.ref] = vs[piece.version.ref]
         return out
 
+    def in_use(self) -> set[tuple]:
+        """Versions this machine's services serve (retention keeps them until they stop)."""
+        return {svc.vi.info.ref for svc in self.services.values()}
+
     def _match_services(self) -> None:
+        for url in [u for u, svc in self.services.items() if svc.corrupt]:  # its copy no longer matched:
+            self.services.pop(url).stop(0)                                  # served again from a fresh copy
         need = self.needed()
         for url, info in need.items():
             self._unneeded.pop(url, None)
@@ -181,7 +187,7 @@ class Serving:
                     if time.monotonic() - last >= self.cfg.build_every_s:
                         self.sync()
                         last = time.monotonic()
-                    elif self._unneeded:
+                    elif self._unneeded or any(svc.corrupt for svc in self.services.values()):
                         with self._lock:
                             self._match_services()
                 except Exception:

@@ -98,8 +98,18 @@ class IndexAppConfig(RunConfig):
     host: str = opt("127.0.0.1", "serve: listen address (beyond loopback: token and TLS)")
     port: int = opt(0, "serve: port (0: any free port)")
     announce_dir: Optional[str] = opt(None, "serve: folder to announce the address in while serving (for a "
-                                            "directory resolver)")
+                                            "directory resolver); build-due, retain: versions announced there "
+                                            "are in use and kept")
     follow_s: float = opt(1.0, "serve: how often the listing store's changes are read")
+    source: Optional[str] = opt(None, "serve: the repository URL of version=<folder>: a copy that fails "
+                                      "verification is fetched again from it")
+    verify_every_s: float = opt(3600.0, "serve: sha256 of the served files this often (0: at load only); a copy "
+                                        "that no longer matches is taken out and the process exits 7")
+    stop_grace_s: float = opt(15.0, "serve: on SIGTERM, calls in flight get this long to finish")
+    drain_s: float = opt(0.0, "serve: on SIGTERM, keep answering this long after turning NOT_SERVING (where no "
+                              "preStop hook waits for the endpoints to update)")
+    lock_timeout_s: float = opt(600.0, "build-due, retain: wait this long for another job's retention lock, then "
+                                       "leave retention to it")
     health_port: Optional[int] = opt(None, "serve: also answer the standard gRPC health service alone, in plaintext, "
                                            "on this port (kubelet's gRPC probes speak no TLS)")
     granularities: Optional[list[Granularity]] = opt(None, "build-due: build only these (e.g. [hour] for the hourly "
@@ -128,5 +138,7 @@ class IndexAppConfig(RunConfig):
             raise ConfigError("spnas-index fetch needs dest=<folder>")
         if not 0 <= self.port <= 65535 or self.follow_s <= 0:
             raise ConfigError("port must be 0..65535 and follow_s > 0")
+        if self.verify_every_s < 0 or self.stop_grace_s < 0 or self.drain_s < 0 or self.lock_timeout_s < 0:
+            raise ConfigError("verify_every_s, stop_grace_s, drain_s and lock_timeout_s must be >= 0")
         if self.servings is not None and self.servings.partition(":")[0] != "kubernetes":
             raise ConfigError(f"servings={self.servings}: kubernetes or kubernetes:<namespace>")

@@ -22,7 +22,16 @@ from ..conftest import _missing
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 OVERLAY = DEPLOY / "overlays" / "example"
-K8S_VERSION = "1.32.0"  # the API version the manifests target (CronJob timeZone, gRPC probes: GA)
+K8S_VERSION = "1.30.0"  # the oldest API version the manifests target (CronJob timeZone, gRPC probes: GA)
+
+
+def k8s_versions() -> list[str]:
+    """1.30 and the newest schema version kubernetes-validate ships: the manifests validate at both."""
+    try:
+        from kubernetes_validate.utils import latest_version
+    except ImportError:
+        return [K8S_VERSION]
+    return sorted({K8S_VERSION, latest_version()})
 
 
 def missing(reason: str) -> None:

@@ -21,7 +21,7 @@ from retrieval.k8s import API_VERSION, GROUP, INDEX_SELECTOR, KIND, PLURAL
 from retrieval.k8s.render import RenderSettings, render
 
 from ..k8s_api import Reply, api_client, rbac_rules
-from .conftest import DEPLOY, K8S_VERSION, ROOT, base_files, by_kind
+from .conftest import DEPLOY, ROOT, base_files, by_kind, k8s_versions
 
 EXAMPLE = DEPLOY / "examples" / "indexserving.yaml"
 GOLDEN = Path(__file__).resolve().parent / "fixtures" / "rendered-indexserving.json"
@@ -59,19 +59,23 @@ def test_the_overlay_renders_into_one_namespace_with_its_image(overlay):
     kinds = sorted({d["kind"] for d in overlay})
     assert kinds == sorted({"Namespace", "CustomResourceDefinition", "ServiceAccount", "Role", "RoleBinding",
                             "ConfigMap", "PersistentVolumeClaim", "Deployment", "Service", "HorizontalPodAutoscaler",
-                            "PodDisruptionBudget", "CronJob"})
+                            "PodDisruptionBudget", "CronJob", "NetworkPolicy"})
     cluster_scoped = {"Namespace", "CustomResourceDefinition"}
     assert {d["metadata"].get("namespace") for d in overlay if d["kind"] not in cluster_scoped} == {"photo-search"}
     images = {c["image"] for spec in pod_specs(overlay).values() for c in spec["containers"]}
     assert images == {settings_of(overlay).image}  # the index services run the image the rest runs
 
 
-def test_every_builtin_kind_validates_against_the_official_schema(overlay, base, kv):
+@pytest.mark.parametrize("version", k8s_versions())
+def test_every_builtin_kind_validates_against_the_official_schema(overlay, base, kv, version):
     docs = overlay + base + per_version(overlay)
+    month = example_cr()
+    month["spec"] = {**month["spec"], "granularity": "month", "period": "2026-11", "replicas": 1}
+    docs += render(month, settings_of(overlay))
     for d in docs:
         if d["apiVersion"].startswith(f"{GROUP}/"):
             continue
-        kv.validate(d, K8S_VERSION, strict=True)  # raises with the path of what is wrong
+        kv.validate(d, version, strict=True)  # raises with the path of what is wrong
 
 
 def crd_schema(docs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -214,19 +218,24 @@ def test_the_builder_role_grants_exactly_what_a_sync_calls(overlay):
     assert rbac_rules(by_kind(overlay, "Role")["spnas-builder"]) == called
 
 
-def test_the_controller_role_covers_its_applies_and_kopfs_own_calls(overlay):
-    from retrieval.k8s.controller import apply
+def test_the_controller_role_covers_its_calls_and_kopfs_own(overlay):
+    """What a resync, a repair and reading the settings call (replayed), what kopf does for its handlers
+    (list + watch of each watched kind, patch of the resource and its status), and `update` of the
+    finalizers subresource (owner references that block deletion), never delete (the GC does)."""
+    from .test_controller import calls_of_a_controller
 
-    objs = per_version(overlay)
-    api, fake = api_client([Reply.json(o) for o in objs])
-    for o in objs:
-        apply(o, api)
-    applies = fake.verbs() | {(g, r, "create") for g, r, v in fake.verbs() if v == "patch"}
-    kopf = {(GROUP, PLURAL, v) for v in ("get", "list", "watch", "patch")} | {(GROUP, f"{PLURAL}/status", "patch"),
-                                                                             ("", "events", "create")}
+    called = calls_of_a_controller()
+    applies = called | {(g, r, "create") for g, r, v in called if v == "patch" and r != f"{PLURAL}/status"}
+    watched = {("apps", "deployments"), ("", "services"), ("policy", "poddisruptionbudgets"), ("", "configmaps"),
+               (GROUP, PLURAL)}
+    kopf = {(g, r, v) for g, r in watched for v in ("list", "watch")} | {(GROUP, PLURAL, "patch"),
+                                                                         (GROUP, f"{PLURAL}/status", "patch"),
+                                                                         (GROUP, f"{PLURAL}/finalizers", "update"),
+                                                                         ("", "events", "create")}
     rules = rbac_rules(by_kind(overlay, "Role")["spnas-controller"])
-    assert applies | kopf <= rules
-    assert {v for _, _, v in rules} <= {"get", "list", "watch", "create", "patch"}  # never delete: the GC does
+    assert applies | kopf <= rules, (applies | kopf) - rules
+    assert {v for _, _, v in rules} <= {"get", "list", "watch", "create", "patch", "update"}
+    assert not {(g, r, v) for g, r, v in rules if v == "update" and not r.endswith("/finalizers")}
 
 
 # ------------------------------------------------------------------------------------ CronJobs
@@ -263,3 +272,57 @@ def test_the_rendered_per_version_objects_are_stable():
         GOLDEN.write_text(json.dumps(got, indent=1, sort_keys=True) + "\n")
     assert got == json.loads(GOLDEN.read_text())
     assert render(copy.deepcopy(example_cr()), settings_of(base_files())) == got
+
+
+# ------------------------------------------------------------------------------------ surviving drains
+def test_versions_survive_a_drain_and_rollouts_drain_requests(overlay):
+    """A month version has two pods and a PDB that keeps one through a drain; every index pod is spread
+    over nodes, has a startup probe, a preStop pause and a grace long enough for its stop grace."""
+    month = example_cr()
+    month["spec"] = {**month["spec"], "granularity": "month", "period": "2026-11", "replicas": 1}
+    dep, _, pdb = render(month, settings_of(overlay))
+    assert dep["spec"]["replicas"] >= 2 and pdb["spec"] == {"minAvailable": 1, "selector": pdb["spec"]["selector"]}
+    assert dep["spec"]["strategy"]["rollingUpdate"] == {"maxUnavailable": 0, "maxSurge": 1}
+    one = example_cr()
+    one["spec"] = {**one["spec"], "replicas": 1}
+    assert render(one, settings_of(overlay))[2]["spec"]["maxUnavailable"] == 1  # one pod: a drain must not stall
+    pod = dep["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    assert {t["topologyKey"] for t in pod["topologySpreadConstraints"]} == {"kubernetes.io/hostname",
+                                                                          "topology.kubernetes.io/zone"}
+    assert c["startupProbe"]["grpc"]["service"] == "liveness"
+    pause = int(c["lifecycle"]["preStop"]["exec"]["command"][-1])
+    grace = next(int(a.split("=")[1]) for a in c["args"] if a.startswith("stop_grace_s="))
+    assert pause > 0 and pod["terminationGracePeriodSeconds"] > pause + grace
+    assert any(a.startswith("source=") for a in c["args"])  # a copy that fails verification is fetched again
+    gw = by_kind(overlay, "Deployment")["spnas-gateway"]
+    assert "replicas" not in gw["spec"]  # the HPA owns it
+    assert by_kind(overlay, "HorizontalPodAutoscaler")["spnas-gateway"]["spec"]["scaleTargetRef"]["name"] == \
+        "spnas-gateway"
+    (g,) = gw["spec"]["template"]["spec"]["containers"]
+    assert "exec" in g["lifecycle"]["preStop"] and gw["spec"]["template"]["spec"]["topologySpreadConstraints"]
+
+
+def test_the_gateway_holds_the_services_ca_and_never_their_key(overlay):
+    gw = by_kind(overlay, "Deployment")["spnas-gateway"]["spec"]["template"]["spec"]
+    (c,) = gw["containers"]
+    assert not [a for a in c["args"] if a.startswith(("tls.key=", "tls.cert="))]
+    assert "tls.ca=/etc/spnas/tls/ca.crt" in c["args"]
+    (tls,) = [v for v in gw["volumes"] if v["name"] == "tls"]
+    assert tls["secret"]["items"] == [{"key": "ca.crt", "path": "ca.crt"}]
+
+
+def test_network_policies_and_the_storage_class(overlay):
+    pols = by_kind(overlay, "NetworkPolicy")
+    idx = pols["spnas-index-services"]["spec"]
+    assert idx["podSelector"]["matchLabels"] == INDEX_SELECTOR
+    grpc = next(r for r in idx["ingress"] if r.get("from"))
+    assert grpc["from"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "gateway"
+    assert grpc["ports"] == [{"protocol": "TCP", "port": 50051}]
+    selected = {tuple(sorted(p["spec"]["podSelector"]["matchLabels"].items())) for p in pols.values()}
+    for where, spec in pod_specs(overlay).items():  # every spnas pod is covered by a policy
+        labels = by_kind(overlay, where.split("/")[0])[where.split("/")[1]]
+        tmpl = labels["spec"]["template"] if "template" in labels["spec"] else \
+            labels["spec"]["jobTemplate"]["spec"]["template"]
+        assert any(set(s) <= set(tmpl["metadata"]["labels"].items()) for s in selected), where
+    assert by_kind(overlay, "PersistentVolumeClaim")["spnas-artifacts"]["spec"]["storageClassName"]

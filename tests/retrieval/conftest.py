@@ -86,6 +86,22 @@ def make_catalogue(tmp: Path, n: int, start: int, span_s: int, dim: int = 16, se
                      ts, vecs, photos)
 
 
+def fake_bundle(tmp: Path) -> tuple[Path, str]:
+    """A folder that is a bundle as far as its identity goes (a manifest and an embedder file), for
+    gateways whose embedder is a `FakeEmbedder`; returns (folder, bundle id)."""
+    import json
+
+    from export.bundle import BUNDLE_FORMAT, bundle_id
+    from spnas_core.files import sha256_file
+
+    b = tmp / "bundle"
+    b.mkdir(parents=True, exist_ok=True)
+    (b / "embedder.tflite").write_bytes(b"not a model: the fake embedder reads the embedding cache")
+    (b / "manifest.json").write_text(json.dumps({"format": BUNDLE_FORMAT, "files": {"embedder.tflite": {
+        "sha256": sha256_file(b / "embedder.tflite"), "size": (b / "embedder.tflite").stat().st_size}}}))
+    return b, bundle_id(b)
+
+
 # ---------------------------------------------------------------------------------- a deployment
 class Deployment:
     """`spnas.app.serve.start` with handles to its parts."""

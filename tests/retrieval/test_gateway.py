@@ -119,7 +119,8 @@ def test_writes_need_the_token(deployment, grocery_root):
     url = deployment.url
     photo, _ = _grocery_photos(grocery_root, 1)
     files = [("images", ("a.jpg", jpeg(photo[0]), "image/jpeg"))]
-    for headers in ({}, {"Authorization": "Bearer wrong-token-0123456789"}, {"Authorization": "Basic abc"}):
+    for headers in ({}, {"Authorization": "Bearer wrong-token-0123456789"}, {"Authorization": "Basic abc"},
+                    {"Authorization": deployment.token}):  # the right token without its "Bearer " scheme
         r = httpx.post(f"{url}/items", files=files, data={"ids": "777"}, headers=headers)
         assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer", r.text
         assert httpx.delete(f"{url}/items/0", headers=headers).status_code == 401
@@ -137,10 +138,14 @@ def test_the_versions_listing_shows_addresses_only_with_the_token(deployment):
     assert {v["granularity"] for v in full["versions"] if v["in_plan"]} >= {"hour"}
 
 
-def test_health_is_the_process_and_ready_is_the_plan(deployment):
+def test_health_is_the_process_and_ready_is_the_worker(deployment):
     assert httpx.get(f"{deployment.url}/health").json()["status"] == "ok"
     r = httpx.get(f"{deployment.url}/ready")
-    assert r.status_code == 200 and r.json()["versions"] > 0 and r.json()["missing"] == []
+    assert r.status_code == 200 and r.json()["versions"] > 0 and r.json()["missing"] == [], r.text
+    assert r.json()["backends"] > 0 and r.json()["reasons"] == []
+    m = httpx.get(f"{deployment.url}/metrics")
+    assert m.status_code == 200 and m.headers["content-type"].startswith("text/plain")
+    assert "spnas_gateway_ready 1" in m.text and "spnas_gateway_view_age_seconds" in m.text
 
 
 def _png(w, h) -> bytes:
@@ -310,3 +315,131 @@ def test_blocking_work_runs_off_the_event_loop_with_bounded_admission(deployment
     assert refused.status_code == 503 and refused.headers["retry-after"] == "3", refused.text
     assert "saturated" in refused.json()["detail"]
     assert [r.status_code for r in held] == [200, 200, 200]
+
+
+def _png_short(w: int, h: int, rows: int) -> bytes:
+    """A PNG whose header declares w x h pixels and whose (complete, valid) zlib stream holds `rows` rows."""
+    def chunk(t, d):
+        return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d) & 0xFFFFFFFF)
+    raw = b"".join(b"\0" + bytes([(7 * y) % 256]) * (3 * w) for y in range(rows))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)) +
+            chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))
+
+
+def test_bad_input_gets_one_clear_4xx_and_stores_nothing(deployment, grocery_root):
+    from retrieval.photos import PhotoStore, photo_hash
+
+    d, url = deployment, deployment.url
+    dim = d.embedder.dim
+    v = ",".join(["0"] * (dim - 1))
+    huge = "9" * 400
+    for body in (f'{{"vector": [{huge}, {v}]}}', f'{{"vector": [1, {v}], "start": {huge}}}',
+                 f'{{"vector": [1, {v}], "end": -{huge}}}', f'{{"vector": [1, {v}], "k": {huge}}}'):
+        r = httpx.post(f"{url}/search", content=body, headers={"content-type": "application/json"}, timeout=30)
+        assert r.status_code == 422 and r.json()["detail"], (body[:40], r.status_code, r.text[:200])
+    # a chunked multipart body over the limit: 413 like a declared one, whichever endpoint reads it
+    def chunks(field):
+        yield (f'--b\r\nContent-Disposition: form-data; name="{field}"; filename="a.jpg"\r\n'
+               f'Content-Type: image/jpeg\r\n\r\n').encode()
+        for _ in range(30):
+            yield b"\xff" * 100_000
+    for path, headers in (("/search", {}), ("/items", d.auth)):
+        r = httpx.post(f"{url}{path}", content=chunks("image" if path == "/search" else "images"),
+                       headers={**headers, "content-type": "multipart/form-data; boundary=b"}, timeout=30)
+        assert r.status_code == 413 and "over the limit" in r.json()["detail"], (path, r.status_code, r.text[:200])
+    # a PNG whose data stops after half the rows its header declares
+    short = _png_short(64, 64, 32)
+    from PIL import Image
+    import io
+    assert Image.open(io.BytesIO(short)).load() is not None  # Pillow itself takes it (the rest as zeros)
+    r = httpx.post(f"{url}/search", files={"image": ("short.png", short, "image/png")}, timeout=30)
+    assert r.status_code == 400 and "truncated" in r.json()["detail"], r.text
+    r = httpx.post(f"{url}/items", files=[("images", ("short.png", short, "image/png"))], data={"ids": "880001"},
+                   headers=d.auth, timeout=30)
+    assert r.status_code == 400 and photo_hash(short) not in _stored(d)
+    assert httpx.post(f"{url}/search", files={"image": ("full.png", _png_short(64, 64, 64), "image/png")},
+                      timeout=30).status_code == 200
+    # an add refused with 409 (the id is active with another photo) keeps neither its photo nor its embedding
+    photo, _ = _grocery_photos(grocery_root, 3)
+    fresh = jpeg(np.ascontiguousarray(photo[2][::-1]))  # bytes no listing has
+    r = httpx.post(f"{url}/items", files=[("images", ("f.jpg", fresh, "image/jpeg"))], data={"ids": "1"},
+                   headers=d.auth, timeout=30)
+    assert r.status_code == 409, r.text
+    h = photo_hash(fresh)
+    assert PhotoStore(d.s.loc.photos).original(h) is None and h not in _stored(d)
+    assert not d.store.cached(d.embedder.bundle_sha256, [h], dim)[1][0]
+
+
+def _stored(d) -> set[str]:
+    root = __import__("pathlib").Path(d.s.loc.photos.removeprefix("file://"))
+    return {p.name for p in root.rglob("*") if p.is_file() and "." not in p.name}
+
+
+def test_a_deleted_listings_photo_is_gone(deployment, grocery_root):
+    d, url = deployment, deployment.url
+    photo, _ = _grocery_photos(grocery_root, 4)
+    r = httpx.post(f"{url}/items", files=[("images", ("g.jpg", jpeg(photo[3]), "image/jpeg"))],
+                   data={"ids": "880077"}, headers=d.auth, timeout=30)
+    assert r.status_code == 200 and httpx.get(f"{url}/items/880077/photo").status_code == 200
+    assert httpx.delete(f"{url}/items/880077", headers=d.auth).status_code == 200
+    assert httpx.get(f"{url}/items/880077/photo").status_code == 404
+
+
+def test_a_write_is_searchable_at_once_on_the_worker_that_acknowledged_it(deployment, grocery_root, tmp_path):
+    """A gateway process of one worker refreshing every 20 ms (a refresh nearly always in progress) over
+    the deployment's store and index services: every acknowledged add is found, and every acknowledged
+    delete missed, by the search sent right after it (no wait)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from .conftest import wait_for
+
+    d = deployment
+    with socket.socket() as so:
+        so.bind(("127.0.0.1", 0))
+        port = so.getsockname()[1]
+    loc = d.s.loc
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "spnas-serve"), "gateway", f"bundle={d.cfg.bundle}", f"root={tmp_path}",
+         "workers=1", f"port={port}", f"resolver=dir:{d.s.announce}", f"auth.token_file={d.cfg.auth.token_file}",
+         f"locations.store={loc.store}", f"locations.photos={loc.photos}", f"locations.repository={loc.repository}",
+         "delta.refresh_s=0.02", "limits.rpc_timeout_s=5"], start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=open(tmp_path / "gateway.log", "w"), env={**os.environ, "OMP_NUM_THREADS": "1"})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: _ok(f"{url}/ready"), 90, "the gateway process")
+        photos, _ = _grocery_photos(grocery_root, 8)
+        now = int(time.time())
+        misses = []
+        with httpx.Client(timeout=30) as cl:
+            for n in range(24):
+                j, item, ts = n % len(photos), 990_000 + n, now - 40 - n
+                data = jpeg(photos[j])
+                r = cl.post(f"{url}/items", files=[("images", ("p.jpg", data, "image/jpeg"))],
+                            data={"ids": str(item), "ts": str(ts)}, headers=d.auth)
+                assert r.status_code == 200, r.text
+                found = _ids(cl, url, data, ts)
+                misses += [("add", item)] if item not in found else []
+                assert cl.delete(f"{url}/items/{item}", headers=d.auth).status_code == 200
+                misses += [("delete", item)] if item in _ids(cl, url, data, ts) else []
+        assert misses == [], f"{len(misses)} of 48 searches right after an acknowledged write missed it: {misses}"
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(30)
+
+
+def _ok(u: str) -> bool:
+    try:
+        return httpx.get(u, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _ids(cl, url, photo: bytes, ts: int) -> list[int]:
+    r = cl.post(f"{url}/search", files={"image": ("q.jpg", photo, "image/jpeg")},
+                data={"k": "10", "start": str(ts), "end": str(ts + 1)})
+    assert r.status_code == 200, r.text
+    return [h["id"] for h in r.json()["results"]]

@@ -112,3 +112,21 @@ def test_retired_servings_wait_until_the_planned_ones_are_available():
     d = [{"metadata": {"name": n}} for n in ("idx-m", "idx-d")]
     assert changes(["idx-m", "idx-old"], d, ["idx-m"]) == (d, [])  # idx-d not available yet: keep idx-old
     assert changes(["idx-m", "idx-old"], d, ["idx-m", "idx-d", "idx-old"]) == (d, ["idx-old"])
+
+
+def test_a_compressed_versions_pods_are_sized_by_what_they_hold_in_memory():
+    """The vectors a compressed version re-ranks from are read from disk: its memory request follows the
+    index, ids and times (`residentBytes`), its volume all files (`sizeBytes`)."""
+    v = version(A, "month", "2026-10", count=10**7)
+    v.factory = "IVF4096_HNSW32,PQ32,RDisk"
+    v.files["index"]["size"] = 10**7 * 40
+    v.files["vectors"] = {"name": "vectors.x.npy", "sha256": "0" * 64, "size": 10**7 * 256}
+    cr = serving_resource(v, "ns")
+    assert cr["spec"]["residentBytes"] == 10**7 * 56 and cr["spec"]["sizeBytes"] == 10**7 * (56 + 256)
+    cr["metadata"]["uid"] = "u"
+    dep = render(cr)[0]
+    (c,) = dep["spec"]["template"]["spec"]["containers"]
+    assert c["resources"]["requests"]["memory"] == f"{memory_mi(10**7 * 56, 256)}Mi"
+    assert dep["spec"]["replicas"] >= 2  # a month version
+    vol = next(x for x in dep["spec"]["template"]["spec"]["volumes"] if x["name"] == "versions")
+    assert int(vol["emptyDir"]["sizeLimit"].removesuffix("Mi")) * 2**20 > 10**7 * 312

@@ -1,6 +1,9 @@
 """The gateway's Kubernetes resolver against recorded API responses (tests/retrieval/fixtures/k8s/,
 played back under the official client by tests/k8s_api.py): a list, then watches in which a version
-becomes ready, a pod goes away, and the watch expires with 410 Gone (a fresh list follows)."""
+becomes ready, a pod goes away, and the watch expires with 410 Gone (a fresh list follows). Over a
+real socket (a scripted API server on loopback): a half-open watch is abandoned and listed again, a
+hanging first list does not hold the gateway's start, `stop()` ends an open watch at once, and the
+staleness figure says how current the addresses are."""
 
 from __future__ import annotations
 
@@ -19,7 +22,8 @@ from retrieval.k8s import INDEX_SELECTOR, selector_string  # noqa: E402
 from retrieval.k8s.resolver import KubernetesResolver  # noqa: E402
 from retrieval.resolver import make_resolver  # noqa: E402
 
-from ..k8s_api import Reply, api_client  # noqa: E402
+from ..k8s_api import Hang, Reply, ScriptedApiServer, api_client  # noqa: E402
+from .conftest import wait_for  # noqa: E402
 
 LIST = "recorded-endpointslices-list.json"
 READY = "recorded-watch-version-becomes-ready.jsonl"
@@ -88,3 +92,54 @@ def test_selected_by_config_without_a_cluster():
     r = make_resolver("kubernetes:photo-search")
     assert isinstance(r, KubernetesResolver) and r.namespace == "photo-search"
     assert make_resolver("dir:/tmp/services").__class__.__name__ == "DirectoryResolver"  # one machine: kept
+
+
+def test_a_half_open_watch_is_abandoned_and_listed_again():
+    """The watch's connection answers its headers, then nothing (a half-open connection): after
+    `idle_timeout_s` without a message the resolver lists again, and its addresses are current."""
+    import time
+
+    with ScriptedApiServer([Reply.fixture(LIST), Hang(), Reply.fixture(RELIST), Hang()]) as srv:
+        r = KubernetesResolver("photo-search", api_client=srv.client(), idle_timeout_s=0.5, request_timeout_s=2,
+                               first_wait_s=5)
+        try:
+            assert r.addresses() == [MONTH_A, DAY]
+            wait_for(lambda: r.relists >= 2, 15, "a list after the half-open watch")
+            assert r.addresses() == [MONTH_B, HOUR] and r.failures >= 1 and r.staleness_s() < 5
+            assert [p.split("?")[0].rsplit("/", 1)[-1] for p in srv.requests[:3]] == ["endpointslices"] * 3
+            assert "watch=True" in srv.requests[1] and "watch" not in srv.requests[2]
+        finally:
+            t = time.monotonic()
+            r.stop()
+        assert not r._thread.is_alive() and time.monotonic() - t < 3
+
+
+def test_stop_ends_an_open_watch_at_once():
+    import time
+
+    with ScriptedApiServer([Reply.fixture(LIST), Hang()]) as srv:
+        r = KubernetesResolver("photo-search", api_client=srv.client(), idle_timeout_s=60, first_wait_s=5)
+        r.addresses()
+        wait_for(lambda: len(srv.requests) == 2 and r._watch is not None, 10, "the watch to be open")
+        t = time.monotonic()
+        r.stop()
+        assert not r._thread.is_alive() and time.monotonic() - t < 2, "stop() left the watch thread blocked"
+
+
+def test_a_hanging_first_list_holds_nothing_and_shows_as_stale():
+    """The API server accepts the first list and never answers: `addresses()` returns (empty) within
+    `first_wait_s`, the staleness is infinite; the list's client timeout then lets the next one through."""
+    import math
+    import time
+
+    with ScriptedApiServer([Hang(headers=False), Reply.fixture(LIST), Hang()]) as srv:
+        r = KubernetesResolver("photo-search", api_client=srv.client(), request_timeout_s=0.5, idle_timeout_s=30,
+                               first_wait_s=0.2)
+        try:
+            t = time.monotonic()
+            assert r.addresses() == [] and time.monotonic() - t < 1.5
+            assert math.isinf(r.staleness_s())
+            wait_for(lambda: r.addresses() == [MONTH_A, DAY], 15, "the list after the hanging one")
+            assert r.staleness_s() < 5
+        finally:
+            r.stop()

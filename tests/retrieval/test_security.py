@@ -65,6 +65,9 @@ def test_tls_service_with_token(tmp_path, pki):
     try:
         cl = IndexClient(svc.address, 5, token=token, tls=tls)
         assert cl.search(c.vecs[:1], 2, bundle=BUNDLE)[1][0, 0] == c.ids[0]
+        client_only = TlsConfig(ca=str(pki / "ca.pem"))  # what the gateway holds: the CA, not the services' key
+        assert IndexClient(svc.address, 5, token=token, tls=client_only).search(c.vecs[:1], 2, bundle=BUNDLE)[1][
+            0, 0] == c.ids[0]
         assert IndexClient(svc.address, 5, tls=tls).serving(), "health stays open: probes send no token"
         with pytest.raises(grpc.RpcError) as e:  # right channel, no token
             IndexClient(svc.address, 5, tls=tls).search(c.vecs[:1], 2, bundle=BUNDLE)
@@ -119,6 +122,9 @@ def test_mutual_tls_requires_a_client_certificate(tmp_path, pki):
 
 
 def test_tls_config_is_checked_at_compose_time():
+    TlsConfig(ca="ca.pem")  # a client: the CA alone
+    with pytest.raises(ConfigError, match="go together"):
+        TlsConfig(ca="ca.pem", client_cert="c.pem")
     with pytest.raises(ConfigError, match="go together"):
         TlsConfig(cert="a.pem")
     with pytest.raises(ConfigError, match="needs tls.ca"):
@@ -206,3 +212,34 @@ def test_loopback_without_a_token_still_needs_one_for_writes(tmp_path):
     token = load_token(auth)
     assert token and len(token) == 64
     assert load_token(local_token(tmp_path / "gw")) == token
+
+
+def test_one_plaintext_address_beyond_loopback_drops_that_address_only(tmp_path):
+    """A resolver names a good service on loopback and one address beyond it that would carry the token
+    in plaintext: that one is left out (and said why), the good one is planned."""
+    from retrieval.backends import GrpcBackends
+
+    token = "t" * 32
+    svc, c = _service(tmp_path, token=token)
+
+    class Two:
+        def addresses(self):
+            return ["10.1.2.3:50051", svc.address]
+
+    try:
+        b = GrpcBackends(Two(), token)
+        ready = b()
+        assert [r.version for r in ready] == [svc.vi.info.version]
+        assert list(b.refused) == ["10.1.2.3:50051"] and "plaintext" in b.refused["10.1.2.3:50051"]
+        assert [r.version for r in b()] == [svc.vi.info.version]  # and on every refresh
+    finally:
+        svc.stop(0)
+
+
+def test_writes_and_grpc_calls_need_the_bearer_scheme():
+    from retrieval.security import token_ok
+
+    t = "s" * 32
+    assert token_ok(f"Bearer {t}", t) and token_ok(f"bearer {t}", t) and token_ok(f"  Bearer   {t} ", t)
+    for given in (t, f"Basic {t}", f"Token {t}", "Bearer", "", None, f"Bearer{t}"):
+        assert not token_ok(given, t), given

@@ -24,14 +24,15 @@ def brute(q, vecs, ids, mask, k):
 
 
 @pytest.mark.parametrize("factory, exact_below", [("Flat", 0), ("HNSW16", 50), ("HNSW16", 10**6),
-                                                  ("IVF16,PQ8x4,RFlat", 50)])
-def test_windows_and_removed_listings_match_brute_force(factory, exact_below):
+                                                  ("IVF16,PQ8x4,RFlat", 50), ("IVF16_HNSW32,PQ8x4,RDisk", 50),
+                                                  ("IVF16_HNSW32,PQ8x4,RDisk", 10**6)])
+def test_windows_and_removed_listings_match_brute_force(factory, exact_below, tmp_path):
     rng = np.random.default_rng(1)
     n, d = 3000, 16
     v = unit(n, d, 1)
     ts = np.sort(rng.integers(0, 100_000, n))
     ids = rng.choice(2**40, n, replace=False).astype(np.int64)
-    vi = VersionIndex.build(ids, ts, v, factory, FactoryConfig(train_sample=n))
+    vi = VersionIndex.build(ids, ts, v, factory, FactoryConfig(train_sample=n), vectors_file=tmp_path / "v.npy")
     vi.params = SearchParams(exact_below=exact_below, efSearch=512, nprobe=16, k_factor=64)
     gone = ids[rng.choice(n, 300, replace=False)]
     assert vi.exclude(np.concatenate([gone, [7]]), np.arange(1, 302)) == 300  # id 7 is not in this version

@@ -47,6 +47,10 @@ def test_health_caps_bundle_and_removed_listings(tmp_path):
         assert gone not in ids and cl.info().excluded == 1
         _, ids = cl.search(c.vecs[:1], 5, bundle=BUNDLE, as_of=seq - 1)  # as the gateway's delta saw it then
         assert ids[0, 0] == gone
+        for ahead in (seq + 1, 2**62):  # a change the store has not reached: refused, not answered as of now
+            with pytest.raises(grpc.RpcError) as e:
+                cl.search(c.vecs[:1], 5, bundle=BUNDLE, as_of=ahead)
+            assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "store is at change" in e.value.details()
         c.store.engine.dispose()
         (tmp_path / "listings.sqlite").rename(tmp_path / "away.sqlite")  # the store goes away ...
         (tmp_path / "listings.sqlite").mkdir()

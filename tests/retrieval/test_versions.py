@@ -60,15 +60,29 @@ def test_same_inputs_make_no_new_version_and_a_change_makes_one(tmp_path):
     assert list(vi.ts) == sorted(vi.ts) and int(c.ids[0]) not in set(vi.ids.tolist())
 
 
-@pytest.mark.parametrize("n, factory", [(40, "Flat"), (150, "HNSW8"), (400, "IVF64,PQ16x4,RFlat")])
+@pytest.mark.parametrize("n, factory", [(40, "Flat"), (150, "HNSW8"), (400, "IVF16_HNSW32,PQ16x4,RDisk")])
 def test_the_factory_is_chosen_by_size_and_every_kind_finds_the_listing(tmp_path, n, factory):
     c = make_catalogue(tmp_path, n, START, 3600)
     cfg = BuildConfig(factory=FactoryConfig(flat_below=100, hnsw_up_to=300, hnsw_m=8, train_sample=400))
     info, _ = build_period(c.store, None, c.repo, c.embedder, H, HOUR, cfg)
     assert info.factory == factory
+    assert ("vectors" in info.files) == factory.endswith(",RDisk")  # the exact vectors beside a compressed index
     vi = VersionIndex.load(*open_version(info.url, tmp_path / "cache"))
-    _, ids = vi.search(c.vecs[:5], 3)
+    scores, ids = vi.search(c.vecs[:5], 3)
     assert ids[:, 0].tolist() == c.ids[:5].tolist()  # exact re-ranking puts the listing itself first
+    assert np.allclose(scores[:, 0], 1.0, atol=2e-3)  # exact scores (float16 vectors on disk: within 1e-3)
+
+
+def test_the_factory_takes_the_compressed_path_at_the_decks_scale():
+    """Above `hnsw_up_to` (1e6): IVF-PQ with an HNSW coarse quantizer, re-ranked exactly from float16
+    vectors on disk (the path bench/bench_index_compressed.py measures at 1e7)."""
+    from retrieval.factory import choose_factory
+
+    cfg = FactoryConfig()
+    assert choose_factory(99_999, 128, cfg) == "Flat" and choose_factory(10**6, 128, cfg) == "HNSW32"
+    assert choose_factory(10**7, 128, cfg) == "IVF4096_HNSW32,PQ32,RDisk"
+    assert choose_factory(3 * 10**7, 128, cfg) == "IVF4096_HNSW32,PQ32,RDisk"
+    assert choose_factory(10**7, 128, FactoryConfig(opq=True, pq_m=16)) == "OPQ16_128,IVF4096_HNSW32,PQ16,RDisk"
 
 
 def test_a_corrupted_index_file_is_refused(tmp_path):

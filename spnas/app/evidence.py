@@ -262,10 +262,13 @@ def budget_check(families: dict[str, Sequence[tuple[float, Sample]]], rises: dic
         reasons.append(f"{len(rise['short'])} of {len(rises)} models have learning curves of fewer than "
                        f"{MIN_CURVE_POINTS} evaluations")
     band = (f"{rise['mean']:+.1f} [{rise['ci_low']:+.1f}, {rise['ci_high']:+.1f}] points over {rise['n']} runs"
-            if rise["ci_low"] is not None else f"{rise['n']} run(s) with a long enough curve")
+            if rise["ci_low"] is not None else None)
     if rise["state"] == "rising":
         reasons.append(f"models were still improving in the last quarter of training: validation top-1 rose "
                        f"{band}, above {rising_pts:g}")
+    elif rise["state"] == "cannot tell" and band is None:
+        reasons.append(f"whether models were still improving cannot be told: {rise['n']} training run(s) have a "
+                       f"learning curve long enough to read (an interval needs 2)")
     elif rise["state"] == "cannot tell":
         reasons.append(f"whether models were still improving cannot be told: the last-quarter rise of validation "
                        f"top-1 is {band}, against {rising_pts:g}")
@@ -276,7 +279,7 @@ def budget_check(families: dict[str, Sequence[tuple[float, Sample]]], rises: dic
                      f"below a narrower one and the widest is significantly above the narrowest (paired 95% "
                      f"intervals over seeds and test images); models have stopped improving when the pooled "
                      f"last-quarter rise of their validation top-1 is, within its 95% interval, at most "
-                     f"{rising_pts:g} points")}
+                     f"{rising_pts:g} point{'' if rising_pts == 1 else 's'}")}
 
 
 def verdict_line(winner: str, other: str, d: dict[str, Any], metric: str = "top1", scale: float = 100.0,

@@ -127,8 +127,8 @@ def apply_family(cmp: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     for cs in cmp.values():
         for c in cs:
             for metric, d in c["diff"].items():
-                if metric != E.VERDICT_METRIC or not c["verdict_on"]:
-                    d["verdict"] = None  # shown with its interval, no verdict
+                if metric != E.VERDICT_METRIC or not c["verdict_on"] or d.get("ci_low") is None:
+                    d["verdict"] = None  # shown with its interval (none for one seed), no verdict
     return info
 
 
@@ -164,7 +164,7 @@ def headline(rows: list[dict[str, Any]], cmp: dict[str, list[dict[str, Any]]], b
             d = c["diff"].get("top1")
             if d is None or not c["verdict_on"]:
                 continue
-            verdicts[c["model"]] = d["verdict"] if len(d["seeds"]) > 1 else "not distinguishable from"
+            verdicts[c["model"]] = d["verdict"] if len(d["seeds"]) > 1 else ONE_SEED
             lines.append(E.verdict_line(w["model"], c["model"], d))
         pop = next((c for c in cmp[w["model"]] if c["kind"] == "population"), None)
         out.append({"soc": w["soc"], "winner": w["model"], "cost": _cost(w, w),

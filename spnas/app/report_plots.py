@@ -133,6 +133,7 @@ def learning_curves(run_dir: Path, models: dict[str, Any], rows: list[dict[str, 
     """Validation top-1 against training steps, every model (mean over seeds): is the budget still rising?"""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 4))
+    n_random, labelled = sum(r["kind"] == "random" for r in rows), False
     for r in rows:
         curves = [rec["train"].get("curve") or [] for rec in models[r["model"]].seeds.values() if rec.get("train")]
         curves = [c for c in curves if c]
@@ -142,8 +143,12 @@ def learning_curves(run_dir: Path, models: dict[str, Any], rows: list[dict[str, 
         steps = [curves[0][i]["step"] for i in range(n)]
         mean = [sum(c[i]["val_top1"] for c in curves) / len(curves) for i in range(n)]
         style = KIND_STYLE.get(r["kind"], {"color": None})
+        label = r["model"]
+        if r["kind"] == "random":  # one legend entry for the random controls
+            label = None if labelled else f"random controls (n={n_random})"
+            labelled = True
         ax.plot(steps, mean, "-", lw=1.6 if r["kind"] == "spnas" else 0.9, color=style["color"],
-                label=r["model"] if r["kind"] != "random" else None, alpha=0.6 if r["kind"] == "random" else 1)
+                label=label, alpha=0.6 if r["kind"] == "random" else 1)
     window = check_window(models, rows)
     if window:
         ax.axvspan(window[0], window[1], color="0.92", zorder=-1, label="window the budget check reads")

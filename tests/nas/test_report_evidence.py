@@ -91,6 +91,10 @@ def test_one_seed_gives_no_interval_and_no_verdict_in_report_md(reports):
     per_winner = md.split("## Each winner against its controls", 1)[1].split("\n## ", 1)[0]
     assert "| one seed: no interval, no verdict |" in per_winner and "| beats |" not in per_winner
     assert "not even directions can be compared" in md and "compare directions, not" not in md
+    # report.json alike: no verdict on any comparison, and the headline's verdicts say why
+    assert all(c["diff"]["top1"]["verdict"] is None for cs in rep["comparisons"].values() for c in cs)
+    assert {v for h in rep["headline"] for v in h["verdicts"].values()} == {"one seed: no interval, no verdict"}
+    assert all(h["random"]["verdict"] is None and h["random"]["ci_low"] is None for h in rep["headline"])
     _, rep3, md3, _ = reports[3]
     assert "one seed" not in md3.split("## Headline", 1)[1].split("\n## ", 1)[0]
     assert "Holm" in md3 and f"over the {rep3['family']['m']} " in md3 and rep3["family"]["m"] == 6

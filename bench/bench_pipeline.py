@@ -1,9 +1,12 @@
 """The headline: run `spnas-pipeline` with a preset and record every model's figures with their intervals,
-each winner's verdicts against its controls, the budget check, the fleet view and the wall time.
+each winner's verdicts against its controls, the search's spread over search seeds, the budget check, the
+fleet view and the wall time.
 
     python -m bench.bench_pipeline [--experiment evidence] [overrides ...]
 
-Re-running is cheap: finished stages are skipped (the wall time recorded is the stages' own, summed).
+Re-running is cheap: finished stages are skipped. The wall time recorded is this invocation's and the
+stages' own (summed from their records, per stage kind: what a run from scratch costs on this machine,
+e.g. the evidence preset's 75-minute limit on 2 cores).
 """
 
 from __future__ import annotations
@@ -39,7 +42,13 @@ def main() -> None:
                                                         for s in socs if r["latency_ms"].get(s) is not None},
              "top1 [95%]": _ci(r["stats"].get("top1")), "R@1 train [95%]": _ci(r["stats"].get("r1_train")),
              "seeds": len(r["seeds"])} for r in rep["rows"]]
-    stage_wall = sum(e["wall_s"] for e in rep["provenance"]["stages"])
+    stages = rep["provenance"]["stages"]
+    stage_wall = sum(e["wall_s"] for e in stages)
+    by_kind: dict[str, float] = {}
+    for e in stages:
+        kind = e["stage"].split("/", 1)[0]
+        by_kind[kind] = by_kind.get(kind, 0.0) + e["wall_s"]
+    ran = sum(e["how"] != "skipped" for e in stages)
     b = rep["budget"]
     fleet = ""
     if rep.get("fleet"):
@@ -47,14 +56,24 @@ def main() -> None:
             f"{f['winner']}: " + ", ".join(f"{d} {v:.1f}" for d, v in f["ms"].items() if v is not None) +
             f" (fleet cost {f['fleet_cost']:.3f}, over budget on {', '.join(f['over_budget_on']) or 'none'})"
             for f in rep["fleet"]) + "."
+    spread = ""
+    if rep.get("search_spread"):
+        spread = " Search spread (search seeds): " + "; ".join(
+            f"{sp['soc']}: " + ", ".join(f"seed {e['search_seed']} {e['cost']:.4g} top-1 {_ci(e['top1'])}"
+                                         for e in sp["searches"]) for sp in rep["search_spread"]) + "."
     over = (" " + " ".join(args.overrides)) if args.overrides else ""
     record("bench_pipeline", f"Headline with controls and seeds (pipeline experiment={args.experiment}{over})", rows,
-           notes=("Verdicts (paired over seeds, proxy test top-1): " + " ".join(h["text"] + "." for h in rep["headline"])
+           notes=("Verdicts (proxy test top-1, paired by seed and test image, "
+                  + (rep.get("family") or {}).get("rule", "") + "): "
+                  + " ".join(h["text"] + "." for h in rep["headline"])
                   + f" Budget check: {'ranks capacity' if b['ranks'] else 'budget-limited: ' + '; '.join(b['reasons'])}."
-                  + fleet + f" Stage wall time {stage_wall / 60:.1f} min on this machine (this invocation {wall:.0f} s)."
+                  + fleet + spread + f" Stage wall time {stage_wall / 60:.1f} min on this machine ("
+                  + ", ".join(f"{k} {v / 60:.1f}" for k, v in by_kind.items()) + f" min; this invocation "
+                  f"{wall:.0f} s, {ran} of {len(stages)} stages run in it)."
                   f" Report: `{cfg.run_dir}/report.md` (not committed)."),
-           extra={"headline": rep["headline"], "budget": b, "winners": rep["winners"], "fleet": rep.get("fleet"),
-                  "stage_wall_s": stage_wall})
+           extra={"headline": rep["headline"], "family": rep.get("family"), "budget": b, "winners": rep["winners"],
+                  "fleet": rep.get("fleet"), "search_spread": rep.get("search_spread"), "stage_wall_s": stage_wall,
+                  "stage_wall_by_kind_s": by_kind, "wall_s": wall, "stages_run": ran, "stages": len(stages)})
 
 
 if __name__ == "__main__":

@@ -238,10 +238,14 @@ class GroundTruthConfig:
 
 @dataclass
 class ControlsConfig:
-    """The controls every winner is judged against (docs/DESIGN.md, "Evidence"; `nas.controls`)."""
+    """The controls every winner is judged against (docs/design.md, "Evidence"; `nas.controls`): random nets
+    of its space at its latency, the reference nets width-scaled to it, and the search itself repeated with
+    other seeds (its own noise)."""
 
     random: int = opt(3, "architectures drawn uniformly from the space within +-tolerance of the winner's predicted "
-                         "latency on its table (seeded rejection sampling; the draws are recorded)")
+                         "latency on its table, each with its own seed derived from the run's seed and the winner "
+                         "(seeded rejection sampling; seeds and draws are recorded); the winner is compared with "
+                         "their mean, and ranked among them")
     tolerance: float = opt(0.02, "the band around the winner's latency that random and width-scaled controls must "
                                  "fall in")
     scale_baselines: bool = opt(True, "also train every baseline width-scaled (bisection on the width) to each "
@@ -251,7 +255,16 @@ class ControlsConfig:
     export: bool = opt(False, "also export the controls (random, width-scaled, extra widths); by default only the "
                               "winners and the 1.0 baselines are exported, every model is photo-searched with its "
                               "fine-tuned embedder")
-    seed: int = opt(0, "seed of the random draws")
+    seed: int = opt(0, "mixed into every random draw's seed with the run's seed and the winner (another value: "
+                       "other draws for the same run)")
+    search_seeds: list[int] = opt(factory=list, help="repeat every search with these seeds too (each seed its own "
+                                                     "warm-up, shared by its devices, on the run's data): their "
+                                                     "winners train like the others and the report gives the "
+                                                     "winners' spread; the controls are drawn for the run's `seed`")
+    photo_search: bool = opt(True, "fine-tune and photo-search the random controls and the search repeats too; "
+                                   "false: only the winners and the reference nets (width-scaled ones included); "
+                                   "every model is still trained and compared on proxy top-1, and those left out "
+                                   "are not exported either (the evidence preset, for time)")
     socs: Optional[list[str]] = opt(None, "the winners that get controls, by SoC name ('fleet' for the fleet net; "
                                           "devices the run does not search are ignored); default: every winner "
                                           "(the demo gives them to sd845 only, for time)")
@@ -261,3 +274,5 @@ class ControlsConfig:
         check_range("controls.tolerance", self.tolerance, 0.001, 0.5)
         for w in self.widths:
             check_range("controls.widths", w, 0.05, 4.0)
+        if len(set(self.search_seeds)) != len(self.search_seeds):
+            raise ConfigError(f"controls.search_seeds lists a seed twice: {self.search_seeds}")

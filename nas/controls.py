@@ -1,14 +1,19 @@
-"""The controls a search result is judged against (docs/DESIGN.md, "Evidence").
+"""The controls a search result is judged against (docs/design.md, "Evidence").
 
 A winner is evidence about the search only beside networks of the same cost that the search did not
 choose: architectures drawn uniformly from the same space at the winner's predicted latency (random
 search's answer at that budget; Li & Talwalkar 2019, Yang et al. 2020), and the reference nets
 width-scaled to that latency (what a practitioner would ship without searching). Both are pure
-functions of the space, the cost (one table, or a fleet's normalised cost) and a seed.
+functions of the space, the cost (one table, or a fleet's normalised cost) and seeds.
+
+The random controls are a sample: each of a winner's `controls.random` nets is drawn with its own seed,
+derived from the run's seed, the winner (its name and architecture) and the draw's index
+(`control_seed`), so another run, or another winner, draws other nets, and the seeds are recorded.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import random
 from dataclasses import dataclass, field
@@ -182,18 +187,59 @@ def width_family(reference: str, widths: Sequence[float], resolution: int = 224,
 
 
 
+def control_seed(run_seed: int, controls_seed: int, winner: str, winner_choices: Sequence[str], index: int) -> int:
+    """The seed of a winner's `index`-th random control: a hash of the run's seed, `controls.seed`, the
+    winner's name and architecture, and the index (63 bits). The same run draws the same nets again (its
+    stages stay cached); another run seed, another winner, or another draw of the same winner gets
+    independent ones."""
+    key = f"{run_seed}/{controls_seed}/{winner}/{'-'.join(winner_choices)}/{index}".encode()
+    return int.from_bytes(hashlib.sha256(key).digest()[:8], "big") >> 1
+
+
+def draw_controls(space: SearchSpace, cost_of_choices: Callable[[Sequence[str]], float], target: float,
+                  seeds: Sequence[int], tolerance: float = 0.02, resolution: int = 224, width: float = 1.0,
+                  num_classes: int = 1000, exclude: Sequence[Sequence[str]] = (),
+                  max_draws: int = 200_000) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """One architecture per seed, each drawn uniformly from `space` within +-`tolerance` of `target` by its
+    own seeded rejection sampling (never one in `exclude`, never one drawn before). Returns each net (its
+    seed, the draws it took, cost, choices) and what the whole draw took; a seed whose band `max_draws`
+    cannot fill gives no net and `note` says so."""
+    picked: list[dict[str, Any]] = []
+    skip = [list(c) for c in exclude]
+    total, missed = 0, []
+    for seed in seeds:
+        d = sample_at_cost(space, cost_of_choices, target, 1, seed, tolerance, resolution, width, num_classes,
+                           max_draws=max_draws, exclude=skip, strict=False)
+        total += d.draws
+        if not d.archs:
+            missed.append(seed)
+            continue
+        skip.append(d.choices[0])
+        picked.append({"arch": d.archs[0], "cost": d.costs[0], "choices": d.choices[0], "seed": seed,
+                       "draws": d.draws})
+    note = "" if not missed else (
+        f"{len(missed)} of {len(seeds)} random draws found no architecture within +-{100 * tolerance:g}% of "
+        f"{target:.4g} in {max_draws} tries each (the target is in the tail of the space's latency distribution)")
+    summary = {"target": float(target), "tolerance": tolerance, "draws": total, "seeds": list(seeds),
+               "missed_seeds": missed, "accepted": len(picked), "acceptance_rate": len(picked) / max(1, total),
+               "note": note}
+    return picked, summary
+
+
 def choose_controls(controls: ControlsConfig, space: SearchSpace, cost_of_choices: Callable[[Sequence[str]], float],
                     cost: Cost, target: float, winner_choices: Sequence[str], baselines: Sequence[str], name: str,
-                    resolution: int = 224, width: float = 1.0, num_classes: int = 1000) -> dict[str, Any]:
-    """A winner's controls, as data (recorded in the run): `controls.random` draws of the space within
-    +-`controls.tolerance` of `target` (never the winner itself) and each baseline width-scaled to it
-    (when `controls.scale_baselines`)."""
-    draw = sample_at_cost(space, cost_of_choices, target, controls.random, controls.seed, controls.tolerance,
-                          resolution, width, num_classes, max_draws=200_000, exclude=[list(winner_choices)],
-                          strict=False)
-    random_nets = [{"name": f"random-{name}-{i}", "arch_string": a.to_string(), "cost": c, "choices": ch,
-                    "target": target, "off_pct": 100 * (c / target - 1)}
-                   for i, (a, c, ch) in enumerate(zip(draw.archs, draw.costs, draw.choices))]
+                    resolution: int = 224, width: float = 1.0, num_classes: int = 1000,
+                    run_seed: int = 0) -> dict[str, Any]:
+    """A winner's controls, as data (recorded in the run): `controls.random` nets of the space within
+    +-`controls.tolerance` of `target` (never the winner itself), each drawn with its own seed derived from
+    `run_seed` (`control_seed`), and each baseline width-scaled to it (when `controls.scale_baselines`)."""
+    seeds = [control_seed(run_seed, controls.seed, name, winner_choices, i) for i in range(controls.random)]
+    nets, draw = draw_controls(space, cost_of_choices, target, seeds, controls.tolerance, resolution, width,
+                               num_classes, exclude=[list(winner_choices)])
+    draw["run_seed"] = run_seed
+    random_nets = [{"name": f"random-{name}-{i}", "arch_string": n["arch"].to_string(), "cost": n["cost"],
+                    "choices": n["choices"], "seed": n["seed"], "draws": n["draws"], "target": target,
+                    "off_pct": 100 * (n["cost"] / target - 1)} for i, n in enumerate(nets)]
     scaled, unscaled = [], []
     if controls.scale_baselines:
         for b in baselines:
@@ -204,5 +250,4 @@ def choose_controls(controls: ControlsConfig, space: SearchSpace, cost_of_choice
                 continue
             scaled.append({**s.to_dict(), "reference": b})
     return {"winner": name, "target": target, "tolerance": controls.tolerance, "random": random_nets,
-            "draw": {k: v for k, v in draw.to_dict().items() if k not in ("costs", "choices", "arch_strings")},
-            "scaled": scaled, "unscaled": unscaled}
+            "draw": draw, "scaled": scaled, "unscaled": unscaled}

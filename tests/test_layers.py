@@ -1,4 +1,4 @@
-"""The layering of docs/DESIGN.md holds: `lint-imports` keeps every contract in pyproject.toml."""
+"""The layering of docs/design.md holds: `lint-imports` keeps every contract in pyproject.toml."""
 
 import subprocess
 import sys

@@ -4,17 +4,22 @@
     spnas-pipeline experiment=demo
     spnas-pipeline experiment=evidence force=[search]     # redo one stage kind
 
-The models compared, per winner (docs/DESIGN.md, "Evidence"):
+The models compared, per winner (docs/design.md, "Evidence"):
 - the winner of the search on that SoC's table (`spnas-<soc>`; `spnas-fleet` for `search.fleet`);
 - `controls.random` architectures of the same space within +-`controls.tolerance` of its predicted
-  latency (`random-<soc>-<i>`), and every baseline width-scaled to that latency (`<net>-w<width>`);
-- every baseline at width 1.0 and at `controls.widths` (the reference family's curve).
-Every model trains with one recipe and proxy once per seed (`seeds`), is fine-tuned the same way as
-an embedder, and is photo-searched with that embedder; the winners (those of `export_socs`, all by
-default) and the 1.0 baselines are exported (`controls.export` exports the controls too). One warm-up
-(weights only) is shared by every search.
+  latency (`random-<soc>-<i>`, each drawn with its own seed derived from the run's), and every baseline
+  width-scaled to that latency (`<net>-w<width>`);
+- every baseline at width 1.0 and at `controls.widths` (the reference family's curve);
+- with `controls.search_seeds`, the same search repeated with each of those seeds (`spnas-<soc>-s<k>`,
+  kind `repeat`): the search's own spread.
+Every model trains with one recipe and proxy once per seed (`seeds`) and is tested on the same test
+images (the per-image results are kept, so intervals count the finite test set); it is fine-tuned the
+same way as an embedder and photo-searched with that embedder (the random controls and repeats only
+with `controls.photo_search`); the winners (those of `export_socs`, all by default) and the 1.0
+baselines are exported (`controls.export` exports the controls too). One warm-up (weights only) per
+search seed is shared by every device's search.
 
-Every stage writes to its own folder (`warmup/shared`, `search/<soc>`, `controls/<soc>`,
+Every stage writes to its own folder (`warmup/shared[-s<k>]`, `search/<soc>[-s<k>]`, `controls/<soc>`,
 `train/<model>/s<seed>`, `finetune/<model>/s<seed>`, `export/<model>`, `retrieval/<model>/s<seed>`)
 with a `stage.json` holding a content hash of its config and inputs (`spnas.app.stages`);
 `force=[...]` redoes stage kinds on demand (`force=[all]` everything).
@@ -36,6 +41,7 @@ from spnas_core.files import sha256_file, write_bytes_atomic, write_json_atomic
 from training.config import DataConfig, DataKind, InitKind, LabelLevel
 from training.datasets import DataBundle, data_key, load_data
 
+from .evidence import pack_bits
 from .stages import Stage
 
 log = logging.getLogger(__name__)
@@ -53,7 +59,7 @@ class Model:
     """One network compared: what it is, why it is in the run, and what each stage made of it."""
 
     name: str
-    kind: str  # spnas | random | scaled | baseline | family
+    kind: str  # spnas | repeat (the search again, another seed) | random | scaled | baseline | family
     soc: str | None  # the device (or "fleet") a winner was searched for, or whose winner a control matches
     arch: ArchSpec | str  # a derived/drawn ArchSpec, or a reference net's name
     roles: list[str] = field(default_factory=list)  # e.g. "winner sd845", "random control of spnas-sd845"
@@ -124,17 +130,35 @@ class _Run:
 
 
 # ---------------------------------------------------------------------------------- search
-def warmup_stage(run: _Run) -> Path:
-    """The weights-only warm-up every search forks from: it does not depend on any table."""
+def search_seeds(cfg: PipelineAppConfig) -> list[int]:
+    """The seeds every device is searched with: the run's `seed` first (its winners get the controls), then
+    `controls.search_seeds`."""
+    if cfg.seed in cfg.controls.search_seeds:
+        raise ConfigError(f"controls.search_seeds={cfg.controls.search_seeds} repeats the run's seed={cfg.seed}: "
+                          f"list only the other search seeds")
+    return [cfg.seed, *cfg.controls.search_seeds]
+
+
+def _suffix(cfg: PipelineAppConfig, seed: int | None) -> str:
+    return "" if seed is None or seed == cfg.seed else f"-s{seed}"
+
+
+def warmup_stage(run: _Run, seed: int | None = None) -> Path:
+    """The weights-only warm-up every search of one seed forks from: it does not depend on any table, so
+    every device shares it. A search seed has its own (the seed is in every random stream the warm-up
+    leaves to its forks), on the run's data."""
     from nas.search import run_warmup
 
     cfg = run.cfg
-    key = {"space": to_plain(cfg.space), "data": run.data_key(), "proxy": to_plain(cfg.proxy), "seed": cfg.seed,
+    seed = cfg.seed if seed is None else seed
+    key = {"space": to_plain(cfg.space), "data": run.data_key(), "proxy": to_plain(cfg.proxy), "seed": seed,
            "search": {k: v for k, v in to_plain(cfg.search).items() if k not in LATENCY_ONLY}}
-    st = run.stage("warmup", "shared", key)
+    if seed != cfg.seed:
+        key["data_seed"] = cfg.seed  # the run's data subset, whichever seed searches it
+    st = run.stage("warmup", f"shared{_suffix(cfg, seed)}", key)
 
     def do(folder: Path, resume: bool) -> dict[str, Any]:
-        path = run_warmup(cfg.search, run.space(), run.data(), folder, proxy=cfg.proxy, seed=cfg.seed,
+        path = run_warmup(cfg.search, run.space(), run.data(), folder, proxy=cfg.proxy, seed=seed,
                           runtime=cfg.runtime())
         return {"warmup": str(path), "sha256": sha256_file(path)}
 
@@ -143,24 +167,29 @@ def warmup_stage(run: _Run) -> Path:
     return Path(res["warmup"])
 
 
-def search_stage(run: _Run, soc_name: str, warmup: Path) -> Model:
-    """Search against one SoC's table (or the fleet's tables), forking from the shared warm-up."""
+def search_stage(run: _Run, soc_name: str, warmup: Path, seed: int | None = None) -> Model:
+    """Search against one SoC's table (or the fleet's tables), forking from the shared warm-up of its seed
+    (the run's `seed`: the winner `spnas-<soc>`; another: the repeat `spnas-<soc>-s<seed>`)."""
     from nas.search import run_search
 
     cfg = run.cfg
+    seed = cfg.seed if seed is None else seed
+    tail = _suffix(cfg, seed)
     tables = run.tables_of(soc_name)
     socs = cfg.search.fleet if soc_name == FLEET else [soc_name]
     # the tables by name and content (a resolved host table is a path: moving the checkout keeps the cache)
     key = {"space": to_plain(cfg.space), "data": run.data_key(), "search": to_plain(cfg.search),
            "proxy": to_plain(cfg.proxy), "socs": {s: {**to_plain(cfg.soc_configs[s]), "table": Path(t).stem}
                                                  for s, t in zip(socs, tables)},
-           "table_sha256": [sha256_file(resolve_table_path(t)) for t in tables], "seed": cfg.seed,
+           "table_sha256": [sha256_file(resolve_table_path(t)) for t in tables], "seed": seed,
            "warmup_sha256": sha256_file(warmup)}
-    st = run.stage("search", soc_name, key)
+    if tail:
+        key["data_seed"] = cfg.seed
+    st = run.stage("search", f"{soc_name}{tail}", key)
 
     def do(folder: Path, resume: bool) -> dict[str, Any]:
         s = run_search(cfg.search, run.space(), tables if soc_name == FLEET else tables[0], run.data(), folder,
-                       proxy=cfg.proxy, name=soc_name, seed=cfg.seed, resume=resume, runtime=cfg.runtime(),
+                       proxy=cfg.proxy, name=soc_name, seed=seed, resume=resume, runtime=cfg.runtime(),
                        warmup=warmup)
         return {k: s[k] for k in ("arch", "arch_string", "predicted_ms", "predicted_ms_by_table", "cost", "cost_unit",
                                   "fleet", "tables", "val_top1", "choices", "target_ms", "table", "target",
@@ -168,6 +197,10 @@ def search_stage(run: _Run, soc_name: str, warmup: Path) -> Model:
 
     res, how = st.run(do)
     run.note(st, how)
+    res = {**res, "search_seed": seed}
+    if tail:
+        return Model(f"spnas-{soc_name}{tail}", "repeat", soc_name, ArchSpec.from_dict(res["arch"]),
+                     [f"search of {soc_name} repeated with seed {seed}"], search_dir=str(st.dir), record=res)
     return Model(f"spnas-{soc_name}", "spnas", soc_name, ArchSpec.from_dict(res["arch"]), [f"winner {soc_name}"],
                  export=True, search_dir=str(st.dir), record=res)
 
@@ -177,7 +210,9 @@ def controls_stage(run: _Run, soc_name: str, winner: Model) -> list[Model]:
     """Random architectures at the winner's latency and each baseline width-scaled to it (pure, cached)."""
     cfg = run.cfg
     tables = run.tables_of(soc_name)
-    key = {"winner": winner.arch_string(), "controls": to_plain(cfg.controls), "baselines": list(cfg.baselines),
+    key = {"winner": winner.arch_string(), "run_seed": cfg.seed,
+           "controls": {k: v for k, v in to_plain(cfg.controls).items() if k not in ("search_seeds", "photo_search")},
+           "baselines": list(cfg.baselines),
            "space": to_plain(cfg.space), "table_sha256": [sha256_file(resolve_table_path(t)) for t in tables],
            "search": {k: to_plain(cfg.search)[k] for k in ("latency_resolution", "target_fraction_of", "target_ms",
                                                            "fleet_objective", "fleet_weights", "width")},
@@ -204,20 +239,27 @@ def controls_stage(run: _Run, soc_name: str, winner: Model) -> list[Model]:
 
 
 def winner_costs(run: _Run, tables: list[LatencyTable], winner: Model) -> tuple[Any, Any]:
-    """How the winner's search priced networks, as two functions: one choice per layer -> cost (fast, for
-    rejection sampling) and any architecture at the deployment resolution -> cost. One device: ms on its
-    table; a fleet: the fleet's normalised cost with the search's budgets and objective."""
+    """How the winner's search priced networks (`costs_of` with the run's space and data)."""
+    cfg = run.cfg
+    return costs_of(run.space(), tables, cfg.search.latency_resolution, cfg.search.width, run.data().num_classes,
+                    winner.record.get("fleet"))
+
+
+def costs_of(space: SearchSpace, tables: list[LatencyTable], resolution: int, width: float, num_classes: int,
+             fleet: dict[str, Any] | None) -> tuple[Any, Any]:
+    """Two functions pricing networks as a search did: one choice per layer -> cost (fast, for rejection
+    sampling) and any architecture -> cost at the deployment `resolution`. One device: ms on its table; a
+    fleet (the search summary's `fleet`: devices, budgets, objective, weights): the fleet's normalised
+    cost, the number the report's `_fleet_cost` gives the same net."""
     from latency_tables.fleet import FleetLatency
     from latency_tables.predictor import SpaceLatency
 
-    cfg, nc = run.cfg, run.data().num_classes
-    res = cfg.search.latency_resolution
-    lats = [SpaceLatency(run.space(), t, res, cfg.search.width, nc) for t in tables]
-    fleet = winner.record.get("fleet")
+    lats = [SpaceLatency(space, t, resolution, width, num_classes) for t in tables]
     if not fleet:
-        return lats[0].of_choices, lambda a: tables[0].predict(a.replace(resolution=res, num_classes=nc))
+        return lats[0].of_choices, lambda a: tables[0].predict(a.replace(resolution=resolution,
+                                                                         num_classes=num_classes))
     f = FleetLatency(lats, fleet["budgets_ms"], fleet["objective"], fleet["weights"], fleet["devices"])
-    return f.of_choices, lambda a: f.of_ms({n: t.predict(a.replace(resolution=res, num_classes=nc))
+    return f.of_choices, lambda a: f.of_ms({n: t.predict(a.replace(resolution=resolution, num_classes=num_classes))
                                             for n, t in zip(f.names, tables)})
 
 
@@ -228,12 +270,14 @@ def winner_controls(run: _Run, tables: list[LatencyTable], winner: Model) -> dic
     of_choices, of_arch = winner_costs(run, tables, winner)
     return choose_controls(cfg.controls, run.space(), of_choices, of_arch, float(winner.record["cost"]),
                            winner.record["choices"], cfg.baselines, winner.soc or winner.name,
-                           cfg.search.latency_resolution, cfg.search.width, run.data().num_classes)
+                           cfg.search.latency_resolution, cfg.search.width, run.data().num_classes,
+                           run_seed=cfg.seed)
 
 
 def model_list(run: _Run, winners: list[Model]) -> dict[str, Model]:
-    """Winners, their controls, and the baselines at 1.0 and `controls.widths`; one entry per architecture
-    (a width-scaled net that two winners share, or that equals a family width, trains once)."""
+    """Winners (and search repeats), their controls, and the baselines at 1.0 and `controls.widths`; one
+    entry per architecture (a width-scaled net that two winners share, or that equals a family width,
+    trains once)."""
     from nas.controls import width_family
 
     cfg = run.cfg
@@ -252,11 +296,11 @@ def model_list(run: _Run, winners: list[Model]) -> dict[str, Model]:
         return socs is None or (w.soc or "") in socs
 
     for w in winners:  # every winner keeps its own row, even when two searches derive the same network
-        w.export = named(cfg.export_socs, w)
+        w.export = w.kind == "spnas" and named(cfg.export_socs, w)
         models[w.name] = w
         by_arch.setdefault(w.arch_string(), w.name)
     for w in winners:
-        if not named(cfg.controls.socs, w):
+        if w.kind != "spnas" or not named(cfg.controls.socs, w):
             continue  # the report says "has no control" for this winner
         for c in controls_stage(run, w.soc or "", w):
             add(c)
@@ -278,7 +322,8 @@ def train_stage(run: _Run, m: Model, seed: int) -> None:
     supernet = Path(m.search_dir or "") / "supernet.pt" if init is InitKind.inherit else None
     st = run.stage("train", f"{m.name}/s{seed}", {
         "arch": m.arch_string(), "data": run.data_key(), "train": to_plain(cfg.train), "proxy": to_plain(cfg.proxy),
-        "seed": seed, "init": init.name, "supernet_sha256": sha256_file(supernet) if supernet else None})
+        "seed": seed, "init": init.name, "supernet_sha256": sha256_file(supernet) if supernet else None,
+        "per_image": 1})
 
     def do(folder: Path, resume: bool) -> dict[str, Any]:
         arch = m.arch
@@ -287,13 +332,50 @@ def train_stage(run: _Run, m: Model, seed: int) -> None:
         s = train_model(arch, cfg.train, run.data(), folder, proxy=cfg.proxy, seed=seed, resume=resume,
                         runtime=cfg.runtime(), supernet=supernet, inherit=inherit_weights,
                         latency_resolution=cfg.search.latency_resolution)
-        return {k: s[k] for k in ("test_top1", "test_top5", "val_top1", "params", "macs", "macs_at_deploy_resolution",
-                                  "arch_string", "train_wall_s", "epochs", "budget", "curve", "data", "proxy",
-                                  "proxy_description")}
+        out = {k: s[k] for k in ("test_top1", "test_top5", "val_top1", "params", "macs", "macs_at_deploy_resolution",
+                                 "arch_string", "train_wall_s", "epochs", "budget", "curve", "data", "proxy",
+                                 "proxy_description")}
+        correct = per_image_correct(folder / "model.pt", run.data().test, cfg.train.channels_last,
+                               cfg.train.eval_batch_size)
+        if abs(float(correct.mean()) - s["test_top1"]) > 1e-9:  # a near-tie logit read differently: say so
+            log.warning("%s s%d: the per-image test pass gives top-1 %.6f, the training summary %.6f", m.name, seed,
+                        float(correct.mean()), s["test_top1"])
+        return {**out, "test_correct": pack_bits(correct)}
 
     res, how = st.run(do)
     run.note(st, how)
     m.seeds.setdefault(seed, {})["train"] = {**res, "model_pt": str(st.dir / "model.pt")}
+
+
+def per_image_correct(model_pt: Path, split: Any, channels_last: bool = True, batch_size: int = 500) -> Any:
+    """1/0 per test image (in the split's order): is the trained model's top-1 the label? Evaluated as the
+    training loop tests (its proxy geometry, memory format and batch size, on the CPU); every model of a
+    run is tested on the same images, so two models' results pair image by image."""
+    import numpy as np
+    import torch
+
+    from search_spaces.model import build_model
+    from search_spaces.proxy import Proxy
+    from training.checkpoints import load_torch
+    from training.devices import Compute
+    from training.loop import evaluate
+
+    blob = load_torch(model_pt, "model checkpoint")
+    arch = ArchSpec.from_dict(blob["arch"])
+    net = build_model(Proxy.from_dict(blob["proxy"]).apply(arch) if blob.get("proxy") else arch)
+    net.load_state_dict(blob["state_dict"])
+    compute = Compute(torch.device("cpu"), None, channels_last)
+    compute.module(net)
+    preds: list[torch.Tensor] = []
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        logits = net(x)
+        preds.append(logits.float().argmax(dim=1).cpu())
+        return logits
+
+    evaluate(net, split, batch_size, forward=forward, compute=compute)
+    got = torch.cat(preds).numpy() if preds else np.zeros(0, dtype=np.int64)
+    return (got == np.asarray(split.labels)).astype(np.uint8)
 
 
 def finetune_stage(run: _Run, m: Model, seed: int) -> None:
@@ -385,14 +467,18 @@ def run_pipeline(cfg: PipelineAppConfig) -> dict[str, Any]:
     cfg, devices = prepare_devices(cfg)
     run = _Run(cfg, Path(cfg.run_dir), set(cfg.force))
     write_json_atomic(run.run_dir / "config.json", to_plain(cfg))
-    warm = warmup_stage(run)
     searched = [*cfg.socs, *([FLEET] if cfg.search.fleet else [])]
-    winners = [search_stage(run, s, warm) for s in searched]
+    winners = []
+    for k in search_seeds(cfg):  # the run's seed first: its winners get the controls
+        warm = warmup_stage(run, k)
+        winners += [search_stage(run, s, warm, k) for s in searched]
     models = model_list(run, winners)
     print(f"comparing {len(models)} models x {len(cfg.seeds)} seed(s): {', '.join(models)}", flush=True)
     for i, seed in enumerate(cfg.seeds):  # seed by seed: a run stopped early has whole comparisons
         for m in models.values():
             train_stage(run, m, seed)
+            if not photo_searched(cfg, m):
+                continue
             finetune_stage(run, m, seed)
             if i == 0 and m.export:
                 export_stage(run, m, seed)
@@ -400,6 +486,12 @@ def run_pipeline(cfg: PipelineAppConfig) -> dict[str, Any]:
     report_dir = Path(cfg.report_dir or run.run_dir)  # benches that run a subset share stages, not the report
     report_dir.mkdir(parents=True, exist_ok=True)
     return write_report(report_dir, cfg, models, run.events, devices)
+
+
+def photo_searched(cfg: PipelineAppConfig, m: Model) -> bool:
+    """Is `m` fine-tuned and photo-searched? Every model, except the random controls and search repeats
+    when `controls.photo_search` is off (they are still trained and compared on proxy top-1)."""
+    return cfg.controls.photo_search or m.kind not in ("random", "repeat")
 
 
 def prepare_devices(cfg: PipelineAppConfig) -> tuple[PipelineAppConfig, dict[str, dict[str, Any]]]:

@@ -1,11 +1,13 @@
 """The pipeline report: `report.md`, `report.json`, `report.csv` and PNGs, built only from the stage outputs.
 
-One row per model (winners, their random controls, the baselines width-scaled to their latency, the
-reference nets): mean and 95% interval over seeds of proxy top-1, fine-tuned top-1 and photo-search
-recall@1, and the predicted latency on every table. Per winner, the paired verdicts against each
-control and reference (`spnas.app.evidence`); the budget check that says when the comparison ranks
-the budget rather than the architectures; the seed paper's per-SoC table with intervals; the fleet
-winner beside each per-SoC winner on every table; provenance.
+One row per model (winners, search repeats, random controls, the baselines width-scaled to the winners'
+latency, the reference nets): mean and 95% interval (over seeds and test images) of proxy top-1,
+fine-tuned top-1 and photo-search recall@1, and the predicted latency on every table. Per winner:
+where it landed against its latency target, the paired verdicts against its random controls (as a
+population) and each reference, Holm-adjusted over the report (`spnas.app.evidence`); the search's
+spread over search seeds; the budget check that says when the comparison ranks the budget rather than
+the architectures; the seed paper's per-SoC table with intervals; the fleet winner beside each per-SoC
+winner on every table; provenance.
 """
 
 from __future__ import annotations
@@ -86,80 +88,180 @@ def _cost(row: dict[str, Any], winner: dict[str, Any]) -> float | None:
     return row["fleet_cost"] if winner["soc"] == FLEET else row["latency_ms"].get(winner["soc"])
 
 
+ONE_SEED = E.ONE_SEED
+POPULATION = "random nets"  # the comparison row of a winner against its random controls as a population
+
+
 def comparisons(rows: list[dict[str, Any]], models: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
-    """Per winner: its random controls, the baselines scaled to its latency, and every reference net, each
-    with the paired difference winner - model over the seeds they share."""
+    """Per winner: its random controls as a population (winner minus their mean, the nets a factor of the
+    interval), each random net (descriptive: no verdict), the baselines scaled to its latency and every
+    reference net, each difference paired by seed key and test image. Verdicts (proxy top-1 only) are
+    Holm-adjusted over every winner's comparisons (`E.family_verdicts`)."""
     out: dict[str, list[dict[str, Any]]] = {}
     for w in (r for r in rows if r["kind"] == "spnas"):
         mine = [r for r in rows if r["kind"] in ("random", "scaled") and any(w["model"] in role for role in r["roles"])]
         refs = [r for r in rows if r["kind"] in ("baseline", "family") and r not in mine]
+        randoms = [r for r in mine if r["kind"] == "random"]
+        wseeds = models[w["model"]].seeds
         out[w["model"]] = []
+        if randoms:
+            costs = [_cost(r, w) for r in randoms]
+            out[w["model"]].append({
+                "model": POPULATION, "kind": "population", "matched": True, "members": [r["model"] for r in randoms],
+                "cost": sum(costs) / len(costs) if None not in costs else None, "winner_cost": _cost(w, w),
+                "verdict_on": True, "diff": E.against_population(wseeds, [models[r["model"]].seeds for r in randoms])})
         for r in mine + refs:
             out[w["model"]].append({
                 "model": r["model"], "kind": r["kind"], "matched": r in mine, "cost": _cost(r, w),
-                "winner_cost": _cost(w, w), "diff": E.compare(models[w["model"]].seeds, models[r["model"]].seeds)})
+                "winner_cost": _cost(w, w), "verdict_on": r["kind"] != "random",
+                "diff": E.compare(wseeds, models[r["model"]].seeds)})
     return out
 
 
-def families(rows: list[dict[str, Any]], baselines: list[str]) -> dict[str, list[tuple[float, float]]]:
-    """Each reference net's (width, mean top-1) points: 1.0, its width-scaled copies and extra widths."""
-    out: dict[str, list[tuple[float, float]]] = {}
+def apply_family(cmp: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """Holm over every top-1 verdict of the report (population, width-scaled and reference rows of every
+    winner); the single random nets' differences are descriptive and carry none."""
+    family = [c["diff"][E.VERDICT_METRIC] for cs in cmp.values() for c in cs
+              if c["verdict_on"] and E.VERDICT_METRIC in c["diff"]]
+    info = E.family_verdicts(family)
+    for cs in cmp.values():
+        for c in cs:
+            for metric, d in c["diff"].items():
+                if metric != E.VERDICT_METRIC or not c["verdict_on"] or d.get("ci_low") is None:
+                    d["verdict"] = None  # shown with its interval (none for one seed), no verdict
+    return info
+
+
+def families(rows: list[dict[str, Any]], baselines: list[str], models: dict[str, Any]
+             ) -> dict[str, list[tuple[float, dict[int, Any]]]]:
+    """Each reference net's (width, top-1 sample) points: 1.0, its width-scaled copies and extra widths."""
+    out: dict[str, list[tuple[float, dict[int, Any]]]] = {}
     for b in baselines:
         pts = {}
         for r in rows:
-            top1 = r["stats"].get("top1", {}).get("mean")
-            if top1 is None or r["arch"] is None:
+            if not r["stats"].get("top1") or r["arch"] is None:
                 continue
             if r["model"] == b or (r["kind"] in ("scaled", "family") and r["model"].startswith(f"{b}-w")):
-                pts[ArchSpec.from_string(r["arch"]).width] = top1
-        out[b] = sorted(pts.items())
+                pts[ArchSpec.from_string(r["arch"]).width] = E.seed_samples(models[r["model"]].seeds, "top1")
+        out[b] = sorted(pts.items(), key=lambda p: p[0])
     return out
+
+
+def landing(w: dict[str, Any]) -> dict[str, Any]:
+    """Where a winner landed against its search's latency target: target, landed, off, met, and why not."""
+    t = w["record"].get("target") or {}
+    return {"target": t.get("target_ms"), "landed": t.get("predicted_ms", _cost(w, w)), "off_pct": t.get("off_pct"),
+            "tolerance_pct": t.get("tolerance_pct"), "met": t.get("met"), "reason": t.get("reason", "")}
 
 
 def headline(rows: list[dict[str, Any]], cmp: dict[str, list[dict[str, Any]]], budget: dict[str, Any]
              ) -> list[dict[str, Any]]:
-    """Per winner, in words: what it beats, loses to, or cannot be told apart from, and at what latency."""
+    """Per winner, in words: where it landed, and what it beats, loses to, or cannot be told apart from."""
     out = []
     for w in (r for r in rows if r["kind"] == "spnas"):
         lines, verdicts = [], {}
         for c in cmp[w["model"]]:
             d = c["diff"].get("top1")
-            if d is None:
+            if d is None or not c["verdict_on"]:
                 continue
-            verdicts[c["model"]] = d["verdict"] if len(d["seeds"]) > 1 else "not distinguishable from"
+            verdicts[c["model"]] = d["verdict"] if len(d["seeds"]) > 1 else ONE_SEED
             lines.append(E.verdict_line(w["model"], c["model"], d))
-        randoms = [c["model"] for c in cmp[w["model"]] if c["kind"] == "random"]
-        tally = {v: sum(verdicts.get(r) == v for r in randoms) for v in ("beats", "loses to", "not distinguishable from")}
+        pop = next((c for c in cmp[w["model"]] if c["kind"] == "population"), None)
         out.append({"soc": w["soc"], "winner": w["model"], "cost": _cost(w, w),
                     "cost_unit": "x budget" if w["soc"] == FLEET else "ms", "verdicts": verdicts, "lines": lines,
-                    "random_tally": tally, "budget_ranks": budget["ranks"],
-                    "text": _headline_text(w, cmp[w["model"]], verdicts, tally, budget)})
+                    "random": _population_summary(pop), "landing": landing(w), "budget_ranks": budget["ranks"],
+                    "text": _headline_text(w, cmp[w["model"]], verdicts, budget)})
     return out
 
 
-def _headline_text(w: dict[str, Any], cmp: list[dict[str, Any]], verdicts: dict[str, str], tally: dict[str, int],
+def _population_summary(pop: dict[str, Any] | None) -> dict[str, Any] | None:
+    if pop is None or "top1" not in pop["diff"]:
+        return None
+    d = pop["diff"]["top1"]
+    return {"n": len(pop["members"]), "members": pop["members"], "mean_diff": d["mean"], "ci_low": d["ci_low"],
+            "ci_high": d["ci_high"], "percentile": d.get("percentile"), "above": sum(x > 0 for x in d["per_net"]),
+            "verdict": d["verdict"], "p_holm": d.get("p_holm"), "note": d.get("note", "")}
+
+
+def _diff_words(d: dict[str, Any]) -> str:
+    if d.get("ci_low") is None:
+        return f"{100 * d['mean']:+.2f} pts top-1"
+    return f"{100 * d['mean']:+.2f} [{100 * d['ci_low']:+.2f}, {100 * d['ci_high']:+.2f}] pts top-1"
+
+
+def _headline_text(w: dict[str, Any], cmp: list[dict[str, Any]], verdicts: dict[str, str],
                    budget: dict[str, Any]) -> str:
-    n = sum(tally.values())
     parts = []
     unit = "x budget" if w["soc"] == FLEET else "ms"
-    if n:
-        parts.append(f"beats {tally['beats']}, loses to {tally['loses to']} and is not distinguishable from "
-                     f"{tally['not distinguishable from']} of {n} random nets at its latency")
     for c in cmp:
-        if c["kind"] in ("scaled", "baseline") and c["model"] in verdicts:
-            d = c["diff"]["top1"]
-            parts.append(f"{PHRASE[verdicts[c['model']]]} {c['model']} ({100 * d['mean']:+.2f} pts top-1"
-                         f"{'' if c['matched'] else ', ' + _fmt(c['cost'], '.4g') + ' ' + unit})")
-    if not any(c["kind"] in ("random", "scaled") for c in cmp):
+        d = c["diff"].get("top1")
+        if d is None or d.get("mean") is None:
+            continue
+        if c["kind"] == "population":
+            n = len(c["members"])
+            above = sum(x > 0 for x in d["per_net"])
+            head = f"is above {above} of {n} random net{'s' if n != 1 else ''} at its latency"
+            if d.get("ci_low") is None:
+                parts.append(f"{head}; against their mean {_diff_words(d)}")
+            else:
+                parts.append(f"{head}; {PHRASE[verdicts[c['model']]]} their mean ({_diff_words(d)})")
+        elif c["kind"] in ("scaled", "baseline") and c["model"] in verdicts:
+            where = "" if c["matched"] else ", " + _fmt(c["cost"], ".4g") + " " + unit
+            if d.get("ci_low") is None:
+                parts.append(f"vs {c['model']} {_diff_words(d)}{where}")
+            else:
+                parts.append(f"{PHRASE[verdicts[c['model']]]} {c['model']} ({_diff_words(d)}{where})")
+    if not any(c["kind"] in ("population", "scaled") for c in cmp):
         parts.insert(0, "has no random or width-scaled control in this run (see controls.socs, controls.random)")
     text = f"{w['soc']}: the winner ({_fmt(_cost(w, w), '.4g')} {unit}) " + ("; ".join(parts) or "has no control")
     ctl = (w["record"].get("controls") or {})
     notes = [ctl.get("draw", {}).get("note")] + [f"{c['name']}: {c['note']}" for c in ctl.get("scaled", []) if c["note"]]
+    pop = next((c for c in cmp if c["kind"] == "population"), None)
+    if pop is not None and pop["diff"].get("top1", {}).get("note"):
+        notes.append(pop["diff"]["top1"]["note"])
+    if any(d.get("mean") is not None and d.get("ci_low") is None and len(d.get("seeds") or []) < 2
+           for d in (c["diff"].get("top1") or {} for c in cmp)):
+        notes.insert(0, ONE_SEED)
     if any(notes):
-        text += " (" + "; ".join(n for n in notes if n) + ")"
+        text += " (" + "; ".join(dict.fromkeys(n for n in notes if n)) + ")"
     if not budget["ranks"]:
         text += " [budget-limited: " + "; ".join(budget["reasons"]) + "]"
     return text
+
+
+def search_spread(rows: list[dict[str, Any]], models: dict[str, Any], cmp: dict[str, list[dict[str, Any]]]
+                  ) -> list[dict[str, Any]]:
+    """Per device searched with several seeds: each search seed's winner (cost, where it landed, top-1 over
+    the training seeds, how many of the primary winner's random nets it is above) and the spread between
+    them (range of cost and of mean top-1; each repeat minus the primary winner, paired, descriptive)."""
+    out = []
+    for w in (r for r in rows if r["kind"] == "spnas"):
+        reps = [r for r in rows if r["kind"] == "repeat" and r["soc"] == w["soc"]]
+        if not reps:
+            continue
+        pop = next((c for c in cmp.get(w["model"], []) if c["kind"] == "population"), None)
+        members = [models[n].seeds for n in pop["members"]] if pop else []
+        entries = []
+        for r in [w, *reps]:
+            e = {"model": r["model"], "search_seed": r["record"].get("search_seed"), "cost": _cost(r, w),
+                 "landing": landing(r), "top1": r["stats"].get("top1"),
+                 "supernet_val_top1": r["record"].get("val_top1"), "arch": r["arch"]}
+            if members:
+                p = E.against_population(models[r["model"]].seeds, members, ["top1"]).get("top1")
+                e["above_random"] = sum(x > 0 for x in p["per_net"]) if p else None
+                e["n_random"] = len(members)
+            if r is not w:
+                e["minus_primary"] = E.compare(models[r["model"]].seeds, models[w["model"]].seeds, ["top1"]).get("top1")
+                if e["minus_primary"]:
+                    e["minus_primary"]["verdict"] = None  # descriptive
+            entries.append(e)
+        costs = [e["cost"] for e in entries if e["cost"] is not None]
+        tops = [e["top1"]["mean"] for e in entries if e["top1"] and e["top1"].get("mean") is not None]
+        out.append({"soc": w["soc"], "searches": entries,
+                    "cost_range": [min(costs), max(costs)] if costs else None,
+                    "top1_range": [min(tops), max(tops)] if tops else None,
+                    "same_arch": len({e["arch"] for e in entries}) == 1})
+    return out
 
 
 def seed_table(rows: list[dict[str, Any]], cmp: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
@@ -208,13 +310,15 @@ def write_report(run_dir: Path, cfg: PipelineAppConfig, models: dict[str, Any], 
     fleet = next((m.record.get("fleet") for m in models.values() if m.kind == "spnas" and m.soc == FLEET), None)
     rows = model_rows(cfg, models, tables, fleet)
     cmp = comparisons(rows, models)
-    budget = E.budget_check(families(rows, cfg.baselines), {r["model"]: r["curve_rise_pts"] for r in rows},
-                            cfg.report.rising_pts)
+    family = apply_family(cmp)
+    budget = E.budget_check(families(rows, cfg.baselines, models),
+                            {r["model"]: E.curve_rises(models[r["model"]].seeds) for r in rows}, cfg.report.rising_pts)
     head = headline(rows, cmp, budget)
     prov = provenance(cfg, models, tables, events, devices)
     plots = make_plots(run_dir, cfg, models, rows, tables)
     report = {"experiment": cfg.experiment_name, "note": cfg.report.note, "seeds": list(cfg.seeds),
-              "headline": head, "budget": budget, "rows": rows, "comparisons": cmp,
+              "headline": head, "family": family, "budget": budget, "rows": rows, "comparisons": cmp,
+              "search_spread": search_spread(rows, models, cmp),
               "seed_table": seed_table(rows, cmp), "fleet": fleet_view(rows, fleet), "fleet_objective": fleet,
               "provenance": prov, "plots": plots,
               "winners": {r["model"]: r["arch"] for r in rows if r["kind"] == "spnas"}}
@@ -259,4 +363,8 @@ def provenance(cfg: PipelineAppConfig, models: dict[str, Any], tables: dict[str,
                        "device": t.device} for n, t in tables.items()},
         "devices": devices or {},
         "controls": {m.name: m.record for m in models.values() if m.kind in ("random", "scaled")},
+        "random_draws": {m.name: (m.record.get("controls") or {}).get("draw") for m in models.values()
+                         if m.kind == "spnas" and (m.record.get("controls") or {}).get("draw")},
+        "search_seeds": sorted({m.record.get("search_seed") for m in models.values()
+                                if m.kind in ("spnas", "repeat") and m.record.get("search_seed") is not None}),
     }

@@ -7,7 +7,7 @@ from typing import Any
 
 from spnas.app.config import PipelineAppConfig
 
-from .evidence import METRICS
+from .evidence import METRICS, ONE_SEED
 
 
 def _f(v: Any, spec: str = ".3f") -> str:
@@ -27,14 +27,15 @@ def _ci(s: dict[str, Any] | None, scale: float = 1.0, spec: str = ".3f") -> str:
 def _diff(d: dict[str, Any] | None) -> str:
     if not d or d.get("mean") is None:
         return "n/a"
-    ci = "" if d.get("ci_low") is None else f" [{100 * d['ci_low']:+.2f}, {100 * d['ci_high']:+.2f}]"
-    return f"{100 * d['mean']:+.2f}{ci}"
+    if d.get("ci_low") is None:
+        return f"{100 * d['mean']:+.2f} ({ONE_SEED})" if len(d.get("seeds") or []) < 2 else f"{100 * d['mean']:+.2f}"
+    return f"{100 * d['mean']:+.2f} [{100 * d['ci_low']:+.2f}, {100 * d['ci_high']:+.2f}]"
 
 
 def markdown(cfg: PipelineAppConfig, rep: dict[str, Any]) -> str:
     """report.md."""
-    lines = _intro(cfg, rep) + _headline(rep) + _budget(rep) + _per_winner(rep) + _models(rep)
-    lines += _seed_layout(rep) + _fleet(rep) + _plots(rep) + _provenance(rep)
+    lines = _intro(cfg, rep) + _headline(rep) + _landing(rep) + _budget(rep) + _per_winner(rep)
+    lines += _spread(rep) + _models(rep) + _seed_layout(rep) + _fleet(rep) + _plots(rep) + _provenance(rep)
     return "\n".join(lines) + "\n"
 
 
@@ -51,50 +52,125 @@ def _intro(cfg: PipelineAppConfig, rep: dict[str, Any]) -> list[str]:
             f"recipe ({tb.get('total_steps', 'n/a')} steps at batch {tb.get('batch_size', 'n/a')}, "
             f"{tb.get('epochs', 'n/a')} epochs) under one proxy ({prov['proxy']}), once per seed "
             f"{prov['seeds']}, then {prov['finetune']}; photo search on {prov.get('retrieval_split', 'n/a')} with each "
-            f"model's fine-tuned embedder. Intervals are 95% Student-t over seeds; differences are paired by seed.", ""]
+            f"model's fine-tuned embedder.", "", _noise_line(rep), ""]
     return out
+
+
+def _noise_line(rep: dict[str, Any]) -> str:
+    """What the intervals count and how many verdicts the report draws."""
+    fam = rep.get("family") or {}
+    if len(rep["seeds"]) < 2:
+        return (f"**One training seed: no interval, no verdict.** Every difference below is a single measurement; "
+                f"training another seed moves a model by points, so none of them says which model is better.")
+    return ("Intervals are 95% and count every noise the comparison has: the training seeds, the finite test set "
+            "(differences are paired by seed key and by test image) and, against the random controls, the random "
+            "nets drawn (a sample of the space at the winner's latency); Student-t at the degrees of freedom of "
+            f"the least-repeated of them. Verdicts are drawn on proxy top-1 only, with {fam.get('rule', 'Holm')}: "
+            "a verdict stands when its Holm-adjusted p-value is below 5%. The other metrics' intervals are "
+            "unadjusted and carry no verdict.")
 
 
 def _headline(rep: dict[str, Any]) -> list[str]:
     out = ["## Headline", ""]
+    if len(rep["seeds"]) < 2:
+        out += [f"**{ONE_SEED[0].upper()}{ONE_SEED[1:]}**: the differences below are single measurements.", ""]
     for h in rep["headline"]:
         out.append(f"- **{h['text']}**")
+    return out + [""]
+
+
+def _landing(rep: dict[str, Any]) -> list[str]:
+    """Target vs landed latency, per winner (the search's own verdict)."""
+    out = ["## Where each search landed", "", "| winner | target | landed | off | within tolerance | why |",
+           "|---|---|---|---|---|---|"]
+    for h in rep["headline"]:
+        g = h.get("landing") or {}
+        met = {True: "yes", False: "**no**", None: "no target"}[g.get("met")]
+        out.append(f"| {h['winner']} | {_f(g.get('target'), '.4g')} {h['cost_unit']} | {_f(g.get('landed'), '.4g')} "
+                   f"{h['cost_unit']} | {_f(g.get('off_pct'), '+.1f')}% | {met} (+-{_f(g.get('tolerance_pct'), 'g')}%)"
+                   f" | {g.get('reason', '')} |")
     return out + [""]
 
 
 def _budget(rep: dict[str, Any]) -> list[str]:
     b = rep["budget"]
     out = ["## Does this budget rank capacity?", ""]
-    out.append("Yes: every reference family is ordered by width at the end, and no model was still improving by more "
-               f"than {b['rising_pts']:g} points in the last quarter of training." if b["ranks"] else
+    out.append("Yes: every reference family is ordered by width within its intervals, and the models had stopped "
+               "improving in the last quarter of training." if b["ranks"] else
                "**No: the comparison is budget-limited.** " + "; ".join(b["reasons"]) + ". Verdicts below rank "
                "training speed at this budget as much as capacity.")
-    out += ["", "| family | widths | mean top-1 | Kendall tau | ordered |", "|---|---|---|---|---|"]
+    if b.get("rule"):
+        out += ["", f"The rule: {b['rule']}."]
+    out += ["", "| family | widths | mean top-1 | Kendall tau | widest - narrowest (pts) | ordered |",
+            "|---|---|---|---|---|---|"]
     for name, o in b["families"].items():
         out.append(f"| {name} | {', '.join(f'{w:g}' for w in o['widths'])} | "
                    f"{', '.join(f'{a:.3f}' for a in o['top1'])} | {_f(o['kendall_tau'], '.2f')} | "
-                   f"{'yes' if o['ordered'] else 'no'} |")
+                   f"{_diff(o.get('span'))} | {'yes' if o['ordered'] else 'no'} |")
+    r = b.get("rise") or {}
+    if r:
+        band = "n/a" if r.get("ci_low") is None else f"{r['mean']:+.2f} [{r['ci_low']:+.2f}, {r['ci_high']:+.2f}]"
+        out += ["", f"Last-quarter rise of validation top-1, pooled over {r.get('n', 0)} training runs: {band} points "
+                f"against {r.get('rising_pts', b['rising_pts']):g}: **{r.get('state')}**."]
     return out + [""]
 
 
 def _per_winner(rep: dict[str, Any]) -> list[str]:
     out = ["## Each winner against its controls", "",
-           "Paired over seeds, winner minus model, in points (95% interval); a verdict needs an interval that "
-           "excludes 0. Cost: ms on the winner's table (a fleet: its normalised cost, 1.0 = at budget)."]
+           "Winner minus model, in points (95% interval), paired by seed and test image. The first row is the "
+           "winner against the mean of its random controls (the random nets are a factor of that interval); "
+           "the single random nets below it are descriptive (no verdict). A verdict (proxy top-1 only) stands "
+           "when its Holm-adjusted p-value is below 5%. Cost: ms on the winner's table (a fleet: its normalised "
+           "cost, 1.0 = at budget)."]
     for h in rep["headline"]:
         out += ["", f"### {h['winner']}", "", "| model | role | cost | Δ proxy top-1 | Δ fine-tuned top-1 | Δ R@1 "
-                "train gallery | Δ R@1 catalogue | verdict (top-1) |", "|---|---|---|---|---|---|---|---|"]
+                "train gallery | Δ R@1 catalogue | Holm p (top-1) | verdict (top-1) |",
+                "|---|---|---|---|---|---|---|---|---|"]
         for c in rep["comparisons"][h["winner"]]:
             d = c["diff"]
-            out.append(f"| {c['model']} | {c['kind']}{' (matched)' if c['matched'] else ''} | {_f(c['cost'], '.4g')} "
+            role = {"population": f"mean of {len(c.get('members', []))} random nets"}.get(c["kind"], c["kind"])
+            ph = (d.get("top1") or {}).get("p_holm")
+            verdict = h["verdicts"].get(c["model"], "n/a") if c["verdict_on"] else "descriptive"
+            if c["verdict_on"] and len((d.get("top1") or {}).get("seeds") or []) < 2:
+                verdict = ONE_SEED
+            out.append(f"| {c['model']} | {role}{' (matched)' if c['matched'] else ''} | {_f(c['cost'], '.4g')} "
                        f"| {_diff(d.get('top1'))} | {_diff(d.get('finetune_top1'))} | {_diff(d.get('r1_train'))} | "
-                       f"{_diff(d.get('r1_catalogue'))} | {h['verdicts'].get(c['model'], 'n/a')} |")
+                       f"{_diff(d.get('r1_catalogue'))} | {_f(ph, '.3f')} | {verdict} |")
+        r = h.get("random")
+        if r and r.get("percentile") is not None:
+            out += ["", f"{h['winner']} is above {r['above']} of its {r['n']} random nets (percentile "
+                        f"{r['percentile']:.0f}" + (f"; {r['note']}" if r.get("note") else "") + ")."]
+    return out
+
+
+def _spread(rep: dict[str, Any]) -> list[str]:
+    """The search repeated with other seeds: how far its winners move."""
+    if not rep.get("search_spread"):
+        return []
+    out = ["", "## The search's own spread (search seeds)", "",
+           "Each device searched again with other seeds (each its own warm-up, on the same data): every winner "
+           "retrained like the others. Δ is the repeat minus the run's winner (paired, descriptive)."]
+    for sp in rep["search_spread"]:
+        out += ["", f"### {sp['soc']}", "", "| winner | search seed | cost | landed | top-1 | above random nets | "
+                "Δ top-1 vs the run's winner |", "|---|---|---|---|---|---|---|"]
+        for e in sp["searches"]:
+            g = e["landing"]
+            above = "n/a" if e.get("above_random") is None else f"{e['above_random']} of {e['n_random']}"
+            delta = _diff(e.get("minus_primary")) if "minus_primary" in e else "-"
+            out.append(f"| {e['model']} | {e['search_seed']} | {_f(e['cost'], '.4g')} | "
+                       f"{ {True: 'yes', False: 'no', None: 'n/a'}[g.get('met')]} ({_f(g.get('off_pct'), '+.1f')}%) | "
+                       f"{_ci(e['top1'])} | {above} | {delta} |")
+        cr, tr = sp["cost_range"], sp["top1_range"]
+        out += ["", f"Spread over {len(sp['searches'])} searches: cost {_f(cr and cr[0], '.4g')}-"
+                f"{_f(cr and cr[1], '.4g')}, mean top-1 {_f(tr and tr[0], '.3f')}-{_f(tr and tr[1], '.3f')}"
+                + ("; every search derived the same network." if sp["same_arch"] else ".")]
     return out
 
 
 def _models(rep: dict[str, Any]) -> list[str]:
     socs = sorted({s for r in rep["rows"] for s in r["latency_ms"]})
-    out = ["", "## Every model", "", "Mean [95% interval] over seeds.", "",
+    out = ["", "## Every model", "", "Mean [95% interval over seeds and test items]; n/a where a model was not "
+           "fine-tuned or photo-searched (controls.photo_search).", "",
            "| model | kind | " + " | ".join(f"ms {s}" for s in socs) + " | " +
            " | ".join(label for _, label in METRICS.values()) + " | params | MACs (224) |",
            "|---|---|" + "---|" * (len(socs) + len(METRICS) + 2)]
@@ -110,8 +186,11 @@ def _seed_layout(rep: dict[str, Any]) -> list[str]:
     out = ["## Against the seed's table", "",
            "Per SoC by generation, the winner against MobileNetV2 1.0 on the same table, beside the deltas the "
            "Single-Path NAS paper reports for its own per-device searches (ImageNet, 8-epoch search, full training). "
-           "Ours come from this run's proxy and budget, with 95% intervals over seeds: compare directions, not "
-           "magnitudes.", "", "| SoC (year) | winner top-1 | winner ms | MobileNetV2 top-1 | MobileNetV2 ms | "
+           + ("Ours come from this run's proxy and budget with one training seed: no interval, so not even "
+              "directions can be compared." if len(rep["seeds"]) < 2 else
+              "Ours come from this run's proxy and budget, with 95% intervals: a direction can be compared only "
+              "where our interval excludes 0; magnitudes cannot."), "",
+           "| SoC (year) | winner top-1 | winner ms | MobileNetV2 top-1 | MobileNetV2 ms | "
            "Δ top-1 (pts) | Δ latency | seed's Δ top-1 | seed's Δ latency |", "|---|---|---|---|---|---|---|---|---|"]
     for t in rep["seed_table"]:
         out.append(f"| {t['soc']} ({_f(t['year'], 'd')}) | {_ci(t['winner_top1'])} | {_f(t['winner_ms'], '.2f')} | "
@@ -149,9 +228,16 @@ def _provenance(rep: dict[str, Any]) -> list[str]:
     for soc, info in prov.get("devices", {}).items():
         out += ["", _device_line(soc, info)] if "skipped" in info or info.get("fingerprint_text") else []
     out += ["", "Controls: " + "; ".join(f"{n}: {r.get('off_pct', 0):+.1f}% from its winner's cost"
+                                          + (f", drawn with seed {r['seed']}" if r.get("seed") is not None else "")
                                           + (f" ({r['note']})" if r.get("note") else "")
                                           for n, r in prov.get("controls", {}).items()), ""]
-    out += [f"Search seed {prov['search_seed']}; training seeds {prov['seeds']}. Versions: " +
+    for w, d in (prov.get("random_draws") or {}).items():
+        out += [f"Random draws for {w}: {d.get('accepted')} nets within +-{100 * d.get('tolerance', 0):g}% of "
+                f"{_f(d.get('target'), '.4g')} in {d.get('draws')} draws (run seed {d.get('run_seed')}); "
+                f"{d.get('note') or 'every seed found one'}.", ""]
+    repeats = [s for s in prov.get("search_seeds") or [] if s != prov["search_seed"]]
+    out += [f"Search seed {prov['search_seed']}" + (f" (searches repeated with seeds {repeats})" if repeats else "")
+            + f"; training seeds {prov['seeds']}. Versions: " +
             ", ".join(f"{k} {v}" for k, v in prov["versions"].items()), "", "| stage | this run | wall time (s) |",
             "|---|---|---|"]
     for e in prov["stages"]:

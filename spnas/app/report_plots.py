@@ -1,5 +1,6 @@
-"""The report's PNGs: accuracy against latency with intervals (random controls as a cloud, each reference
-family as a curve over widths), learning curves, each winner's decisions, per-layer latency."""
+"""The report's PNGs: accuracy against latency with intervals (one panel per winner: its own random
+controls as a cloud, its search repeats, each reference family as a curve over widths), learning curves
+with the window the budget check reads shaded, each winner's decisions, per-layer latency."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from spnas.app.config import PipelineAppConfig
 
 FLEET = "fleet"
 KIND_STYLE = {"spnas": {"marker": "*", "ms": 13, "color": "tab:red"}, "random": {"marker": "o", "ms": 5, "color": "0.55"},
+              "repeat": {"marker": "*", "ms": 9, "color": "tab:orange"},
+              "scaled": {"marker": "D", "ms": 6, "color": "tab:purple"},
               "baseline": {"marker": "s", "ms": 6, "color": "tab:blue"}}
 
 
@@ -41,30 +44,55 @@ def _err(st: dict[str, Any] | None) -> tuple[float, list[list[float]]] | None:
     return st["mean"], [[lo], [hi]]
 
 
+def panel_rows(rows: list[dict[str, Any]], w: dict[str, Any]) -> list[dict[str, Any]]:
+    """The models one winner's panel draws as points: the winner, its search repeats, its own random
+    controls and width-scaled nets, and the reference nets (never another winner's controls)."""
+    def mine(r: dict[str, Any]) -> bool:
+        return any(w["model"] in role for role in r["roles"])
+
+    return [r for r in rows if r is w or (r["kind"] == "repeat" and r["soc"] == w["soc"])
+            or (r["kind"] in ("random", "scaled") and mine(r)) or r["kind"] == "baseline"]
+
+
+def draw_panel(ax: Any, cfg: PipelineAppConfig, rows: list[dict[str, Any]], w: dict[str, Any]) -> None:
+    """One winner's panel: `panel_rows` at their cost on the winner's table (or fleet cost), mean top-1
+    with its interval; the random nets as one legend entry; each reference family as a curve."""
+    cost = (lambda r: r["fleet_cost"]) if w["soc"] == FLEET else (lambda r, s=w["soc"]: r["latency_ms"].get(s))
+    shown = panel_rows(rows, w)
+    n_random, labelled = sum(r["kind"] == "random" for r in shown), False
+    for r in shown:
+        e, x = _err(r["stats"].get("top1")), cost(r)
+        if e is None or x is None:
+            continue
+        style = KIND_STYLE.get(r["kind"], KIND_STYLE["baseline"])
+        label = r["model"]
+        if r["kind"] == "random":
+            label = None if labelled else f"its random nets at its latency (n={n_random})"
+            labelled = True
+        elif r["kind"] == "repeat":
+            label = f"{r['model']} (search seed {r['record'].get('search_seed')})"
+        ax.errorbar(x, e[0], yerr=e[1], fmt=style["marker"], ms=style["ms"], color=style["color"], capsize=2,
+                    label=label)
+    _families(ax, rows, cfg.baselines, cost)
+    _sweeps(ax, cfg, w["soc"])
+    ax.set_title(w["model"], fontsize=9)
+    ax.set_xlabel("fleet cost (x budget)" if w["soc"] == FLEET else f"predicted ms on {w['soc']}", fontsize=8)
+    ax.set_ylabel("proxy test top-1", fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.legend(fontsize=6)
+
+
 def accuracy_vs_latency(run_dir: Path, cfg: PipelineAppConfig, rows: list[dict[str, Any]]) -> Path:
-    """One panel per winner: every model at its cost on that winner's table, mean top-1 with its interval."""
+    """One panel per winner (`draw_panel`): its models at their cost on that winner's table."""
     plt = _plt()
     winners = [r for r in rows if r["kind"] == "spnas"]
-    fig, axes = plt.subplots(1, len(winners), figsize=(4.2 * len(winners), 3.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(winners), figsize=(5.0 * len(winners), 4.0), squeeze=False)
     for ax, w in zip(axes[0], winners):
-        cost = (lambda r: r["fleet_cost"]) if w["soc"] == FLEET else (lambda r, s=w["soc"]: r["latency_ms"].get(s))
-        for r in rows:
-            e, x = _err(r["stats"].get("top1")), cost(r)
-            if e is None or x is None or r["kind"] in ("scaled", "family"):
-                continue
-            if r["kind"] == "spnas" and r is not w:
-                continue
-            style = KIND_STYLE.get(r["kind"], KIND_STYLE["baseline"])
-            ax.errorbar(x, e[0], yerr=e[1], fmt=style["marker"], ms=style["ms"], color=style["color"], capsize=2,
-                        label=r["model"] if r["kind"] != "random" else None)
-        _families(ax, rows, cfg.baselines, cost)
-        _sweeps(ax, cfg, w["soc"])
-        ax.set_title(f"{w['model']}: random nets (grey) and reference families at its latency", fontsize=8)
-        ax.set_xlabel("fleet cost (x budget)" if w["soc"] == FLEET else f"predicted ms on {w['soc']}", fontsize=8)
-        ax.set_ylabel("proxy test top-1 (mean, 95% interval)", fontsize=8)
-        ax.tick_params(labelsize=7)
-        ax.legend(fontsize=6)
-    fig.tight_layout()
+        draw_panel(ax, cfg, rows, w)
+    fig.suptitle("Each winner, its own random controls and width-scaled nets, and the reference families at its "
+                 "latency\n(mean proxy top-1 with its 95% interval over seeds and test images; none for one seed)",
+                 fontsize=8)
+    fig.tight_layout(rect=(0, 0, 1, 0.9))
     p = run_dir / "accuracy_vs_latency.png"
     fig.savefig(p, dpi=110)
     plt.close(fig)
@@ -105,6 +133,7 @@ def learning_curves(run_dir: Path, models: dict[str, Any], rows: list[dict[str, 
     """Validation top-1 against training steps, every model (mean over seeds): is the budget still rising?"""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 4))
+    n_random, labelled = sum(r["kind"] == "random" for r in rows), False
     for r in rows:
         curves = [rec["train"].get("curve") or [] for rec in models[r["model"]].seeds.values() if rec.get("train")]
         curves = [c for c in curves if c]
@@ -114,11 +143,15 @@ def learning_curves(run_dir: Path, models: dict[str, Any], rows: list[dict[str, 
         steps = [curves[0][i]["step"] for i in range(n)]
         mean = [sum(c[i]["val_top1"] for c in curves) / len(curves) for i in range(n)]
         style = KIND_STYLE.get(r["kind"], {"color": None})
+        label = r["model"]
+        if r["kind"] == "random":  # one legend entry for the random controls
+            label = None if labelled else f"random controls (n={n_random})"
+            labelled = True
         ax.plot(steps, mean, "-", lw=1.6 if r["kind"] == "spnas" else 0.9, color=style["color"],
-                label=r["model"] if r["kind"] != "random" else None, alpha=0.6 if r["kind"] == "random" else 1)
-    ax.axvspan(0.75 * max((c["step"] for r in rows for rec in models[r["model"]].seeds.values()
-                           for c in (rec.get("train") or {}).get("curve") or [] if c.get("step")), default=1),
-               ax.get_xlim()[1], color="0.92", zorder=-1, label="last quarter")
+                label=label, alpha=0.6 if r["kind"] == "random" else 1)
+    window = check_window(models, rows)
+    if window:
+        ax.axvspan(window[0], window[1], color="0.92", zorder=-1, label="window the budget check reads")
     ax.set_xlabel("optimisation step", fontsize=8)
     ax.set_ylabel("validation top-1 (mean over seeds)", fontsize=8)
     ax.set_title("learning curves: random controls in grey", fontsize=9)
@@ -130,6 +163,17 @@ def learning_curves(run_dir: Path, models: dict[str, Any], rows: list[dict[str, 
     return p
 
 
+def check_window(models: dict[str, Any], rows: list[dict[str, Any]]) -> tuple[float, float] | None:
+    """The steps the budget check measures the rise between (`evidence.rise_window`), over every curve:
+    the earliest start and latest end (one window when, as in a run, every model trains the same steps)."""
+    from .evidence import rise_window
+
+    wins = [rise_window((rec.get("train") or {}).get("curve") or []) for r in rows
+            for rec in models[r["model"]].seeds.values()]
+    wins = [w for w in wins if w]
+    return (min(w[0] for w in wins), max(w[1] for w in wins)) if wins else None
+
+
 def winner_decisions(run_dir: Path, cfg: PipelineAppConfig, rows: list[dict[str, Any]]) -> Path | None:
     """Per-layer decisions of each winner."""
     from nas.plots import choice_cmap, choice_index
@@ -137,7 +181,7 @@ def winner_decisions(run_dir: Path, cfg: PipelineAppConfig, rows: list[dict[str,
 
     plt = _plt()
     space = SearchSpace.from_config(cfg.space)
-    winners = [r for r in rows if r["kind"] == "spnas" and r["arch"]]
+    winners = [r for r in rows if r["kind"] in ("spnas", "repeat") and r["arch"]]
     if not winners:
         return None
     grid = [space.encode(ArchSpec.from_string(w["arch"])) for w in winners]
@@ -147,7 +191,8 @@ def winner_decisions(run_dir: Path, cfg: PipelineAppConfig, rows: list[dict[str,
     for i, g in enumerate(grid):
         for j, c in enumerate(g):
             ax.text(j, i, c.replace("_", "\n"), ha="center", va="center", fontsize=6)
-    ax.set_yticks(range(len(winners)), [w["soc"] for w in winners])
+    ax.set_yticks(range(len(winners)), [w["soc"] + ("" if w["kind"] == "spnas" else
+                                                    f" (seed {w['record'].get('search_seed')})") for w in winners])
     ax.set_xticks(range(space.num_layers), [f"L{i}" for i in range(space.num_layers)], fontsize=7)
     ax.set_title("per-layer decisions of each winner", fontsize=9)
     fig.tight_layout()

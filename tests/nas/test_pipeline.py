@@ -11,7 +11,9 @@ import pytest
 from latency_tables.table import LatencyTable
 from search_spaces import ArchSpec
 from search_spaces.proxy import Proxy, _min_input_map
-from spnas_core.stats import paired_seed_difference
+from nas.controls import control_seed
+from spnas.app.evidence import unpack_bits
+from spnas_core.stats import population_difference
 
 from ..conftest import compose
 
@@ -37,7 +39,9 @@ def test_the_report_compares_every_seed_of_every_control_from_the_stage_outputs(
     controls = json.loads((run / "controls" / "sd845" / "controls.json").read_text())
     win_ms = rows["spnas-sd845"]["latency_ms"]["sd845"]
     assert abs(controls["random"][0]["cost"] / win_ms - 1) <= controls["tolerance"] == 0.5
-    assert controls["draw"]["draws"] >= 1 and controls["draw"]["seed"] == 0
+    winner_choices = json.loads((run / "search" / "sd845" / "search_summary.json").read_text())["choices"]
+    assert controls["random"][0]["seed"] == control_seed(0, 0, "sd845", winner_choices, 0), "seeded from the run"
+    assert controls["draw"]["draws"] >= 1 and controls["draw"]["seeds"] == [controls["random"][0]["seed"]]
     for name, r in rows.items():
         assert r["seeds"] == [0, 1], name
         for seed in (0, 1):
@@ -50,21 +54,35 @@ def test_the_report_compares_every_seed_of_every_control_from_the_stage_outputs(
         assert r["latency_ms"]["sd845"] == pytest.approx(LatencyTable.load("sd845").predict(arch))
         proxy = Proxy.from_dict(summary["proxy"])  # one proxy for every model compared
         assert proxy.resolution == 96 and _min_input_map(proxy.apply(ArchSpec.from_string(r["arch"]))) >= 4
-    # the paired verdict is the paired t-interval of the per-seed numbers
-    c = next(c for c in report["comparisons"]["spnas-sd845"] if c["model"] == "random-sd845-0")
-    want = paired_seed_difference(rows["spnas-sd845"]["stats"]["top1"]["per_seed"],
-                                  rows["random-sd845-0"]["stats"]["top1"]["per_seed"])
-    assert c["matched"] and c["diff"]["top1"]["mean"] == pytest.approx(want["mean"])
-    assert c["diff"]["top1"]["verdict"] == want["verdict"]
+    # every model was tested image by image on the same test split; the per-image record is its test top-1
+    stage = {n: {s: json.loads((run / "train" / n / f"s{s}" / "stage.json").read_text())["result"] for s in (0, 1)}
+             for n in rows}
+    for name, per_seed in stage.items():
+        for seed, res in per_seed.items():
+            assert res["test_correct"]["n"] == report["provenance"]["data"]["test"]
+            assert unpack_bits(res["test_correct"]).mean() == pytest.approx(res["test_top1"], abs=1e-12), name
+    # the winner against its random controls (one here) is the population difference of those records,
+    # paired by seed key and test image
+    pop = next(c for c in report["comparisons"]["spnas-sd845"] if c["kind"] == "population")
+    samples = {n: {s: unpack_bits(r["test_correct"]) for s, r in per_seed.items()} for n, per_seed in stage.items()}
+    want = population_difference(samples["spnas-sd845"], [samples["random-sd845-0"]])
+    assert pop["members"] == ["random-sd845-0"] and pop["diff"]["top1"]["mean"] == pytest.approx(want["mean"])
+    assert pop["diff"]["top1"]["ci_low"] == pytest.approx(want["ci_low"]) and want["n_items"] > 0
+    assert pop["diff"]["top1"]["verdict"] in ("beats", "loses to", "not distinguishable from")
+    single = next(c for c in report["comparisons"]["spnas-sd845"] if c["model"] == "random-sd845-0")
+    assert single["matched"] and not single["verdict_on"] and single["diff"]["top1"]["verdict"] is None
     # exported: the winner and the 1.0 baseline (first seed), not the controls
     assert (run / "export" / "spnas-sd845" / "bundle" / "manifest.json").is_file()
     assert (run / "export" / "mobilenet_v2" / "bundle" / "manifest.json").is_file()
     assert not (run / "export" / "random-sd845-0").exists()
     md = (run / "report.md").read_text()
-    assert "## Headline" in md and "## Does this budget rank capacity?" in md and "random nets at its latency" in md
+    assert "## Headline" in md and "## Does this budget rank capacity?" in md and "random net at its latency" in md
     assert "## Against the seed's table" in md and "| sd845 (2018) |" in md
     head = report["headline"][0]
-    assert head["soc"] == "sd845" and set(head["random_tally"]) == {"beats", "loses to", "not distinguishable from"}
+    assert head["soc"] == "sd845" and head["random"]["n"] == 1 and "one random net" in head["random"]["note"]
+    assert head["random"]["above"] == int(pop["diff"]["top1"]["per_net"][0] > 0)
+    land = json.loads((run / "search" / "sd845" / "search_summary.json").read_text())["target"]
+    assert f"| spnas-sd845 | {land['target_ms']:.4g} ms | {land['predicted_ms']:.4g} ms |" in md, "the landing verdict"
     assert report["budget"]["ranks"] is False, "a 12-step budget ranks nothing, and the report says so"
     assert "budget-limited" in head["text"]
 

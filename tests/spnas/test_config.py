@@ -153,6 +153,7 @@ def test_controls_socs_names_winners_of_the_run():
 def test_export_socs_names_the_winners_exported():
     """The demo exports the sd845 winner only (time); by default every winner is; an unknown device is refused."""
     assert spnas.compose("pipeline", ["experiment=demo"]).export_socs == ["sd845"]
-    assert spnas.compose("pipeline", ["experiment=evidence"]).export_socs is None
+    assert spnas.compose("pipeline", ["experiment=evidence"]).export_socs == []  # the 1.0 baseline only (time)
+    assert spnas.compose("pipeline", ["experiment=evidence_gpu"]).export_socs is None
     with pytest.raises(ConfigError, match="export_socs: unknown device 'sd80'.*did you mean"):
         spnas.compose("pipeline", ["experiment=demo", "export_socs=[sd80]"])

@@ -52,7 +52,7 @@ from torch import nn
 
 from latency_tables.fleet import FleetLatency
 from latency_tables.predictor import SpaceLatency, predict_latency_ms
-from latency_tables.table import LatencyTable, available_tables
+from latency_tables.table import LatencyTable, usable_tables
 from nas.budget import Budget, majority_decision, plan_budget, threshold_lr_factor
 from nas.config import SearchConfig
 from nas.cost import TableCost, latency_loss, resolve_target_ms, target_verdict
@@ -104,9 +104,9 @@ def predictions_on_all_tables(arch: ArchSpec, resolution: int) -> dict[str, floa
     """Predicted latency of `arch` at the deployment resolution on every table found by name."""
     out: dict[str, float | None] = {}
     deploy = arch.replace(resolution=resolution)
-    for name in available_tables():
+    for name, table in usable_tables().items():  # a malformed file is reported once, not at every search
         try:
-            out[name] = predict_latency_ms(deploy, LatencyTable.load(name))
+            out[name] = predict_latency_ms(deploy, table)
         except TableError as e:
             log.warning("no prediction on %s: %s", name, str(e).splitlines()[0])
             out[name] = None
@@ -412,7 +412,7 @@ def _finish(s: Search, job: SearchJob, data: DataBundle, run_dir: Path, history:
     smallest, largest = _space_extremes(s)
     fleet = isinstance(s.cost, FleetLatency)
     verdict = target_verdict(s.target, cost, scfg.target_tolerance, choices, smallest, largest, sum(flips),
-                             scfg.latency_lambda, unit="x budget" if fleet else "ms")
+                             scfg.latency_lambda, unit="x budget" if fleet else "ms", loss=scfg.loss.name)
     provenance = "+".join(sorted({t.provenance for t in s.tables}))
     plots = plot_search(history, s.net.space, run_dir, f"{job.name} ({provenance} table{'s' if fleet else ''})") \
         if main else []

@@ -30,7 +30,7 @@ from export.deploy import DeployModel
 from export.tflite import convert_to_tflite
 from latency_tables.predictor import predict_latency_ms
 from latency_tables.profilers import LocalProfiler
-from latency_tables.table import LatencyTable, available_tables
+from latency_tables.table import usable_tables
 from search_spaces import ArchSpec, build_model
 from spnas_core.errors import ConfigError, ImageDecodeError, InputError, ParityError, TableError
 from spnas_core.images import decode_rgb
@@ -181,15 +181,15 @@ def _deploy_latency(net: torch.nn.Module, arch: ArchSpec, lcfg: ExportLatencyCon
 
 
 def table_predictions(arch: ArchSpec) -> dict[str, Any]:
-    """Predicted latency of `arch` (at its input size) on every table found by name."""
+    """Predicted latency of `arch` (at its input size) on every table found by name that loads (a malformed
+    file is reported once by `usable_tables`, never written into the manifest)."""
     preds: dict[str, Any] = {}
-    for name in available_tables():
+    for name, t in usable_tables().items():
         try:
-            t = LatencyTable.load(name)
             preds[name] = {"predicted_ms": predict_latency_ms(arch, t), "provenance": t.provenance,
                            "resolution": arch.resolution}
-        except TableError as e:
-            preds[name] = {"predicted_ms": None, "error": str(e).splitlines()[0]}
+        except TableError as e:  # a valid table that lacks this network's rows (e.g. another resolution)
+            preds[name] = {"predicted_ms": None, "resolution": arch.resolution, "error": str(e).splitlines()[0]}
     return preds
 
 

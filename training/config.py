@@ -43,6 +43,13 @@ class EmbeddingLoss(enum.Enum):
     normsoftmax = "normalised softmax (temperature 1/s), no margin"
 
 
+class SmallClasses(enum.Enum):
+    """What a folder's class with too few photos for the splits gets (data=folder)."""
+
+    refuse = "stop with an error naming the class and how many photos the splits need"
+    exclude = "leave the class out, with a warning line naming it"
+
+
 class DataLoaderKind(enum.Enum):
     """How training and evaluation read a data set."""
 
@@ -85,6 +92,11 @@ class DataConfig:
     resolution: int = opt(32, "square size images are decoded to (resized as MediaPipe resizes)")
     val_fraction: float = opt(0.1, "share of train held out for validation when there is no val split")
     test_fraction: float = opt(0.2, "data=folder without split folders: share of each class used as test")
+    test_root: Optional[str] = opt(None, "data=folder: a folder of the same classes (<class>/<image>) from another "
+                                         "shoot, used as the test split: a held-out shoot (a random split of one "
+                                         "folder tests on shots of the same scenes, which flatters)")
+    small_classes: SmallClasses = opt(SmallClasses.refuse, "data=folder: a class with too few photos for the "
+                                                           "splits is refused, or left out (exclude) with a warning")
     label_level: LabelLevel = opt(LabelLevel.fine, "grocery: fine (81 products) or coarse labels")
     train_limit: Optional[int] = opt(None, "use at most this many train images (class-balanced)")
     val_limit: Optional[int] = opt(None, "use at most this many val images")

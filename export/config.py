@@ -32,7 +32,8 @@ class ExportLatencyConfig:
     benchmark_tool: bool = opt(True, "cross-check with ai_edge_litert's benchmark_litert_model")
     mediapipe_runs: int = opt(50, "timed MediaPipe ImageEmbedder calls")
     onnx_runs: int = opt(50, "timed ONNX Runtime calls")
-    deploy_resolution: Optional[int] = opt(224, "also time the fp32 model at the size the tables are read at")
+    deploy_resolution: Optional[int] = opt(None, "read the tables and also time the fp32 model at this input size "
+                                                 "(null: the model's own input size, the size it ships at)")
 
 
 @dataclass

@@ -500,6 +500,8 @@ def _start(job: SearchJob, data: DataBundle, run_dir: Path, compute: Compute, en
     s = build_search(job, data, compute, env)
     for note in s.budget.notes:
         log.info("search budget: %s", note)
+    for warning in s.budget.warnings if env.is_main else ():
+        log.warning("%s", warning)
     return s, JsonLines(run_dir / log_name)
 
 
@@ -519,7 +521,7 @@ def _epochs(s: Search, job: SearchJob, data: DataBundle, run_dir: Path, log_file
         if env.is_main:
             log_file.append(rec)
             atomic_torch_save(s.checkpoint(epoch, s.wall_before + time.perf_counter() - t0), run_dir / "last.pt")
-        log.info("search %s epoch %d/%d (step %d/%d): ce %.3f val %.3f cost %s | %s", job.name, epoch, s.budget.epochs,
+        log.debug("search %s epoch %d/%d (step %d/%d): ce %.3f val %.3f cost %s | %s", job.name, epoch, s.budget.epochs,
                  s.step, s.budget.total_steps, rec["ce"], rec["val_top1"],
                  "n/a" if rec["predicted_ms"] is None else f"{rec['predicted_ms']:.3f}", " ".join(rec["choices"]))
     return s.wall_before + time.perf_counter() - t0

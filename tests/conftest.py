@@ -107,11 +107,11 @@ def fmnist_args(root: Path, tmp: Path, train_limit: int = 6000) -> list[str]:
             f"data.cache_dir={tmp / 'cache'}"]
 
 
-def _train_small(tmp: Path, data_args: list[str], arch: str, name: str, epochs: int = 2) -> Path:
+def _train_small(tmp: Path, data_args: list[str], arch: str, name: str, epochs: int = 2, extra: tuple = ()) -> Path:
     from spnas.app import commands
 
     cfg = compose("train", [f"arch={arch}", *data_args, f"train.epochs={epochs}", "train.batch_size=64",
-                            f"run_dir={tmp / name}"])
+                            f"run_dir={tmp / name}", *extra])
     commands.train(cfg)
     return tmp / name / "model.pt"
 
@@ -166,8 +166,8 @@ def own_photos_overrides(photos: Path, run: Path, cache: Path) -> list[str]:
     return ["experiment=demo", "data=folder", f"data.root={photos}", "data.resolution=96", "socs=[sd845]",
             f"run_dir={run}", "baselines=[mobilenet_v2]", f"data.cache_dir={cache}", "seeds=[0,1]",
             "controls.random=1", "controls.tolerance=0.5", "search.steps=12", "search.warmup_fraction=0.5", "search.min_threshold_updates=0",
-            "search.batch_size=16", "search.min_batch_size=8", "train.steps=12", "train.batch_size=16",
-            "finetune.recipe.steps=6", "finetune.recipe.batch_size=16", "retrieval.latency_queries=5",
+            "search.batch_size=16", "search.min_batch_size=8", "train.steps=12", "train.min_steps=0", "train.batch_size=16",
+            "finetune.recipe.steps=6", "finetune.recipe.min_steps=0", "finetune.recipe.batch_size=16", "retrieval.latency_queries=5",
             "retrieval.bootstrap=200", "export.latency.mediapipe_runs=3", "export.latency.onnx_runs=3",
             "export.latency.deploy_resolution=null", "export.measure_latency=true", "threads=2"]
 

@@ -234,8 +234,9 @@ def pipeline_main() -> None:
         t0 = time.perf_counter()
         r = run_pipeline(cfg)
         print()
-        if r.get("note"):
-            print(r["note"])
+        for line in (r.get("note"), r.get("data_caveat")):
+            if line:
+                print(line)
         for h in r["headline"]:
             print(h["text"])
         for row in r["rows"]:

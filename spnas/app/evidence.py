@@ -14,6 +14,8 @@ from __future__ import annotations
 import math
 from typing import Any, Iterable, Sequence
 
+import numpy as np
+
 from spnas_core.stats import kendall_tau, mean_ci, paired_seed_difference
 
 # metric -> (where it is in a seed's record, what the report calls it)
@@ -73,6 +75,65 @@ def compare(a: dict[int, dict[str, Any]], b: dict[int, dict[str, Any]], metrics:
     return out
 
 
+# ---------------------------------------------------------------------------------- intervals over test photos
+# Where each seed's record keeps a metric per test photo (1/0 correct; per-query recall@1): on a small test
+# split one photo moves a mean by 1/n, a noise the seeds alone do not show.
+PER_PHOTO = {
+    "top1": ("train", "test_correct"),
+    "finetune_top1": ("finetune", "test_correct"),
+    "r1_train": ("retrieval", "results", "train", "fine", "per_query", "recall@1"),
+    "r1_catalogue": ("retrieval", "results", "catalogue", "fine", "per_query", "recall@1"),
+}
+
+
+def photo_values(seeds: dict[int, dict[str, Any]], metric: str) -> dict[int, np.ndarray]:
+    """seed -> the metric per test photo (in test order), for the seeds that recorded it."""
+    out = {}
+    for s, rec in seeds.items():
+        v = _get(rec, PER_PHOTO[metric])
+        if v is None or len(v) == 0:
+            continue
+        out[int(s)] = np.asarray([int(c) for c in v] if isinstance(v, str) else v, dtype=np.float64)
+    return out
+
+
+def photo_bootstrap(diffs: np.ndarray, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of per-photo differences, resampling photos (in chunks, so
+    10k test photos x 2000 resamples stays small)."""
+    rng = np.random.default_rng(seed)
+    n = len(diffs)
+    means = np.concatenate([diffs[rng.integers(0, n, size=(min(200, n_boot - i), n))].mean(axis=1)
+                            for i in range(0, n_boot, 200)])
+    a = (1 - level) / 2
+    return float(np.quantile(means, a)), float(np.quantile(means, 1 - a))
+
+
+def photo_interval(a: dict[int, dict[str, Any]], b: dict[int, dict[str, Any]], metric: str, n_boot: int = 2000,
+                   seed: int = 0) -> dict[str, Any] | None:
+    """a - b on the same test photos: per photo, the difference averaged over the seeds both have, with a
+    paired bootstrap interval over the photos (each resample keeps a photo's seeds together). None when
+    the two models did not record per-photo values on the same photos."""
+    va, vb = photo_values(a, metric), photo_values(b, metric)
+    seeds = sorted(s for s in set(va) & set(vb) if len(va[s]) == len(vb[s]))
+    if not seeds:
+        return None
+    d = np.mean([va[s] - vb[s] for s in seeds], axis=0)
+    lo, hi = photo_bootstrap(d, n_boot, seed=seed)
+    return {"mean": float(d.mean()), "ci_low": lo, "ci_high": hi, "n_photos": int(len(d)), "seeds": seeds,
+            "one_photo": 1.0 / len(d), "method": "paired bootstrap over test photos (seeds averaged per photo)"}
+
+
+def photo_intervals(a: dict[int, dict[str, Any]], b: dict[int, dict[str, Any]], metrics: Iterable[str] = PER_PHOTO
+                    ) -> dict[str, Any]:
+    """`photo_interval` for every metric both models recorded per photo."""
+    out = {}
+    for m in metrics:
+        r = photo_interval(a, b, m)
+        if r is not None:
+            out[m] = r
+    return out
+
+
 MIN_CURVE_POINTS = 3  # fewer evaluations cannot show what the last quarter of training did
 
 
@@ -91,14 +152,19 @@ def curve_rise(seeds: dict[int, dict[str, Any]], stage: str = "train") -> float 
     return sum(rises) / len(rises) if rises else None
 
 
+MIN_FAMILY_WIDTHS = 3  # two points are ordered or not by a coin's chance: no evidence of a ranking either way
+
+
 def family_order(points: Sequence[tuple[float, float]]) -> dict[str, Any]:
     """Is a reference family (width, mean top-1) ordered by width? Kendall tau between width and accuracy,
-    and the pairs a wider net loses."""
+    and the pairs a wider net loses. A family of fewer than `MIN_FAMILY_WIDTHS` widths is never called
+    ordered (`too_few`: its tau says nothing)."""
     pts = sorted(points)
     inversions = [(w1, w2) for i, (w1, a1) in enumerate(pts) for w2, a2 in pts[i + 1:] if a2 <= a1]
-    tau = kendall_tau([w for w, _ in pts], [a for _, a in pts]) if len(pts) > 1 else float("nan")
+    too_few = len(pts) < MIN_FAMILY_WIDTHS
+    tau = kendall_tau([w for w, _ in pts], [a for _, a in pts]) if not too_few else float("nan")
     return {"widths": [w for w, _ in pts], "top1": [a for _, a in pts], "kendall_tau": tau,
-            "ordered": len(pts) > 1 and not inversions, "inversions": inversions}
+            "ordered": not too_few and not inversions, "inversions": inversions, "too_few": too_few}
 
 
 def budget_check(families: dict[str, Sequence[tuple[float, float]]], rises: dict[str, float | None],
@@ -108,7 +174,7 @@ def budget_check(families: dict[str, Sequence[tuple[float, float]]], rises: dict
     order = {name: family_order(pts) for name, pts in families.items() if len(pts) > 1}
     rising = {m: r for m, r in rises.items() if r is not None and r > rising_pts}
     reasons = [f"{name} is not ordered by width ({', '.join(f'w{a:g} >= w{b:g}' for a, b in o['inversions'])})"
-               for name, o in order.items() if not o["ordered"]]
+               for name, o in order.items() if o["inversions"]]  # even two widths out of order rank nothing
     unknown = [m for m, r in rises.items() if r is None]
     if unknown:
         reasons.append(f"{len(unknown)} of {len(rises)} models have learning curves of fewer than {MIN_CURVE_POINTS} "
@@ -117,8 +183,9 @@ def budget_check(families: dict[str, Sequence[tuple[float, float]]], rises: dict
         worst = max(rising, key=lambda m: rising[m])
         reasons.append(f"{len(rising)} of {len(rises)} models still gained > {rising_pts:g} points of validation top-1 "
                        f"in the last quarter of training (most: {worst}, +{rising[worst]:.1f})")
-    if not order:
-        reasons.append("no reference family of two or more widths to check the ranking with")
+    if not any(not o.get("too_few") for o in order.values()):
+        reasons.append(f"no reference family of {MIN_FAMILY_WIDTHS} or more widths to check the ranking with "
+                       f"(two widths are ordered or not by chance; add controls.widths)")
     return {"ranks": not reasons, "families": order, "rising": rising, "rising_pts": rising_pts, "reasons": reasons}
 
 

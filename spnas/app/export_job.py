@@ -194,41 +194,69 @@ def table_predictions(arch: ArchSpec) -> dict[str, Any]:
 
 
 def _build(ecfg: ExportConfig, checkpoint: str | Path | None, arch_ref: str | None, data: DataBundle, out_dir: Path,
-           seed: int, int8: bool, note: dict[str, Any] | None = None) -> dict[str, Any]:
+           seed: int, int8: bool, note: dict[str, Any] | None = None,
+           data_source: dict[str, Any] | None = None) -> dict[str, Any]:
     net, arch = load_for_export(checkpoint, arch_ref, data)
     inputs = export_inputs(data, ecfg, seed)
     tol = Tolerances(**vars(ecfg.tolerances))
     image = inputs.parity_originals[0]
 
+    dres = int(ecfg.latency.deploy_resolution or arch.resolution)
+
     def extra(work: Path) -> dict[str, Any]:
         out = dict(note or {})
+        out["resolution"] = {"input": arch.resolution, "latency_tables": dres, "one_resolution": dres == arch.resolution,
+                             "note": f"the model takes {arch.resolution}x{arch.resolution}; table predictions at "
+                                     f"{dres}x{dres}" + ("" if dres == arch.resolution else
+                                                          " (export.latency.deploy_resolution)")}
+        if data_source:
+            out["data_source"] = data_source
         if ecfg.measure_latency:
             out.update(measure_bundle_latency(work, net, arch, image, ecfg.latency))
         return out
 
     return build_bundle(net, arch, inputs, out_dir, int8=int8, opset=ecfg.onnx_opset, tol=tol,
-                        versions=versions(), extra_manifest=extra if (note or ecfg.measure_latency) else None)
+                        versions=versions(), extra_manifest=extra)
+
+
+def data_source(cfg: DataConfig) -> dict[str, Any]:
+    """What `spnas-serve` needs to serve the photos a bundle was evaluated on: the data set's config (the
+    root resolved to an absolute path), recorded in the manifest as `data_source`."""
+    import os
+
+    from spnas_core.config import to_plain
+
+    d = to_plain(cfg)
+    d["root"] = str(Path(os.path.expanduser(str(cfg.root))).resolve())
+    if cfg.test_root:
+        d["test_root"] = str(Path(os.path.expanduser(str(cfg.test_root))).resolve())
+    return {k: v for k, v in d.items() if k not in ("cache_dir",)}
 
 
 def run_export(export: ExportConfig, checkpoint: str | Path | None, data: DataConfig | DataBundle,
                out_dir: str | Path, *, arch: str | None = None, seed: int = 0,
-               threads: int | None = None) -> dict[str, Any]:
+               threads: int | None = None, source: DataConfig | None = None) -> dict[str, Any]:
     """Export `checkpoint` (a `model.pt`; or None with `arch` = a reference net: untrained weights, for
     latency figures) to a verified bundle in `out_dir`, with real images of `data` (the set the model
     was trained on) for calibration and parity, and latencies measured on this CPU and predicted on
-    every table; returns the manifest.
+    every table; returns the manifest. The data set's config (`data` when it is one, else `source`) is
+    recorded in the manifest (`data_source`): `spnas-serve` serves those photos by default.
 
     With `export.int8=fallback` an int8 model that alone misses its tolerance is left out and the
     float bundle ships, its manifest saying why (`int8_refused`)."""
     set_threads(threads)
+    src = data_source(data if isinstance(data, DataConfig) else source) if isinstance(
+        data, DataConfig) or source is not None else None
     data = load_data(data, seed) if isinstance(data, DataConfig) else data
     out_dir = Path(out_dir)
     policy = export.int8
     try:
-        return _build(export, checkpoint, arch, data, out_dir, seed, int8=policy is not Int8Policy.disabled)
+        return _build(export, checkpoint, arch, data, out_dir, seed, int8=policy is not Int8Policy.disabled,
+                      data_source=src)
     except ParityError as e:
         if policy is not Int8Policy.fallback or e.failed != ["tflite_int8"]:
             raise
         refused = e.one_line()
     log.warning("%s; exporting without int8 (export.int8=fallback)", refused)
-    return _build(export, checkpoint, arch, data, out_dir, seed, int8=False, note={"int8_refused": refused})
+    return _build(export, checkpoint, arch, data, out_dir, seed, int8=False, note={"int8_refused": refused},
+                  data_source=src)

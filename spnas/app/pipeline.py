@@ -94,10 +94,9 @@ class _Run:
         """The photo collection's config as loaded: your photos with `data=folder` (`retrieval.source=auto`),
         else `retrieval.data`; fine labels, no validation share, at the fine-tuning resolution."""
         cfg = self.cfg
-        own = cfg.retrieval.source is RetrievalSource.data or (
-            cfg.retrieval.source is RetrievalSource.auto and cfg.data.kind is DataKind.folder)
-        base = replace(cfg.data, train_limit=None, val_limit=None, test_limit=None) if own else cfg.retrieval.data
-        res = cfg.finetune.resolution if cfg.finetune.enabled else base.resolution
+        base = replace(cfg.data, train_limit=None, val_limit=None, test_limit=None) if own_photos(cfg) \
+            else cfg.retrieval.data
+        res = cfg.finetune.resolution if cfg.finetune.enabled and cfg.finetune.resolution else base.resolution
         return replace(base, resolution=res, label_level=LabelLevel.fine, val_fraction=0.0)
 
     def space(self) -> SearchSpace:
@@ -121,6 +120,33 @@ class _Run:
         """The table file(s) a search prices: one SoC's, or every fleet device's."""
         names = self.cfg.search.fleet if soc == FLEET else [soc]
         return [self.cfg.soc_configs[n].table for n in names]
+
+
+def own_photos(cfg: PipelineAppConfig) -> bool:
+    """Whether the photo search (and the fine-tuning before it) runs on the proxy data itself: your photos
+    with `data=folder` (`retrieval.source=auto`), or any data with `retrieval.source=data`."""
+    return cfg.retrieval.source is RetrievalSource.data or (
+        cfg.retrieval.source is RetrievalSource.auto and cfg.data.kind is DataKind.folder)
+
+
+def with_one_resolution(cfg: PipelineAppConfig) -> PipelineAppConfig:
+    """One resolution per model, from fine-tuning through export to the latency the report quotes. The
+    models ship at the photo collection's resolution (`finetune.resolution`, null: `data.resolution` with
+    your photos, `retrieval.data.resolution` with a collection): fine-tuning and export use it; with your
+    photos the search prices latency at it too (the models run at it), and the exports read the tables
+    and time the model at it. With a proxy data set (CIFAR-10 at 32 px) the search keeps pricing at
+    `search.latency_resolution` (the paper's 224: the proxy stands in for an ImageNet-size model), and
+    each export also reads the tables at that size: both sizes are named in the report."""
+    if not cfg.finetune.enabled:  # the proxy-trained classifier ships as it was trained
+        ship = cfg.data.resolution
+    else:
+        ship = cfg.finetune.resolution or (cfg.data.resolution if own_photos(cfg) else cfg.retrieval.data.resolution)
+    search = replace(cfg.search, latency_resolution=ship) if own_photos(cfg) else cfg.search
+    lat = cfg.export.latency
+    if lat.deploy_resolution is None and search.latency_resolution != ship:
+        lat = replace(lat, deploy_resolution=search.latency_resolution)
+    return replace(cfg, search=search, finetune=replace(cfg.finetune, resolution=ship) if cfg.finetune.enabled
+                   else cfg.finetune, export=replace(cfg.export, latency=lat))
 
 
 # ---------------------------------------------------------------------------------- search
@@ -289,7 +315,7 @@ def train_stage(run: _Run, m: Model, seed: int) -> None:
                         latency_resolution=cfg.search.latency_resolution)
         return {k: s[k] for k in ("test_top1", "test_top5", "val_top1", "params", "macs", "macs_at_deploy_resolution",
                                   "arch_string", "train_wall_s", "epochs", "budget", "curve", "data", "proxy",
-                                  "proxy_description")}
+                                  "proxy_description", "test_correct", "deploy_resolution")}
 
     res, how = st.run(do)
     run.note(st, how)
@@ -314,7 +340,7 @@ def finetune_stage(run: _Run, m: Model, seed: int) -> None:
         s = finetune_embedder(rec["train"]["model_pt"], run.retrieval_data(), cfg.finetune, cfg.proxy, folder,
                               seed=seed, resume=resume, compute=resolve_compute(cfg.device, cfg.amp))
         return {k: s[k] for k in ("test_top1", "val_top1", "epochs", "budget", "curve", "resolution", "embedding",
-                                  "loss", "margin", "train_wall_s", "proxy_description")}
+                                  "loss", "margin", "train_wall_s", "proxy_description", "test_correct")}
 
     res, how = st.run(do)
     run.note(st, how)
@@ -357,11 +383,14 @@ def export_stage(run: _Run, m: Model, seed: int) -> None:
 
     def do(folder: Path, resume: bool) -> dict[str, Any]:
         man = run_export(cfg.export, rec["embedder_pt"], run.retrieval_data() if finetuned else run.data(),
-                         folder / "bundle", seed=seed, threads=cfg.threads)
+                         folder / "bundle", seed=seed, threads=cfg.threads,
+                         source=run.retrieval_cfg() if finetuned else cfg.data)
         lat = man.get("latency", {})
+        dep = lat.get("deploy_resolution") or {}
         return {"bundle": str(folder / "bundle"), "seed": seed, "fp32_bytes": man["files"]["model_fp32.tflite"]["bytes"],
                 "int8_bytes": man["files"].get("model_int8.tflite", {}).get("bytes"),
-                "measured_224_ms": (lat.get("deploy_resolution") or {}).get("fp32_1_thread_p10_ms"),
+                "measured_deploy_ms": dep.get("fp32_1_thread_p10_ms"), "deploy_resolution": dep.get("resolution"),
+                "resolution": man.get("resolution"),
                 "measured_native_ms": lat.get("cpu", {}).get("model_fp32.tflite", {}).get("1_thread", {}).get("p10_ms"),
                 "table_predictions": {k: v.get("predicted_ms") for k, v in lat.get("table_predictions", {}).items()},
                 "parity": {"fp32_max_abs": man["parity"]["tflite_fp32"]["max_abs_diff"],
@@ -382,7 +411,7 @@ def run_pipeline(cfg: PipelineAppConfig) -> dict[str, Any]:
     from .report import write_report
 
     Path(cfg.run_dir).mkdir(parents=True, exist_ok=True)
-    cfg, devices = prepare_devices(cfg)
+    cfg, devices = prepare_devices(with_one_resolution(cfg))
     run = _Run(cfg, Path(cfg.run_dir), set(cfg.force))
     write_json_atomic(run.run_dir / "config.json", to_plain(cfg))
     warm = warmup_stage(run)

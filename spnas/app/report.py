@@ -3,9 +3,11 @@
 One row per model (winners, their random controls, the baselines width-scaled to their latency, the
 reference nets): mean and 95% interval over seeds of proxy top-1, fine-tuned top-1 and photo-search
 recall@1, and the predicted latency on every table. Per winner, the paired verdicts against each
-control and reference (`spnas.app.evidence`); the budget check that says when the comparison ranks
-the budget rather than the architectures; the seed paper's per-SoC table with intervals; the fleet
-winner beside each per-SoC winner on every table; provenance.
+control and reference (`spnas.app.evidence`), every difference also with an interval over the test
+photos; the budget check that says when the comparison ranks the budget rather than the
+architectures; the paper's per-SoC table with ours beside it; the fleet winner beside each per-SoC
+winner on every table; the exported models at the resolution they ship at; a caveat on the data
+given (how small its test split is, whether it was photographed apart); provenance.
 """
 
 from __future__ import annotations
@@ -30,9 +32,10 @@ BASELINE = "mobilenet_v2"
 FLEET = "fleet"
 PHRASE = {"beats": "beats", "loses to": "loses to", "not distinguishable from": "is not distinguishable from"}
 
-# The seed's own result (Single-Path NAS, Stamoulis et al. 2019, per-device searches on ImageNet against
+# The paper's own result (Single-Path NAS, Stamoulis et al. 2019, per-device searches on ImageNet against
 # MobileNetV2 1.0): winner minus MobileNetV2, in top-1 points and latency percent; with the SoC's
-# generation (year of release) the seed's table orders them by.
+# generation (year of release) the paper's table orders them by. (JSON keys say "seed_": the paper the
+# project was seeded from.)
 SEED_DELTAS: dict[str, dict[str, float]] = {
     "sd801": {"year": 2014, "top1_pts": 0.1, "latency_pct": -30.0},
     "sd808": {"year": 2015, "top1_pts": 1.3, "latency_pct": -30.0},
@@ -97,7 +100,8 @@ def comparisons(rows: list[dict[str, Any]], models: dict[str, Any]) -> dict[str,
         for r in mine + refs:
             out[w["model"]].append({
                 "model": r["model"], "kind": r["kind"], "matched": r in mine, "cost": _cost(r, w),
-                "winner_cost": _cost(w, w), "diff": E.compare(models[w["model"]].seeds, models[r["model"]].seeds)})
+                "winner_cost": _cost(w, w), "diff": E.compare(models[w["model"]].seeds, models[r["model"]].seeds),
+                "photos": E.photo_intervals(models[w["model"]].seeds, models[r["model"]].seeds)})
     return out
 
 
@@ -148,7 +152,9 @@ def _headline_text(w: dict[str, Any], cmp: list[dict[str, Any]], verdicts: dict[
     for c in cmp:
         if c["kind"] in ("scaled", "baseline") and c["model"] in verdicts:
             d = c["diff"]["top1"]
-            parts.append(f"{PHRASE[verdicts[c['model']]]} {c['model']} ({100 * d['mean']:+.2f} pts top-1"
+            p = (c.get("photos") or {}).get("top1")
+            over = "" if p is None else f", {photo_ci_text(p)}"
+            parts.append(f"{PHRASE[verdicts[c['model']]]} {c['model']} ({100 * d['mean']:+.2f} pts top-1{over}"
                          f"{'' if c['matched'] else ', ' + _fmt(c['cost'], '.4g') + ' ' + unit})")
     if not any(c["kind"] in ("random", "scaled") for c in cmp):
         parts.insert(0, "has no random or width-scaled control in this run (see controls.socs, controls.random)")
@@ -199,6 +205,43 @@ def _fmt(v: Any, spec: str) -> str:
     return "n/a" if v is None else format(v, spec)
 
 
+def photo_ci_text(p: dict[str, Any]) -> str:
+    """`[-3.1, +51.2] over 35 test photos` (points), the interval a difference has from the test photos alone."""
+    return f"[{100 * p['ci_low']:+.1f}, {100 * p['ci_high']:+.1f}] over {p['n_photos']} test photos"
+
+
+TEST_FROM_TEXT = {
+    "same_folder_split": ("a random {pct:.0%} of each class of the same folder as the training photos: shots of the "
+                          "same scenes, so these figures flatter the model for photos taken elsewhere (optimistic); "
+                          "photos from another shoot as data.test_root=<folder> (or <root>/test/<class>/) measure "
+                          "that"),
+    "test_folder": "your test folder (<root>/test/<class>/), kept apart from the training photos",
+    "test_root": "the held-out folder data.test_root, photographed apart from the training photos",
+}
+
+
+def data_caveat(cfg: PipelineAppConfig, data: dict[str, Any]) -> str | None:
+    """What the report must say about the data a user gave (not a preset's caveat about CIFAR-10): how much one
+    test and one validation photo weigh, and whether the test photos were taken apart from the training ones."""
+    if cfg.data.kind.name != "folder" or not data:
+        return None
+    n_test, n_val = data.get("test") or 0, data.get("val") or 0
+    parts = [f"Your photos ({data.get('name')}, {data.get('num_classes')} classes, {data.get('train')} train / "
+             f"{n_val} validation / {n_test} test)."]
+    if n_test:
+        parts.append(f"One test photo is {100 / n_test:.1f} points of top-1" +
+                     (f" and one validation photo {100 / n_val:.1f} points" if n_val else "") +
+                     ": every difference below carries an interval over the test photos, and one seed decides "
+                     "nothing.")
+    src = TEST_FROM_TEXT.get(data.get("test_from", ""))
+    if src:
+        parts.append("The test photos are " + src.format(pct=cfg.data.test_fraction) + ".")
+    if data.get("skipped_images"):
+        parts.append(f"{data['skipped_images']} unreadable image(s) were skipped (e.g. "
+                     f"{', '.join(Path(p).name for p in data.get('skipped_examples', [])[:3])}).")
+    return " ".join(parts)
+
+
 def write_report(run_dir: Path, cfg: PipelineAppConfig, models: dict[str, Any], events: list[dict[str, Any]],
                  devices: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """report.json, report.md, report.csv and the PNGs, from the stage outputs only (`devices`: what
@@ -210,10 +253,13 @@ def write_report(run_dir: Path, cfg: PipelineAppConfig, models: dict[str, Any], 
     cmp = comparisons(rows, models)
     budget = E.budget_check(families(rows, cfg.baselines), {r["model"]: r["curve_rise_pts"] for r in rows},
                             cfg.report.rising_pts)
+    budget["short_runs"] = short_runs(models)
     head = headline(rows, cmp, budget)
     prov = provenance(cfg, models, tables, events, devices)
     plots = make_plots(run_dir, cfg, models, rows, tables)
-    report = {"experiment": cfg.experiment_name, "note": cfg.report.note, "seeds": list(cfg.seeds),
+    note = cfg.report.note if not cfg.report.note_data or cfg.report.note_data == cfg.data.name else ""
+    report = {"experiment": cfg.experiment_name, "note": note, "data_caveat": data_caveat(cfg, prov["data"]),
+              "resolution": resolution_record(cfg), "seeds": list(cfg.seeds),
               "headline": head, "budget": budget, "rows": rows, "comparisons": cmp,
               "seed_table": seed_table(rows, cmp), "fleet": fleet_view(rows, fleet), "fleet_objective": fleet,
               "provenance": prov, "plots": plots,
@@ -222,6 +268,25 @@ def write_report(run_dir: Path, cfg: PipelineAppConfig, models: dict[str, Any], 
     write_bytes_atomic(run_dir / "report.md", markdown(cfg, report).encode())
     write_bytes_atomic(run_dir / "report.csv", seed_csv(models, rows).encode())
     return report
+
+
+def short_runs(models: dict[str, Any]) -> list[str]:
+    """The warnings of runs too short to learn (a floor lowered by the user), once each: train, fine-tune."""
+    out: list[str] = []
+    for m in models.values():
+        for rec in m.seeds.values():
+            for stage in ("train", "finetune"):
+                for w in ((rec.get(stage) or {}).get("budget") or {}).get("warnings", []):
+                    if w not in out:
+                        out.append(w)
+    return out
+
+
+def resolution_record(cfg: PipelineAppConfig) -> dict[str, Any]:
+    """The input size every model ships at (fine-tuning, export, embedder) and the one the tables are read at."""
+    ship = cfg.finetune.resolution if cfg.finetune.enabled and cfg.finetune.resolution else cfg.data.resolution
+    return {"ships_at": ship, "latency_at": cfg.search.latency_resolution, "proxy": cfg.data.resolution,
+            "one_resolution": ship == cfg.search.latency_resolution}
 
 
 def seed_csv(models: dict[str, Any], rows: list[dict[str, Any]]) -> str:

@@ -24,17 +24,19 @@ def _ci(s: dict[str, Any] | None, scale: float = 1.0, spec: str = ".3f") -> str:
     return f"{mean} [{format(scale * s['ci_low'], spec)}, {format(scale * s['ci_high'], spec)}]"
 
 
-def _diff(d: dict[str, Any] | None) -> str:
+def _diff(d: dict[str, Any] | None, photos: dict[str, Any] | None = None) -> str:
+    """`+2.10 [+0.40, +3.80]` over seeds, then `photos [-3.1, +6.0]`: the interval the test photos alone give."""
     if not d or d.get("mean") is None:
         return "n/a"
     ci = "" if d.get("ci_low") is None else f" [{100 * d['ci_low']:+.2f}, {100 * d['ci_high']:+.2f}]"
-    return f"{100 * d['mean']:+.2f}{ci}"
+    ph = "" if not photos else f"; photos [{100 * photos['ci_low']:+.1f}, {100 * photos['ci_high']:+.1f}]"
+    return f"{100 * d['mean']:+.2f}{ci}{ph}"
 
 
 def markdown(cfg: PipelineAppConfig, rep: dict[str, Any]) -> str:
     """report.md."""
     lines = _intro(cfg, rep) + _headline(rep) + _budget(rep) + _per_winner(rep) + _models(rep)
-    lines += _seed_layout(rep) + _fleet(rep) + _plots(rep) + _provenance(rep)
+    lines += _seed_layout(rep) + _fleet(rep) + _exports(rep) + _plots(rep) + _provenance(rep)
     return "\n".join(lines) + "\n"
 
 
@@ -42,16 +44,26 @@ def _intro(cfg: PipelineAppConfig, rep: dict[str, Any]) -> list[str]:
     prov = rep["provenance"]
     d = prov["data"]
     tb = prov.get("train_budget") or {}
-    res = cfg.search.latency_resolution
+    rs = rep.get("resolution") or {}
+    res, ship = rs.get("latency_at", cfg.search.latency_resolution), rs.get("ships_at")
     out = [f"# spnas report: {cfg.experiment_name}", ""]
     if rep.get("note"):
         out += [f"> {rep['note']}", ""]
+    if rep.get("data_caveat"):
+        out += [f"> {rep['data_caveat']}", ""]
+    size = (f"every model ships at {ship}x{ship} (fine-tuned, exported, timed) and its latency on the tables is "
+            f"read at {res}x{res}: one resolution per model" if ship == res else
+            f"latency on the tables at {res}x{res} (search.latency_resolution: the search priced networks at this "
+            f"size); every model ships at {ship}x{ship} (fine-tuned, exported): its own latency at that size is under "
+            f"\"Exported models\"")
+    skipped = (f"; {d['skipped_images']} unreadable image(s) skipped" if d.get("skipped_images") else "")
     out += [f"Data: {d.get('name')} at {d.get('resolution')}x{d.get('resolution')} ({d.get('train')} train / "
-            f"{d.get('val')} val / {d.get('test')} test images); latency at {res}x{res}. Every model trained with one "
+            f"{d.get('val')} val / {d.get('test')} test images{skipped}); {size}. Every model trained with one "
             f"recipe ({tb.get('total_steps', 'n/a')} steps at batch {tb.get('batch_size', 'n/a')}, "
             f"{tb.get('epochs', 'n/a')} epochs) under one proxy ({prov['proxy']}), once per seed "
             f"{prov['seeds']}, then {prov['finetune']}; photo search on {prov.get('retrieval_split', 'n/a')} with each "
-            f"model's fine-tuned embedder. Intervals are 95% Student-t over seeds; differences are paired by seed.", ""]
+            f"model's fine-tuned embedder. Intervals are 95% Student-t over seeds; differences are paired by seed, "
+            f"and each also has a 95% paired bootstrap interval over the test photos (\"photos [...]\").", ""]
     return out
 
 
@@ -69,34 +81,40 @@ def _budget(rep: dict[str, Any]) -> list[str]:
                f"than {b['rising_pts']:g} points in the last quarter of training." if b["ranks"] else
                "**No: the comparison is budget-limited.** " + "; ".join(b["reasons"]) + ". Verdicts below rank "
                "training speed at this budget as much as capacity.")
+    for w in b.get("short_runs") or []:
+        out += ["", f"**Too short to learn:** {w}."]
     out += ["", "| family | widths | mean top-1 | Kendall tau | ordered |", "|---|---|---|---|---|"]
     for name, o in b["families"].items():
+        ordered = ("too few widths to tell" if o.get("too_few") else "yes" if o["ordered"] else "no")
+        tau = "n/a" if o.get("too_few") else _f(o["kendall_tau"], ".2f")
         out.append(f"| {name} | {', '.join(f'{w:g}' for w in o['widths'])} | "
-                   f"{', '.join(f'{a:.3f}' for a in o['top1'])} | {_f(o['kendall_tau'], '.2f')} | "
-                   f"{'yes' if o['ordered'] else 'no'} |")
+                   f"{', '.join(f'{a:.3f}' for a in o['top1'])} | {tau} | {ordered} |")
     return out + [""]
 
 
 def _per_winner(rep: dict[str, Any]) -> list[str]:
     out = ["## Each winner against its controls", "",
-           "Paired over seeds, winner minus model, in points (95% interval); a verdict needs an interval that "
-           "excludes 0. Cost: ms on the winner's table (a fleet: its normalised cost, 1.0 = at budget)."]
+           "Paired over seeds, winner minus model, in points (95% interval over seeds; then \"photos\": the 95% "
+           "paired bootstrap interval over the test photos); a verdict needs a seed interval that excludes 0. Cost: ms "
+           "on the winner's table (a fleet: its normalised cost, 1.0 = at budget)."]
     for h in rep["headline"]:
         out += ["", f"### {h['winner']}", "", "| model | role | cost | Δ proxy top-1 | Δ fine-tuned top-1 | Δ R@1 "
                 "train gallery | Δ R@1 catalogue | verdict (top-1) |", "|---|---|---|---|---|---|---|---|"]
         for c in rep["comparisons"][h["winner"]]:
-            d = c["diff"]
+            d, p = c["diff"], c.get("photos") or {}
             out.append(f"| {c['model']} | {c['kind']}{' (matched)' if c['matched'] else ''} | {_f(c['cost'], '.4g')} "
-                       f"| {_diff(d.get('top1'))} | {_diff(d.get('finetune_top1'))} | {_diff(d.get('r1_train'))} | "
-                       f"{_diff(d.get('r1_catalogue'))} | {h['verdicts'].get(c['model'], 'n/a')} |")
+                       f"| {_diff(d.get('top1'), p.get('top1'))} | {_diff(d.get('finetune_top1'), p.get('finetune_top1'))}"
+                       f" | {_diff(d.get('r1_train'), p.get('r1_train'))} | "
+                       f"{_diff(d.get('r1_catalogue'), p.get('r1_catalogue'))} | {h['verdicts'].get(c['model'], 'n/a')} |")
     return out
 
 
 def _models(rep: dict[str, Any]) -> list[str]:
     socs = sorted({s for r in rep["rows"] for s in r["latency_ms"]})
-    out = ["", "## Every model", "", "Mean [95% interval] over seeds.", "",
+    res = (rep.get("resolution") or {}).get("latency_at", 224)
+    out = ["", "## Every model", "", f"Mean [95% interval] over seeds; latency on each table at {res}x{res}.", "",
            "| model | kind | " + " | ".join(f"ms {s}" for s in socs) + " | " +
-           " | ".join(label for _, label in METRICS.values()) + " | params | MACs (224) |",
+           " | ".join(label for _, label in METRICS.values()) + f" | params | MACs ({res}) |",
            "|---|---|" + "---|" * (len(socs) + len(METRICS) + 2)]
     for r in rep["rows"]:
         st = r["stats"]
@@ -107,12 +125,13 @@ def _models(rep: dict[str, Any]) -> list[str]:
 
 
 def _seed_layout(rep: dict[str, Any]) -> list[str]:
-    out = ["## Against the seed's table", "",
+    out = ["## Against the paper's table", "",
            "Per SoC by generation, the winner against MobileNetV2 1.0 on the same table, beside the deltas the "
-           "Single-Path NAS paper reports for its own per-device searches (ImageNet, 8-epoch search, full training). "
-           "Ours come from this run's proxy and budget, with 95% intervals over seeds: compare directions, not "
-           "magnitudes.", "", "| SoC (year) | winner top-1 | winner ms | MobileNetV2 top-1 | MobileNetV2 ms | "
-           "Δ top-1 (pts) | Δ latency | seed's Δ top-1 | seed's Δ latency |", "|---|---|---|---|---|---|---|---|---|"]
+           "Single-Path NAS paper (Stamoulis et al., 2019) reports for its own per-device searches (ImageNet, 8-epoch "
+           "search, full training). Ours come from this run's proxy and budget, with 95% intervals over seeds: compare "
+           "directions, not magnitudes.", "", "| SoC (year) | winner top-1 | winner ms | MobileNetV2 top-1 | "
+           "MobileNetV2 ms | Δ top-1 (pts) | Δ latency | paper's Δ top-1 | paper's Δ latency |",
+           "|---|---|---|---|---|---|---|---|---|"]
     for t in rep["seed_table"]:
         out.append(f"| {t['soc']} ({_f(t['year'], 'd')}) | {_ci(t['winner_top1'])} | {_f(t['winner_ms'], '.2f')} | "
                    f"{_ci(t['mbv2_top1'])} | {_f(t['mbv2_ms'], '.2f')} | {_diff(t['d_top1'])} | "
@@ -133,6 +152,23 @@ def _fleet(rep: dict[str, Any]) -> list[str]:
     for f in rep["fleet"]:
         out.append(f"| {f['winner']} | " + " | ".join(_f(f["ms"][d], ".2f") for d in devs) +
                    f" | {_f(f['fleet_cost'], '.3f')} | {', '.join(f['over_budget_on']) or 'none'} | {_ci(f['top1'])} |")
+    return out + [""]
+
+
+def _exports(rep: dict[str, Any]) -> list[str]:
+    """Each exported model at the size it ships at: its input, the size the tables are read at, its measured
+    latency on this CPU and its bundle."""
+    ex = [r for r in rep["rows"] if r.get("export")]
+    if not ex:
+        return []
+    out = ["## Exported models", "", "| model | input (px) | tables read at (px) | fp32 ms on this CPU (1 thread, at "
+           "its input) | fp32 MB | bundle |", "|---|---|---|---|---|---|"]
+    for r in ex:
+        e = r["export"]
+        res = e.get("resolution") or {}
+        out.append(f"| {r['model']} | {e.get('input_size')} | {res.get('latency_tables', e.get('input_size'))} | "
+                   f"{_f(e.get('measured_native_ms'), '.2f')} | {_f(e.get('fp32_bytes') and e['fp32_bytes'] / 1e6, '.2f')}"
+                   f" | {e.get('bundle')} |")
     return out + [""]
 
 

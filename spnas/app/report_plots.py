@@ -61,7 +61,9 @@ def accuracy_vs_latency(run_dir: Path, cfg: PipelineAppConfig, rows: list[dict[s
         _sweeps(ax, cfg, w["soc"])
         ax.set_title(f"{w['model']}: random nets (grey) and reference families at its latency", fontsize=8)
         ax.set_xlabel("fleet cost (x budget)" if w["soc"] == FLEET else f"predicted ms on {w['soc']}", fontsize=8)
-        ax.set_ylabel("proxy test top-1 (mean, 95% interval)", fontsize=8)
+        ax.set_ylabel("proxy test top-1 (mean, 95% interval over seeds)" if any(
+            (r["stats"].get("top1") or {}).get("ci_low") is not None for r in rows)
+            else "proxy test top-1 (one seed: no interval drawn)", fontsize=8)
         ax.tick_params(labelsize=7)
         ax.legend(fontsize=6)
     fig.tight_layout()
@@ -113,8 +115,8 @@ def learning_curves(run_dir: Path, models: dict[str, Any], rows: list[dict[str, 
         n = min(len(c) for c in curves)
         steps = [curves[0][i]["step"] for i in range(n)]
         mean = [sum(c[i]["val_top1"] for c in curves) / len(curves) for i in range(n)]
-        style = KIND_STYLE.get(r["kind"], {"color": None})
-        ax.plot(steps, mean, "-", lw=1.6 if r["kind"] == "spnas" else 0.9, color=style["color"],
+        grey = KIND_STYLE["random"]["color"] if r["kind"] == "random" else None  # every other model its own colour
+        ax.plot(steps, mean, "-", lw=1.6 if r["kind"] == "spnas" else 0.9, color=grey,
                 label=r["model"] if r["kind"] != "random" else None, alpha=0.6 if r["kind"] == "random" else 1)
     ax.axvspan(0.75 * max((c["step"] for r in rows for rec in models[r["model"]].seeds.values()
                            for c in (rec.get("train") or {}).get("curve") or [] if c.get("step")), default=1),

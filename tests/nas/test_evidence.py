@@ -101,11 +101,13 @@ def test_compare_summarize_and_the_budget_check():
     fam_bad = {"mobilenet_v2": [(0.6, 0.37), (1.0, 0.33)]}
     b1 = E.budget_check(fam_bad, {"x": 0.2}, 1.0)
     assert not b1["ranks"] and "w0.6 >= w1" in b1["reasons"][0]
-    b2 = E.budget_check({"mobilenet_v2": [(0.6, 0.61), (1.0, 0.62)]}, {"x": 5.0, "y": 0.1}, 1.0)
+    three = [(0.35, 0.58), (0.6, 0.61), (1.0, 0.62)]
+    b2 = E.budget_check({"mobilenet_v2": three}, {"x": 5.0, "y": 0.1}, 1.0)
     assert not b2["ranks"] and "still gained" in b2["reasons"][0] and b2["families"]["mobilenet_v2"]["ordered"]
-    assert E.budget_check({"mobilenet_v2": [(0.6, 0.61), (1.0, 0.62)]}, {"x": 0.5}, 1.0)["ranks"]
-    assert not E.budget_check({"mobilenet_v2": [(0.6, 0.1), (1.0, 0.1)]}, {"x": 0.5}, 1.0)["ranks"], "a tie ranks nothing"
-    short = E.budget_check({"mobilenet_v2": [(0.6, 0.61), (1.0, 0.62)]}, {"x": None}, 1.0)
+    assert E.budget_check({"mobilenet_v2": three}, {"x": 0.5}, 1.0)["ranks"]
+    assert not E.budget_check({"mobilenet_v2": [(0.35, 0.1), (0.6, 0.1), (1.0, 0.1)]}, {"x": 0.5}, 1.0)["ranks"], \
+        "a tie ranks nothing"
+    short = E.budget_check({"mobilenet_v2": three}, {"x": None}, 1.0)
     assert not short["ranks"] and "cannot be told" in short["reasons"][0]
 
 

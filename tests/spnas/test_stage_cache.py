@@ -103,7 +103,7 @@ def _pipeline_cfg(tmp: Path, data_root: Path, extra: list[str] = ()):
                                 "data=cifar10", f"data.root={data_root}", f"data.cache_dir={tmp / 'cache'}",
                                 "search.steps=6", "search.warmup_fraction=0", "search.min_threshold_updates=0",
                                 "search.batch_size=32", "train.steps=2", "train.batch_size=32",
-                                "train.max_steps_per_epoch=2", "init=inherit", "threads=2", *extra])
+                                "train.max_steps_per_epoch=2", "train.min_steps=0", "init=inherit", "threads=2", *extra])
 
 
 def _stages(tmp: Path, data_root: Path) -> dict[str, str]:

@@ -287,7 +287,8 @@ def main() -> None:
     emb = make_embedder("litert", bundle)
     store = ListingStore(f"sqlite:///{work / 'listings.sqlite'}")
     photos_store, repo = PhotoStore(f"file://{work / 'photos'}"), Repository(f"file://{work / 'repository'}")
-    cfg = spnas.compose("serve", [f"bundle={bundle}", f"seed_limit={args.listings}", f"seed_hours={args.hours}"])
+    cfg = spnas.compose("serve", [f"bundle={bundle}", "data=grocery", f"seed_limit={args.listings}", "seed_times=spread",
+                                  f"seed_hours={args.hours}"])
     now = int(time.time())
     seeded = seed(store, photos_store, emb, cfg, now)
     build_due(store, photos_store, repo, emb, BuildConfig(), RetentionConfig(), now)
@@ -299,7 +300,7 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
     loads: list[Load] = []
     bad_versions, killed_builds = 0, []
-    seeded_ids = list(range(seeded))
+    seeded_ids = list(range(seeded["listings"]))
     try:
         for run, c in enumerate(args.concurrency):
             load = Load(cluster.url, token, photos, seeded_ids, {"search": 0.7, "add": 0.2, "delete": 0.1},

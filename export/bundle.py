@@ -289,11 +289,13 @@ def file_entry(path: Path) -> dict[str, Any]:
 def build_bundle(net: nn.Module, arch: ArchSpec, inputs: ExportInputs, out_dir: str | os.PathLike, *,
                  int8: bool = True, opset: int = 18, tol: Tolerances | None = None,
                  extra_manifest: Callable[[Path], dict[str, Any]] | None = None,
-                 versions: dict[str, str] | None = None) -> dict[str, Any]:
+                 versions: dict[str, str] | None = None,
+                 on_step: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Convert, verify and atomically place a bundle; returns the manifest.
 
     `extra_manifest(work_dir)` may add figures measured on the finished files (latency) before the
-    manifest is written and the folder is renamed into place.
+    manifest is written and the folder is renamed into place. `on_step(label)` is called as each step
+    starts (`BUNDLE_STEPS`, then "extra"): a progress bar's hook.
     """
     tol = tol or Tolerances()
     out_dir = Path(out_dir)
@@ -308,6 +310,8 @@ def build_bundle(net: nn.Module, arch: ArchSpec, inputs: ExportInputs, out_dir: 
         name = arch.name or "spnas-model"
 
         def step(label: str, fn: Callable[[], Any]) -> Any:
+            if on_step is not None:
+                on_step(label)
             ts = time.perf_counter()
             r = fn()
             timings[label] = time.perf_counter() - ts
@@ -331,6 +335,8 @@ def build_bundle(net: nn.Module, arch: ArchSpec, inputs: ExportInputs, out_dir: 
             int8_info["float_islands"] = {"QUANTIZE": h.get("QUANTIZE", 0), "DEQUANTIZE": h.get("DEQUANTIZE", 0)}
         manifest = _manifest(name, arch, spec, inputs, parity, int8_info, emb_info, onnx_info, ops, timings, versions)
         if extra_manifest:
+            if on_step is not None:
+                on_step("extra")
             manifest.update(extra_manifest(work))
         manifest["files"] = {p.name: file_entry(p) for p in sorted(work.iterdir()) if p.is_file()}
         manifest["export_seconds"]["total"] = time.perf_counter() - t0

@@ -145,16 +145,17 @@ def _export_small(small_model: Path, fashion_mnist_root: Path, tmp: Path) -> Non
 
 
 # ---------------------------------------------------------------------------------- one pipeline run for the suite
-def eight_classes(grocery_root: Path, dst: Path, per_class: int = 14) -> Path:
-    """8 Grocery product classes copied into `dst/<class>/*.jpg` (the README's own-photos layout)."""
+def product_photos(grocery_root: Path, dst: Path, n_classes: int = 7, per_class: int = 25) -> Path:
+    """A user's folder of product photos: `n_classes` Grocery products copied into `dst/<class>/*.jpg` (the
+    README's own-photos layout); 7 x 25 = 175 photos, as a user's 178, whose test split is 35 photos."""
     import shutil
 
-    classes = sorted(p for p in (grocery_root / "train" / "Fruit").iterdir() if p.is_dir())[:8]
+    classes = sorted(p for p in (grocery_root / "train" / "Fruit").iterdir() if p.is_dir())[:n_classes]
     for c in classes:
         files = sorted(c.rglob("*.jpg"))[:per_class]
         (dst / c.name).mkdir(parents=True)
         for f in files:
-            shutil.copy(f, dst / c.name / f.name)
+            shutil.copy2(f, dst / c.name / f.name)  # with its time: the photo search lists it at that time
     return dst
 
 
@@ -194,7 +195,7 @@ def _run_own_photos(grocery_root: Path, tmp: Path) -> None:
 
     from spnas.app.pipeline import run_pipeline
 
-    photos = eight_classes(grocery_root, tmp / "photos")
+    photos = product_photos(grocery_root, tmp / "photos")
     run = tmp / "run"
     ov = own_photos_overrides(photos, run, tmp / "cache")
     p = subprocess.Popen([str(Path(sys.executable).parent / "spnas-pipeline"), *ov], cwd=ROOT,

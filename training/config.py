@@ -107,6 +107,20 @@ class DataConfig:
     workers: int = opt(4, "data.loader=stream: DataLoader worker processes per rank (0: decode in the main process)")
     min_crop_scale: float = opt(0.08, "transform=imagenet: smallest area fraction of a random-resized crop")
 
+    @classmethod
+    def from_plain(cls, d: dict) -> "DataConfig":
+        """A data config from its plain form (`spnas_core.config.to_plain`: enums by name), e.g. as a bundle's
+        manifest records the photos it was evaluated on; keys this version does not know are ignored."""
+        from dataclasses import fields
+
+        out = {}
+        for f in fields(cls):
+            if f.name in d:
+                default = getattr(cls, f.name, None) if not callable(getattr(cls, f.name, None)) else None
+                enum_type = type(default) if isinstance(default, enum.Enum) else None
+                out[f.name] = enum_type[d[f.name]] if enum_type is not None and d[f.name] is not None else d[f.name]
+        return cls(**out)
+
     def __post_init__(self) -> None:
         check_range("data.resolution", self.resolution, 8, 4096)
         check_range("data.val_fraction", self.val_fraction, 0.0, 0.9)

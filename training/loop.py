@@ -215,14 +215,13 @@ def _train_batches(data: TrainData, tcfg: TrainConfig, fit: _Fit, seed: int, epo
                            augment=tcfg.augment, drop_last=True, shard=fit.env, normalize=False)
 
 
-def _train_epoch(fit: _Fit, batches: Any, tcfg: TrainConfig, crit: nn.Module, desc: str,
+def _train_epoch(fit: _Fit, batches: Any, tcfg: TrainConfig, crit: nn.Module, bar: Any,
                  n_steps: int | None = None) -> dict[str, float]:
-    """One epoch of optimizer steps (`n_steps`, default a whole epoch); returns loss, accuracy and
-    throughput over all ranks."""
+    """One epoch of optimizer steps (`n_steps`, default a whole epoch) advancing the run's bar (one bar for
+    the whole run: steps of all epochs, rate and ETA); returns loss, accuracy and throughput over all ranks."""
     model, compute = fit.model, fit.compute
     model.train()
     n_steps = fit.steps_per_epoch if n_steps is None else n_steps
-    bar = progress(n_steps, desc) if fit.env.is_main else None
     seen = 0
     correct = torch.zeros((), dtype=torch.int64, device=compute.device)  # summed on the device: no sync per step
     loss_sum = torch.zeros((), dtype=torch.float64, device=compute.device)
@@ -247,8 +246,6 @@ def _train_epoch(fit: _Fit, batches: Any, tcfg: TrainConfig, crit: nn.Module, de
             bar.update(1)
             if step % 20 == 0:
                 bar.set_postfix(loss=f"{float(loss_sum) / seen:.3f}", acc=f"{int(correct) / seen:.3f}", refresh=False)
-    if bar is not None:
-        bar.close()
     if compute.is_cuda:
         torch.cuda.synchronize(compute.device)
     secs = time.perf_counter() - t0
@@ -293,10 +290,12 @@ def fit(model: nn.Module, data: TrainData, tcfg: TrainConfig, run_dir: Path, *, 
 
     val_split = split("val")
     t0 = time.perf_counter()
+    left = sum(plan.steps_in_epoch(e) for e in range(state.start_epoch, tcfg.epochs))
+    bar = progress(left, f"{desc} ({plan.total_steps} steps)", unit="step") if env.is_main and left else None
     for epoch in range(state.start_epoch, tcfg.epochs):
         torch.manual_seed(rank_seed(seed, env, epoch))  # dropout stream per rank, replayable on resume
         rec = _train_epoch(state, _train_batches(data, tcfg, state, seed, epoch, train_loader), tcfg, crit,
-                           f"{desc} {epoch + 1}/{tcfg.epochs}", plan.steps_in_epoch(epoch))
+                           bar, plan.steps_in_epoch(epoch))
         val = evaluate(state.ema.module if state.ema else state.net, val_split, tcfg.eval_batch_size,
                        compute=compute, env=env)
         rec = {"epoch": epoch + 1, "step": min(plan.total_steps, (epoch + 1) * plan.steps_per_epoch), **rec,
@@ -311,6 +310,8 @@ def fit(model: nn.Module, data: TrainData, tcfg: TrainConfig, run_dir: Path, *, 
         if env.enabled:  # replicas take identical steps; a mismatch is a bug to stop on, not to train through
             check_same_on_all_ranks(weights_digest(state.net), env, f"the weights after epoch {epoch + 1}")
         barrier(env)  # no rank runs ahead of the checkpoint it would resume from
+    if bar is not None:
+        bar.close()
     final = state.ema.module if state.ema is not None else state.net
     test = evaluate(final, split("test"), tcfg.eval_batch_size, compute=compute, env=env, per_image=True)
     final = revert_sync_batchnorm(final).to("cpu")

@@ -11,6 +11,7 @@ figures written into the manifest.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import statistics
@@ -19,7 +20,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -215,8 +216,33 @@ def _build(ecfg: ExportConfig, checkpoint: str | Path | None, arch_ref: str | No
             out.update(measure_bundle_latency(work, net, arch, image, ecfg.latency))
         return out
 
-    return build_bundle(net, arch, inputs, out_dir, int8=int8, opset=ecfg.onnx_opset, tol=tol,
-                        versions=versions(), extra_manifest=extra)
+    steps = ["tflite_fp32", "tflite_embedder", *(["tflite_int8"] if int8 else []), "onnx", "parity",
+             *(["int8_eval"] if int8 else []), "extra"]
+    names = {"extra": "latency on this CPU and on every table" if ecfg.measure_latency else "manifest"}
+    with export_bar(len(steps), arch.name or "model") as bar:
+        def on_step(label: str) -> None:
+            if bar is not None:
+                if bar.n or label != steps[0]:
+                    bar.update(1)
+                bar.set_postfix_str(names.get(label, label.replace("_", " ")))
+        return build_bundle(net, arch, inputs, out_dir, int8=int8, opset=ecfg.onnx_opset, tol=tol,
+                            versions=versions(), extra_manifest=extra, on_step=on_step)
+
+
+@contextlib.contextmanager
+def export_bar(total: int, name: str) -> Iterator[Any]:
+    """A bar over an export's steps (the longest stage of a pipeline) on a terminal; None elsewhere."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc=f"export {name}", unit="step", file=sys.stderr, leave=False,
+               bar_format="{desc}: {n_fmt}/{total_fmt} |{bar}| {elapsed}{postfix}")
+    try:
+        yield bar
+    finally:
+        bar.close()
 
 
 def data_source(cfg: DataConfig) -> dict[str, Any]:

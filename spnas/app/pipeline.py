@@ -36,6 +36,7 @@ from spnas_core.files import sha256_file, write_bytes_atomic, write_json_atomic
 from training.config import DataConfig, DataKind, InitKind, LabelLevel
 from training.datasets import DataBundle, data_key, load_data
 
+from .progress import RunProgress
 from .stages import Stage
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,7 @@ class _Run:
     run_dir: Path
     force: set[str]
     events: list[dict[str, Any]] = field(default_factory=list)
+    progress: RunProgress = field(default_factory=lambda: RunProgress(bar=False))
     _data: dict[str, DataBundle] = field(default_factory=dict)
     _keys: dict[str, Any] = field(default_factory=dict)
 
@@ -110,11 +112,12 @@ class _Run:
         return self._keys[f"key:{which}"]
 
     def stage(self, kind: str, name: str, key: dict[str, Any]) -> Stage:
+        self.progress.start(f"{kind}/{name}")
         return Stage(self.run_dir, kind, name, {**key, "v": STAGE_VERSION}, self.force)
 
     def note(self, stage: Stage, how: str) -> None:
         self.events.append({"stage": f"{stage.kind}/{stage.name}", "how": how, "wall_s": stage.wall_s})
-        print(f"[{how:>7}] {stage.kind}/{stage.name} ({stage.wall_s:.0f} s)", flush=True)
+        self.progress.finish(f"{stage.kind}/{stage.name}", how, stage.wall_s)
 
     def tables_of(self, soc: str) -> list[str]:
         """The table file(s) a search prices: one SoC's, or every fleet device's."""
@@ -410,22 +413,34 @@ def run_pipeline(cfg: PipelineAppConfig) -> dict[str, Any]:
     """Run every stage (skipping finished ones) and write the report; returns report.json's content."""
     from .report import write_report
 
+    if cfg.data.kind is DataKind.folder:  # your photos: a folder a classifier cannot use is refused before anything
+        from training.datasets import list_splits
+
+        list_splits(cfg.data, cfg.seed)
     Path(cfg.run_dir).mkdir(parents=True, exist_ok=True)
     cfg, devices = prepare_devices(with_one_resolution(cfg))
-    run = _Run(cfg, Path(cfg.run_dir), set(cfg.force))
-    write_json_atomic(run.run_dir / "config.json", to_plain(cfg))
-    warm = warmup_stage(run)
     searched = [*cfg.socs, *([FLEET] if cfg.search.fleet else [])]
-    winners = [search_stage(run, s, warm) for s in searched]
-    models = model_list(run, winners)
-    print(f"comparing {len(models)} models x {len(cfg.seeds)} seed(s): {', '.join(models)}", flush=True)
-    for i, seed in enumerate(cfg.seeds):  # seed by seed: a run stopped early has whole comparisons
-        for m in models.values():
-            train_stage(run, m, seed)
-            finetune_stage(run, m, seed)
-            if i == 0 and m.export:
-                export_stage(run, m, seed)
-            retrieval_stage(run, m, seed)
+    n_controls = sum(cfg.controls.socs is None or s in cfg.controls.socs for s in searched)
+    run = _Run(cfg, Path(cfg.run_dir), set(cfg.force),
+               progress=RunProgress(["warmup", *["search"] * len(searched), *["controls"] * n_controls]))
+    try:
+        write_json_atomic(run.run_dir / "config.json", to_plain(cfg))
+        warm = warmup_stage(run)
+        winners = [search_stage(run, s, warm) for s in searched]
+        models = model_list(run, winners)
+        run.progress.plan([k for i, _ in enumerate(cfg.seeds) for m in models.values() for k in (
+            "train", *(["finetune"] if cfg.finetune.enabled else []), *(["export"] if i == 0 and m.export else []),
+            "retrieval")])
+        print(f"comparing {len(models)} models x {len(cfg.seeds)} seed(s): {', '.join(models)}", flush=True)
+        for i, seed in enumerate(cfg.seeds):  # seed by seed: a run stopped early has whole comparisons
+            for m in models.values():
+                train_stage(run, m, seed)
+                finetune_stage(run, m, seed)
+                if i == 0 and m.export:
+                    export_stage(run, m, seed)
+                retrieval_stage(run, m, seed)
+    finally:
+        run.progress.close()
     report_dir = Path(cfg.report_dir or run.run_dir)  # benches that run a subset share stages, not the report
     report_dir.mkdir(parents=True, exist_ok=True)
     return write_report(report_dir, cfg, models, run.events, devices)

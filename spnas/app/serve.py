@@ -115,21 +115,28 @@ def seed(store: ListingStore, photos: PhotoStore, embedder: Any, cfg: ServeAppCo
     dcfg, origin = photos_config(cfg)
     paths, labels, classes = photo_files(dcfg, cfg.seed)
     paths = paths[:cfg.seed_limit or len(paths)]
-    imgs, raws, kept = [], [], []
-    for i, path in enumerate(paths):
-        try:
-            raw = Path(path).read_bytes()
-            imgs.append(decode_rgb(raw))
-        except (ImageDecodeError, OSError) as e:
-            log.warning("not listed: %s (%s)", path, e)
+    kept: list[int] = []
+    hashes: list[str] = []
+    for start in range(0, len(paths), 64):  # in chunks: a phone photo decodes to tens of MB
+        imgs, raws, idx = [], [], []
+        for i in range(start, min(start + 64, len(paths))):
+            try:
+                raw = Path(paths[i]).read_bytes()
+                imgs.append(decode_rgb(raw))
+            except (ImageDecodeError, OSError) as e:
+                log.warning("not listed: %s (%s)", paths[i], e)
+                continue
+            raws.append(raw)
+            idx.append(i)
+        if not idx:
             continue
-        raws.append(raw)
-        kept.append(i)
+        vecs = embedder.embed(imgs, progress=len(paths) > 64)
+        chunk = [photos.put(raw, img) for raw, img in zip(raws, imgs)]
+        store.cache(embedder.bundle_sha256, chunk, vecs)
+        kept += idx
+        hashes += chunk
     if not kept:
         raise DataNotFoundError(f"no readable photo to serve in {dcfg.root}")
-    vecs = embedder.embed(imgs, progress=True)
-    hashes = [photos.put(raw, img) for raw, img in zip(raws, imgs)]
-    store.cache(embedder.bundle_sha256, hashes, vecs)
     sources: dict[str, int] = {}
     if cfg.seed_times is SeedTimes.spread:
         ts = now - np.random.default_rng(cfg.seed).integers(0, cfg.seed_hours * 3600, size=len(kept))

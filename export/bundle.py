@@ -27,6 +27,7 @@ from search_spaces import ArchSpec, embedding_info
 from spnas_core.errors import InputError, InputNotFoundError, ParityError
 from spnas_core.files import atomic_path, replace_dir
 from spnas_core.images import resize_like_mediapipe
+from spnas_core.native import quiet_native
 
 from .deploy import NHWC, DeployModel, to_unit_float
 from .mediapipe_graph import embedder_graph
@@ -188,7 +189,8 @@ def _cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def _dequant(path: Path, outs: list[np.ndarray]) -> np.ndarray:
     from ai_edge_litert.interpreter import Interpreter
 
-    d = Interpreter(model_path=str(path)).get_output_details()[0]
+    with quiet_native():
+        d = Interpreter(model_path=str(path)).get_output_details()[0]
     x = np.concatenate(outs).astype(np.float32)
     scale, zero = d["quantization"]
     if d["dtype"] in (np.int8, np.uint8) and scale:

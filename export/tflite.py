@@ -23,6 +23,7 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from spnas_core.files import atomic_path  # noqa: E402
+from spnas_core.native import quiet_native  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +93,8 @@ def io_details(path: str | os.PathLike) -> tuple[list[dict[str, Any]], list[dict
     """Input and output tensor details of a .tflite file (shape, dtype, quantization)."""
     from ai_edge_litert.interpreter import Interpreter
 
-    it = Interpreter(model_path=str(path))
+    with quiet_native():
+        it = Interpreter(model_path=str(path))
     return it.get_input_details(), it.get_output_details()
 
 
@@ -101,8 +103,9 @@ def run_tflite(path: str | os.PathLike, inputs: Sequence[Any], threads: int = 1)
     import numpy as np
     from ai_edge_litert.interpreter import Interpreter
 
-    it = Interpreter(model_path=str(path), num_threads=threads)
-    it.allocate_tensors()
+    with quiet_native():
+        it = Interpreter(model_path=str(path), num_threads=threads)
+        it.allocate_tensors()
     inp = it.get_input_details()[0]
     out = it.get_output_details()[0]
     res = []

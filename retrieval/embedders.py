@@ -17,6 +17,7 @@ import numpy as np
 from export.bundle import bundle_id, load_manifest
 from spnas_core.errors import ConfigError
 from spnas_core.images import resize_like_mediapipe, to_rgb_array
+from spnas_core.native import quiet_native
 
 BACKENDS = ("mediapipe", "litert", "onnx", "torch")
 
@@ -98,7 +99,8 @@ class LiteRTEmbedder(_BundleEmbedder):
         super().__init__(bundle)
         from ai_edge_litert.interpreter import Interpreter
 
-        self.it = Interpreter(model_path=str(self.bundle / "embedder.tflite"), num_threads=threads)
+        with quiet_native():  # TFLite's "Created ... XNNPACK delegate" line, once per embedder
+            self.it = Interpreter(model_path=str(self.bundle / "embedder.tflite"), num_threads=threads)
         self.inp = self.it.get_input_details()[0]["index"]
         self.out = self.it.get_output_details()[0]["index"]
         self._batch = 0

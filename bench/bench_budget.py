@@ -53,11 +53,11 @@ def main() -> None:
         rankings[steps] = means
         fam = {b: sorted((_width(models[n]), v) for n, v in means.items() if n == b or n.startswith(f"{b}-w"))
                for b in cfg.baselines}
-        check = E.budget_check(fam, {n: E.curve_rise(m.seeds) for n, m in models.items()}, cfg.report.rising_pts)
+        check = E.budget_check(fam, {n: E.curve_rises(m.seeds) for n, m in models.items()}, cfg.report.rising_pts)
         order = sorted(means, key=means.get, reverse=True)
         rows.append({"steps": steps, "ranking (best first)": ", ".join(f"{n} {_mean_ci(stats[n])}" for n in order),
                      "family ordered": all(o["ordered"] for o in check["families"].values()),
-                     "still rising": len(check["rising"]), "wall_s": round(walls[steps])})
+                     "still rising": check["rise"]["state"], "wall_s": round(walls[steps])})
     names = list(base)
     taus = {f"{a} vs {b}": round(kendall_tau([rankings[a][n] for n in names], [rankings[b][n] for n in names]), 3)
             for a, b in itertools.combinations(args.steps, 2)}
@@ -68,7 +68,8 @@ def main() -> None:
                            f"(experiment={args.experiment}{over}, seeds {args.seeds})", rows,
            notes=("Kendall tau between the budgets' rankings: " + ", ".join(f"{k}: {v}" for k, v in taus.items()) +
                   ". 'family ordered': every reference family's mean top-1 rises with its width; 'still rising': "
-                  f"models whose validation top-1 rose > {cfg.report.rising_pts:g} points in the last quarter. " +
+                  f"the pooled last-quarter rise of validation top-1 against {cfg.report.rising_pts:g} points, within "
+                  f"its 95% interval over runs (rising, flat or cannot tell). " +
                   (f"Mean top-1 [95% interval] over seeds {args.seeds}." if len(args.seeds) > 1 else
                    "One seed: no intervals; a gap smaller than the seed-to-seed spread (2-3 points of top-1 at "
                    "these budgets, docs/evidence.md) is not distinguishable.")),

@@ -77,8 +77,9 @@ def _headline(rep: dict[str, Any]) -> list[str]:
 def _budget(rep: dict[str, Any]) -> list[str]:
     b = rep["budget"]
     out = ["## Does this budget rank capacity?", ""]
-    out.append("Yes: every reference family is ordered by width at the end, and no model was still improving by more "
-               f"than {b['rising_pts']:g} points in the last quarter of training." if b["ranks"] else
+    out.append("Yes: every reference family is ordered by width at the end, and the models had stopped improving (the "
+               f"last-quarter rise of validation top-1, within its 95% interval over runs, at most {b['rising_pts']:g} "
+               "points)." if b["ranks"] else
                "**No: the comparison is budget-limited.** " + "; ".join(b["reasons"]) + ". Verdicts below rank "
                "training speed at this budget as much as capacity.")
     for w in b.get("short_runs") or []:

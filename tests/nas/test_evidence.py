@@ -98,16 +98,19 @@ def test_compare_summarize_and_the_budget_check():
     assert E.compare(a, b)["top1"]["verdict"] == "beats"
     assert E.summarize(a)["top1"]["n"] == 3 and E.compare({0: a[0]}, b)["top1"]["note"].startswith("one seed")
     assert E.curve_rise(_seeds({0: 0.5}, curve_end=0.5, curve_q=0.45)) == pytest.approx(5.0)
+    assert E.curve_rises(_seeds({0: 0.5, 1: 0.5}, curve_end=0.5, curve_q=0.45)) == pytest.approx([5.0, 5.0])
+    flat = {"x": [0.5, 0.2], "y": [0.3, 0.1]}  # per model, its seeds' rises (points)
     fam_bad = {"mobilenet_v2": [(0.6, 0.37), (1.0, 0.33)]}
-    b1 = E.budget_check(fam_bad, {"x": 0.2}, 1.0)
+    b1 = E.budget_check(fam_bad, flat, 1.0)
     assert not b1["ranks"] and "w0.6 >= w1" in b1["reasons"][0]
     three = [(0.35, 0.58), (0.6, 0.61), (1.0, 0.62)]
-    b2 = E.budget_check({"mobilenet_v2": three}, {"x": 5.0, "y": 0.1}, 1.0)
+    b2 = E.budget_check({"mobilenet_v2": three}, {"x": [5.0, 5.5, 4.8], "y": [4.9, 5.2]}, 1.0)
     assert not b2["ranks"] and "still gained" in b2["reasons"][0] and b2["families"]["mobilenet_v2"]["ordered"]
-    assert E.budget_check({"mobilenet_v2": three}, {"x": 0.5}, 1.0)["ranks"]
-    assert not E.budget_check({"mobilenet_v2": [(0.35, 0.1), (0.6, 0.1), (1.0, 0.1)]}, {"x": 0.5}, 1.0)["ranks"], \
+    assert b2["rise"]["state"] == "rising"
+    assert E.budget_check({"mobilenet_v2": three}, flat, 1.0)["ranks"]
+    assert not E.budget_check({"mobilenet_v2": [(0.35, 0.1), (0.6, 0.1), (1.0, 0.1)]}, flat, 1.0)["ranks"], \
         "a tie ranks nothing"
-    short = E.budget_check({"mobilenet_v2": three}, {"x": None}, 1.0)
+    short = E.budget_check({"mobilenet_v2": three}, {"x": []}, 1.0)
     assert not short["ranks"] and "cannot be told" in short["reasons"][0]
 
 

@@ -69,8 +69,9 @@ def export_fp32(net: nn.Module, size: int, path: Path, output: str) -> Path:
 
 def export_int8(net: nn.Module, size: int, calibration: np.ndarray, path: Path) -> dict[str, Any]:
     """Post-training static int8 (PT2E, per-channel symmetric weights) calibrated on real images."""
-    import litert_torch
-    from litert_torch.quantize import pt2e_quantizer, quant_config
+    with quiet_native():  # a first import loads TensorFlow: absl's preamble and the oneDNN notice
+        import litert_torch
+        from litert_torch.quantize import pt2e_quantizer, quant_config
     from torchao.quantization.pt2e import quantize_pt2e
 
     _quiet_litert()

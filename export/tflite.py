@@ -51,7 +51,8 @@ def convert_to_tflite(
 
     `sample_input` is NCHW (or [N, C] for 2-D modules); with `nhwc_input` the file takes NHWC.
     """
-    import litert_torch
+    with quiet_native():  # the first import loads TensorFlow: absl's preamble and the oneDNN notice
+        import litert_torch
 
     _quiet_litert()
     module = module.eval()

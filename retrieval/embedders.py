@@ -107,8 +107,9 @@ class LiteRTEmbedder(_BundleEmbedder):
 
     def _run(self, x: np.ndarray) -> np.ndarray:
         if len(x) != self._batch:
-            self.it.resize_tensor_input(self.inp, list(x.shape))
-            self.it.allocate_tensors()
+            with quiet_native():  # the XNNPACK delegate is applied (and announced) when tensors are allocated
+                self.it.resize_tensor_input(self.inp, list(x.shape))
+                self.it.allocate_tensors()
             self._batch = len(x)
         self.it.set_tensor(self.inp, x)
         self.it.invoke()

@@ -213,8 +213,8 @@ def photo_ci_text(p: dict[str, Any]) -> str:
 TEST_FROM_TEXT = {
     "same_folder_split": ("a random {pct:.0%} of each class of the same folder as the training photos: shots of the "
                           "same scenes, so these figures flatter the model for photos taken elsewhere (optimistic); "
-                          "photos from another shoot as data.test_root=<folder> (or <root>/test/<class>/) measure "
-                          "that"),
+                          "photos from another shoot as data.test_root=<folder> (or a <root>/{{train,test}}/<class>/ "
+                          "layout) measure that"),
     "test_folder": "your test folder (<root>/test/<class>/), kept apart from the training photos",
     "test_root": "the held-out folder data.test_root, photographed apart from the training photos",
 }

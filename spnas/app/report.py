@@ -183,6 +183,7 @@ def seed_table(rows: list[dict[str, Any]], cmp: dict[str, list[dict[str, Any]]])
         out.append({"soc": w["soc"], "year": seed.get("year"), "winner_top1": w["stats"].get("top1"),
                     "winner_ms": wl, "mbv2_top1": base["stats"].get("top1"), "mbv2_ms": bl,
                     "d_top1": (c or {}).get("diff", {}).get("top1"),
+                    "d_top1_photos": ((c or {}).get("photos") or {}).get("top1"),  # the interval over test photos
                     "d_latency_pct": 100 * (wl / bl - 1) if wl and bl else None,
                     "seed_d_top1_pts": seed.get("top1_pts"), "seed_d_latency_pct": seed.get("latency_pct")})
     return out

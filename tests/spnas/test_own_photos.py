@@ -146,6 +146,8 @@ def test_the_report_on_35_test_photos(own_photos_pipeline):
     assert "CIFAR" not in md.split("## Headline")[0] and cav in md
     assert "## Against the paper's table" in md and "seed's" not in md
     assert "photos [" in md and "too few widths to tell" in md
+    paper = md.split("## Against the paper's table")[1].split("\n## ")[0]
+    assert "| sd845 (2018) |" in paper and "photos [" in paper, "the paper's table too: its difference has an interval"
     assert any("too short" in x.lower() or "fewer than" in x for x in report["budget"]["short_runs"])
 
 

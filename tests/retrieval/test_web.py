@@ -154,6 +154,14 @@ def _serve(args: list[str], cwd: Path):
         assert p.poll() is None and time.monotonic() < deadline, "".join(lines)[-3000:]
         time.sleep(0.1)
     url = next(x for x in lines if "photo search on http" in x).split("photo search on ")[1].split("/ ")[0]
+    while True:  # the line is printed as the gateway starts: wait until it answers
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        assert p.poll() is None and time.monotonic() < deadline, "".join(lines)[-3000:]
+        time.sleep(0.1)
     return p, url, lines
 
 

@@ -64,7 +64,7 @@ def main() -> None:
                      "family ordered": all(o["ordered"] for o in check["families"].values()),
                      "last-quarter rise (pts, pooled)": _rise(rise), "winner - its random nets (pts)":
                      "; ".join(_vs_random(w, models) for w in models.values() if w.kind == "spnas"),
-                     "wall_s": round(walls[steps])})
+                     "still rising": check["rise"]["state"], "wall_s": round(walls[steps])})
     names = list(base)
     taus = {f"{a} vs {b}": round(kendall_tau([rankings[a][n] for n in names], [rankings[b][n] for n in names]), 3)
             for a, b in itertools.combinations(args.steps, 2)}

@@ -442,7 +442,8 @@ def main() -> None:
     emb = make_embedder("litert", bundle)
     store = ListingStore(f"sqlite:///{work / 'listings.sqlite'}")
     photos_store, repo = PhotoStore(f"file://{work / 'photos'}"), Repository(f"file://{work / 'repository'}")
-    cfg = spnas.compose("serve", [f"bundle={bundle}", f"seed_limit={args.listings}", f"seed_hours={args.hours}"])
+    cfg = spnas.compose("serve", [f"bundle={bundle}", "data=grocery", f"seed_limit={args.listings}", "seed_times=spread",
+                                  f"seed_hours={args.hours}"])
     now = int(time.time())
     seeded = seed(store, photos_store, emb, cfg, now)
     build_due(store, photos_store, repo, emb, BuildConfig(), RetentionConfig(), now)
@@ -457,7 +458,7 @@ def main() -> None:
     damaged: dict[str, str] = {}
     before_damage: dict[str, Any] = {}
     builds_under_load: list[int] = []
-    seeded_ids = list(range(seeded))
+    seeded_ids = list(range(seeded["listings"]))
     monitor = ReadyMonitor(cluster)
     monitor.thread.start()
     try:
@@ -622,7 +623,7 @@ def main() -> None:
                f"{checks['partial_answers']}"]
     record("bench_chaos", "Photo search under faults: SIGKILLed gateway, index service and build job, in-place "
                           "corruption and retention under mixed load", rows, extra={"summary": checks},
-           notes=f"{seeded} seeded Grocery listings over the past {args.hours} hours, bundle `{bundle}` ({emb.dim}-d); "
+           notes=f"{seeded['listings']} seeded Grocery listings over the past {args.hours} hours, bundle `{bundle}` ({emb.dim}-d); "
                  f"each run {args.seconds:.0f} s of 70% photo searches (k=10) / 20% adds (a third of them late: in an "
                  f"hour that has a version) / 10% deletes by N concurrent httpx clients; gateway = `spnas-serve gateway "
                  f"workers=2` (its process group SIGKILLed at 1/4); at 3/8 the repository damaged in place (a byte "

@@ -154,7 +154,7 @@ def bench_gateway(bundle: str, concurrency: list[int], seconds: float) -> list[d
     from spnas.app.serve import start
 
     tmp = tempfile.mkdtemp()
-    cfg = spnas.compose("serve", [f"bundle={bundle}", f"root={tmp}/serve", "port=0"])
+    cfg = spnas.compose("serve", [f"bundle={bundle}", "data=grocery", f"root={tmp}/serve", "port=0"])
     s = start(cfg)
     try:
         while httpx.get(f"{s.url}/ready", timeout=5).status_code != 200:

@@ -19,8 +19,9 @@ class Int8Policy(enum.Enum):
 
 @dataclass
 class ExportTolerances:
-    fp32_max_abs: float = opt(1.0e-4, "logits, torch vs TFLite fp32")
-    onnx_max_abs: float = opt(1.0e-4, "logits and embedding, torch vs ONNX Runtime")
+    fp32_max_abs: float = opt(1.0e-4, "logits, torch vs TFLite fp32 (per unit of the largest logit when it is > 1)")
+    onnx_max_abs: float = opt(1.0e-4, "logits (per unit of the largest, when > 1) and embedding, torch vs ONNX "
+                                      "Runtime")
     mediapipe_min_cos: float = opt(0.999, "MediaPipe ImageEmbedder vs torch features")
     int8_min_agreement: float = opt(0.95, "top-1 agreement, int8 vs torch")
 
@@ -32,7 +33,8 @@ class ExportLatencyConfig:
     benchmark_tool: bool = opt(True, "cross-check with ai_edge_litert's benchmark_litert_model")
     mediapipe_runs: int = opt(50, "timed MediaPipe ImageEmbedder calls")
     onnx_runs: int = opt(50, "timed ONNX Runtime calls")
-    deploy_resolution: Optional[int] = opt(224, "also time the fp32 model at the size the tables are read at")
+    deploy_resolution: Optional[int] = opt(None, "read the tables and also time the fp32 model at this input size "
+                                                 "(null: the model's own input size, the size it ships at)")
 
 
 @dataclass

@@ -7,6 +7,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from spnas_core.native import quiet_native
+
 
 def _mp_image(img: np.ndarray):
     """Pixels as MediaPipe's SRGB image, after the project's one decoding path (`spnas_core.images.to_rgb_array`):
@@ -26,7 +28,8 @@ class MediaPipeEmbedder:
 
         opts = vision.ImageEmbedderOptions(base_options=BaseOptions(model_asset_path=str(model_path)),
                                            l2_normalize=l2_normalize)
-        self.task = vision.ImageEmbedder.create_from_options(opts)
+        with quiet_native():
+            self.task = vision.ImageEmbedder.create_from_options(opts)
 
     def embed_one(self, img: np.ndarray) -> np.ndarray:
         """One RGB uint8 image (any size: MediaPipe stretches it) -> float32 embedding."""
@@ -47,7 +50,9 @@ def classify(model_path: str | os.PathLike, images: Sequence[np.ndarray], max_re
 
     opts = vision.ImageClassifierOptions(base_options=BaseOptions(model_asset_path=str(model_path)),
                                          max_results=max_results)
-    with vision.ImageClassifier.create_from_options(opts) as task:
+    with quiet_native():
+        task = vision.ImageClassifier.create_from_options(opts)
+    with task:
         out = []
         for img in images:
             cats = task.classify(_mp_image(img)).classifications[0].categories

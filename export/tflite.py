@@ -23,6 +23,7 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from spnas_core.files import atomic_path  # noqa: E402
+from spnas_core.native import quiet_native  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,8 @@ def convert_to_tflite(
 
     `sample_input` is NCHW (or [N, C] for 2-D modules); with `nhwc_input` the file takes NHWC.
     """
-    import litert_torch
+    with quiet_native():  # the first import loads TensorFlow: absl's preamble and the oneDNN notice
+        import litert_torch
 
     _quiet_litert()
     module = module.eval()
@@ -92,7 +94,8 @@ def io_details(path: str | os.PathLike) -> tuple[list[dict[str, Any]], list[dict
     """Input and output tensor details of a .tflite file (shape, dtype, quantization)."""
     from ai_edge_litert.interpreter import Interpreter
 
-    it = Interpreter(model_path=str(path))
+    with quiet_native():
+        it = Interpreter(model_path=str(path))
     return it.get_input_details(), it.get_output_details()
 
 
@@ -101,8 +104,9 @@ def run_tflite(path: str | os.PathLike, inputs: Sequence[Any], threads: int = 1)
     import numpy as np
     from ai_edge_litert.interpreter import Interpreter
 
-    it = Interpreter(model_path=str(path), num_threads=threads)
-    it.allocate_tensors()
+    with quiet_native():
+        it = Interpreter(model_path=str(path), num_threads=threads)
+        it.allocate_tensors()
     inp = it.get_input_details()[0]
     out = it.get_output_details()[0]
     res = []

@@ -10,6 +10,7 @@ missing keys, never a silent zero.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from search_spaces.counts import layer_params_macs
-from spnas_core.errors import InputNotFoundError, OpKeyError, TableError
+from spnas_core.errors import InputNotFoundError, OpKeyError, TableError, TableNotFoundError
 from spnas_core.files import write_text_atomic
 
 from .keys import layer_of_key, ops_of
@@ -26,6 +27,8 @@ from .keys import layer_of_key, ops_of
 DATA_DIR = Path(__file__).resolve().parent / "data"
 SCHEMA_PATH = Path(__file__).resolve().parent / "schema" / "lut.schema.json"
 LUT_FORMAT = "spnas.lut/1"
+
+log = logging.getLogger(__name__)
 
 
 class MissingOpsError(TableError):
@@ -397,6 +400,29 @@ def available_tables() -> list[str]:
     return sorted({p.stem for d in table_dirs() if d.is_dir() for p in d.glob("*.json")})
 
 
+_REPORTED: set[tuple[str, int, int]] = set()  # (path, size, mtime) of malformed tables already reported
+
+
+def usable_tables() -> dict[str, "LatencyTable"]:
+    """Every table found by name that loads (name -> table). A malformed file is left out and reported
+    once per process (per file version), with the commands that fix or remove it: a broken file in
+    `<SPNAS_HOME>/tables` must not warn at every stage nor land as an error entry in every manifest."""
+    out: dict[str, LatencyTable] = {}
+    for name in available_tables():
+        try:
+            out[name] = LatencyTable.load(name)
+        except (TableError, OSError) as e:
+            p = resolve_table_path(name)
+            st = p.stat()
+            if (str(p), st.st_size, st.st_mtime_ns) not in _REPORTED:
+                _REPORTED.add((str(p), st.st_size, st.st_mtime_ns))
+                log.warning("%s; it is left out of every prediction until it is fixed: re-measure it "
+                            "(`spnas-profile table_name=%s force=true`), re-import it (`spnas-profile import "
+                            "source.path=<the original file>`), or remove it (`rm %s`)",
+                            str(e).splitlines()[0], name, p)
+    return out
+
+
 class HostTableMismatch(TableError):
     """No table measured on this machine: `host` would otherwise mean another machine's costs."""
 
@@ -468,7 +494,8 @@ def resolve_table_path(name_or_path: str | os.PathLike) -> Path:
     p = Path(s).expanduser()
     if p.suffix == ".json" or os.sep in s:
         if not p.is_file():
-            raise InputNotFoundError(f"latency table {p} does not exist")
+            raise TableNotFoundError(f"latency table {p} does not exist; give the path of a table file, or a "
+                                     f"table's name (available: {', '.join(available_tables()) or 'none'})")
         return p
     if s == "host":
         h = host_table_name()
@@ -479,9 +506,10 @@ def resolve_table_path(name_or_path: str | os.PathLike) -> Path:
         p = d / f"{s}.json"
         if p.is_file():
             return p
-    raise InputNotFoundError(
+    raise TableNotFoundError(
         f"no latency table named '{s}' in {' or '.join(str(d) for d in table_dirs())} "
-        f"(available: {', '.join(available_tables()) or 'none'})")
+        f"(available: {', '.join(available_tables()) or 'none'}); measure one with `spnas-profile`, import one "
+        f"with `spnas-profile import source.path=<file>`, or name an available one")
 
 
 # `flops`: multiply-adds as a cost table (its module, latency_tables.flops, says why).

@@ -16,6 +16,10 @@ from typing import Any, Callable
 from nas.config import SearchConfig, ThresholdSchedule
 from spnas_core.errors import ConfigError
 
+# below this many searching steps a search warns: NAS-Bench-Macro's ground truth (docs/groundtruth.md) saw the
+# threshold decisions collapse and not yet regrow at 60 steps, and settle at 100
+MIN_SEARCH_UPDATES = 100
+
 
 @dataclass(frozen=True)
 class Budget:
@@ -28,6 +32,7 @@ class Budget:
     epochs: int
     window_steps: int  # the final steps whose majority decision is the derived network
     notes: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()  # a search too short for its decisions to mean anything
 
     @property
     def threshold_updates(self) -> int:
@@ -37,7 +42,7 @@ class Budget:
         return {"batch_size": self.batch_size, "steps_per_epoch": self.steps_per_epoch,
                 "total_steps": self.total_steps, "warmup_steps": self.warmup_steps, "epochs": self.epochs,
                 "threshold_updates": self.threshold_updates, "decision_window_steps": self.window_steps,
-                "notes": list(self.notes)}
+                "notes": list(self.notes), "warnings": list(self.warnings)}
 
 
 def plan_budget(scfg: SearchConfig, n_train: int, world_size: int = 1) -> Budget:
@@ -61,7 +66,12 @@ def plan_budget(scfg: SearchConfig, n_train: int, world_size: int = 1) -> Budget
         total = warm + scfg.min_threshold_updates
         notes.append(f"steps {scfg.steps} -> {total} to reach {scfg.min_threshold_updates} threshold updates")
     window = min(total - warm, scfg.decision_window_steps or max(spe, scfg.decision_window_min_steps))
-    return Budget(bs, spe, total, warm, math.ceil(total / spe), window, tuple(notes))
+    warnings = []
+    if total - warm < MIN_SEARCH_UPDATES:
+        warnings.append(f"search: {total - warm} searching steps, fewer than the {MIN_SEARCH_UPDATES} its decisions "
+                        f"need to settle (search.min_threshold_updates={scfg.min_threshold_updates} allows it): the "
+                        f"derived network says little; leave search.min_threshold_updates at its default")
+    return Budget(bs, spe, total, warm, math.ceil(total / spe), window, tuple(notes), tuple(warnings))
 
 
 def threshold_lr_factor(schedule: ThresholdSchedule, warmup: int, settle: int) -> Callable[[int], float]:

@@ -72,8 +72,9 @@ CEILING_SLACK = 0.15  # a ceiling search that ends more than 15% below its budge
 
 def target_verdict(target_ms: float | None, predicted_ms: float, tolerance: float, choices: list[str],
                    smallest_ms: float, largest_ms: float, window_flips: int, lam: float,
-                   unit: str = "ms", ceiling: bool = False) -> dict[str, Any]:
-    """Did the search land within `tolerance` of its budget? If not, the reason a user can act on.
+                   unit: str = "ms", ceiling: bool = False, loss: str | None = None) -> dict[str, Any]:
+    """Did the search land within `tolerance` of its budget? If not, the reason a user can act on (the
+    advice depends on the loss form `loss` in use: `loss=target` is not suggested to a search that has it).
 
     With `ceiling` (loss=target_one_sided) the budget is a ceiling, not a point: anything within it up to
     `tolerance` above it lands; only a network below the budget by more than CEILING_SLACK has left budget
@@ -101,6 +102,8 @@ def target_verdict(target_ms: float | None, predicted_ms: float, tolerance: floa
         out["reason"] = (f"ended {100 * off:+.1f}% above the budget: the accuracy term outweighed the latency term "
                          f"(latency_lambda {lam:g}); raise search.latency_lambda or search.steps")
     else:
+        fix = ("lower search.latency_lambda" if loss == "target" else
+               "use search.loss=target (it settles at the budget), or lower search.latency_lambda")
         out["reason"] = (f"ended {100 * off:+.1f}% below the budget: the latency term pushed past it "
-                         f"(latency_lambda {lam:g}); use loss=target, or lower search.latency_lambda")
+                         f"(latency_lambda {lam:g}); {fix}")
     return out

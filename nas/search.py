@@ -52,7 +52,7 @@ from torch import nn
 
 from latency_tables.fleet import FleetLatency
 from latency_tables.predictor import SpaceLatency, predict_latency_ms
-from latency_tables.table import LatencyTable, available_tables
+from latency_tables.table import LatencyTable, usable_tables
 from nas.budget import Budget, majority_decision, plan_budget, threshold_lr_factor
 from nas.config import FinalistProxy, LossForm, SearchConfig, StartRule, WarmupSampling
 from nas.cost import TableCost, latency_loss, resolve_target_ms, target_verdict
@@ -103,11 +103,11 @@ def predictions_on_all_tables(arch: ArchSpec, resolution: int) -> dict[str, floa
     """Predicted latency of `arch` at the deployment resolution on every table found by name."""
     out: dict[str, float | None] = {}
     deploy = arch.replace(resolution=resolution)
-    for name in available_tables():
+    for name, table in usable_tables().items():  # a malformed file is reported once, not at every search
         try:
-            out[name] = predict_latency_ms(deploy, LatencyTable.load(name))
+            out[name] = predict_latency_ms(deploy, table)
         except TableError as e:
-            log.warning("no prediction on %s: %s", name, str(e).splitlines()[0])
+            log.debug("no prediction on %s: %s", name, str(e).splitlines()[0])  # e.g. a table of other sizes
             out[name] = None
     return out
 
@@ -389,9 +389,11 @@ class _EpochCounters:
 
 
 def _search_epoch(s: Search, data: DataBundle, job: SearchJob, epoch: int, crit: nn.Module,
-                  stop_at: int | None = None, on_step: Callable[[int, SuperNet], None] | None = None) -> dict[str, Any]:
+                  stop_at: int | None = None, bar: Any = None,
+                  on_step: Callable[[int, SuperNet], None] | None = None) -> dict[str, Any]:
     """The steps of one epoch (the last one may be partial; a warm-up alone stops at `stop_at`, a fork
-    starts after the steps its warm-up took); returns its log record (before validation)."""
+    starts after the steps its warm-up took), advancing `bar` (the run's bar; None: a bar for this epoch);
+    returns its log record (before validation)."""
     b = s.budget
     torch.manual_seed(rank_seed(job.seed, s.env, epoch))  # dropout masks per rank, replayable on resume
     g = epoch_generator(job.seed, epoch)
@@ -400,8 +402,13 @@ def _search_epoch(s: Search, data: DataBundle, job: SearchJob, epoch: int, crit:
     done_here = s.step - first  # > 0 only in a fork's first epoch
     end = min(first + b.steps_per_epoch, b.total_steps, stop_at if stop_at is not None else b.total_steps)
     warm = s.step < b.warmup_steps
-    bar = progress(end - s.step if s.env.is_main else 0, f"search {job.name} {epoch + 1}/{b.epochs}"
-                   f"{' (warm-up)' if warm else ''}")
+    own_bar = bar is None
+    if own_bar:
+        bar = progress(end - s.step if s.env.is_main else 0, f"search {job.name} {epoch + 1}/{b.epochs}"
+                       f"{' (warm-up)' if warm else ''}")
+    else:
+        bar.set_description(f"search {job.name} epoch {epoch + 1}/{b.epochs}{' (warm-up)' if warm else ''}",
+                            refresh=False)
     s.net.train()
     acc = _EpochCounters(flips=[0] * s.net.space.num_layers)
     t0 = time.perf_counter()
@@ -423,7 +430,8 @@ def _search_epoch(s: Search, data: DataBundle, job: SearchJob, epoch: int, crit:
             s.window.append(r["choices"])
         bar.update(1)
         bar.set_postfix(ce=f"{acc.ce_sum / acc.n:.3f}", acc=f"{acc.correct / acc.n:.3f}", refresh=False)
-    bar.close()
+    if own_bar:
+        bar.close()
     if stop_at is not None and s.step == stop_at and s.step % b.steps_per_epoch:
         s.carry = _open_epoch(acc, g_drop)  # the warm-up ends inside this epoch: what a fork needs to go on
     choices = s.net.choices()
@@ -510,7 +518,7 @@ def _finish(s: Search, job: SearchJob, data: DataBundle, run_dir: Path, history:
     fleet = isinstance(s.cost, FleetLatency)
     verdict = target_verdict(s.target, cost, scfg.target_tolerance, choices, smallest, largest, sum(flips),
                              scfg.latency_lambda, unit="x budget" if fleet else s.tables[0].unit,
-                             ceiling=scfg.loss is LossForm.target_one_sided)
+                             ceiling=scfg.loss is LossForm.target_one_sided, loss=scfg.loss.name)
     provenance = "+".join(sorted({t.provenance for t in s.tables}))
     plots = plot_search(history, s.net.space, run_dir, f"{job.name} ({provenance} table{'s' if fleet else ''})") \
         if main else []
@@ -647,28 +655,35 @@ def _start(job: SearchJob, data: DataBundle, run_dir: Path, compute: Compute, en
     s = build_search(job, data, compute, env)
     for note in s.budget.notes:
         log.info("search budget: %s", note)
+    for warning in s.budget.warnings if env.is_main else ():
+        log.warning("%s", warning)
     return s, JsonLines(run_dir / log_name)
 
 
 def _epochs(s: Search, job: SearchJob, data: DataBundle, run_dir: Path, log_file: JsonLines, compute: Compute,
             env: DistEnv, stop_at: int | None = None, on_step: Callable[[int, SuperNet], None] | None = None) -> float:
-    """Run epochs from `s.start_epoch` (until the budget, or `stop_at` steps), checkpointing each."""
+    """Run epochs from `s.start_epoch` (until the budget, or `stop_at` steps), checkpointing each, under one
+    bar for the whole run (steps of every epoch, rate and ETA; not one that vanishes each epoch)."""
     crit = nn.CrossEntropyLoss(label_smoothing=job.search.label_smoothing)
     t0 = time.perf_counter()
     end = stop_at if stop_at is not None else s.budget.total_steps
     epoch = s.start_epoch
-    while s.step < end:
-        rec = _search_epoch(s, data, job, epoch, crit, stop_at, on_step if env.is_main else None)
-        if s.carry is not None:  # a warm-up alone stopped inside this epoch: the fork finishes and logs it
-            break
-        rec["val_top1"] = evaluate(s.net, data.val, job.search.eval_batch_size, compute=compute, env=env)["top1"]
-        epoch += 1
-        if env.is_main:
-            log_file.append(rec)
-            atomic_torch_save(s.checkpoint(epoch, s.wall_before + time.perf_counter() - t0), run_dir / "last.pt")
-        log.info("search %s epoch %d/%d (step %d/%d): ce %.3f val %.3f cost %s | %s", job.name, epoch, s.budget.epochs,
-                 s.step, s.budget.total_steps, rec["ce"], rec["val_top1"],
-                 "n/a" if rec["predicted_ms"] is None else f"{rec['predicted_ms']:.3f}", " ".join(rec["choices"]))
+    bar = progress(max(0, end - s.step) if env.is_main else 0, f"search {job.name}", unit="step")
+    try:
+        while s.step < end:
+            rec = _search_epoch(s, data, job, epoch, crit, stop_at, bar, on_step if env.is_main else None)
+            if s.carry is not None:  # a warm-up alone stopped inside this epoch: the fork finishes and logs it
+                break
+            rec["val_top1"] = evaluate(s.net, data.val, job.search.eval_batch_size, compute=compute, env=env)["top1"]
+            epoch += 1
+            if env.is_main:
+                log_file.append(rec)
+                atomic_torch_save(s.checkpoint(epoch, s.wall_before + time.perf_counter() - t0), run_dir / "last.pt")
+            log.debug("search %s epoch %d/%d (step %d/%d): ce %.3f val %.3f cost %s | %s", job.name, epoch,
+                      s.budget.epochs, s.step, s.budget.total_steps, rec["ce"], rec["val_top1"],
+                      "n/a" if rec["predicted_ms"] is None else f"{rec['predicted_ms']:.3f}", " ".join(rec["choices"]))
+    finally:
+        bar.close()
     return s.wall_before + time.perf_counter() - t0
 
 

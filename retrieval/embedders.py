@@ -17,6 +17,7 @@ import numpy as np
 from export.bundle import bundle_id, load_manifest
 from spnas_core.errors import ConfigError
 from spnas_core.images import resize_like_mediapipe, to_rgb_array
+from spnas_core.native import quiet_native
 
 BACKENDS = ("mediapipe", "litert", "onnx", "torch")
 
@@ -98,15 +99,17 @@ class LiteRTEmbedder(_BundleEmbedder):
         super().__init__(bundle)
         from ai_edge_litert.interpreter import Interpreter
 
-        self.it = Interpreter(model_path=str(self.bundle / "embedder.tflite"), num_threads=threads)
+        with quiet_native():  # TFLite's "Created ... XNNPACK delegate" line, once per embedder
+            self.it = Interpreter(model_path=str(self.bundle / "embedder.tflite"), num_threads=threads)
         self.inp = self.it.get_input_details()[0]["index"]
         self.out = self.it.get_output_details()[0]["index"]
         self._batch = 0
 
     def _run(self, x: np.ndarray) -> np.ndarray:
         if len(x) != self._batch:
-            self.it.resize_tensor_input(self.inp, list(x.shape))
-            self.it.allocate_tensors()
+            with quiet_native():  # the XNNPACK delegate is applied (and announced) when tensors are allocated
+                self.it.resize_tensor_input(self.inp, list(x.shape))
+                self.it.allocate_tensors()
             self._batch = len(x)
         self.it.set_tensor(self.inp, x)
         self.it.invoke()

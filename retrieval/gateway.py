@@ -7,6 +7,7 @@ workers or replicas; each plans on its own from the ready index services and the
     DELETE /items/{id}      a sold listing (?status=sold|deleted, default deleted)                      [token]
     GET  /items/{id}/photo  the listing's thumbnail
     GET  /versions          the ready versions, the plan and the delta (service addresses: with the token)
+    GET  /about             which model and which photos this deployment serves (what the page shows)
     GET  /health (process alive), /ready (this worker can answer), /metrics (Prometheus text); OpenAPI at /docs
 
 **Readiness** is this worker's own: its refresh loop runs, its view of the listing store is at most
@@ -78,6 +79,7 @@ class GatewaySpec:
     delta: DeltaConfig = dataclasses.field(default_factory=DeltaConfig)
     retention: RetentionConfig = dataclasses.field(default_factory=RetentionConfig)
     partial: PartialResults = PartialResults.allow
+    about: dict[str, Any] = dataclasses.field(default_factory=dict)  # model and photos served (`spnas-serve`)
 
     def save(self, path: str | os.PathLike) -> Path:
         from spnas_core.files import write_json_atomic
@@ -387,6 +389,11 @@ def _read_routes(app: FastAPI, gw: Gateway, token: str | None) -> None:
         """Ready versions and the plan; service addresses only with the token."""
         shown = token is not None and token_ok(request.headers.get("authorization"), token)
         return await asyncio.to_thread(gw.versions, shown)
+
+    @app.get("/about")
+    async def about() -> dict[str, Any]:
+        """Which model (bundle, input size, embedding) and which photos (where from, how many) are served."""
+        return {"bundle_id": gw.router.view.bundle if gw.router.view else None, **gw.spec.about}
 
     @app.post("/search")
     async def search(request: Request) -> JSONResponse:

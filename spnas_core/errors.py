@@ -72,6 +72,10 @@ class TableError(SpnasError, ValueError):
     exit_code = EXIT_TABLE
 
 
+class TableNotFoundError(TableError, FileNotFoundError):
+    """A latency table named (or given by path) that does not exist: a table problem (exit 4), not data."""
+
+
 class OpKeyError(TableError):
     """A string that is not a well-formed op key."""
 

@@ -155,3 +155,32 @@ def normalize(batch_uint8_nhwc: np.ndarray) -> np.ndarray:
     """uint8 NHWC -> float32 NHWC normalised with the training mean/std."""
     x = batch_uint8_nhwc.astype(np.float32)
     return (x - np.asarray(MEAN_RGB, np.float32)) / np.asarray(STD_RGB, np.float32)
+
+
+EXIF_IFD = 0x8769
+DATETIME_ORIGINAL = 36867  # "YYYY:MM:DD HH:MM:SS", when the shot was taken (camera clock)
+OFFSET_TIME_ORIGINAL = 36881  # "+02:00": the camera clock's UTC offset, where the camera wrote one
+
+
+def photo_time(path: str | Path) -> tuple[int, str]:
+    """When a photo was taken, in unix seconds, and where that came from: EXIF DateTimeOriginal (read as UTC
+    unless OffsetTimeOriginal gives the camera's offset) -> "exif", else the file's modification time ->
+    "file". Photo search windows are about these times, so a user's own photos keep theirs."""
+    import datetime as dt
+
+    p = Path(path)
+    try:
+        with Image.open(p) as im:
+            exif = im.getexif().get_ifd(EXIF_IFD)
+        raw, off = exif.get(DATETIME_ORIGINAL), exif.get(OFFSET_TIME_ORIGINAL)
+        if raw:
+            t = dt.datetime.strptime(str(raw).strip("\x00 ")[:19], "%Y:%m:%d %H:%M:%S")
+            tz = dt.timezone.utc
+            if off and len(str(off).strip()) >= 6:
+                sign = -1 if str(off).strip()[0] == "-" else 1
+                hh, mm = str(off).strip()[1:6].split(":")
+                tz = dt.timezone(sign * dt.timedelta(hours=int(hh), minutes=int(mm)))
+            return int(t.replace(tzinfo=tz).timestamp()), "exif"
+    except (OSError, ValueError, UnidentifiedImageError, AttributeError):
+        pass  # no EXIF, an unreadable tag, or not an image PIL opens: the file's time
+    return int(p.stat().st_mtime), "file"

@@ -107,11 +107,11 @@ def fmnist_args(root: Path, tmp: Path, train_limit: int = 6000) -> list[str]:
             f"data.cache_dir={tmp / 'cache'}"]
 
 
-def _train_small(tmp: Path, data_args: list[str], arch: str, name: str, epochs: int = 2) -> Path:
+def _train_small(tmp: Path, data_args: list[str], arch: str, name: str, epochs: int = 2, extra: tuple = ()) -> Path:
     from spnas.app import commands
 
     cfg = compose("train", [f"arch={arch}", *data_args, f"train.epochs={epochs}", "train.batch_size=64",
-                            f"run_dir={tmp / name}"])
+                            f"run_dir={tmp / name}", *extra])
     commands.train(cfg)
     return tmp / name / "model.pt"
 
@@ -145,16 +145,17 @@ def _export_small(small_model: Path, fashion_mnist_root: Path, tmp: Path) -> Non
 
 
 # ---------------------------------------------------------------------------------- one pipeline run for the suite
-def eight_classes(grocery_root: Path, dst: Path, per_class: int = 14) -> Path:
-    """8 Grocery product classes copied into `dst/<class>/*.jpg` (the README's own-photos layout)."""
+def product_photos(grocery_root: Path, dst: Path, n_classes: int = 7, per_class: int = 25) -> Path:
+    """A user's folder of product photos: `n_classes` Grocery products copied into `dst/<class>/*.jpg` (the
+    README's own-photos layout); 7 x 25 = 175 photos, as a user's 178, whose test split is 35 photos."""
     import shutil
 
-    classes = sorted(p for p in (grocery_root / "train" / "Fruit").iterdir() if p.is_dir())[:8]
+    classes = sorted(p for p in (grocery_root / "train" / "Fruit").iterdir() if p.is_dir())[:n_classes]
     for c in classes:
         files = sorted(c.rglob("*.jpg"))[:per_class]
         (dst / c.name).mkdir(parents=True)
         for f in files:
-            shutil.copy(f, dst / c.name / f.name)
+            shutil.copy2(f, dst / c.name / f.name)  # with its time: the photo search lists it at that time
     return dst
 
 
@@ -166,8 +167,8 @@ def own_photos_overrides(photos: Path, run: Path, cache: Path) -> list[str]:
     return ["experiment=demo", "data=folder", f"data.root={photos}", "data.resolution=96", "socs=[sd845]",
             f"run_dir={run}", "baselines=[mobilenet_v2]", f"data.cache_dir={cache}", "seeds=[0,1]",
             "controls.random=1", "controls.tolerance=0.5", "search.steps=12", "search.warmup_fraction=0.5", "search.min_threshold_updates=0",
-            "search.batch_size=16", "search.min_batch_size=8", "train.steps=12", "train.batch_size=16",
-            "finetune.recipe.steps=6", "finetune.recipe.batch_size=16", "retrieval.latency_queries=5",
+            "search.batch_size=16", "search.min_batch_size=8", "train.steps=12", "train.min_steps=0", "train.batch_size=16",
+            "finetune.recipe.steps=6", "finetune.recipe.min_steps=0", "finetune.recipe.batch_size=16", "retrieval.latency_queries=5",
             "retrieval.bootstrap=200", "export.latency.mediapipe_runs=3", "export.latency.onnx_runs=3",
             "export.latency.deploy_resolution=null", "export.measure_latency=true", "threads=2"]
 
@@ -194,7 +195,7 @@ def _run_own_photos(grocery_root: Path, tmp: Path) -> None:
 
     from spnas.app.pipeline import run_pipeline
 
-    photos = eight_classes(grocery_root, tmp / "photos")
+    photos = product_photos(grocery_root, tmp / "photos")
     run = tmp / "run"
     ov = own_photos_overrides(photos, run, tmp / "cache")
     p = subprocess.Popen([str(Path(sys.executable).parent / "spnas-pipeline"), *ov], cwd=ROOT,

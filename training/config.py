@@ -43,6 +43,13 @@ class EmbeddingLoss(enum.Enum):
     normsoftmax = "normalised softmax (temperature 1/s), no margin"
 
 
+class SmallClasses(enum.Enum):
+    """What a folder's class with too few photos for the splits gets (data=folder)."""
+
+    refuse = "stop with an error naming the class and how many photos the splits need"
+    exclude = "leave the class out, with a warning line naming it"
+
+
 class DataLoaderKind(enum.Enum):
     """How training and evaluation read a data set."""
 
@@ -85,6 +92,11 @@ class DataConfig:
     resolution: int = opt(32, "square size images are decoded to (resized as MediaPipe resizes)")
     val_fraction: float = opt(0.1, "share of train held out for validation when there is no val split")
     test_fraction: float = opt(0.2, "data=folder without split folders: share of each class used as test")
+    test_root: Optional[str] = opt(None, "data=folder: a folder of the same classes (<class>/<image>) from another "
+                                         "shoot, used as the test split: a held-out shoot (a random split of one "
+                                         "folder tests on shots of the same scenes, which flatters)")
+    small_classes: SmallClasses = opt(SmallClasses.refuse, "data=folder: a class with too few photos for the "
+                                                           "splits is refused, or left out (exclude) with a warning")
     label_level: LabelLevel = opt(LabelLevel.fine, "grocery: fine (81 products) or coarse labels")
     train_limit: Optional[int] = opt(None, "use at most this many train images (class-balanced)")
     val_limit: Optional[int] = opt(None, "use at most this many val images")
@@ -94,6 +106,20 @@ class DataConfig:
     transform: TransformKind = opt(TransformKind.stretch, "stretch | imagenet")
     workers: int = opt(4, "data.loader=stream: DataLoader worker processes per rank (0: decode in the main process)")
     min_crop_scale: float = opt(0.08, "transform=imagenet: smallest area fraction of a random-resized crop")
+
+    @classmethod
+    def from_plain(cls, d: dict) -> "DataConfig":
+        """A data config from its plain form (`spnas_core.config.to_plain`: enums by name), e.g. as a bundle's
+        manifest records the photos it was evaluated on; keys this version does not know are ignored."""
+        from dataclasses import fields
+
+        out = {}
+        for f in fields(cls):
+            if f.name in d:
+                default = getattr(cls, f.name, None) if not callable(getattr(cls, f.name, None)) else None
+                enum_type = type(default) if isinstance(default, enum.Enum) else None
+                out[f.name] = enum_type[d[f.name]] if enum_type is not None and d[f.name] is not None else d[f.name]
+        return cls(**out)
 
     def __post_init__(self) -> None:
         check_range("data.resolution", self.resolution, 8, 4096)
@@ -150,12 +176,13 @@ class TrainConfig(OptimizerConfig):
     grad_clip: Optional[float] = opt(None, "clip the gradient norm to this value")
     eval_batch_size: int = opt(500, "batch size for validation and test")
     max_steps_per_epoch: Optional[int] = opt(None, "cap steps per epoch (tests, quick looks)")
-    steps: Optional[int] = opt(None, "optimisation steps in all: the data size sets how many epochs that is, and a "
-                                     "small set gets a smaller batch (null: train.epochs epochs at train.batch_size)")
-    min_steps: int = opt(0, "with steps: the floor of the step budget (a tiny set still trains this long)")
-    min_batches_per_epoch: int = opt(8, "with steps: shrink the batch (not below min_batch_size) so an epoch has "
-                                        "this many; the learning rate scales with it (linear rule)")
-    min_batch_size: int = opt(16, "with steps: smallest batch the adaptation may choose")
+    steps: Optional[int] = opt(None, "optimisation steps in all: the data size sets how many epochs that is "
+                                     "(null: train.epochs epochs)")
+    min_steps: int = opt(120, "the fewest optimisation steps a run takes, whatever the data size (a small set gets "
+                              "more epochs); below 120 a run warns that it may not learn")
+    min_batches_per_epoch: int = opt(8, "a small set gets a smaller batch (not below min_batch_size) so an epoch has "
+                                        "this many steps; the learning rate scales with it (linear rule)")
+    min_batch_size: int = opt(16, "smallest batch the small-set adaptation may choose")
     channels_last: bool = opt(True, "NHWC memory format: 2-3x faster depthwise convs on CPU")
     augment: AugmentConfig = opt(factory=AugmentConfig, help="train-time augmentation")
 
@@ -172,7 +199,7 @@ class TrainConfig(OptimizerConfig):
 
 def _finetune_recipe() -> TrainConfig:
     return TrainConfig(epochs=8, batch_size=64, lr=0.02, warmup_epochs=0.5, label_smoothing=0.0, dropout=0.0,
-                       weight_decay=4.0e-5)
+                       weight_decay=4.0e-5, min_steps=60)
 
 
 @dataclass
@@ -181,7 +208,9 @@ class FinetuneConfig:
     retrieval data's train split (Grocery fine classes by default, or your folder) before export."""
 
     enabled: bool = opt(True, "fine-tune before export (false: export the proxy-trained classifier as is)")
-    resolution: int = opt(96, "input size of the fine-tuning and of the exported embedder (photos support 96-128)")
+    resolution: Optional[int] = opt(None, "input size of the fine-tuning, the exported embedder and the latency quoted "
+                                          "for it (null: the photo collection's data.resolution: one resolution per "
+                                          "model)")
     embedding_dim: int = opt(128, "size of the projection after pooling (the index stores this many floats)")
     loss: EmbeddingLoss = opt(EmbeddingLoss.cosface, "cosface | normsoftmax")
     scale: float = opt(16.0, "s: the logit scale of the cosine classifier")
@@ -189,7 +218,8 @@ class FinetuneConfig:
     recipe: TrainConfig = opt(factory=_finetune_recipe, help="optimizer, epochs and batch of the fine-tuning")
 
     def __post_init__(self) -> None:
-        check_range("finetune.resolution", self.resolution, 32, 1024)
+        if self.resolution is not None:
+            check_range("finetune.resolution", self.resolution, 32, 1024)
         check_range("finetune.embedding_dim", self.embedding_dim, 8, 4096)
         check_range("finetune.margin", self.margin, 0.0, 1.0)
 

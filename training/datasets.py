@@ -39,7 +39,7 @@ from spnas_core.config import to_plain
 from spnas_core.errors import DataNotFoundError, ImageDecodeError, InputError
 from spnas_core.images import RESIZE_METHOD, decode_rgb, resize_like_mediapipe
 from spnas_core.paths import cache_root, data_root, shared_dir
-from training.config import DataConfig, DataKind
+from training.config import DataConfig, DataKind, SmallClasses
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +123,7 @@ class DataBundle:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     coarse_classes: list[str] | None = None
     coarse_of_fine: list[int] | None = None
+    test_from: str = "data_set_split"  # where the test split comes from (TEST_* below): the report words it
 
     @property
     def num_classes(self) -> int:
@@ -140,6 +141,7 @@ class DataBundle:
             "gallery": len(self.gallery) if self.gallery is not None else 0,
             "skipped_images": len(self.skipped),
             "skipped_examples": [p for p, _ in self.skipped[:10]],
+            "test_from": self.test_from,
         }
 
 
@@ -148,6 +150,9 @@ def decode_photo(path: str | Path) -> np.ndarray:
     """Decode an image file to uint8 RGB the way a person sees it (EXIF orientation applied by
     `spnas_core.images.decode_rgb`, as MediaPipe's loader applies it): one decoder for both loaders."""
     return decode_rgb(path)
+
+
+_WARNED: set[str] = set()  # unreadable files already warned about in this process
 
 
 def _decode_files(
@@ -169,7 +174,9 @@ def _decode_files(
         for i, r in enumerate(tqdm(it, total=len(paths), desc=desc, unit="img", leave=False,
                                    disable=len(paths) < 2000)):
             if isinstance(r, str):
-                log.warning("skipping unreadable image %s", r)
+                if paths[i] not in _WARNED:  # one warning per file per process (the pipeline decodes a folder twice)
+                    _WARNED.add(paths[i])
+                    log.warning("skipping unreadable image %s", r)
                 skipped.append((paths[i], r))
             else:
                 out[len(keep)] = r
@@ -245,6 +252,13 @@ def _limits(cfg: DataConfig) -> dict[str, int | None]:
     return {"train": cfg.train_limit, "val": cfg.val_limit, "test": cfg.test_limit}
 
 
+# Where a data set's test split comes from (`DataBundle.test_from`): the report words each one.
+TEST_SAME_FOLDER = "same_folder_split"  # a random share of each class of one folder: the same shoot as train
+TEST_FOLDER = "test_folder"  # root/test/<class>/ beside root/train/<class>/
+TEST_ROOT = "test_root"  # data.test_root: a separate folder (a held-out shoot)
+TEST_DATA_SET = "data_set_split"  # a published data set's own test split
+
+
 @dataclass
 class Listing:
     """The files of a data set, split and limited, before any decoding (shared by both loaders)."""
@@ -254,28 +268,99 @@ class Listing:
     gallery: tuple[list[str], np.ndarray] | None = None
     coarse_classes: list[str] | None = None
     coarse_of_fine: list[int] | None = None
+    test_from: str = TEST_DATA_SET
+
+
+def min_class_size(test_fraction: float) -> int:
+    """The fewest photos a class of an unsplit folder needs so that the per-class split puts at least one
+    in test and one in train (`split_train_val` rounds each class's share)."""
+    n = 2
+    while int(round(n * test_fraction)) < 1 or n - int(round(n * test_fraction)) < 1:
+        n += 1
+    return n
+
+
+def check_classes(root: Path, classes: list[str], sources: dict[str, tuple[list[str], np.ndarray]],
+                  policy: SmallClasses, need: dict[str, int]) -> tuple[list[str], dict[str, tuple[list[str], np.ndarray]]]:
+    """Refuse a folder a classifier cannot be trained and tested on: fewer than 2 classes, or a class with
+    fewer photos in a split than `need` (split -> count, e.g. {"all": 3} before an automatic split). With
+    `policy=exclude` such classes are left out (warned about, relabelled); returns (classes, sources)."""
+    if len(classes) < 2:
+        raise InputError(f"{root} has {len(classes)} class folder{'s' if len(classes) != 1 else ''} "
+                         f"({', '.join(classes) or 'none'}): a classifier needs at least 2 classes; put each "
+                         f"product's photos in its own folder: {root}/<class>/<image>.jpg")
+    short: dict[str, str] = {}
+    for ci, c in enumerate(classes):
+        for split, n_need in need.items():
+            labels = np.concatenate([sources[s][1] for s in sources]) if split == "all" else sources[split][1]
+            have = int((labels == ci).sum())
+            if have < n_need:
+                short[c] = f"{have} photo{'s' if have != 1 else ''}{'' if split == 'all' else ' in ' + split}"
+                break
+    if not short:
+        return classes, sources
+    what = "; ".join(f"{c}: {why}" for c, why in short.items())
+    rule = ", ".join(f"{n} in {s}" if s != "all" else f"{n} per class" for s, n in need.items())
+    if policy is SmallClasses.refuse:
+        raise InputError(f"{root}: {len(short)} class{'es' if len(short) > 1 else ''} with too few photos for "
+                         f"the train and test splits ({what}; the splits need {rule}): add photos, or leave "
+                         f"{'them' if len(short) > 1 else 'it'} out with data.small_classes=exclude")
+    keep = [c for c in classes if c not in short]
+    if len(keep) < 2:
+        raise InputError(f"{root}: only {len(keep)} class{'es' if len(keep) != 1 else ''} would be left after "
+                         f"excluding {what}: a classifier needs at least 2; add photos")
+    log.warning("%s: leaving out %d class%s with too few photos (%s; the splits need %s; data.small_classes="
+                "exclude)", root, len(short), "es" if len(short) > 1 else "", what, rule)
+    new_index = {classes.index(c): i for i, c in enumerate(keep)}
+    out = {}
+    for s, (paths, labels) in sources.items():
+        idx = [i for i, l in enumerate(labels) if int(l) in new_index]
+        out[s] = ([paths[i] for i in idx], np.asarray([new_index[int(labels[i])] for i in idx], dtype=np.int64))
+    return keep, out
 
 
 def _list_folder_like(cfg: DataConfig, seed: int) -> Listing:
     kind = cfg.kind.name
     root = _require_root(kind, Path(cfg.root))
     has_splits = (root / "train").is_dir() and any((root / s).is_dir() for s in ("test", "val"))
+    test_root = Path(os.path.expanduser(cfg.test_root)).resolve() if cfg.test_root else None
+    if test_root is not None and not test_root.is_dir():
+        raise DataNotFoundError(f"data.test_root={test_root} does not exist; give a folder of the same classes "
+                                f"(<class>/<image>.jpg) photographed apart from data.root")
     if has_splits:
         train_paths, train_labels, classes = _list_folder(root / "train")
         sources = {"train": (train_paths, train_labels)}
         for s in ("val", "test"):
-            if (root / s).is_dir():
+            if (root / s).is_dir() and not (s == "test" and test_root is not None):
                 p, l, c2 = _list_folder(root / s)
                 if c2 != classes:
                     raise DataNotFoundError(f"{root / s} has different classes from {root / 'train'}")
                 sources[s] = (p, l)
+        test_from = TEST_FOLDER if "test" in sources and cfg.kind is DataKind.folder else TEST_DATA_SET
+    elif test_root is not None:
+        paths, labels, classes = _list_folder(root)
+        sources = {"train": (paths, labels)}
     else:
         paths, labels, classes = _list_folder(root)
+        if cfg.kind is DataKind.folder:  # refuse or exclude small classes before the split hides them
+            classes, ((paths, labels),) = _checked_all(root, classes, paths, labels, cfg)
         rest, test_idx = split_train_val(labels, cfg.test_fraction, seed + 1)
         sources = {
             "train": ([paths[i] for i in rest], labels[rest]),
             "test": ([paths[i] for i in test_idx], labels[test_idx]),
         }
+        test_from = TEST_SAME_FOLDER
+    if test_root is not None:
+        p, l, c2 = _list_folder(test_root)
+        if c2 != classes:
+            raise DataNotFoundError(f"data.test_root={test_root} has classes {c2[:8]} but {root} has {classes[:8]}: "
+                                    f"the held-out photos must be of the same classes (the same folder names)")
+        sources["test"] = (p, l)
+        test_from = TEST_ROOT
+    listed = list(classes)
+    if cfg.kind is DataKind.folder and (has_splits or test_root is not None):
+        classes, sources = check_classes(root, classes, sources, cfg.small_classes,
+                                         {"train": 1, "test": 1} if "test" in sources else {"train": 1})
     limits = _limits(cfg)
     out: dict[str, tuple[list[str], np.ndarray]] = {}
     for s, (paths, labels) in sources.items():
@@ -284,11 +369,20 @@ def _list_folder_like(cfg: DataConfig, seed: int) -> Listing:
     gallery = None
     if has_splits and (root / "gallery").is_dir():  # catalogue images: root/gallery/<class>/*, any subset of classes
         gp, gl, gc = _list_folder(root / "gallery")
-        unknown = sorted(set(gc) - set(classes))
+        unknown = sorted(set(gc) - set(listed))
         if unknown:
             raise DataNotFoundError(f"{root / 'gallery'} has classes that {root / 'train'} lacks: {unknown[:5]}")
-        gallery = (gp, np.asarray([classes.index(gc[i]) for i in gl], dtype=np.int64))
-    return Listing(classes, out, gallery)
+        keep = [i for i in range(len(gp)) if gc[gl[i]] in classes]  # classes left out stay out of the gallery
+        gallery = ([gp[i] for i in keep], np.asarray([classes.index(gc[gl[i]]) for i in keep], dtype=np.int64))
+    return Listing(classes, out, gallery, test_from=test_from)
+
+
+def _checked_all(root: Path, classes: list[str], paths: list[str], labels: np.ndarray, cfg: DataConfig
+                 ) -> tuple[list[str], tuple[tuple[list[str], np.ndarray]]]:
+    """`check_classes` on an unsplit folder: every class needs enough photos for the per-class test split."""
+    classes, src = check_classes(root, classes, {"all": (paths, labels)}, cfg.small_classes,
+                                 {"all": min_class_size(cfg.test_fraction)})
+    return classes, (src["all"],)
 
 
 def _list_grocery(cfg: DataConfig, seed: int) -> Listing:
@@ -361,7 +455,7 @@ def list_splits(cfg: DataConfig, seed: int) -> Listing:
 def _load_listed(cfg: DataConfig, seed: int, skipped: list) -> dict[str, Any]:
     listing = list_splits(cfg, seed)
     out: dict[str, Any] = {"classes": listing.classes, "coarse_classes": listing.coarse_classes,
-                           "coarse_of_fine": listing.coarse_of_fine}
+                           "coarse_of_fine": listing.coarse_of_fine, "test_from": listing.test_from}
     parts = dict(listing.splits)
     if listing.gallery is not None:
         parts["gallery"] = listing.gallery
@@ -430,7 +524,7 @@ def _load_fashion_mnist(cfg: DataConfig, seed: int, skipped: list) -> dict[str, 
 
 LOADERS = {DataKind.folder: _load_listed, DataKind.cifar10: _load_listed, DataKind.grocery: _load_listed,
            DataKind.fashion_mnist: _load_fashion_mnist}
-CACHE_VERSION = 4  # 4: content-keyed, EXIF orientation honoured, val carved from the listing
+CACHE_VERSION = 5  # 5: test_from recorded; 4: content-keyed, EXIF orientation honoured, val carved from the listing
 
 # Settings that change neither the images nor how training sees them: left out of content keys (the
 # loader stays in: a stream draws its augmentation per image, the in-RAM path per batch).
@@ -503,9 +597,8 @@ def load_data(cfg: DataConfig, seed: int = 0, cache_dir: str | Path | None = Non
         name=cfg.name, resolution=cfg.resolution, classes=list(parts["classes"]),
         train=train, val=val, test=parts["test"], gallery=parts.get("gallery"), skipped=skipped,
         coarse_classes=parts.get("coarse_classes"), coarse_of_fine=parts.get("coarse_of_fine"),
+        test_from=parts.get("test_from", TEST_DATA_SET),
     )
-    if skipped:
-        log.warning("%s: skipped %d unreadable image(s)", bundle.name, len(skipped))
     _write_cache(cache, bundle, cfg.root)
     return bundle
 
@@ -522,7 +615,8 @@ def _write_cache(path: Path, b: DataBundle, root: str) -> None:
         arrays[f"{s}_labels"] = sp.labels
         arrays[f"{s}_ids"] = np.asarray(sp.ids, dtype=np.str_)
     meta = {"name": b.name, "resolution": b.resolution, "classes": b.classes, "skipped": b.skipped,
-            "coarse_classes": b.coarse_classes, "coarse_of_fine": b.coarse_of_fine, "root": str(root)}
+            "coarse_classes": b.coarse_classes, "coarse_of_fine": b.coarse_of_fine, "root": str(root),
+            "test_from": b.test_from}
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
@@ -548,7 +642,7 @@ def _read_cache(path: Path, root: str) -> DataBundle:
         name=meta["name"], resolution=meta["resolution"], classes=meta["classes"],
         train=splits["train"], val=splits["val"], test=splits["test"], gallery=splits.get("gallery"),
         skipped=[(here(str(x[0])), str(x[1])) for x in meta["skipped"]], coarse_classes=meta.get("coarse_classes"),
-        coarse_of_fine=meta.get("coarse_of_fine"),
+        coarse_of_fine=meta.get("coarse_of_fine"), test_from=meta.get("test_from", TEST_DATA_SET),
     )
 
 

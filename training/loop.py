@@ -30,7 +30,7 @@ from spnas_core.files import JsonLines, write_json_atomic
 from spnas_core.versions import versions
 
 from .batches import iterate_batches
-from .budget import TrainPlan, plan_training
+from .budget import MIN_TRAIN_STEPS, TrainPlan, plan_training
 from .checkpoints import atomic_torch_save, load_torch, save_model
 from .config import DataConfig, DataLoaderKind, DistConfig, Runtime, TrainConfig
 from .datasets import DataBundle, Split, load_data
@@ -103,11 +103,12 @@ def eval_batches(split: Split | StreamLoader, batch_size: int, env: DistEnv) -> 
 @torch.no_grad()
 def evaluate(model: nn.Module, split: Split | StreamLoader, batch_size: int = 500,
              forward: Callable[[torch.Tensor], torch.Tensor] | None = None, *, compute: Compute | None = None,
-             env: DistEnv | None = None) -> dict[str, float]:
+             env: DistEnv | None = None, per_image: bool = False) -> dict[str, Any]:
     """Top-1, top-5 and mean CE loss of `model` on a split (an in-RAM `Split` or a streaming loader).
 
     Under DDP each rank evaluates its share and the counts are summed, so every rank gets the
-    figures of the whole split."""
+    figures of the whole split. `per_image` adds `correct`: "1"/"0" per image in split order (top-1),
+    which the report resamples for intervals over test images (one process only: None under DDP)."""
     env = env or current_env()
     compute = compute or _model_compute(model)
     was = model.training
@@ -115,6 +116,7 @@ def evaluate(model: nn.Module, split: Split | StreamLoader, batch_size: int = 50
     fwd = forward or model
     n = correct1 = correct5 = 0
     loss_sum = 0.0
+    hits: list[str] = []
     for x, y in eval_batches(split, batch_size, env):
         x, y = compute.batch(x), compute.labels(y)
         with compute.autocast():
@@ -124,13 +126,16 @@ def evaluate(model: nn.Module, split: Split | StreamLoader, batch_size: int = 50
         k = min(5, logits.shape[1])
         top = logits.topk(k, dim=1).indices
         correct1 += int((top[:, 0] == y).sum())
+        if per_image:
+            hits.extend("1" if c else "0" for c in (top[:, 0] == y).tolist())
         correct5 += int((top == y[:, None]).any(dim=1).sum())
         n += len(y)
     model.train(was)
     n, correct1, correct5, loss_sum = all_reduce_sums([n, correct1, correct5, loss_sum], env)
+    extra = {"correct": "".join(hits) if not env.enabled else None} if per_image else {}
     if n == 0:
-        return {"top1": float("nan"), "top5": float("nan"), "loss": float("nan"), "n": 0}
-    return {"top1": correct1 / n, "top5": correct5 / n, "loss": loss_sum / n, "n": int(n)}
+        return {"top1": float("nan"), "top5": float("nan"), "loss": float("nan"), "n": 0, **extra}
+    return {"top1": correct1 / n, "top5": correct5 / n, "loss": loss_sum / n, "n": int(n), **extra}
 
 
 # ---------------------------------------------------------------------------------- the loop
@@ -210,14 +215,13 @@ def _train_batches(data: TrainData, tcfg: TrainConfig, fit: _Fit, seed: int, epo
                            augment=tcfg.augment, drop_last=True, shard=fit.env, normalize=False)
 
 
-def _train_epoch(fit: _Fit, batches: Any, tcfg: TrainConfig, crit: nn.Module, desc: str,
+def _train_epoch(fit: _Fit, batches: Any, tcfg: TrainConfig, crit: nn.Module, bar: Any,
                  n_steps: int | None = None) -> dict[str, float]:
-    """One epoch of optimizer steps (`n_steps`, default a whole epoch); returns loss, accuracy and
-    throughput over all ranks."""
+    """One epoch of optimizer steps (`n_steps`, default a whole epoch) advancing the run's bar (one bar for
+    the whole run: steps of all epochs, rate and ETA); returns loss, accuracy and throughput over all ranks."""
     model, compute = fit.model, fit.compute
     model.train()
     n_steps = fit.steps_per_epoch if n_steps is None else n_steps
-    bar = progress(n_steps, desc) if fit.env.is_main else None
     seen = 0
     correct = torch.zeros((), dtype=torch.int64, device=compute.device)  # summed on the device: no sync per step
     loss_sum = torch.zeros((), dtype=torch.float64, device=compute.device)
@@ -242,8 +246,6 @@ def _train_epoch(fit: _Fit, batches: Any, tcfg: TrainConfig, crit: nn.Module, de
             bar.update(1)
             if step % 20 == 0:
                 bar.set_postfix(loss=f"{float(loss_sum) / seen:.3f}", acc=f"{int(correct) / seen:.3f}", refresh=False)
-    if bar is not None:
-        bar.close()
     if compute.is_cuda:
         torch.cuda.synchronize(compute.device)
     secs = time.perf_counter() - t0
@@ -254,19 +256,23 @@ def _train_epoch(fit: _Fit, batches: Any, tcfg: TrainConfig, crit: nn.Module, de
 
 def fit(model: nn.Module, data: TrainData, tcfg: TrainConfig, run_dir: Path, *, seed: int = 0,
         resume: bool = False, desc: str = "train", compute: Compute | None = None, env: DistEnv | None = None,
-        dcfg: DistConfig | None = None, criterion: nn.Module | None = None) -> dict[str, Any]:
-    """Train `model` for `tcfg.epochs`, checkpointing each epoch; returns the final model (on the CPU),
-    test figures and history. `compute` (device, AMP) defaults to fp32 on the CPU; `env` to the
-    current process group (DDP under torchrun: every rank calls this, only rank 0 writes). `criterion`
-    replaces the label-smoothed cross-entropy (e.g. a margin loss for embedders)."""
+        dcfg: DistConfig | None = None, criterion: nn.Module | None = None, key: str = "train",
+        learns_after: int = MIN_TRAIN_STEPS) -> dict[str, Any]:
+    """Train `model` for the plan's steps (`training.budget.plan_training`: `key` names the config node,
+    `learns_after` the step count below which it warns), checkpointing each epoch; returns the final
+    model (on the CPU), test figures and history. `compute` (device, AMP) defaults to fp32 on the CPU;
+    `env` to the current process group (DDP under torchrun: every rank calls this, only rank 0 writes).
+    `criterion` replaces the label-smoothed cross-entropy (e.g. a margin loss for embedders)."""
     compute = compute or Compute(torch.device("cpu"), None, tcfg.channels_last)
     env = env or current_env()
     dcfg = dcfg or DistConfig()
     if env.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-    plan = plan_training(tcfg, len(data.train), env.world_size)
+    plan = plan_training(tcfg, len(data.train), env.world_size, key=key, learns_after=learns_after)
     for note in plan.notes:
         log.info("%s: %s", desc, note)
+    for warning in plan.warnings if env.is_main else ():
+        log.warning("%s: %s", desc, warning)
     tcfg = plan.apply(tcfg)
     state = _setup(model, plan, tcfg, compute, env, dcfg)
     metrics = JsonLines(run_dir / "metrics.jsonl")
@@ -284,10 +290,12 @@ def fit(model: nn.Module, data: TrainData, tcfg: TrainConfig, run_dir: Path, *, 
 
     val_split = split("val")
     t0 = time.perf_counter()
+    left = sum(plan.steps_in_epoch(e) for e in range(state.start_epoch, tcfg.epochs))
+    bar = progress(left, f"{desc} ({plan.total_steps} steps)", unit="step") if env.is_main and left else None
     for epoch in range(state.start_epoch, tcfg.epochs):
         torch.manual_seed(rank_seed(seed, env, epoch))  # dropout stream per rank, replayable on resume
         rec = _train_epoch(state, _train_batches(data, tcfg, state, seed, epoch, train_loader), tcfg, crit,
-                           f"{desc} {epoch + 1}/{tcfg.epochs}", plan.steps_in_epoch(epoch))
+                           bar, plan.steps_in_epoch(epoch))
         val = evaluate(state.ema.module if state.ema else state.net, val_split, tcfg.eval_batch_size,
                        compute=compute, env=env)
         rec = {"epoch": epoch + 1, "step": min(plan.total_steps, (epoch + 1) * plan.steps_per_epoch), **rec,
@@ -297,13 +305,15 @@ def fit(model: nn.Module, data: TrainData, tcfg: TrainConfig, run_dir: Path, *, 
             metrics.append(rec)
             atomic_torch_save(state.state(epoch + 1, state.wall_before + time.perf_counter() - t0),
                               run_dir / CKPT_NAME)
-        log.info("%s epoch %d/%d: loss %.4f train %.4f val %.4f (%.0f img/s)", desc, epoch + 1, tcfg.epochs,
+        log.debug("%s epoch %d/%d: loss %.4f train %.4f val %.4f (%.0f img/s)", desc, epoch + 1, tcfg.epochs,
                  rec["train_loss"], rec["train_top1"], rec["val_top1"], rec["images_per_s"])
         if env.enabled:  # replicas take identical steps; a mismatch is a bug to stop on, not to train through
             check_same_on_all_ranks(weights_digest(state.net), env, f"the weights after epoch {epoch + 1}")
         barrier(env)  # no rank runs ahead of the checkpoint it would resume from
+    if bar is not None:
+        bar.close()
     final = state.ema.module if state.ema is not None else state.net
-    test = evaluate(final, split("test"), tcfg.eval_batch_size, compute=compute, env=env)
+    test = evaluate(final, split("test"), tcfg.eval_batch_size, compute=compute, env=env, per_image=True)
     final = revert_sync_batchnorm(final).to("cpu")
     history = broadcast_object(metrics.read() if env.is_main else None, env)
     return {"model": final, "test": test, "history": history,
@@ -383,6 +393,7 @@ def _train_model(job: _TrainJob, data: TrainData, compute: Compute, env: DistEnv
         "macs_at_deploy_resolution": count_macs(build_model(deploy), deploy.resolution),
         "deploy_resolution": deploy.resolution, "test_top1": result["test"]["top1"],
         "test_top5": result["test"]["top5"], "test_loss": result["test"]["loss"],
+        "test_correct": result["test"].get("correct"),  # per test image, for intervals over test images
         "val_top1": hist[-1]["val_top1"] if hist else None, "epochs": result["plan"]["epochs"],
         "budget": result["plan"], "curve": [{"step": r.get("step"), "val_top1": r["val_top1"]} for r in hist],
         "train_wall_s": result["train_wall_s"],

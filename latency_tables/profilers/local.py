@@ -11,6 +11,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from spnas_core.errors import ConfigError
+from spnas_core.native import quiet_native
 
 from .base import Timing, fastest_run, statistic_meta
 
@@ -42,8 +43,9 @@ class LocalProfiler:
         if self.cpus:
             os.sched_setaffinity(0, self.cpus)
         try:
-            it = Interpreter(model_path=str(tflite), num_threads=self.threads)
-            it.allocate_tensors()
+            with quiet_native():
+                it = Interpreter(model_path=str(tflite), num_threads=self.threads)
+                it.allocate_tensors()
             rng = np.random.default_rng(0)
             for d in it.get_input_details():
                 if np.issubdtype(d["dtype"], np.floating):

@@ -29,14 +29,34 @@ USAGE_EXTRA = {"profile": "[measure|validate|model|import] ", "serve": "[all|gat
 # named below, whose warnings are noise a user cannot act on. (Never name "root" here: on Python 3.11
 # `getLogger("root")` is the root logger itself, and silencing it hides every warning of every command.)
 PROJECT_LOGGERS = ("spnas", "spnas_core", "nas", "training", "search_spaces", "latency_tables", "export", "retrieval")
-NOISY_LOGGERS = ("absl", "torchao", "torch.utils._pytree", "httpx", "jax._src.xla_bridge")
+NOISY_LOGGERS = ("absl", "torchao", "torch.utils._pytree", "httpx", "jax._src.xla_bridge", "tensorflow",
+                 "ai_edge_litert", "litert_torch", "ai_edge_torch", "mediapipe")
+# Start-up chatter of the native libraries (TensorFlow's and MediaPipe's C++ logging), set before they load;
+# a value the user set is kept.
+QUIET_ENV = {"TF_CPP_MIN_LOG_LEVEL": "3", "GLOG_minloglevel": "2", "TF_ENABLE_ONEDNN_OPTS_NOTICE": "0"}
+# Python warnings of third-party packages at import and conversion time, none a user can act on.
+QUIET_WARNING_MODULES = r"(torchao|tensorflow|tf_keras|keras|ai_edge_litert|litert_torch|ai_edge_torch|mediapipe|jax|" \
+                        r"google\.protobuf|onnxscript|torch\.onnx|torch\._export|torch\.export)(\.|$)"
+
+
+def _quiet_third_parties() -> None:
+    """Filter the third-party start-up noise (TensorFlow, absl, torchao, MediaPipe) from a command's output."""
+    import warnings
+
+    for k, v in QUIET_ENV.items():
+        os.environ.setdefault(k, v)
+    warnings.filterwarnings("ignore", module=QUIET_WARNING_MODULES)
 
 
 def _configure_logging() -> None:
+    """The project's progress at INFO (per-epoch lines at DEBUG), everything else from WARNING up, and the
+    noisy libraries only at ERROR; `SPNAS_LOG=DEBUG` shows the per-epoch lines."""
+    _quiet_third_parties()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format="[%(asctime)s][%(name)s][%(levelname)s] %(message)s", datefmt="%H:%M:%S")
+    level = os.environ.get("SPNAS_LOG", "INFO").upper()
     for name in PROJECT_LOGGERS:
-        logging.getLogger(name).setLevel(logging.INFO)
+        logging.getLogger(name).setLevel(level if level in ("DEBUG", "INFO", "WARNING", "ERROR") else "INFO")
     for noisy in NOISY_LOGGERS:
         logging.getLogger(noisy).setLevel(logging.ERROR)
 
@@ -240,8 +260,9 @@ def pipeline_main() -> None:
         t0 = time.perf_counter()
         r = run_pipeline(cfg)
         print()
-        if r.get("note"):
-            print(r["note"])
+        for line in (r.get("note"), r.get("data_caveat")):
+            if line:
+                print(line)
         for h in r["headline"]:
             print(h["text"])
         for row in r["rows"]:

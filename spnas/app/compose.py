@@ -97,6 +97,7 @@ def compose_node(app: str, overrides: Sequence[str] = ()) -> Any:
         raise ConfigError(f"unknown command config '{app}'{did_you_mean(app, APPS)}; known: {', '.join(APPS)}")
     register()
     overrides = [_renamed_override(o) for o in overrides]
+    _check_group_keys(app, overrides)
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(CONFIG_DIR, version_base=None, job_name=f"spnas-{app}"):
@@ -170,6 +171,31 @@ def _renamed_override(o: str) -> str:
     if key in RENAMED and "=" in o:
         raise ConfigError(f"`{key}` was renamed: use `{RENAMED[key]}={o.split('=', 1)[1]}` (see CHANGELOG.md)")
     return o
+
+
+# Keys a user carries over from another command: where this one takes them instead (and what they take).
+ELSEWHERE = {"pipeline": {"soc": "socs"}, "search": {"socs": "soc"}, "sweep": {"socs": "soc"}}
+
+
+def _check_group_keys(app: str, overrides: Sequence[str]) -> None:
+    """`spnas-pipeline soc=sd855`: the pipeline searches a list of devices (`socs`), so Hydra's "Could not
+    override 'soc'" would say nothing useful; say which key takes devices here, and check the device."""
+    from latency_tables.socs import all_devices
+
+    for o in overrides:
+        key, _, value = o.partition("=")
+        key = key.lstrip("+~")
+        other = ELSEWHERE.get(app, {}).get(key.split(".", 1)[0])
+        if other is None:
+            continue
+        known = list(all_devices())
+        names = [v.strip() for v in value.strip("[]").split(",") if v.strip()]
+        bad = next((n for n in names if n not in known), None)
+        example = f"socs=[{','.join(names) or 'sd845'}]" if other == "socs" else f"soc={names[0] if names else 'sd845'}"
+        what = (f"; '{bad}' is not a known device{did_you_mean(bad, known)} (known: {', '.join(known)})"
+                if bad else "")
+        raise ConfigError(f"spnas-{app.replace('_', '-')} has no `{key}`: it takes the device{'s' if other == 'socs' else ''}"
+                          f" as `{other}` (e.g. {example}){what}")
 
 
 def _find_cause(e: BaseException, kind: type) -> Any:

@@ -63,6 +63,8 @@ class RetrievalConfig:
 class ReportConfig:
     sweeps: str = opt("runs/sweep", "spnas-sweep folders (<soc>-<param>/pareto.csv) drawn into the plots")
     note: str = opt("", "a line the report prints above its verdicts (a preset's caveat)")
+    note_data: Optional[str] = opt(None, "the data set (data.name) `note` speaks of: with other data (your photos) "
+                                         "the note is left out and the report's caveat on the data given shows")
     rising_pts: float = opt(1.0, "budget check: validation top-1 rising by more than this many points over the last "
                                  "quarter of training means the comparison is budget-limited")
 

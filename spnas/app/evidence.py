@@ -150,6 +150,68 @@ def family_verdicts(diffs: Sequence[dict[str, Any]], alpha: float = FAMILY_ALPHA
                                             f"comparisons with an interval, family-wise {100 * alpha:g}%"}
 
 
+# ---------------------------------------------------------------------------------- intervals over test photos
+# Where each seed's record keeps a metric per test photo (1/0 correct; per-query recall@1): on a small test
+# split one photo moves a mean by 1/n, a noise the seeds alone do not show.
+PER_PHOTO = {
+    "top1": ("train", "test_correct"),
+    "finetune_top1": ("finetune", "test_correct"),
+    "r1_train": ("retrieval", "results", "train", "fine", "per_query", "recall@1"),
+    "r1_catalogue": ("retrieval", "results", "catalogue", "fine", "per_query", "recall@1"),
+}
+
+
+def photo_values(seeds: dict[int, dict[str, Any]], metric: str) -> dict[int, np.ndarray]:
+    """seed -> the metric per test photo (in test order), for the seeds that recorded it."""
+    out = {}
+    for s, rec in seeds.items():
+        v = _get(rec, PER_PHOTO[metric])
+        if v is None or len(v) == 0:
+            continue
+        if isinstance(v, dict):  # packed bits (`pack_bits`, the pipeline's retrain records)
+            out[int(s)] = unpack_bits(v)
+            continue
+        out[int(s)] = np.asarray([int(c) for c in v] if isinstance(v, str) else v, dtype=np.float64)
+    return out
+
+
+def photo_bootstrap(diffs: np.ndarray, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of per-photo differences, resampling photos (in chunks, so
+    10k test photos x 2000 resamples stays small)."""
+    rng = np.random.default_rng(seed)
+    n = len(diffs)
+    means = np.concatenate([diffs[rng.integers(0, n, size=(min(200, n_boot - i), n))].mean(axis=1)
+                            for i in range(0, n_boot, 200)])
+    a = (1 - level) / 2
+    return float(np.quantile(means, a)), float(np.quantile(means, 1 - a))
+
+
+def photo_interval(a: dict[int, dict[str, Any]], b: dict[int, dict[str, Any]], metric: str, n_boot: int = 2000,
+                   seed: int = 0) -> dict[str, Any] | None:
+    """a - b on the same test photos: per photo, the difference averaged over the seeds both have, with a
+    paired bootstrap interval over the photos (each resample keeps a photo's seeds together). None when
+    the two models did not record per-photo values on the same photos."""
+    va, vb = photo_values(a, metric), photo_values(b, metric)
+    seeds = sorted(s for s in set(va) & set(vb) if len(va[s]) == len(vb[s]))
+    if not seeds:
+        return None
+    d = np.mean([va[s] - vb[s] for s in seeds], axis=0)
+    lo, hi = photo_bootstrap(d, n_boot, seed=seed)
+    return {"mean": float(d.mean()), "ci_low": lo, "ci_high": hi, "n_photos": int(len(d)), "seeds": seeds,
+            "one_photo": 1.0 / len(d), "method": "paired bootstrap over test photos (seeds averaged per photo)"}
+
+
+def photo_intervals(a: dict[int, dict[str, Any]], b: dict[int, dict[str, Any]], metrics: Iterable[str] = PER_PHOTO
+                    ) -> dict[str, Any]:
+    """`photo_interval` for every metric both models recorded per photo."""
+    out = {}
+    for m in metrics:
+        r = photo_interval(a, b, m)
+        if r is not None:
+            out[m] = r
+    return out
+
+
 # ---------------------------------------------------------------------------------- the budget check
 MIN_CURVE_POINTS = 3  # fewer evaluations cannot show what the last quarter of training did
 

@@ -11,6 +11,7 @@ figures written into the manifest.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import statistics
@@ -19,7 +20,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -30,7 +31,7 @@ from export.deploy import DeployModel
 from export.tflite import convert_to_tflite
 from latency_tables.predictor import predict_latency_ms
 from latency_tables.profilers import LocalProfiler
-from latency_tables.table import LatencyTable, available_tables
+from latency_tables.table import usable_tables
 from search_spaces import ArchSpec, build_model
 from spnas_core.errors import ConfigError, ImageDecodeError, InputError, ParityError, TableError
 from spnas_core.images import decode_rgb
@@ -181,54 +182,107 @@ def _deploy_latency(net: torch.nn.Module, arch: ArchSpec, lcfg: ExportLatencyCon
 
 
 def table_predictions(arch: ArchSpec) -> dict[str, Any]:
-    """Predicted latency of `arch` (at its input size) on every table found by name."""
+    """Predicted latency of `arch` (at its input size) on every table found by name that loads (a malformed
+    file is reported once by `usable_tables`, never written into the manifest)."""
     preds: dict[str, Any] = {}
-    for name in available_tables():
+    for name, t in usable_tables().items():
         try:
-            t = LatencyTable.load(name)
             preds[name] = {"predicted_ms": predict_latency_ms(arch, t), "provenance": t.provenance,
                            "resolution": arch.resolution}
-        except TableError as e:
-            preds[name] = {"predicted_ms": None, "error": str(e).splitlines()[0]}
+        except TableError as e:  # a valid table that lacks this network's rows (e.g. another resolution)
+            preds[name] = {"predicted_ms": None, "resolution": arch.resolution, "error": str(e).splitlines()[0]}
     return preds
 
 
 def _build(ecfg: ExportConfig, checkpoint: str | Path | None, arch_ref: str | None, data: DataBundle, out_dir: Path,
-           seed: int, int8: bool, note: dict[str, Any] | None = None) -> dict[str, Any]:
+           seed: int, int8: bool, note: dict[str, Any] | None = None,
+           data_source: dict[str, Any] | None = None) -> dict[str, Any]:
     net, arch = load_for_export(checkpoint, arch_ref, data)
     inputs = export_inputs(data, ecfg, seed)
     tol = Tolerances(**vars(ecfg.tolerances))
     image = inputs.parity_originals[0]
 
+    dres = int(ecfg.latency.deploy_resolution or arch.resolution)
+
     def extra(work: Path) -> dict[str, Any]:
         out = dict(note or {})
+        out["resolution"] = {"input": arch.resolution, "latency_tables": dres, "one_resolution": dres == arch.resolution,
+                             "note": f"the model takes {arch.resolution}x{arch.resolution}; table predictions at "
+                                     f"{dres}x{dres}" + ("" if dres == arch.resolution else
+                                                          " (export.latency.deploy_resolution)")}
+        if data_source:
+            out["data_source"] = data_source
         if ecfg.measure_latency:
             out.update(measure_bundle_latency(work, net, arch, image, ecfg.latency))
         return out
 
-    return build_bundle(net, arch, inputs, out_dir, int8=int8, opset=ecfg.onnx_opset, tol=tol,
-                        versions=versions(), extra_manifest=extra if (note or ecfg.measure_latency) else None)
+    steps = ["tflite_fp32", "tflite_embedder", *(["tflite_int8"] if int8 else []), "onnx", "parity",
+             *(["int8_eval"] if int8 else []), "extra"]
+    names = {"extra": "latency on this CPU and on every table" if ecfg.measure_latency else "manifest"}
+    with export_bar(len(steps), arch.name or "model") as bar:
+        def on_step(label: str) -> None:
+            if bar is not None:
+                if bar.n or label != steps[0]:
+                    bar.update(1)
+                bar.set_postfix_str(names.get(label, label.replace("_", " ")))
+        return build_bundle(net, arch, inputs, out_dir, int8=int8, opset=ecfg.onnx_opset, tol=tol,
+                            versions=versions(), extra_manifest=extra, on_step=on_step)
+
+
+@contextlib.contextmanager
+def export_bar(total: int, name: str) -> Iterator[Any]:
+    """A bar over an export's steps (the longest stage of a pipeline) on a terminal; None elsewhere."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc=f"export {name}", unit="step", file=sys.stderr, leave=False,
+               bar_format="{desc}: {n_fmt}/{total_fmt} |{bar}| {elapsed}{postfix}")
+    try:
+        yield bar
+    finally:
+        bar.close()
+
+
+def data_source(cfg: DataConfig) -> dict[str, Any]:
+    """What `spnas-serve` needs to serve the photos a bundle was evaluated on: the data set's config (the
+    root resolved to an absolute path), recorded in the manifest as `data_source`."""
+    import os
+
+    from spnas_core.config import to_plain
+
+    d = to_plain(cfg)
+    d["root"] = str(Path(os.path.expanduser(str(cfg.root))).resolve())
+    if cfg.test_root:
+        d["test_root"] = str(Path(os.path.expanduser(str(cfg.test_root))).resolve())
+    return {k: v for k, v in d.items() if k not in ("cache_dir",)}
 
 
 def run_export(export: ExportConfig, checkpoint: str | Path | None, data: DataConfig | DataBundle,
                out_dir: str | Path, *, arch: str | None = None, seed: int = 0,
-               threads: int | None = None) -> dict[str, Any]:
+               threads: int | None = None, source: DataConfig | None = None) -> dict[str, Any]:
     """Export `checkpoint` (a `model.pt`; or None with `arch` = a reference net: untrained weights, for
     latency figures) to a verified bundle in `out_dir`, with real images of `data` (the set the model
     was trained on) for calibration and parity, and latencies measured on this CPU and predicted on
-    every table; returns the manifest.
+    every table; returns the manifest. The data set's config (`data` when it is one, else `source`) is
+    recorded in the manifest (`data_source`): `spnas-serve` serves those photos by default.
 
     With `export.int8=fallback` an int8 model that alone misses its tolerance is left out and the
     float bundle ships, its manifest saying why (`int8_refused`)."""
     set_threads(threads)
+    src = data_source(data if isinstance(data, DataConfig) else source) if isinstance(
+        data, DataConfig) or source is not None else None
     data = load_data(data, seed) if isinstance(data, DataConfig) else data
     out_dir = Path(out_dir)
     policy = export.int8
     try:
-        return _build(export, checkpoint, arch, data, out_dir, seed, int8=policy is not Int8Policy.disabled)
+        return _build(export, checkpoint, arch, data, out_dir, seed, int8=policy is not Int8Policy.disabled,
+                      data_source=src)
     except ParityError as e:
         if policy is not Int8Policy.fallback or e.failed != ["tflite_int8"]:
             raise
         refused = e.one_line()
     log.warning("%s; exporting without int8 (export.int8=fallback)", refused)
-    return _build(export, checkpoint, arch, data, out_dir, seed, int8=False, note={"int8_refused": refused})
+    return _build(export, checkpoint, arch, data, out_dir, seed, int8=False, note={"int8_refused": refused},
+                  data_source=src)

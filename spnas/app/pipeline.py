@@ -42,6 +42,7 @@ from training.config import DataConfig, DataKind, InitKind, LabelLevel
 from training.datasets import DataBundle, data_key, load_data
 
 from .evidence import pack_bits
+from .progress import RunProgress
 from .stages import Stage
 
 log = logging.getLogger(__name__)
@@ -81,6 +82,7 @@ class _Run:
     run_dir: Path
     force: set[str]
     events: list[dict[str, Any]] = field(default_factory=list)
+    progress: RunProgress = field(default_factory=lambda: RunProgress(bar=False))
     _data: dict[str, DataBundle] = field(default_factory=dict)
     _keys: dict[str, Any] = field(default_factory=dict)
 
@@ -100,10 +102,9 @@ class _Run:
         """The photo collection's config as loaded: your photos with `data=folder` (`retrieval.source=auto`),
         else `retrieval.data`; fine labels, no validation share, at the fine-tuning resolution."""
         cfg = self.cfg
-        own = cfg.retrieval.source is RetrievalSource.data or (
-            cfg.retrieval.source is RetrievalSource.auto and cfg.data.kind is DataKind.folder)
-        base = replace(cfg.data, train_limit=None, val_limit=None, test_limit=None) if own else cfg.retrieval.data
-        res = cfg.finetune.resolution if cfg.finetune.enabled else base.resolution
+        base = replace(cfg.data, train_limit=None, val_limit=None, test_limit=None) if own_photos(cfg) \
+            else cfg.retrieval.data
+        res = cfg.finetune.resolution if cfg.finetune.enabled and cfg.finetune.resolution else base.resolution
         return replace(base, resolution=res, label_level=LabelLevel.fine, val_fraction=0.0)
 
     def space(self) -> SearchSpace:
@@ -117,16 +118,44 @@ class _Run:
         return self._keys[f"key:{which}"]
 
     def stage(self, kind: str, name: str, key: dict[str, Any]) -> Stage:
+        self.progress.start(f"{kind}/{name}")
         return Stage(self.run_dir, kind, name, {**key, "v": STAGE_VERSION}, self.force)
 
     def note(self, stage: Stage, how: str) -> None:
         self.events.append({"stage": f"{stage.kind}/{stage.name}", "how": how, "wall_s": stage.wall_s})
-        print(f"[{how:>7}] {stage.kind}/{stage.name} ({stage.wall_s:.0f} s)", flush=True)
+        self.progress.finish(f"{stage.kind}/{stage.name}", how, stage.wall_s)
 
     def tables_of(self, soc: str) -> list[str]:
         """The table file(s) a search prices: one SoC's, or every fleet device's."""
         names = self.cfg.search.fleet if soc == FLEET else [soc]
         return [self.cfg.soc_configs[n].table for n in names]
+
+
+def own_photos(cfg: PipelineAppConfig) -> bool:
+    """Whether the photo search (and the fine-tuning before it) runs on the proxy data itself: your photos
+    with `data=folder` (`retrieval.source=auto`), or any data with `retrieval.source=data`."""
+    return cfg.retrieval.source is RetrievalSource.data or (
+        cfg.retrieval.source is RetrievalSource.auto and cfg.data.kind is DataKind.folder)
+
+
+def with_one_resolution(cfg: PipelineAppConfig) -> PipelineAppConfig:
+    """One resolution per model, from fine-tuning through export to the latency the report quotes. The
+    models ship at the photo collection's resolution (`finetune.resolution`, null: `data.resolution` with
+    your photos, `retrieval.data.resolution` with a collection): fine-tuning and export use it; with your
+    photos the search prices latency at it too (the models run at it), and the exports read the tables
+    and time the model at it. With a proxy data set (CIFAR-10 at 32 px) the search keeps pricing at
+    `search.latency_resolution` (the paper's 224: the proxy stands in for an ImageNet-size model), and
+    each export also reads the tables at that size: both sizes are named in the report."""
+    if not cfg.finetune.enabled:  # the proxy-trained classifier ships as it was trained
+        ship = cfg.data.resolution
+    else:
+        ship = cfg.finetune.resolution or (cfg.data.resolution if own_photos(cfg) else cfg.retrieval.data.resolution)
+    search = replace(cfg.search, latency_resolution=ship) if own_photos(cfg) else cfg.search
+    lat = cfg.export.latency
+    if lat.deploy_resolution is None and search.latency_resolution != ship:
+        lat = replace(lat, deploy_resolution=search.latency_resolution)
+    return replace(cfg, search=search, finetune=replace(cfg.finetune, resolution=ship) if cfg.finetune.enabled
+                   else cfg.finetune, export=replace(cfg.export, latency=lat))
 
 
 # ---------------------------------------------------------------------------------- search
@@ -334,9 +363,14 @@ def train_stage(run: _Run, m: Model, seed: int) -> None:
                         latency_resolution=cfg.search.latency_resolution)
         out = {k: s[k] for k in ("test_top1", "test_top5", "val_top1", "params", "macs", "macs_at_deploy_resolution",
                                  "arch_string", "train_wall_s", "epochs", "budget", "curve", "data", "proxy",
-                                 "proxy_description")}
-        correct = per_image_correct(folder / "model.pt", run.data().test, cfg.train.channels_last,
-                               cfg.train.eval_batch_size)
+                                 "proxy_description", "deploy_resolution") if k in s}
+        if isinstance(s.get("test_correct"), str) and len(s["test_correct"]) == len(run.data().test):
+            import numpy as np
+
+            correct = np.asarray([c == "1" for c in s["test_correct"]], dtype=np.uint8)  # the training's own pass
+        else:
+            correct = per_image_correct(folder / "model.pt", run.data().test, cfg.train.channels_last,
+                                        cfg.train.eval_batch_size)
         if abs(float(correct.mean()) - s["test_top1"]) > 1e-9:  # a near-tie logit read differently: say so
             log.warning("%s s%d: the per-image test pass gives top-1 %.6f, the training summary %.6f", m.name, seed,
                         float(correct.mean()), s["test_top1"])
@@ -396,7 +430,7 @@ def finetune_stage(run: _Run, m: Model, seed: int) -> None:
         s = finetune_embedder(rec["train"]["model_pt"], run.retrieval_data(), cfg.finetune, cfg.proxy, folder,
                               seed=seed, resume=resume, compute=resolve_compute(cfg.device, cfg.amp))
         return {k: s[k] for k in ("test_top1", "val_top1", "epochs", "budget", "curve", "resolution", "embedding",
-                                  "loss", "margin", "train_wall_s", "proxy_description")}
+                                  "loss", "margin", "train_wall_s", "proxy_description", "test_correct")}
 
     res, how = st.run(do)
     run.note(st, how)
@@ -439,11 +473,14 @@ def export_stage(run: _Run, m: Model, seed: int) -> None:
 
     def do(folder: Path, resume: bool) -> dict[str, Any]:
         man = run_export(cfg.export, rec["embedder_pt"], run.retrieval_data() if finetuned else run.data(),
-                         folder / "bundle", seed=seed, threads=cfg.threads)
+                         folder / "bundle", seed=seed, threads=cfg.threads,
+                         source=run.retrieval_cfg() if finetuned else cfg.data)
         lat = man.get("latency", {})
+        dep = lat.get("deploy_resolution") or {}
         return {"bundle": str(folder / "bundle"), "seed": seed, "fp32_bytes": man["files"]["model_fp32.tflite"]["bytes"],
                 "int8_bytes": man["files"].get("model_int8.tflite", {}).get("bytes"),
-                "measured_224_ms": (lat.get("deploy_resolution") or {}).get("fp32_1_thread_p10_ms"),
+                "measured_deploy_ms": dep.get("fp32_1_thread_p10_ms"), "deploy_resolution": dep.get("resolution"),
+                "resolution": man.get("resolution"),
                 "measured_native_ms": lat.get("cpu", {}).get("model_fp32.tflite", {}).get("1_thread", {}).get("p10_ms"),
                 "table_predictions": {k: v.get("predicted_ms") for k, v in lat.get("table_predictions", {}).items()},
                 "parity": {"fp32_max_abs": man["parity"]["tflite_fp32"]["max_abs_diff"],
@@ -463,26 +500,41 @@ def run_pipeline(cfg: PipelineAppConfig) -> dict[str, Any]:
     """Run every stage (skipping finished ones) and write the report; returns report.json's content."""
     from .report import write_report
 
+    if cfg.data.kind is DataKind.folder:  # your photos: a folder a classifier cannot use is refused before anything
+        from training.datasets import list_splits
+
+        list_splits(cfg.data, cfg.seed)
     Path(cfg.run_dir).mkdir(parents=True, exist_ok=True)
-    cfg, devices = prepare_devices(cfg)
-    run = _Run(cfg, Path(cfg.run_dir), set(cfg.force))
-    write_json_atomic(run.run_dir / "config.json", to_plain(cfg))
+    cfg, devices = prepare_devices(with_one_resolution(cfg))
     searched = [*cfg.socs, *([FLEET] if cfg.search.fleet else [])]
-    winners = []
-    for k in search_seeds(cfg):  # the run's seed first: its winners get the controls
-        warm = warmup_stage(run, k)
-        winners += [search_stage(run, s, warm, k) for s in searched]
-    models = model_list(run, winners)
-    print(f"comparing {len(models)} models x {len(cfg.seeds)} seed(s): {', '.join(models)}", flush=True)
-    for i, seed in enumerate(cfg.seeds):  # seed by seed: a run stopped early has whole comparisons
-        for m in models.values():
-            train_stage(run, m, seed)
-            if not photo_searched(cfg, m):
-                continue
-            finetune_stage(run, m, seed)
-            if i == 0 and m.export:
-                export_stage(run, m, seed)
-            retrieval_stage(run, m, seed)
+    ks = list(search_seeds(cfg))  # the run's seed first: its winners get the controls
+    n_controls = sum(cfg.controls.socs is None or s in cfg.controls.socs for s in searched)
+    run = _Run(cfg, Path(cfg.run_dir), set(cfg.force),
+               progress=RunProgress([*["warmup"] * len(ks), *["search"] * (len(searched) * len(ks)),
+                                     *["controls"] * n_controls]))
+    try:
+        write_json_atomic(run.run_dir / "config.json", to_plain(cfg))
+        winners = []
+        for k in ks:
+            warm = warmup_stage(run, k)
+            winners += [search_stage(run, s, warm, k) for s in searched]
+        models = model_list(run, winners)
+        run.progress.plan([k for i, _ in enumerate(cfg.seeds) for m in models.values() for k in (
+            "train", *([] if not photo_searched(cfg, m) else [
+                *(["finetune"] if cfg.finetune.enabled else []), *(["export"] if i == 0 and m.export else []),
+                "retrieval"]))])
+        print(f"comparing {len(models)} models x {len(cfg.seeds)} seed(s): {', '.join(models)}", flush=True)
+        for i, seed in enumerate(cfg.seeds):  # seed by seed: a run stopped early has whole comparisons
+            for m in models.values():
+                train_stage(run, m, seed)
+                if not photo_searched(cfg, m):
+                    continue
+                finetune_stage(run, m, seed)
+                if i == 0 and m.export:
+                    export_stage(run, m, seed)
+                retrieval_stage(run, m, seed)
+    finally:
+        run.progress.close()
     report_dir = Path(cfg.report_dir or run.run_dir)  # benches that run a subset share stages, not the report
     report_dir.mkdir(parents=True, exist_ok=True)
     return write_report(report_dir, cfg, models, run.events, devices)

@@ -4,10 +4,12 @@ One row per model (winners, search repeats, random controls, the baselines width
 latency, the reference nets): mean and 95% interval (over seeds and test images) of proxy top-1,
 fine-tuned top-1 and photo-search recall@1, and the predicted latency on every table. Per winner:
 where it landed against its latency target, the paired verdicts against its random controls (as a
-population) and each reference, Holm-adjusted over the report (`spnas.app.evidence`); the search's
-spread over search seeds; the budget check that says when the comparison ranks the budget rather than
-the architectures; the seed paper's per-SoC table with intervals; the fleet winner beside each per-SoC
-winner on every table; provenance.
+population) and each reference, Holm-adjusted over the report (`spnas.app.evidence`), every difference
+also with an interval over the test photos; the search's spread over search seeds; the budget check
+that says when the comparison ranks the budget rather than the architectures; the paper's per-SoC
+table with ours beside it; the fleet winner beside each per-SoC winner on every table; the exported
+models at the resolution they ship at; a caveat on the data given (how small its test split is,
+whether it was photographed apart); provenance.
 """
 
 from __future__ import annotations
@@ -32,9 +34,10 @@ BASELINE = "mobilenet_v2"
 FLEET = "fleet"
 PHRASE = {"beats": "beats", "loses to": "loses to", "not distinguishable from": "is not distinguishable from"}
 
-# The seed's own result (Single-Path NAS, Stamoulis et al. 2019, per-device searches on ImageNet against
+# The paper's own result (Single-Path NAS, Stamoulis et al. 2019, per-device searches on ImageNet against
 # MobileNetV2 1.0): winner minus MobileNetV2, in top-1 points and latency percent; with the SoC's
-# generation (year of release) the seed's table orders them by.
+# generation (year of release) the paper's table orders them by. (JSON keys say "seed_": the paper the
+# project was seeded from.)
 SEED_DELTAS: dict[str, dict[str, float]] = {
     "sd801": {"year": 2014, "top1_pts": 0.1, "latency_pct": -30.0},
     "sd808": {"year": 2015, "top1_pts": 1.3, "latency_pct": -30.0},
@@ -114,7 +117,8 @@ def comparisons(rows: list[dict[str, Any]], models: dict[str, Any]) -> dict[str,
             out[w["model"]].append({
                 "model": r["model"], "kind": r["kind"], "matched": r in mine, "cost": _cost(r, w),
                 "winner_cost": _cost(w, w), "verdict_on": r["kind"] != "random",
-                "diff": E.compare(wseeds, models[r["model"]].seeds)})
+                "diff": E.compare(wseeds, models[r["model"]].seeds),
+                "photos": E.photo_intervals(wseeds, models[r["model"]].seeds)})
     return out
 
 
@@ -207,10 +211,12 @@ def _headline_text(w: dict[str, Any], cmp: list[dict[str, Any]], verdicts: dict[
                 parts.append(f"{head}; {PHRASE[verdicts[c['model']]]} their mean ({_diff_words(d)})")
         elif c["kind"] in ("scaled", "baseline") and c["model"] in verdicts:
             where = "" if c["matched"] else ", " + _fmt(c["cost"], ".4g") + " " + unit
+            p = (c.get("photos") or {}).get("top1")
+            over = "" if p is None else f"; {photo_ci_text(p)}"
             if d.get("ci_low") is None:
-                parts.append(f"vs {c['model']} {_diff_words(d)}{where}")
+                parts.append(f"vs {c['model']} {_diff_words(d)}{where}{over}")
             else:
-                parts.append(f"{PHRASE[verdicts[c['model']]]} {c['model']} ({_diff_words(d)}{where})")
+                parts.append(f"{PHRASE[verdicts[c['model']]]} {c['model']} ({_diff_words(d)}{where}{over})")
     if not any(c["kind"] in ("population", "scaled") for c in cmp):
         parts.insert(0, "has no random or width-scaled control in this run (see controls.socs, controls.random)")
     text = f"{w['soc']}: the winner ({_fmt(_cost(w, w), '.4g')} {unit}) " + ("; ".join(parts) or "has no control")
@@ -265,7 +271,7 @@ def search_spread(rows: list[dict[str, Any]], models: dict[str, Any], cmp: dict[
 
 
 def seed_table(rows: list[dict[str, Any]], cmp: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
-    """The seed's layout: per SoC (by generation), winner and MobileNetV2 with intervals, beside the seed's deltas."""
+    """The paper's layout: per SoC (by generation), winner and MobileNetV2 with intervals, beside the paper's deltas."""
     out = []
     base = next((r for r in rows if r["model"] == BASELINE), None)
     wins = sorted((r for r in rows if r["kind"] == "spnas" and r["soc"] != FLEET),
@@ -279,6 +285,7 @@ def seed_table(rows: list[dict[str, Any]], cmp: dict[str, list[dict[str, Any]]])
         out.append({"soc": w["soc"], "year": seed.get("year"), "winner_top1": w["stats"].get("top1"),
                     "winner_ms": wl, "mbv2_top1": base["stats"].get("top1"), "mbv2_ms": bl,
                     "d_top1": (c or {}).get("diff", {}).get("top1"),
+                    "d_top1_photos": ((c or {}).get("photos") or {}).get("top1"),  # the interval over test photos
                     "d_latency_pct": 100 * (wl / bl - 1) if wl and bl else None,
                     "seed_d_top1_pts": seed.get("top1_pts"), "seed_d_latency_pct": seed.get("latency_pct")})
     return out
@@ -301,6 +308,43 @@ def _fmt(v: Any, spec: str) -> str:
     return "n/a" if v is None else format(v, spec)
 
 
+def photo_ci_text(p: dict[str, Any]) -> str:
+    """`[-3.1, +51.2] over 35 test photos` (points), the interval a difference has from the test photos alone."""
+    return f"[{100 * p['ci_low']:+.1f}, {100 * p['ci_high']:+.1f}] over {p['n_photos']} test photos"
+
+
+TEST_FROM_TEXT = {
+    "same_folder_split": ("a random {pct:.0%} of each class of the same folder as the training photos: shots of the "
+                          "same scenes, so these figures flatter the model for photos taken elsewhere (optimistic); "
+                          "photos from another shoot as data.test_root=<folder> (or a <root>/{{train,test}}/<class>/ "
+                          "layout) measure that"),
+    "test_folder": "your test folder (<root>/test/<class>/), kept apart from the training photos",
+    "test_root": "the held-out folder data.test_root, photographed apart from the training photos",
+}
+
+
+def data_caveat(cfg: PipelineAppConfig, data: dict[str, Any]) -> str | None:
+    """What the report must say about the data a user gave (not a preset's caveat about CIFAR-10): how much one
+    test and one validation photo weigh, and whether the test photos were taken apart from the training ones."""
+    if cfg.data.kind.name != "folder" or not data:
+        return None
+    n_test, n_val = data.get("test") or 0, data.get("val") or 0
+    parts = [f"Your photos ({data.get('name')}, {data.get('num_classes')} classes, {data.get('train')} train / "
+             f"{n_val} validation / {n_test} test)."]
+    if n_test:
+        parts.append(f"One test photo is {100 / n_test:.1f} points of top-1" +
+                     (f" and one validation photo {100 / n_val:.1f} points" if n_val else "") +
+                     ": every difference below carries an interval over the test photos, and one seed decides "
+                     "nothing.")
+    src = TEST_FROM_TEXT.get(data.get("test_from", ""))
+    if src:
+        parts.append("The test photos are " + src.format(pct=cfg.data.test_fraction) + ".")
+    if data.get("skipped_images"):
+        parts.append(f"{data['skipped_images']} unreadable image(s) were skipped (e.g. "
+                     f"{', '.join(Path(p).name for p in data.get('skipped_examples', [])[:3])}).")
+    return " ".join(parts)
+
+
 def write_report(run_dir: Path, cfg: PipelineAppConfig, models: dict[str, Any], events: list[dict[str, Any]],
                  devices: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """report.json, report.md, report.csv and the PNGs, from the stage outputs only (`devices`: what
@@ -313,10 +357,13 @@ def write_report(run_dir: Path, cfg: PipelineAppConfig, models: dict[str, Any], 
     family = apply_family(cmp)
     budget = E.budget_check(families(rows, cfg.baselines, models),
                             {r["model"]: E.curve_rises(models[r["model"]].seeds) for r in rows}, cfg.report.rising_pts)
+    budget["short_runs"] = short_runs(models)
     head = headline(rows, cmp, budget)
     prov = provenance(cfg, models, tables, events, devices)
     plots = make_plots(run_dir, cfg, models, rows, tables)
-    report = {"experiment": cfg.experiment_name, "note": cfg.report.note, "seeds": list(cfg.seeds),
+    note = cfg.report.note if not cfg.report.note_data or cfg.report.note_data == cfg.data.name else ""
+    report = {"experiment": cfg.experiment_name, "note": note, "data_caveat": data_caveat(cfg, prov["data"]),
+              "resolution": resolution_record(cfg), "seeds": list(cfg.seeds),
               "headline": head, "family": family, "budget": budget, "rows": rows, "comparisons": cmp,
               "search_spread": search_spread(rows, models, cmp),
               "seed_table": seed_table(rows, cmp), "fleet": fleet_view(rows, fleet), "fleet_objective": fleet,
@@ -326,6 +373,25 @@ def write_report(run_dir: Path, cfg: PipelineAppConfig, models: dict[str, Any], 
     write_bytes_atomic(run_dir / "report.md", markdown(cfg, report).encode())
     write_bytes_atomic(run_dir / "report.csv", seed_csv(models, rows).encode())
     return report
+
+
+def short_runs(models: dict[str, Any]) -> list[str]:
+    """The warnings of runs too short to learn (a floor lowered by the user), once each: train, fine-tune."""
+    out: list[str] = []
+    for m in models.values():
+        for rec in m.seeds.values():
+            for stage in ("train", "finetune"):
+                for w in ((rec.get(stage) or {}).get("budget") or {}).get("warnings", []):
+                    if w not in out:
+                        out.append(w)
+    return out
+
+
+def resolution_record(cfg: PipelineAppConfig) -> dict[str, Any]:
+    """The input size every model ships at (fine-tuning, export, embedder) and the one the tables are read at."""
+    ship = cfg.finetune.resolution if cfg.finetune.enabled and cfg.finetune.resolution else cfg.data.resolution
+    return {"ships_at": ship, "latency_at": cfg.search.latency_resolution, "proxy": cfg.data.resolution,
+            "one_resolution": ship == cfg.search.latency_resolution}
 
 
 def seed_csv(models: dict[str, Any], rows: list[dict[str, Any]]) -> str:

@@ -24,18 +24,22 @@ def _ci(s: dict[str, Any] | None, scale: float = 1.0, spec: str = ".3f") -> str:
     return f"{mean} [{format(scale * s['ci_low'], spec)}, {format(scale * s['ci_high'], spec)}]"
 
 
-def _diff(d: dict[str, Any] | None) -> str:
+def _diff(d: dict[str, Any] | None, photos: dict[str, Any] | None = None) -> str:
+    """`+2.10 [+0.40, +3.80]` over seeds, then `photos [-3.1, +6.0]`: the interval the test photos alone give."""
     if not d or d.get("mean") is None:
         return "n/a"
+    ph = "" if not photos else f"; photos [{100 * photos['ci_low']:+.1f}, {100 * photos['ci_high']:+.1f}]"
     if d.get("ci_low") is None:
-        return f"{100 * d['mean']:+.2f} ({ONE_SEED})" if len(d.get("seeds") or []) < 2 else f"{100 * d['mean']:+.2f}"
-    return f"{100 * d['mean']:+.2f} [{100 * d['ci_low']:+.2f}, {100 * d['ci_high']:+.2f}]"
+        return (f"{100 * d['mean']:+.2f} ({ONE_SEED})" if len(d.get("seeds") or []) < 2 else
+                f"{100 * d['mean']:+.2f}") + ph
+    return f"{100 * d['mean']:+.2f} [{100 * d['ci_low']:+.2f}, {100 * d['ci_high']:+.2f}]{ph}"
 
 
 def markdown(cfg: PipelineAppConfig, rep: dict[str, Any]) -> str:
     """report.md."""
     lines = _intro(cfg, rep) + _headline(rep) + _landing(rep) + _budget(rep) + _per_winner(rep)
-    lines += _spread(rep) + _models(rep) + _seed_layout(rep) + _fleet(rep) + _plots(rep) + _provenance(rep)
+    lines += _spread(rep) + _models(rep) + _seed_layout(rep) + _fleet(rep) + _exports(rep) + _plots(rep)
+    lines += _provenance(rep)
     return "\n".join(lines) + "\n"
 
 
@@ -43,16 +47,26 @@ def _intro(cfg: PipelineAppConfig, rep: dict[str, Any]) -> list[str]:
     prov = rep["provenance"]
     d = prov["data"]
     tb = prov.get("train_budget") or {}
-    res = cfg.search.latency_resolution
+    rs = rep.get("resolution") or {}
+    res, ship = rs.get("latency_at", cfg.search.latency_resolution), rs.get("ships_at")
     out = [f"# spnas report: {cfg.experiment_name}", ""]
     if rep.get("note"):
         out += [f"> {rep['note']}", ""]
+    if rep.get("data_caveat"):
+        out += [f"> {rep['data_caveat']}", ""]
+    size = (f"every model ships at {ship}x{ship} (fine-tuned, exported, timed) and its latency on the tables is "
+            f"read at {res}x{res}: one resolution per model" if ship == res else
+            f"latency on the tables at {res}x{res} (search.latency_resolution: the search priced networks at this "
+            f"size); every model ships at {ship}x{ship} (fine-tuned, exported): its own latency at that size is under "
+            f"\"Exported models\"")
+    skipped = (f"; {d['skipped_images']} unreadable image(s) skipped" if d.get("skipped_images") else "")
     out += [f"Data: {d.get('name')} at {d.get('resolution')}x{d.get('resolution')} ({d.get('train')} train / "
-            f"{d.get('val')} val / {d.get('test')} test images); latency at {res}x{res}. Every model trained with one "
+            f"{d.get('val')} val / {d.get('test')} test images{skipped}); {size}. Every model trained with one "
             f"recipe ({tb.get('total_steps', 'n/a')} steps at batch {tb.get('batch_size', 'n/a')}, "
             f"{tb.get('epochs', 'n/a')} epochs) under one proxy ({prov['proxy']}), once per seed "
             f"{prov['seeds']}, then {prov['finetune']}; photo search on {prov.get('retrieval_split', 'n/a')} with each "
-            f"model's fine-tuned embedder.", "", _noise_line(rep), ""]
+            f"model's fine-tuned embedder. Each difference also has a 95% paired bootstrap interval over the test "
+            f"photos (\"photos [...]\").", "", _noise_line(rep), ""]
     return out
 
 
@@ -99,14 +113,18 @@ def _budget(rep: dict[str, Any]) -> list[str]:
                "improving in the last quarter of training." if b["ranks"] else
                "**No: the comparison is budget-limited.** " + "; ".join(b["reasons"]) + ". Verdicts below rank "
                "training speed at this budget as much as capacity.")
+    for w in b.get("short_runs") or []:
+        out += ["", f"**Too short to learn:** {w}."]
     if b.get("rule"):
         out += ["", f"The rule: {b['rule']}."]
     out += ["", "| family | widths | mean top-1 | Kendall tau | widest - narrowest (pts) | ordered |",
             "|---|---|---|---|---|---|"]
     for name, o in b["families"].items():
+        ordered = ("too few widths to tell" if o.get("too_few") else "yes" if o["ordered"] else "no")
+        tau = "n/a" if o.get("too_few") else _f(o["kendall_tau"], ".2f")
         out.append(f"| {name} | {', '.join(f'{w:g}' for w in o['widths'])} | "
-                   f"{', '.join(f'{a:.3f}' for a in o['top1'])} | {_f(o['kendall_tau'], '.2f')} | "
-                   f"{_diff(o.get('span'))} | {'yes' if o['ordered'] else 'no'} |")
+                   f"{', '.join(f'{a:.3f}' for a in o['top1'])} | {tau} | "
+                   f"{_diff(o.get('span'))} | {ordered} |")
     r = b.get("rise") or {}
     if r:
         band = "n/a" if r.get("ci_low") is None else f"{r['mean']:+.2f} [{r['ci_low']:+.2f}, {r['ci_high']:+.2f}]"
@@ -117,7 +135,8 @@ def _budget(rep: dict[str, Any]) -> list[str]:
 
 def _per_winner(rep: dict[str, Any]) -> list[str]:
     out = ["## Each winner against its controls", "",
-           "Winner minus model, in points (95% interval), paired by seed and test image. The first row is the "
+           "Winner minus model, in points (95% interval), paired by seed and test image; then \"photos\": the 95% "
+           "paired bootstrap interval over the test photos alone. The first row is the "
            "winner against the mean of its random controls (the random nets are a factor of that interval); "
            "the single random nets below it are descriptive (no verdict). A verdict (proxy top-1 only) stands "
            "when its Holm-adjusted p-value is below 5%. Cost: ms on the winner's table (a fleet: its normalised "
@@ -127,15 +146,16 @@ def _per_winner(rep: dict[str, Any]) -> list[str]:
                 "train gallery | Δ R@1 catalogue | Holm p (top-1) | verdict (top-1) |",
                 "|---|---|---|---|---|---|---|---|---|"]
         for c in rep["comparisons"][h["winner"]]:
-            d = c["diff"]
+            d, p = c["diff"], c.get("photos") or {}
             role = {"population": f"mean of {len(c.get('members', []))} random nets"}.get(c["kind"], c["kind"])
             ph = (d.get("top1") or {}).get("p_holm")
             verdict = h["verdicts"].get(c["model"], "n/a") if c["verdict_on"] else "descriptive"
             if c["verdict_on"] and len((d.get("top1") or {}).get("seeds") or []) < 2:
                 verdict = ONE_SEED
             out.append(f"| {c['model']} | {role}{' (matched)' if c['matched'] else ''} | {_f(c['cost'], '.4g')} "
-                       f"| {_diff(d.get('top1'))} | {_diff(d.get('finetune_top1'))} | {_diff(d.get('r1_train'))} | "
-                       f"{_diff(d.get('r1_catalogue'))} | {_f(ph, '.3f')} | {verdict} |")
+                       f"| {_diff(d.get('top1'), p.get('top1'))} | {_diff(d.get('finetune_top1'), p.get('finetune_top1'))}"
+                       f" | {_diff(d.get('r1_train'), p.get('r1_train'))} | "
+                       f"{_diff(d.get('r1_catalogue'), p.get('r1_catalogue'))} | {_f(ph, '.3f')} | {verdict} |")
         r = h.get("random")
         if r and r.get("percentile") is not None:
             out += ["", f"{h['winner']} is above {r['above']} of its {r['n']} random nets (percentile "
@@ -169,10 +189,11 @@ def _spread(rep: dict[str, Any]) -> list[str]:
 
 def _models(rep: dict[str, Any]) -> list[str]:
     socs = sorted({s for r in rep["rows"] for s in r["latency_ms"]})
+    res = (rep.get("resolution") or {}).get("latency_at", 224)
     out = ["", "## Every model", "", "Mean [95% interval over seeds and test items]; n/a where a model was not "
-           "fine-tuned or photo-searched (controls.photo_search).", "",
+           f"fine-tuned or photo-searched (controls.photo_search); latency on each table at {res}x{res}.", "",
            "| model | kind | " + " | ".join(f"ms {s}" for s in socs) + " | " +
-           " | ".join(label for _, label in METRICS.values()) + " | params | MACs (224) |",
+           " | ".join(label for _, label in METRICS.values()) + f" | params | MACs ({res}) |",
            "|---|---|" + "---|" * (len(socs) + len(METRICS) + 2)]
     for r in rep["rows"]:
         st = r["stats"]
@@ -183,18 +204,19 @@ def _models(rep: dict[str, Any]) -> list[str]:
 
 
 def _seed_layout(rep: dict[str, Any]) -> list[str]:
-    out = ["## Against the seed's table", "",
+    out = ["## Against the paper's table", "",
            "Per SoC by generation, the winner against MobileNetV2 1.0 on the same table, beside the deltas the "
-           "Single-Path NAS paper reports for its own per-device searches (ImageNet, 8-epoch search, full training). "
+           "Single-Path NAS paper (Stamoulis et al., 2019) reports for its own per-device searches (ImageNet, 8-epoch "
+           "search, full training). "
            + ("Ours come from this run's proxy and budget with one training seed: no interval, so not even "
               "directions can be compared." if len(rep["seeds"]) < 2 else
-              "Ours come from this run's proxy and budget, with 95% intervals: a direction can be compared only "
-              "where our interval excludes 0; magnitudes cannot."), "",
+              "Ours come from this run's proxy and budget, with 95% intervals (over seeds and the test photos): a "
+              "direction can be compared only where our interval excludes 0; magnitudes cannot."), "",
            "| SoC (year) | winner top-1 | winner ms | MobileNetV2 top-1 | MobileNetV2 ms | "
-           "Δ top-1 (pts) | Δ latency | seed's Δ top-1 | seed's Δ latency |", "|---|---|---|---|---|---|---|---|---|"]
+           "Δ top-1 (pts) | Δ latency | paper's Δ top-1 | paper's Δ latency |", "|---|---|---|---|---|---|---|---|---|"]
     for t in rep["seed_table"]:
         out.append(f"| {t['soc']} ({_f(t['year'], 'd')}) | {_ci(t['winner_top1'])} | {_f(t['winner_ms'], '.2f')} | "
-                   f"{_ci(t['mbv2_top1'])} | {_f(t['mbv2_ms'], '.2f')} | {_diff(t['d_top1'])} | "
+                   f"{_ci(t['mbv2_top1'])} | {_f(t['mbv2_ms'], '.2f')} | {_diff(t['d_top1'], t.get('d_top1_photos'))} | "
                    f"{_f(t['d_latency_pct'], '+.1f')}% | {_f(t['seed_d_top1_pts'], '+.1f')} | "
                    f"{_f(t['seed_d_latency_pct'], '+.0f')}% |")
     return out + [""]
@@ -212,6 +234,23 @@ def _fleet(rep: dict[str, Any]) -> list[str]:
     for f in rep["fleet"]:
         out.append(f"| {f['winner']} | " + " | ".join(_f(f["ms"][d], ".2f") for d in devs) +
                    f" | {_f(f['fleet_cost'], '.3f')} | {', '.join(f['over_budget_on']) or 'none'} | {_ci(f['top1'])} |")
+    return out + [""]
+
+
+def _exports(rep: dict[str, Any]) -> list[str]:
+    """Each exported model at the size it ships at: its input, the size the tables are read at, its measured
+    latency on this CPU and its bundle."""
+    ex = [r for r in rep["rows"] if r.get("export")]
+    if not ex:
+        return []
+    out = ["## Exported models", "", "| model | input (px) | tables read at (px) | fp32 ms on this CPU (1 thread, at "
+           "its input) | fp32 MB | bundle |", "|---|---|---|---|---|---|"]
+    for r in ex:
+        e = r["export"]
+        res = e.get("resolution") or {}
+        out.append(f"| {r['model']} | {e.get('input_size')} | {res.get('latency_tables', e.get('input_size'))} | "
+                   f"{_f(e.get('measured_native_ms'), '.2f')} | {_f(e.get('fp32_bytes') and e['fp32_bytes'] / 1e6, '.2f')}"
+                   f" | {e.get('bundle')} |")
     return out + [""]
 
 

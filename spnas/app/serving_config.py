@@ -27,6 +27,13 @@ class ServeCommand(enum.Enum):
     gateway = "the stateless REST gateway alone (workers processes), finding index services through `resolver`"
 
 
+class SeedTimes(enum.Enum):
+    """The listing times an empty store is seeded with (what the page's time window selects)."""
+
+    photo = "each photo's own time: EXIF DateTimeOriginal, else the file's modification time"
+    spread = "spread at random over the past seed_hours (a demo of hourly versions; the times mean nothing)"
+
+
 class IndexCommand(enum.Enum):
     """What `spnas-index` does (its first word; build-due may be written with a dash)."""
 
@@ -42,8 +49,11 @@ class IndexCommand(enum.Enum):
 class ServeAppConfig(RunConfig):
     """`spnas-serve`: the photo search (gateway + index services of the ready versions) on one machine."""
 
-    defaults: list[Any] = field(default_factory=lambda: ["_self_", {"data": "grocery"}, {"experiment": None}])
-    data: DataConfig = opt(MISSING, "photos an empty listing store is seeded with (train split)")
+    defaults: list[Any] = field(default_factory=lambda: ["_self_", {"data": None}, {"experiment": None}])
+    data: Optional[DataConfig] = opt(None, "the photos an empty listing store is seeded with: data=folder "
+                                           "data.root=<your photos> (every photo), data=grocery (its train split); "
+                                           "null: the photos the bundle was evaluated on (its manifest's "
+                                           "data_source)")
     bundle: str = opt(MISSING, "the bundle to search with (a folder written by spnas-export)")
     previous_bundles: list[str] = opt(factory=list, help="bundles it replaces, newest first: searched until "
                                                          "`bundle`'s versions cover what they cover")
@@ -57,7 +67,8 @@ class ServeAppConfig(RunConfig):
                                         "through the Kubernetes API), <module>:<Class>")
     seed_index: bool = opt(True, "fill an empty listing store with the data set's train photos")
     seed_limit: Optional[int] = opt(None, "seed at most this many listings")
-    seed_hours: int = opt(48, "spread seeded listings over the past hours")
+    seed_times: SeedTimes = opt(SeedTimes.photo, "photo (EXIF DateTimeOriginal, else file time) | spread")
+    seed_hours: int = opt(48, "seed_times=spread: spread seeded listings over the past hours")
     host: str = opt("127.0.0.1", "gateway address (beyond loopback only with a token)")
     port: int = opt(8000, "gateway port (0: any free port)")
     workers: int = opt(1, "gateway worker processes")

@@ -98,7 +98,7 @@ def test_sampled_space_arch_exports(fashion_mnist_root, tmp_path):
     arch.save(tmp_path / "arch.json")
     # parity and layout need a trained net, not a good one: one epoch of 1000 images
     data = fmnist_args(fashion_mnist_root, tmp_path, train_limit=1000)
-    ckpt = _train_small(tmp_path, data, str(tmp_path / "arch.json"), "sampled", epochs=1)
+    ckpt = _train_small(tmp_path, data, str(tmp_path / "arch.json"), "sampled", epochs=1, extra=("train.min_steps=0",))
     cfg = compose("export", [f"checkpoint={ckpt}", *data, f"out_dir={tmp_path / 'b'}",
                              "export.measure_latency=false", "export.int8=disabled"])  # int8: small_bundle
     m = commands.export(cfg)

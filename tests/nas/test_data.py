@@ -60,7 +60,7 @@ def test_training_epoch_survives_corrupt_images(cifar_root, tmp_path):
     root = _tree_with_bad_files(cifar_root, tmp_path / "photos", per_class=12)
     cfg = compose("train", [f"run_dir={tmp_path / 'run'}", "arch=mobilenet_v3_small", "data=folder",
                             f"data.root={root}", "data.resolution=32", "data.test_fraction=0.25",
-                            f"data.cache_dir={tmp_path / 'cache'}", "train.epochs=1", "train.batch_size=8",
+                            f"data.cache_dir={tmp_path / 'cache'}", "train.epochs=1", "train.min_steps=0", "train.batch_size=8",
                             "train.lr=0.05", "train.eval_batch_size=64"])
     s = commands.train(cfg)
     assert s["data"]["skipped_images"] == 3

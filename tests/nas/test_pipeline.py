@@ -50,7 +50,7 @@ def test_the_report_compares_every_seed_of_every_control_from_the_stage_outputs(
             assert summary["budget"]["total_steps"] == 12 and summary["seed"] == seed
             ret = json.loads((run / "retrieval" / name / f"s{seed}" / "retrieval_eval.json").read_text())
             assert r["stats"]["r1_train"]["per_seed"][seed] == ret["results"]["train"]["fine"]["recall@1"]
-        arch = ArchSpec.from_string(r["arch"]).replace(resolution=224)
+        arch = ArchSpec.from_string(r["arch"]).replace(resolution=96)  # the size the model ships at (one resolution)
         assert r["latency_ms"]["sd845"] == pytest.approx(LatencyTable.load("sd845").predict(arch))
         proxy = Proxy.from_dict(summary["proxy"])  # one proxy for every model compared
         assert proxy.resolution == 96 and _min_input_map(proxy.apply(ArchSpec.from_string(r["arch"]))) >= 4
@@ -77,7 +77,7 @@ def test_the_report_compares_every_seed_of_every_control_from_the_stage_outputs(
     assert not (run / "export" / "random-sd845-0").exists()
     md = (run / "report.md").read_text()
     assert "## Headline" in md and "## Does this budget rank capacity?" in md and "random net at its latency" in md
-    assert "## Against the seed's table" in md and "| sd845 (2018) |" in md
+    assert "## Against the paper's table" in md and "| sd845 (2018) |" in md
     head = report["headline"][0]
     assert head["soc"] == "sd845" and head["random"]["n"] == 1 and "one random net" in head["random"]["note"]
     assert head["random"]["above"] == int(pop["diff"]["top1"]["per_net"][0] > 0)

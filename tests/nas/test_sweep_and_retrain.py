@@ -17,7 +17,7 @@ def test_sweep_over_lambda_writes_pareto_and_continues(cifar_root, tmp_path):
     data = [f"data.root={cifar_root}", "data.train_limit=320", "data.test_limit=50", f"data.cache_dir={tmp_path / 'c'}"]
     search = ["search.steps=18", "search.warmup_fraction=0", "search.min_threshold_updates=0", "search.batch_size=32"]
     cfg = compose("sweep", ["soc=sd808", *data, *search, f"run_dir={tmp_path / 'sweep'}", "sweep.n_trials=2",
-                            "sweep.population=2", "sweep.retrain_epochs=1", "train.batch_size=32"])
+                            "sweep.population=2", "sweep.retrain_epochs=1", "train.min_steps=0", "train.batch_size=32"])
     s = commands.sweep(cfg)
     run = tmp_path / "sweep"
     assert (run / "study.db").exists() and (run / "pareto.png").stat().st_size > 1000
@@ -52,7 +52,7 @@ def test_retrain_inherits_superkernel_weights(cifar_root, tmp_path):
     commands.search(scfg)
     arch_path = tmp_path / "s" / "arch.json"
     tcfg = compose("train", ["data=cifar10", *data, f"arch={arch_path}", "init=inherit",
-                             f"supernet={tmp_path / 's' / 'supernet.pt'}", "train.epochs=1", "train.lr=0",
+                             f"supernet={tmp_path / 's' / 'supernet.pt'}", "train.epochs=1", "train.min_steps=0", "train.lr=0",
                              "train.warmup_epochs=0", "train.batch_size=32", f"run_dir={tmp_path / 't'}"])
     commands.train(tcfg)
     model, arch, _ = load_model_file(tmp_path / "t" / "model.pt")

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def _cmd(run_dir: Path, cache: Path, fm_root: Path, resume: bool) -> list[str]:
     return [str(Path(sys.executable).parent / "spnas-train"), f"run_dir={run_dir}", "arch=mobilenet_v3_small",
             "data=fashion_mnist", f"data.root={fm_root}", "data.train_limit=1000", "data.test_limit=200",
-            f"data.cache_dir={cache}", "train.epochs=3", "train.batch_size=64", "threads=1", "seed=5",
+            f"data.cache_dir={cache}", "train.epochs=3", "train.min_steps=0", "train.batch_size=64", "threads=1", "seed=5",
             f"resume={'true' if resume else 'false'}"]
 
 

@@ -132,9 +132,10 @@ class Deployment:
 
 
 def serve_overrides(bundle: Path, grocery_root: Path, tmp: Path, token_file: Path, n: int = 240) -> list[str]:
-    return [f"bundle={bundle}", f"data.root={grocery_root}", f"data.train_limit={n}", "data.test_limit=20",
+    return [f"bundle={bundle}", "data=grocery", f"data.root={grocery_root}", f"data.train_limit={n}", "data.test_limit=20",
             "data.val_limit=10", f"data.cache_dir={tmp / 'cache'}", f"root={tmp / 'serve'}", "port=0",
-            f"auth.token_file={token_file}", "seed_hours=30", "limits.rpc_timeout_s=2", "delta.refresh_s=0.2"]
+            f"auth.token_file={token_file}", "seed_times=spread", "seed_hours=30", "limits.rpc_timeout_s=2",
+            "delta.refresh_s=0.2"]
 
 
 def make_token(tmp: Path) -> tuple[str, Path]:

@@ -22,7 +22,7 @@ from .test_backend_agreement import _grocery_photos
 def _data(grocery_root):
     from training.datasets import load_data
 
-    return load_data(compose("serve", ["bundle=x", f"data.root={grocery_root}", "data.train_limit=240",
+    return load_data(compose("serve", ["bundle=x", "data=grocery", f"data.root={grocery_root}", "data.train_limit=240",
                                        "data.test_limit=20", "data.val_limit=10"]).data)
 
 

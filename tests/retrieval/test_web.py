@@ -54,7 +54,7 @@ def _query_with_its_product_found(d, grocery_root):
 
     from ..conftest import compose
 
-    data = load_data(compose("serve", ["bundle=x", f"data.root={grocery_root}", "data.train_limit=10",
+    data = load_data(compose("serve", ["bundle=x", "data=grocery", f"data.root={grocery_root}", "data.train_limit=10",
                                        "data.test_limit=60", "data.val_limit=10"]).data)
     for path, label in zip(data.test.ids, data.test.labels):
         product = data.classes[int(label)]
@@ -137,3 +137,87 @@ def test_photo_search_page(deployment, grocery_root, browser_page):
     page.wait_for_function(f"() => document.getElementById('manage-status').textContent.includes('{new_id} deleted')")
     _search_again(page)
     assert _cards(page) and int(new_id) not in [c["id"] for c in _cards(page)]
+
+
+def _serve(args: list[str], cwd: Path):
+    """`spnas-serve ...` as a user starts it; returns (process, the page's URL, the lines printed so far)."""
+    import subprocess
+    import sys
+    import threading
+
+    p = subprocess.Popen([str(Path(sys.executable).parent / "spnas-serve"), *args], cwd=cwd, text=True,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(p.stdout), daemon=True).start()
+    deadline = time.monotonic() + 240
+    while not any("photo search on http" in x for x in lines):
+        assert p.poll() is None and time.monotonic() < deadline, "".join(lines)[-3000:]
+        time.sleep(0.1)
+    url = next(x for x in lines if "photo search on http" in x).split("photo search on ")[1].split("/ ")[0]
+    while True:  # the line is printed as the gateway starts: wait until it answers
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        assert p.poll() is None and time.monotonic() < deadline, "".join(lines)[-3000:]
+        time.sleep(0.1)
+    return p, url, lines
+
+
+def test_serving_your_folder_the_page_names_the_model_and_the_photos(own_photos_pipeline, browser_page, tmp_path):
+    """`spnas-serve bundle=<your export>` serves the photos it was evaluated on (the README's own-photos run), or
+    the folder it is given (`data=folder data.root=...`): every photo, at its own time (EXIF DateTimeOriginal,
+    else the file's), and the page says which model and which photos it searches; SIGTERM is logged."""
+    import datetime as dt
+    import shutil
+    import signal
+
+    from PIL import Image
+
+    from spnas.app.serve import photos_config
+
+    from ..conftest import compose
+
+    ov, run, _, _ = own_photos_pipeline
+    bundle = run / "export" / "spnas-sd845" / "bundle"
+    evaluated = Path(next(o.split("=", 1)[1] for o in ov if o.startswith("data.root=")))
+    dcfg, origin = photos_config(compose("serve", [f"bundle={bundle}"]))  # the default: what it was evaluated on
+    assert Path(dcfg.root) == evaluated.resolve() and origin == "the bundle was evaluated on"
+
+    mine = tmp_path / "my photos"
+    classes = sorted(p.name for p in evaluated.iterdir())[:3]
+    for c in classes:
+        (mine / c).mkdir(parents=True)
+        for f in sorted((evaluated / c).glob("*.jpg"))[:6]:
+            shutil.copy2(f, mine / c / f.name)
+    shot = sorted((mine / classes[0]).glob("*.jpg"))[0]
+    exif = Image.Exif()
+    exif.get_ifd(0x8769)[36867] = "2026:11:20 10:00:00"  # DateTimeOriginal, within the months the search keeps
+    Image.open(shot).save(shot, exif=exif)
+    proc, url, lines = _serve([f"bundle={bundle}", "data=folder", f"data.root={mine}", f"root={tmp_path / 'serve'}",
+                               "port=0", "delta.refresh_s=0.2"], tmp_path)
+    try:
+        started = "".join(lines)
+        assert f"from {mine}" in started and "18 listings of 3 classes" in started and "1 exif" in started
+        assert "model: spnas-sd845 (96x96 input" in started
+        about = httpx.get(f"{url}/about", timeout=10).json()
+        assert about["photos"]["root"] == str(mine) and about["photos"]["times"] == {"exif": 1, "file": 17}
+        assert about["photos"]["oldest"] == int(dt.datetime(2026, 11, 20, 10, tzinfo=dt.timezone.utc).timestamp())
+        page = browser_page
+        page.goto(f"{url}/")
+        page.wait_for_function("() => document.getElementById('about').textContent.includes('spnas-sd845')")
+        shown = page.inner_text("#about")
+        assert str(mine) in shown and "18 photos of 3 classes" in shown and "96×96" in shown
+        page.set_input_files("#file", str(sorted((mine / classes[1]).glob("*.jpg"))[-1]))
+        page.wait_for_selector("#results .card")
+        page.wait_for_function("() => [...document.querySelectorAll('#results img')].every(i => i.complete)")
+        assert {c["title"] for c in _cards(page)} <= set(classes), "it searches your photos, nothing else"
+        assert "not yet in a built version" in page.inner_text("#status")
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SHOTS / "photo_search_your_folder.png"), full_page=True)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(60)
+    out = "".join(lines)
+    assert rc == 0 and "shutting down (SIGTERM)" in out and "stopped; the listing store" in out, out[-2000:]

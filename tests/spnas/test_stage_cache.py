@@ -37,6 +37,58 @@ def test_stage_reruns_when_an_output_is_deleted_or_edited(tmp_path):
     assert Stage(tmp_path, "train", "m", {"x": 2}, set()).run(work)[1] == "ran"  # a changed key still reruns
 
 
+def test_a_failed_stage_keeps_its_last_good_result_and_a_rerun_continues(tmp_path):
+    """New inputs that fail (a malformed table, an error, Ctrl-C) never cost the finished result: the stage
+    says "failed", the old inputs skip to the old result, the new inputs continue the failed attempt."""
+    import json
+
+    import pytest
+
+    from spnas_core.errors import TableError
+
+    def good(folder: Path, resume: bool) -> dict:
+        (folder / "arch.json").write_text('{"old": true}')
+        return {"arch": str(folder / "arch.json")}
+
+    stage = lambda key: Stage(tmp_path, "search", "sd845", {"table": key}, set())  # noqa: E731
+    assert stage("sd845").run(good)[1] == "ran"
+    folder = tmp_path / "search" / "sd845"
+
+    seen = []
+
+    def bad_table(folder: Path, resume: bool) -> dict:
+        seen.append(resume)
+        (folder / "last.pt").write_bytes(b"half a search")  # work done before the failure
+        raise TableError("latency table broken.json is malformed at ops: not an object")
+
+    with pytest.raises(TableError):
+        stage("broken").run(bad_table)
+    st = json.loads((folder / "stage.json").read_text())
+    assert st["status"] == "failed" and "malformed" in st["error"]
+    assert st["last_good"]["status"] == "done"
+    assert json.loads((folder / "arch.json").read_text()) == {"old": True}  # nothing finished was deleted
+    assert not (folder / "last.pt").exists()  # the attempt worked beside it
+
+    result, how = stage("sd845").run(good)  # the old inputs: the finished result, not a rerun
+    assert how == "skipped" and result == {"arch": str(folder / "arch.json")}
+    assert json.loads((folder / "stage.json").read_text())["status"] == "done"
+
+    with pytest.raises(TableError):
+        stage("broken").run(bad_table)
+
+    def fixed(folder: Path, resume: bool) -> dict:
+        seen.append(resume)
+        assert (folder / "last.pt").read_bytes() == b"half a search"  # it continues where it failed
+        (folder / "arch.json").write_text('{"new": true}')
+        return {"arch": str(folder / "arch.json")}
+
+    result, how = stage("broken").run(fixed)
+    assert how == "resumed" and seen == [False, True, True]
+    assert result == {"arch": str(folder / "arch.json")}  # paths point into the stage folder, not the attempt's
+    assert json.loads((folder / "arch.json").read_text()) == {"new": True}
+    assert not any(p.name.startswith(".sd845") for p in folder.parent.iterdir())
+
+
 def _cifar_copy(cifar_root: Path, dest: Path, n_train: int = 24, n_test: int = 6) -> Path:
     for split, n in (("train", n_train), ("test", n_test)):
         for cls in sorted(p.name for p in (cifar_root / split).iterdir())[:4]:
@@ -51,7 +103,7 @@ def _pipeline_cfg(tmp: Path, data_root: Path, extra: list[str] = ()):
                                 "data=cifar10", f"data.root={data_root}", f"data.cache_dir={tmp / 'cache'}",
                                 "search.steps=6", "search.warmup_fraction=0", "search.min_threshold_updates=0",
                                 "search.batch_size=32", "train.steps=2", "train.batch_size=32",
-                                "train.max_steps_per_epoch=2", "init=inherit", "threads=2", *extra])
+                                "train.max_steps_per_epoch=2", "train.min_steps=0", "init=inherit", "threads=2", *extra])
 
 
 def _stages(tmp: Path, data_root: Path) -> dict[str, str]:

@@ -76,7 +76,7 @@ def test_bf16_autocast_trains_on_this_cpu(cifar_root, tmp_path):
         assert conv(torch.randn(1, 3, 8, 8)).dtype is torch.bfloat16
     cfg = spnas.compose("train", ["arch=mobilenet_v3_small", "data=cifar10", f"data.root={cifar_root}",
                                   "data.train_limit=512", "data.test_limit=64", f"data.cache_dir={tmp_path / 'c'}",
-                                  "train.epochs=3", "train.batch_size=32", "train.lr=0.05", "device=cpu", "amp=bf16",
+                                  "train.epochs=3", "train.min_steps=0", "train.batch_size=32", "train.lr=0.05", "device=cpu", "amp=bf16",
                                   f"run_dir={tmp_path / 'run'}"])
     s = commands.train(cfg)
     assert s["compute"] == {"device": "cpu", "amp": "bfloat16", "channels_last": True}

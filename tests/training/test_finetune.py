@@ -21,7 +21,7 @@ model_pt, root, cache, run_dir, resume = sys.argv[1:6]
 cfg = spnas.compose("pipeline", [f"retrieval.data.root={root}", "retrieval.data.train_limit=96",
                                  "retrieval.data.test_limit=16", "retrieval.data.val_limit=16",
                                  f"retrieval.data.cache_dir={cache}", "finetune.resolution=48",
-                                 "finetune.recipe.epochs=3", "finetune.recipe.batch_size=16", "threads=1"])
+                                 "finetune.recipe.epochs=3", "finetune.recipe.min_steps=0", "finetune.recipe.batch_size=16", "threads=1"])
 data = load_retrieval_data(replace(cfg.retrieval.data, resolution=48))
 finetune_embedder(model_pt, data, cfg.finetune, cfg.proxy, run_dir, seed=3, resume=resume == "1")
 """

@@ -129,7 +129,7 @@ def test_imagenet_preset_trains_from_the_stream(grocery_root, tmp_path):
 
     root = _grocery_folder(grocery_root, tmp_path / "imnet", {"train": 8, "val": 2})
     cfg = spnas.compose("train", ["data=imagenet", f"data.root={root}", "data.workers=2", "data.resolution=96",
-                                  "arch=mobilenet_v3_small", "train.epochs=1", "train.batch_size=8",
+                                  "arch=mobilenet_v3_small", "train.epochs=1", "train.min_steps=0", "train.batch_size=8",
                                   "train.eval_batch_size=6", "device=cpu", f"run_dir={tmp_path / 'run'}"])
     s = commands.train(cfg)
     assert s["data"]["loader"] == "stream" and s["data"]["train"] == 24 and s["data"]["test"] == 6

@@ -261,6 +261,7 @@ def family_order(points: Sequence[tuple[float, Sample]], min_widths: int = FAMIL
                            "inversions": [], "significant_inversions": [], "span": None, "reasons": []}
     out["inversions"] = [(w1, w2) for i, (w1, a1) in enumerate(zip(widths, means)) for w2, a2 in
                          zip(widths[i + 1:], means[i + 1:]) if a2 <= a1]
+    out["too_few"] = len(pts) < min_widths  # two widths are ordered or not by chance: never called ordered
     if len(pts) < min_widths:
         out["reasons"].append(f"{len(pts)} width{'s' if len(pts) != 1 else ''} (an order needs {min_widths} or more)")
         return out

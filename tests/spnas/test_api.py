@@ -28,7 +28,7 @@ def test_architectures_and_tables():
     assert t.predict(mbv2) == pytest.approx(76.36, rel=0.01)
     with pytest.raises(spnas.SpnasError) as e:
         spnas.load_table("sd999")
-    assert e.value.exit_code == 3 and "sd845" in str(e.value)
+    assert e.value.exit_code == 4 and "sd845" in str(e.value)  # a missing table is a table error (4)
 
 
 def test_api_takes_a_config_or_overrides_not_both():

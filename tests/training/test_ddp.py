@@ -27,7 +27,8 @@ WEIGHT_REL_TOL = 3e-2
 def _args(cifar_root: Path, cache: Path, run_dir: Path, epochs: int = 2, steps: int = 2) -> list[str]:
     return ["arch=mobilenet_v3_small", "data=cifar10", f"data.root={cifar_root}", "data.train_limit=400",
             "data.test_limit=64", f"data.cache_dir={cache}", f"train.epochs={epochs}", "train.batch_size=64",
-            f"train.max_steps_per_epoch={steps}", "train.min_steps=0", "train.dropout=0", "train.eval_batch_size=64", "threads=1",
+            f"train.max_steps_per_epoch={steps}", "train.min_steps=0", "train.min_batches_per_epoch=1", "train.dropout=0",
+            "train.eval_batch_size=64", "threads=1",
             "device=cpu", "seed=3", f"run_dir={run_dir}"]
 
 

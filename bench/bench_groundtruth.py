@@ -140,9 +140,9 @@ def tau_record(pred: list[float], truth: list[float], costs: list[float], width:
 
 def rank_mean(*columns: list[float]) -> list[float]:
     """Higher is better: minus the mean of each item's ranks (1 = best) over the columns."""
-    from nas.finalists import _ranks
+    from nas.finalists import average_ranks
 
-    ranks = [_ranks(c) for c in columns]
+    ranks = [average_ranks(c) for c in columns]
     return [-statistics.fmean(r[i] for r in ranks) for i in range(len(columns[0]))]
 
 

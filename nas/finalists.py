@@ -48,7 +48,7 @@ def depth_of(choices: Sequence[str]) -> int:
     return sum(c != SKIP for c in choices)
 
 
-def _ranks(values: Sequence[float]) -> list[float]:
+def average_ranks(values: Sequence[float]) -> list[float]:
     """Average ranks, 1 = highest value."""
     order = sorted(range(len(values)), key=lambda i: -values[i])
     ranks = [0.0] * len(values)
@@ -91,12 +91,12 @@ def rank_finalists(net: SuperNet, candidates: Sequence[Sequence[str]], cost: Cal
     columns = []
     scores = score_paths(net, fits, images, batch_size) if supernet else None
     if scores is not None:
-        columns.append(_ranks([-s.loss for s in scores]))
+        columns.append(average_ranks([-s.loss for s in scores]))
     prox = [proxy(c) for c in fits] if proxy is not None else None
     if prox is not None:
-        columns.append(_ranks(prox))
+        columns.append(average_ranks(prox))
     if depth:
-        columns.append(_ranks([depth_of(c) * 1e6 + cost(c) for c in fits]))
+        columns.append(average_ranks([depth_of(c) * 1e6 + cost(c) for c in fits]))
     if not columns:
         raise ValueError("rank_finalists needs at least one ranker (the supernet, a proxy or depth)")
     ranks = [sum(col[i] for col in columns) / len(columns) for i in range(len(fits))]

@@ -24,7 +24,7 @@ import torch
 
 from search_spaces import SKIP, SearchSpace
 
-from .finalists import _ranks, depth_of
+from .finalists import average_ranks, depth_of
 from .proxies import score_arch
 
 
@@ -59,7 +59,7 @@ def proxy_start(space: SearchSpace, cost: Callable[[Sequence[str]], float], budg
         return space.largest_choices(), []
     naswot = [score_arch(space.decode(c, resolution, width, num_classes), "naswot", x, seed) for c in cands]
     depth = [depth_of(c) * 1e6 + cost(c) for c in cands]  # depth, then cost
-    ranks = [(a + b) / 2 for a, b in zip(_ranks(naswot), _ranks(depth))]
+    ranks = [(a + b) / 2 for a, b in zip(average_ranks(naswot), average_ranks(depth))]
     order = sorted(range(len(cands)), key=lambda i: (ranks[i], -cost(cands[i])))
     scored = [{"choices": cands[i], "naswot": naswot[i], "depth": depth_of(cands[i]), "cost": cost(cands[i]),
                "rank": ranks[i]} for i in order]

@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     space = SearchSpace.from_config(cfg.space)
     if space.name != "nasbench_macro":
         raise SystemExit("bench_groundtruth judges searches of space=nasbench_macro (its ground truth)")
-    from spnas.app.commands import resolve_soc
+    from spnas.app.jobs.commands import resolve_soc
 
     table = LatencyTable.load(resolve_soc(cfg).table)
     gt = NasBenchMacro.load(args.table)

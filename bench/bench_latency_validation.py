@@ -36,7 +36,7 @@ def main() -> None:
     from latency_tables.host import OVERHEAD_SEED
     from latency_tables.table import LatencyTable
     from latency_tables.validate import error_metrics
-    from spnas.app.profile import cmd_validate
+    from spnas.app.jobs.profile import cmd_validate
 
     table = LatencyTable.load(args.table)
     fp = table_fingerprint(table.meta)

@@ -25,7 +25,7 @@ def main() -> None:
     from latency_tables.predictor import predict_latency_ms
     from latency_tables.table import LatencyTable
     from search_spaces import ArchSpec, SearchSpace
-    from spnas.app.pipeline import run_pipeline
+    from spnas.app.pipeline.run import run_pipeline
     from spnas_core.config import to_plain
 
     cfg = spnas.compose("pipeline", [f"experiment={args.experiment}", f"socs=[{','.join(args.socs)}]",

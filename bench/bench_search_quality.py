@@ -110,7 +110,7 @@ def _in_map(net: Any, m: Any) -> int:
 
 
 def _search(overrides: list[str], run_dir: Path) -> dict[str, Any]:
-    from spnas.app import commands
+    from spnas.app.jobs import commands
 
     if run_dir.exists():
         shutil.rmtree(run_dir)

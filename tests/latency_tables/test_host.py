@@ -121,7 +121,7 @@ def test_pipeline_never_presents_another_machines_table_as_this_cpu(home):
     """The pipeline resolves `host` before any data is decoded: no matching table -> error naming both
     fingerprints, or (if_no_table=skip) the host leaves the run and the report says why."""
     import spnas
-    from spnas.app.pipeline import prepare_devices
+    from spnas.app.pipeline.run import prepare_devices
 
     here = machine_fingerprint(1)
     foreign = dataclasses.replace(here, cpu_model="AMD EPYC 7B13", isa=("avx", "avx2", "fma"), caches_kb={"L2": 512})
@@ -147,7 +147,7 @@ def test_resume_of_a_shipped_table_of_this_machine_starts_from_its_rows(home, tm
     import latency_tables.host as H
     import latency_tables.table as T
     import spnas
-    from spnas.app import profile as P
+    from spnas.app.jobs import profile as P
 
     cfg = spnas.compose("profile", ["resume=true", "fit_overhead=false", "resolutions=[32]", "num_classes=[10]"])
     keys = H.table_keys(P._space(cfg), [32], [10])
@@ -161,7 +161,7 @@ def test_resume_of_a_shipped_table_of_this_machine_starts_from_its_rows(home, tm
 
 
 def test_report_names_the_table_fingerprint_and_spot_check_or_why_a_device_was_left_out():
-    from spnas.app.report_md import _device_line
+    from spnas.app.pipeline.report_md import _device_line
 
     assert _device_line("host", {"skipped": "no table matches"}) == "**host skipped**: no table matches"
     chk = {"drift": 0.153, "rows": [{"name": "mobilenet_v2"}, {"name": "mobilenet_v3_small"}], "warning": "x"}

@@ -80,7 +80,7 @@ def test_spnas_import_runs_in_a_search(cifar_root, tmp_path):
     """`spnas-search space=spnas_mnasnet soc.table=<imported>` runs (2 steps) and its derived net is priced
     by the official model."""
     import spnas
-    from spnas.app import commands
+    from spnas.app.jobs import commands
 
     out = tmp_path / "pixel1-spnas.json"
     import_spnas_json(OFFICIAL, SPACES["spnas_mnasnet"], device="pixel1-spnas").save(out)
@@ -122,7 +122,7 @@ def test_spnas_json_is_parsed_strictly(tmp_path, mutate, match):
 
 def test_truncated_json_names_line_and_nothing_is_written(tmp_path):
     import spnas
-    from spnas.app.profile import cmd_import
+    from spnas.app.jobs.profile import cmd_import
 
     text = OFFICIAL.read_text()
     p = _write(tmp_path, "cut.json", text[: len(text) // 2])

@@ -388,7 +388,7 @@ def test_adb_a_binary_that_cannot_run_leads_with_its_exit_code(phone, small_mode
 
 def test_a_misnamed_table_file_warns_once(tmp_path, caplog):
     import spnas
-    from spnas.app.profile import cmd_import
+    from spnas.app.jobs.profile import cmd_import
 
     official = Path(__file__).with_name("fixtures") / "spnas_pixel1_runtime_model.json"
     renamed = tmp_path / "lut.yaml"

@@ -8,7 +8,7 @@ import pytest
 
 import latency_tables.host as H
 import spnas
-import spnas.app.profile as P
+import spnas.app.jobs.profile as P
 from latency_tables.predictor import predict_latency_ms
 from latency_tables.profilers import Timing
 from latency_tables.table import LatencyTable

@@ -337,7 +337,7 @@ def test_adb_op_profiling_on_the_fake_phone(whole_net, tmp_path, monkeypatch):
 
 def test_wholenet_command_dry_run_prints_the_design(capsys):
     import spnas
-    from spnas.app.profile import cmd_wholenet
+    from spnas.app.jobs.profile import cmd_wholenet
 
     cfg = spnas.compose("profile", ["command=wholenet", "resolutions=[224]", "num_classes=[1000]",
                                     "wholenet.dry_run=true"])

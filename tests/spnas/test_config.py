@@ -9,7 +9,7 @@ import pytest
 
 import spnas
 from nas.config import LossForm, SearchConfig
-from spnas.app.compose import APPS
+from spnas.app.cli.compose import APPS
 from spnas_core.config import to_plain
 from spnas_core.errors import ConfigError
 from training.config import DataConfig, TrainConfig
@@ -85,7 +85,7 @@ def test_the_search_space_is_defined_once():
     cfg = spnas.compose("search")
     assert to_plain(cfg.space) == MOBILENET_V3_LARGE_SPACE.to_dict()
     assert tuple(cfg.space.choices) == DEFAULT_CHOICES == MOBILENET_V3_LARGE_SPACE.choices
-    from spnas.app.compose import group_options
+    from spnas.app.cli.compose import group_options
 
     assert set(SPACES) == set(group_options("space"))
 

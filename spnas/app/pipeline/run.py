@@ -34,16 +34,16 @@ from typing import Any
 
 from latency_tables.table import LatencyTable, resolve_table_path
 from search_spaces import ArchSpec, SearchSpace
-from spnas.app.config import PipelineAppConfig, RetrievalSource
+from spnas.app.pipeline.config import PipelineAppConfig, RetrievalSource
 from spnas_core.config import to_plain
 from spnas_core.errors import ConfigError
 from spnas_core.files import sha256_file, write_bytes_atomic, write_json_atomic
 from training.config import DataConfig, DataKind, InitKind, LabelLevel
 from training.datasets import DataBundle, data_key, load_data
 
-from .evidence import pack_bits
-from .progress import RunProgress
-from .stages import Stage
+from spnas.app.pipeline.evidence import pack_bits
+from spnas.app.pipeline.progress import RunProgress
+from spnas.app.pipeline.stages import Stage
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ class Model:
 
 
 @dataclass
-class _Run:
+class PipelineRun:
     """What the stages of one pipeline run share: config, decoded data (lazily), the event log."""
 
     cfg: PipelineAppConfig
@@ -172,7 +172,7 @@ def _suffix(cfg: PipelineAppConfig, seed: int | None) -> str:
     return "" if seed is None or seed == cfg.seed else f"-s{seed}"
 
 
-def warmup_stage(run: _Run, seed: int | None = None) -> Path:
+def warmup_stage(run: PipelineRun, seed: int | None = None) -> Path:
     """The weights-only warm-up every search of one seed forks from: it does not depend on any table, so
     every device shares it. A search seed has its own (the seed is in every random stream the warm-up
     leaves to its forks), on the run's data."""
@@ -196,7 +196,7 @@ def warmup_stage(run: _Run, seed: int | None = None) -> Path:
     return Path(res["warmup"])
 
 
-def search_stage(run: _Run, soc_name: str, warmup: Path, seed: int | None = None) -> Model:
+def search_stage(run: PipelineRun, soc_name: str, warmup: Path, seed: int | None = None) -> Model:
     """Search against one SoC's table (or the fleet's tables), forking from the shared warm-up of its seed
     (the run's `seed`: the winner `spnas-<soc>`; another: the repeat `spnas-<soc>-s<seed>`)."""
     from nas.search import run_search
@@ -235,7 +235,7 @@ def search_stage(run: _Run, soc_name: str, warmup: Path, seed: int | None = None
 
 
 # ---------------------------------------------------------------------------------- controls
-def controls_stage(run: _Run, soc_name: str, winner: Model) -> list[Model]:
+def controls_stage(run: PipelineRun, soc_name: str, winner: Model) -> list[Model]:
     """Random architectures at the winner's latency and each baseline width-scaled to it (pure, cached)."""
     cfg = run.cfg
     tables = run.tables_of(soc_name)
@@ -267,7 +267,7 @@ def controls_stage(run: _Run, soc_name: str, winner: Model) -> list[Model]:
     return out
 
 
-def winner_costs(run: _Run, tables: list[LatencyTable], winner: Model) -> tuple[Any, Any]:
+def winner_costs(run: PipelineRun, tables: list[LatencyTable], winner: Model) -> tuple[Any, Any]:
     """How the winner's search priced networks (`costs_of` with the run's space and data)."""
     cfg = run.cfg
     return costs_of(run.space(), tables, cfg.search.latency_resolution, cfg.search.width, run.data().num_classes,
@@ -292,7 +292,7 @@ def costs_of(space: SearchSpace, tables: list[LatencyTable], resolution: int, wi
                                             for n, t in zip(f.names, tables)})
 
 
-def winner_controls(run: _Run, tables: list[LatencyTable], winner: Model) -> dict[str, Any]:
+def winner_controls(run: PipelineRun, tables: list[LatencyTable], winner: Model) -> dict[str, Any]:
     from nas.controls import choose_controls
 
     cfg = run.cfg
@@ -303,7 +303,7 @@ def winner_controls(run: _Run, tables: list[LatencyTable], winner: Model) -> dic
                            run_seed=cfg.seed)
 
 
-def model_list(run: _Run, winners: list[Model]) -> dict[str, Model]:
+def model_list(run: PipelineRun, winners: list[Model]) -> dict[str, Model]:
     """Winners (and search repeats), their controls, and the baselines at 1.0 and `controls.widths`; one
     entry per architecture (a width-scaled net that two winners share, or that equals a family width,
     trains once)."""
@@ -341,7 +341,7 @@ def model_list(run: _Run, winners: list[Model]) -> dict[str, Model]:
 
 
 # ---------------------------------------------------------------------------------- per model and seed
-def train_stage(run: _Run, m: Model, seed: int) -> None:
+def train_stage(run: PipelineRun, m: Model, seed: int) -> None:
     """Retrain a winner or a control (or train a baseline) with the run's one recipe, for one seed."""
     from nas.superkernel import inherit_weights
     from training.loop import train_model
@@ -412,7 +412,7 @@ def per_image_correct(model_pt: Path, split: Any, channels_last: bool = True, ba
     return (got == np.asarray(split.labels)).astype(np.uint8)
 
 
-def finetune_stage(run: _Run, m: Model, seed: int) -> None:
+def finetune_stage(run: PipelineRun, m: Model, seed: int) -> None:
     """Fine-tune the trained model as an embedder on the photo collection's train split (same recipe for all)."""
     from training.devices import resolve_compute
     from training.finetune import finetune_embedder
@@ -438,9 +438,9 @@ def finetune_stage(run: _Run, m: Model, seed: int) -> None:
     rec["embedder_pt"] = str(st.dir / "model.pt")
 
 
-def retrieval_stage(run: _Run, m: Model, seed: int) -> None:
+def retrieval_stage(run: PipelineRun, m: Model, seed: int) -> None:
     """Photo search with the model's fine-tuned embedder: recall@k and mAP@10 with intervals, per query."""
-    from .retrieval_eval import CheckpointEmbedder, evaluate_embedder, markdown_table
+    from spnas.app.jobs.retrieval_eval import CheckpointEmbedder, evaluate_embedder, markdown_table
 
     rc, rec = run.cfg.retrieval, m.seeds[seed]
     st = run.stage("retrieval", f"{m.name}/s{seed}", {
@@ -461,9 +461,9 @@ def retrieval_stage(run: _Run, m: Model, seed: int) -> None:
     rec["retrieval"] = res
 
 
-def export_stage(run: _Run, m: Model, seed: int) -> None:
+def export_stage(run: PipelineRun, m: Model, seed: int) -> None:
     """Export the model's first-seed embedder (or classifier when fine-tuning is off) to a verified bundle."""
-    from .export_job import run_export
+    from spnas.app.jobs.export import run_export
 
     cfg = run.cfg
     rec = m.seeds[seed]
@@ -498,7 +498,7 @@ def export_stage(run: _Run, m: Model, seed: int) -> None:
 # ---------------------------------------------------------------------------------- the run
 def run_pipeline(cfg: PipelineAppConfig) -> dict[str, Any]:
     """Run every stage (skipping finished ones) and write the report; returns report.json's content."""
-    from .report import write_report
+    from spnas.app.pipeline.report import write_report
 
     if cfg.data.kind is DataKind.folder:  # your photos: a folder a classifier cannot use is refused before anything
         from training.datasets import list_splits
@@ -509,7 +509,7 @@ def run_pipeline(cfg: PipelineAppConfig) -> dict[str, Any]:
     searched = [*cfg.socs, *([FLEET] if cfg.search.fleet else [])]
     ks = list(search_seeds(cfg))  # the run's seed first: its winners get the controls
     n_controls = sum(cfg.controls.socs is None or s in cfg.controls.socs for s in searched)
-    run = _Run(cfg, Path(cfg.run_dir), set(cfg.force),
+    run = PipelineRun(cfg, Path(cfg.run_dir), set(cfg.force),
                progress=RunProgress([*["warmup"] * len(ks), *["search"] * (len(searched) * len(ks)),
                                      *["controls"] * n_controls]))
     try:

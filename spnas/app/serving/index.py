@@ -27,7 +27,7 @@ from retrieval.photos import PhotoStore
 from retrieval.resolver import announced_versions
 from retrieval.versions import Repository, fetch_url
 
-from .serving_config import IndexAppConfig, IndexCommand
+from spnas.app.serving.config import IndexAppConfig, IndexCommand
 
 log = logging.getLogger(__name__)
 

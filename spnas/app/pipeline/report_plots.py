@@ -11,7 +11,7 @@ from typing import Any
 from latency_tables.predictor import latency_breakdown
 from latency_tables.table import LatencyTable
 from search_spaces import ArchSpec, SearchSpace
-from spnas.app.config import PipelineAppConfig
+from spnas.app.pipeline.config import PipelineAppConfig
 
 FLEET = "fleet"
 KIND_STYLE = {"spnas": {"marker": "*", "ms": 13, "color": "tab:red"}, "random": {"marker": "o", "ms": 5, "color": "0.55"},
@@ -166,7 +166,7 @@ def learning_curves(run_dir: Path, models: dict[str, Any], rows: list[dict[str, 
 def check_window(models: dict[str, Any], rows: list[dict[str, Any]]) -> tuple[float, float] | None:
     """The steps the budget check measures the rise between (`evidence.rise_window`), over every curve:
     the earliest start and latest end (one window when, as in a run, every model trains the same steps)."""
-    from .evidence import rise_window
+    from spnas.app.pipeline.evidence import rise_window
 
     wins = [rise_window((rec.get("train") or {}).get("curve") or []) for r in rows
             for rec in models[r["model"]].seeds.values()]

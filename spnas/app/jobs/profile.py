@@ -39,7 +39,7 @@ from latency_tables.socs import SOCS as SOC_FACTS
 from latency_tables.table import LatencyTable
 from search_spaces import SearchSpace
 from search_spaces.reference import REFERENCE_NETS
-from spnas.app.config import ProfileAppConfig
+from spnas.app.jobs.config import ProfileAppConfig
 from spnas_core.errors import ConfigError
 from spnas_core.paths import user_tables_dir
 from spnas_core.versions import versions

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from spnas.app.config import ExportAppConfig, SearchAppConfig, SweepAppConfig, TrainAppConfig
+from spnas.app.jobs.config import ExportAppConfig, SearchAppConfig, SweepAppConfig, TrainAppConfig
 from spnas_core.errors import ConfigError
 from training.datasets import DataBundle
 
@@ -89,7 +89,7 @@ def sweep(cfg: SweepAppConfig) -> dict[str, Any]:
 
 def export(cfg: ExportAppConfig, data: DataBundle | None = None) -> dict[str, Any]:
     """`spnas-export`: `spnas.app.export_job.run_export` (conversion, parity, latency on every table)."""
-    from .export_job import run_export
+    from spnas.app.jobs.export import run_export
 
     return run_export(cfg.export, cfg.checkpoint, data if data is not None else cfg.data, cfg.out_dir, arch=cfg.arch,
                       seed=cfg.seed, threads=cfg.threads)

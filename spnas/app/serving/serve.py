@@ -50,7 +50,7 @@ from spnas_core.errors import ConfigError, DataNotFoundError
 from spnas_core.files import write_json_atomic
 from training.config import DataConfig
 
-from .serving_config import SeedTimes, ServeAppConfig, ServeCommand
+from spnas.app.serving.config import SeedTimes, ServeAppConfig, ServeCommand
 
 log = logging.getLogger(__name__)
 

@@ -21,14 +21,14 @@ from typing import Any
 
 from latency_tables.table import LatencyTable
 from search_spaces import ArchSpec
-from spnas.app.config import PipelineAppConfig
+from spnas.app.pipeline.config import PipelineAppConfig
 from spnas_core.errors import TableError
 from spnas_core.files import write_bytes_atomic, write_json_atomic
 from spnas_core.versions import versions
 
-from . import evidence as E
-from .report_md import markdown
-from .report_plots import make_plots
+from spnas.app.pipeline import evidence as E
+from spnas.app.pipeline.report_md import markdown
+from spnas.app.pipeline.report_plots import make_plots
 
 BASELINE = "mobilenet_v2"
 FLEET = "fleet"

@@ -30,7 +30,7 @@ from retrieval.config import Backend, FactoryConfig
 from retrieval.embedders import Embedder, make_embedder
 from retrieval.metrics import per_query, percentile_ms
 from retrieval.version_index import VersionIndex
-from spnas.app.config import RetrievalEvalAppConfig
+from spnas.app.jobs.config import RetrievalEvalAppConfig
 from spnas_core.errors import ImageDecodeError, InputError
 from spnas_core.files import write_bytes_atomic, write_json_atomic
 from spnas_core.images import decode_rgb

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from spnas.app.config import PipelineAppConfig
+from spnas.app.pipeline.config import PipelineAppConfig
 
-from .evidence import METRICS, ONE_SEED
+from spnas.app.pipeline.evidence import METRICS, ONE_SEED
 
 
 def _f(v: Any, spec: str = ".3f") -> str:

@@ -1,6 +1,6 @@
 """Compose a command's typed config from Hydra overrides, with errors a user can act on.
 
-The typed schemas (`spnas.app.config` and each layer's `config.py`) are registered in Hydra's ConfigStore together with the options
+The typed schemas (the rooms' `config.py` and each layer's `config.py`) are registered in Hydra's ConfigStore together with the options
 whose facts live in code (SoCs from `latency_tables.socs`, search spaces from `search_spaces`); the
 YAML files under `configs/` are presets on top of them. Composition checks every key, type and
 choice; `to_typed` then builds the dataclasses (running their cross-field checks), all before any
@@ -19,14 +19,21 @@ from export.config import ExportConfig
 from latency_tables.config import SocConfig
 from nas.config import SearchConfig
 from search_spaces.config import SpaceConfig, StageConfig
-from spnas.app.config import APPS
+from spnas.app.jobs.config import (ExportAppConfig, ProfileAppConfig, RetrievalEvalAppConfig, SearchAppConfig,
+                                   SweepAppConfig, TrainAppConfig)
+from spnas.app.pipeline.config import PipelineAppConfig
+from spnas.app.serving.config import IndexAppConfig, ServeAppConfig
 from spnas_core.config import did_you_mean
 from spnas_core.errors import ConfigError
 from training.config import TrainConfig
 
-from .serving_config import IndexAppConfig, ServeAppConfig
 
-APPS.update({"serve": ServeAppConfig, "index": IndexAppConfig})  # the photo search's commands
+# Every command config, by the name Hydra registers it under (the rooms declare them beside their jobs).
+APPS: dict[str, type] = {
+    "train": TrainAppConfig, "search": SearchAppConfig, "sweep": SweepAppConfig, "export": ExportAppConfig,
+    "retrieval_eval": RetrievalEvalAppConfig, "profile": ProfileAppConfig, "pipeline": PipelineAppConfig,
+    "serve": ServeAppConfig, "index": IndexAppConfig,
+}
 
 CONFIG_DIR = str(resources.files("configs"))
 

@@ -73,7 +73,7 @@ def run_app(app: str, summary: str, task: Callable[[Any], Any], argv: Sequence[s
     """Parse argv, compose and type the config, run `task(config)`; exit with the right code."""
     from spnas._version import __version__
 
-    from .compose import compose_node, render_help, to_typed
+    from spnas.app.cli.compose import compose_node, render_help, to_typed
 
     args = list(sys.argv[1:] if argv is None else argv)
     if "--version" in args or "-V" in args:
@@ -118,7 +118,7 @@ def _is_main_rank() -> bool:
 
 
 def _train(cfg: Any) -> None:
-    from . import commands
+    from spnas.app.jobs import commands
 
     s = commands.train(cfg)
     if _is_main_rank():
@@ -141,7 +141,7 @@ def profile_main() -> None:
         argv = [f"command={argv[0]}", *argv[1:]]
 
     def task(cfg: Any) -> None:
-        from .profile import run
+        from spnas.app.jobs.profile import run
 
         run(cfg)
 
@@ -156,7 +156,7 @@ def search_main() -> None:
     """`spnas-search`: Single-Path NAS against a device's latency table."""
 
     def task(cfg: Any) -> None:
-        from . import commands
+        from spnas.app.jobs import commands
 
         s = commands.search(cfg)
         if _is_main_rank():
@@ -177,7 +177,7 @@ def sweep_main() -> None:
     """`spnas-sweep`: Optuna study over lambda or target latency; Pareto front as CSV and PNG."""
 
     def task(cfg: Any) -> None:
-        from . import commands
+        from spnas.app.jobs import commands
 
         s = commands.sweep(cfg)
         print(f"{len(s['trials'])} trials, {len(s['pareto'])} on the Pareto front: {s['csv']} {s['png']}")
@@ -190,7 +190,7 @@ def export_main() -> None:
     """`spnas-export`: a trained model to a verified TFLite / ONNX / MediaPipe bundle."""
 
     def task(cfg: Any) -> None:
-        from . import commands
+        from spnas.app.jobs import commands
 
         m = commands.export(cfg)
         p = m["parity"]
@@ -210,7 +210,7 @@ def retrieval_eval_main() -> None:
     """`spnas-retrieval-eval`: recall@k / mAP@10 and query latency of a bundle."""
 
     def task(cfg: Any) -> None:
-        from .retrieval_eval import markdown_table, run
+        from spnas.app.jobs.retrieval_eval import markdown_table, run
 
         print(markdown_table(run(cfg)))
 
@@ -224,7 +224,7 @@ def serve_main() -> None:
         argv = [f"command={argv[0]}", *argv[1:]]
 
     def task(cfg: Any) -> None:
-        from .serve import run
+        from spnas.app.serving.serve import run
 
         run(cfg)
 
@@ -242,7 +242,7 @@ def index_main() -> None:
         argv = [f"command={argv[0].replace('-', '_')}", *argv[1:]]
 
     def task(cfg: Any) -> None:
-        from .index import run
+        from spnas.app.serving.index import run
 
         run(cfg)
 
@@ -255,7 +255,7 @@ def pipeline_main() -> None:
     """`spnas-pipeline`: the main job, from search to report."""
 
     def task(cfg: Any) -> None:
-        from .pipeline import run_pipeline
+        from spnas.app.pipeline.run import run_pipeline
 
         t0 = time.perf_counter()
         r = run_pipeline(cfg)

@@ -13,7 +13,7 @@ from omegaconf import MISSING
 
 from retrieval.config import (AuthConfig, Backend, BuildConfig, DeltaConfig, Granularity, Limits, Locations, PartialResults,
                               RetentionConfig, SearchParams, TlsConfig)
-from spnas.app.config import RunConfig
+from spnas.app.base import RunConfig
 from spnas_core.config import opt
 from training.config import DataConfig
 from spnas_core.errors import ConfigError

@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     import spnas
-    from latency_tables.table import LatencyTable
+    from latency_tables.lookup.table import LatencyTable
     from nas.groundtruth import NasBenchMacro, costliest, depth_then_cost, judge, random_controls
     from nas.proxies import score_arch
     from nas.ranking import RankingImages, score_paths

@@ -25,14 +25,14 @@ def _r(v: Any, d: int = 3) -> Any:
 
 
 def main() -> None:
-    from latency_tables.grounding import (
+    from latency_tables.validating.grounding import (
         RATIO_TARGET, SHARED_KEY_TARGET, TAU_TARGET, leave_one_device_out, pairwise_tau, ratio_table,
         shared_key_checks, whole_network_checks,
     )
-    from latency_tables.keys import ops_of, ops_of_space
-    from latency_tables.modeled import SOCS, fit_measured, group_factors
-    from latency_tables.sources import MEASURED
-    from latency_tables.table import LatencyTable
+    from latency_tables.lookup.keys import ops_of, ops_of_space
+    from latency_tables.modelling.modeled import SOCS, fit_measured, group_factors
+    from latency_tables.modelling.sources import MEASURED
+    from latency_tables.lookup.table import LatencyTable
     from search_spaces import default_space, mobilenet_v2
 
     fits = fit_measured()
@@ -50,7 +50,7 @@ def main() -> None:
         t = tables[n]
         model = t.model
         split = {"compute": 0.0, "memory": 0.0, "dispatch": 0.0}
-        from latency_tables.costmodel import kernels_of_key
+        from latency_tables.lookup.costmodel import kernels_of_key
 
         for k in mbv2:
             for g, v in model.breakdown(kernels_of_key(k)).items():
@@ -81,7 +81,7 @@ def main() -> None:
                                    "measured phones", rows,
            notes=(
                "Each table is a latency model fitted to a phone's public per-op measurements (Pixel 3 = SD845 "
-               "HW-NAS-Bench, Pixel 1 = SD821 ProxylessNAS; `latency_tables/modeled.py`), mapped to the SoC by its "
+               "HW-NAS-Bench, Pixel 1 = SD821 ProxylessNAS; `latency_tables/modelling/modeled.py`), mapped to the SoC by its "
                "specs (compute x = peak-FMA ratio, memory x = clock ratio for cache traffic, dram x = DRAM bandwidth "
                "ratio; 32-bit ARM GEMM tiles for sd801) and scaled to the SoC's published MobileNetV2 latency. "
                "Ratios are means over the 14 searchable layers of the MobileNetV3 space at 224 (SE_x, hswish_x: the "

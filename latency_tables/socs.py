@@ -58,7 +58,7 @@ def all_devices() -> dict[str, SocFacts]:
     return {**SOCS, "host": HOST}
 
 
-# Not a device: multiply-adds as the cost (`latency_tables.flops`), for FLOPs-budgeted searches such as
+# Not a device: multiply-adds as the cost (`latency_tables.lookup.flops`), for FLOPs-budgeted searches such as
 # NAS-Bench-Macro's ground truth (`spnas-search soc=flops`; the pipeline, which exports and times winners on
 # devices, does not take it).
 FLOPS = SocFacts("flops", "multiply-adds", "no device: multiply-adds counted from shapes", "", None, None)

@@ -1,7 +1,7 @@
 """The latency term of the search loss and the verdict on where a search landed (pure functions).
 
-One device: R is the table's differentiable latency (`latency_tables.predictor.SpaceLatency`) and
-the budget T is in ms. A fleet (`latency_tables.fleet.FleetLatency`): R is the fleet's normalised
+One device: R is the table's differentiable latency (`latency_tables.lookup.predictor.SpaceLatency`) and
+the budget T is in ms. A fleet (`latency_tables.lookup.fleet.FleetLatency`): R is the fleet's normalised
 cost (max or weighted sum of R_d / T_d) and the budget is 1.0. The loss forms are the same for both.
 """
 
@@ -11,8 +11,8 @@ from typing import Any, Sequence
 
 import torch
 
-from latency_tables.predictor import SpaceLatency, predict_latency_ms
-from latency_tables.table import LatencyTable
+from latency_tables.lookup.predictor import SpaceLatency, predict_latency_ms
+from latency_tables.lookup.table import LatencyTable
 from nas.config import LossForm, SearchConfig
 from search_spaces import reference
 from spnas_core.errors import ConfigError

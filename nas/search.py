@@ -25,7 +25,7 @@ schedule, decisions, random-number streams, the open epoch's counters); `run_sea
 forks from it and takes the same steps an unshared search of the same seed would take.
 
 One net for a fleet: given several tables, the cost is the fleet's normalised latency
-(`latency_tables.fleet.FleetLatency`: the max or the weighted sum of R_d / T_d, budget 1.0).
+(`latency_tables.lookup.fleet.FleetLatency`: the max or the weighted sum of R_d / T_d, budget 1.0).
 
 Devices and processes (`training.devices`, `training.distributed`): `device=auto|cpu|cuda|cuda:N` with
 mixed precision for the forward pass (the latency term stays float32); under `torchrun` the supernet
@@ -50,9 +50,9 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
-from latency_tables.fleet import FleetLatency
-from latency_tables.predictor import SpaceLatency, predict_latency_ms
-from latency_tables.table import LatencyTable, usable_tables
+from latency_tables.lookup.fleet import FleetLatency
+from latency_tables.lookup.predictor import SpaceLatency, predict_latency_ms
+from latency_tables.lookup.table import LatencyTable, usable_tables
 from nas.budget import Budget, majority_decision, plan_budget, threshold_lr_factor
 from nas.config import FinalistProxy, LossForm, SearchConfig, StartRule, WarmupSampling
 from nas.cost import TableCost, latency_loss, resolve_target_ms, target_verdict

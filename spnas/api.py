@@ -22,7 +22,7 @@ from typing import Any, Sequence, Union
 
 import numpy as np
 
-from latency_tables.table import LatencyTable
+from latency_tables.lookup.table import LatencyTable
 from search_spaces import ArchSpec
 from spnas.app.cli.compose import APPS
 from spnas.app.jobs.config import ExportAppConfig, SearchAppConfig, TrainAppConfig

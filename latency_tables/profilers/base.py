@@ -10,7 +10,7 @@ from typing import Any, Protocol
 
 from spnas_core.errors import DeviceError
 
-from ..table import OpStats
+from latency_tables.lookup.table import OpStats
 
 STATISTIC = "fastest_run_mean"
 STATISTIC_HELP = ("mean of the timed invocations of one run (benchmark_model's `avg`), the fastest of `repeats` "

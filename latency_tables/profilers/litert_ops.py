@@ -197,7 +197,7 @@ class LiteRtOpProfiler:
     def describe(self) -> dict[str, Any]:
         from importlib import metadata
 
-        from ..fingerprint import machine_fingerprint
+        from latency_tables.lookup.fingerprint import machine_fingerprint
         from .local import cpu_model
 
         return {"runtime": "LiteRT CompiledModel (ai-edge-litert C API, XNNPACK) with its op profiler",

@@ -75,7 +75,7 @@ class LocalProfiler:
     def describe(self) -> dict[str, Any]:
         from importlib import metadata
 
-        from ..fingerprint import machine_fingerprint
+        from latency_tables.lookup.fingerprint import machine_fingerprint
 
         return {
             "runtime": "LiteRT interpreter (ai-edge-litert, XNNPACK delegate)",

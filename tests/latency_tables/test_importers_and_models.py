@@ -10,11 +10,11 @@ import pytest
 import torch
 import yaml
 
-from latency_tables.importers import import_ofa_yaml, import_spnas_json
-from latency_tables.keys import ops_of, ops_of_space
-from latency_tables.modeled import METHOD, SOCS, fit_measured, modeled_table
-from latency_tables.predictor import SpaceLatency, latency_breakdown, predict_latency_ms
-from latency_tables.table import LatencyTable, MissingOpsError, OpStats
+from latency_tables.importing.importers import import_ofa_yaml, import_spnas_json
+from latency_tables.lookup.keys import ops_of, ops_of_space
+from latency_tables.modelling.modeled import METHOD, SOCS, fit_measured, modeled_table
+from latency_tables.lookup.predictor import SpaceLatency, latency_breakdown, predict_latency_ms
+from latency_tables.lookup.table import LatencyTable, MissingOpsError, OpStats
 from search_spaces import SKIP, ArchSpec, default_space, mobilenet_v2
 from search_spaces.spaces import SPACES
 from spnas_core.errors import TableError
@@ -157,7 +157,7 @@ def _yaml_from_csv(csv_path: Path, out: Path, where=lambda r: True) -> dict[str,
 
 
 def test_proxylessnas_pixel1_table_predicts_what_its_lookup_code_predicts(latency_data, tmp_path):
-    from latency_tables.sources import PROXYLESS_MOBILE, proxyless_mobile_blocks
+    from latency_tables.modelling.sources import PROXYLESS_MOBILE, proxyless_mobile_blocks
 
     rows = _yaml_from_csv(latency_data / "proxylessnas_mobile_lut_pixel1.csv", tmp_path / "mobile_trim.yaml")
     t = import_ofa_yaml(tmp_path / "mobile_trim.yaml")

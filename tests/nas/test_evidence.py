@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from latency_tables.fleet import FleetLatency
-from latency_tables.predictor import SpaceLatency
-from latency_tables.table import LatencyTable
+from latency_tables.lookup.fleet import FleetLatency
+from latency_tables.lookup.predictor import SpaceLatency
+from latency_tables.lookup.table import LatencyTable
 from nas.controls import sample_at_cost, scale_reference, width_family
 from search_spaces import ArchSpec, default_space, mobilenet_v2
 from spnas.app.pipeline import evidence as E

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from latency_tables.table import LatencyTable
+from latency_tables.lookup.table import LatencyTable
 from search_spaces import ArchSpec
 from search_spaces.proxy import Proxy, _min_input_map
 from nas.controls import control_seed

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from latency_tables.predictor import predict_latency_ms
-from latency_tables.table import LatencyTable
+from latency_tables.lookup.predictor import predict_latency_ms
+from latency_tables.lookup.table import LatencyTable
 from nas.config import LossForm
 from search_spaces import ArchSpec
 from training.datasets import load_data

@@ -91,7 +91,7 @@ def test_the_search_space_is_defined_once():
 
 
 def test_soc_facts_are_defined_once():
-    from latency_tables import modeled
+    from latency_tables.modelling import modeled
     from latency_tables.socs import SOCS, all_devices
 
     assert not (CONFIGS / "soc").exists()

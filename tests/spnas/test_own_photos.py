@@ -235,7 +235,7 @@ def test_step_floors_that_a_folder_cannot_shrink():
 
 
 def test_a_malformed_table_in_spnas_home_is_reported_once_and_kept_out_of_manifests(tmp_path, monkeypatch, caplog):
-    from latency_tables.table import usable_tables
+    from latency_tables.lookup.table import usable_tables
     from search_spaces import reference
     from spnas.app.jobs.export import table_predictions
 

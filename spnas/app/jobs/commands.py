@@ -17,7 +17,7 @@ def resolve_soc(cfg: SearchAppConfig | SweepAppConfig) -> Any:
     """`soc=host` is the table measured on this machine (by fingerprint; `soc.if_no_table`,
     `soc.stale_check`); any other device's table is used as named."""
     from export.tflite import convert_to_tflite
-    from latency_tables.host import prepare_soc
+    from latency_tables.measuring.host import prepare_soc
     from search_spaces import SearchSpace
 
     soc, _ = prepare_soc(cfg.soc, SearchSpace.from_config(cfg.space), cfg.search.latency_resolution, 1000,
@@ -49,7 +49,7 @@ def judge_by_groundtruth(cfg: SearchAppConfig, summary: dict[str, Any], table_re
     search_summary.json."""
     from pathlib import Path
 
-    from latency_tables.table import LatencyTable
+    from latency_tables.lookup.table import LatencyTable
     from nas.groundtruth import NasBenchMacro, judge_search
     from search_spaces.nasbench_macro import arch_of
     from spnas_core.files import write_json_atomic

@@ -29,9 +29,9 @@ from export.bundle import ExportInputs, Tolerances, build_bundle
 from export.config import ExportConfig, ExportLatencyConfig, Int8Policy
 from export.deploy import DeployModel
 from export.tflite import convert_to_tflite
-from latency_tables.predictor import predict_latency_ms
+from latency_tables.lookup.predictor import predict_latency_ms
 from latency_tables.profilers import LocalProfiler
-from latency_tables.table import usable_tables
+from latency_tables.lookup.table import usable_tables
 from search_spaces import ArchSpec, build_model
 from spnas_core.errors import ConfigError, ImageDecodeError, InputError, ParityError, TableError
 from spnas_core.images import decode_rgb

@@ -23,7 +23,7 @@ from typing import Any
 
 from export.tflite import convert_to_tflite
 from latency_tables.config import ProfileDevice
-from latency_tables.host import (
+from latency_tables.measuring.host import (
     host_device_name,
     local_profiler,
     measure_table,
@@ -32,11 +32,11 @@ from latency_tables.host import (
     table_keys,
     validate_table,
 )
-from latency_tables.modeled import SOCS, fit_measured, modeled_table
-from latency_tables.predictor import predict_latency_ms
+from latency_tables.modelling.modeled import SOCS, fit_measured, modeled_table
+from latency_tables.lookup.predictor import predict_latency_ms
 from latency_tables.profilers import AdbProfiler, Profiler
 from latency_tables.socs import SOCS as SOC_FACTS
-from latency_tables.table import LatencyTable
+from latency_tables.lookup.table import LatencyTable
 from search_spaces import SearchSpace
 from search_spaces.reference import REFERENCE_NETS
 from spnas.app.jobs.config import ProfileAppConfig
@@ -99,7 +99,7 @@ def cmd_measure(cfg: ProfileAppConfig) -> LatencyTable:
 # ---------------------------------------------------------------------------------- model / import
 def cmd_model(cfg: ProfileAppConfig) -> list[Path]:
     """Derive the Snapdragon tables: fit each measured phone, map to each SoC, scale to MobileNetV2."""
-    from latency_tables.grounding import validation_summary
+    from latency_tables.validating.grounding import validation_summary
     from search_spaces.spaces import SPACES
 
     resolutions = list(cfg.resolutions)
@@ -152,7 +152,7 @@ def _table_validation(summary: dict[str, Any], soc: str) -> dict[str, Any]:
 
 def cmd_import(cfg: ProfileAppConfig) -> Path:
     """Import a Single-Path NAS JSON or an OFA / ProxylessNAS YAML table (the format is read from the content)."""
-    from latency_tables.importers import check_format, import_ofa_yaml, import_spnas_json, read_source
+    from latency_tables.importing.importers import check_format, import_ofa_yaml, import_spnas_json, read_source
 
     src = cfg.source
     if not src.path:
@@ -173,7 +173,7 @@ def cmd_import(cfg: ProfileAppConfig) -> Path:
 
 # ---------------------------------------------------------------------------------- validate
 def cmd_validate(cfg: ProfileAppConfig) -> dict[str, Any]:
-    """Whole networks measured on this CPU vs the table's predictions (`latency_tables.host.validate_table`)."""
+    """Whole networks measured on this CPU vs the table's predictions (`latency_tables.measuring.host.validate_table`)."""
     table = LatencyTable.load(cfg.validate.table)
     result = validate_table(table, _space(cfg), cfg.validate, make_profiler(cfg, ProfileDevice.local),
                             convert_to_tflite)
@@ -188,7 +188,7 @@ def make_op_profiler(cfg: ProfileAppConfig, jobs_file: Path) -> Any:
     """The whole-network op profiler of a config: LiteRT's profiler on this CPU, benchmark_model's op
     profiling over adb, or Qualcomm AI Hub (its jobs recorded in `jobs_file`, so a re-run reuses them)."""
     if cfg.device is ProfileDevice.local:
-        from latency_tables.host import local_profiler
+        from latency_tables.measuring.host import local_profiler
         from latency_tables.profilers.litert_ops import LiteRtOpProfiler
 
         lp = local_profiler(cfg.profile)
@@ -205,10 +205,10 @@ def make_op_profiler(cfg: ProfileAppConfig, jobs_file: Path) -> Any:
 
 def cmd_wholenet(cfg: ProfileAppConfig) -> Any:
     """A table from whole-network op profiles: the covering design's networks (every key in
-    `wholenet.k` of them), converted once, profiled per op, attributed (`latency_tables.wholenet`)."""
-    from latency_tables.covering import design
-    from latency_tables.host import whole_model_path
-    from latency_tables.wholenet import device_runs, profile_design, profiles_dir
+    `wholenet.k` of them), converted once, profiled per op, attributed (`latency_tables.measuring.wholenet`)."""
+    from latency_tables.measuring.covering import design
+    from latency_tables.measuring.host import whole_model_path
+    from latency_tables.measuring.wholenet import device_runs, profile_design, profiles_dir
 
     space = _space(cfg)
     res = cfg.wholenet.resolution or cfg.resolutions[0]

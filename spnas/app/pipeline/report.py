@@ -19,7 +19,7 @@ import io
 from pathlib import Path
 from typing import Any
 
-from latency_tables.table import LatencyTable
+from latency_tables.lookup.table import LatencyTable
 from search_spaces import ArchSpec
 from spnas.app.pipeline.config import PipelineAppConfig
 from spnas_core.errors import TableError

@@ -8,8 +8,8 @@ import csv
 from pathlib import Path
 from typing import Any
 
-from latency_tables.predictor import latency_breakdown
-from latency_tables.table import LatencyTable
+from latency_tables.lookup.predictor import latency_breakdown
+from latency_tables.lookup.table import LatencyTable
 from search_spaces import ArchSpec, SearchSpace
 from spnas.app.pipeline.config import PipelineAppConfig
 

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from latency_tables.table import LatencyTable, resolve_table_path
+from latency_tables.lookup.table import LatencyTable, resolve_table_path
 from search_spaces import ArchSpec, SearchSpace
 from spnas.app.pipeline.config import PipelineAppConfig, RetrievalSource
 from spnas_core.config import to_plain
@@ -280,8 +280,8 @@ def costs_of(space: SearchSpace, tables: list[LatencyTable], resolution: int, wi
     sampling) and any architecture -> cost at the deployment `resolution`. One device: ms on its table; a
     fleet (the search summary's `fleet`: devices, budgets, objective, weights): the fleet's normalised
     cost, the number the report's `_fleet_cost` gives the same net."""
-    from latency_tables.fleet import FleetLatency
-    from latency_tables.predictor import SpaceLatency
+    from latency_tables.lookup.fleet import FleetLatency
+    from latency_tables.lookup.predictor import SpaceLatency
 
     lats = [SpaceLatency(space, t, resolution, width, num_classes) for t in tables]
     if not fleet:
@@ -552,7 +552,7 @@ def prepare_devices(cfg: PipelineAppConfig) -> tuple[PipelineAppConfig, dict[str
     without one, `soc.stale_check` spot-checks it). A skipped device leaves the run and the report says
     why; returns the config to run and, per device, what happened (table, fingerprint, spot check, skip)."""
     from export.tflite import convert_to_tflite
-    from latency_tables.host import prepare_soc
+    from latency_tables.measuring.host import prepare_soc
 
     space = SearchSpace.from_config(cfg.space)
     socs, configs, devices = [], dict(cfg.soc_configs), {}

@@ -28,8 +28,8 @@ from typing import Sequence
 from search_spaces import ArchSpec
 from spnas_core.errors import InputError
 
-from .keys import ArchOp, ops_of
-from .profilers.base import OpEntry
+from latency_tables.lookup.keys import ArchOp, ops_of
+from latency_tables.profilers.base import OpEntry
 
 _KINDS = [  # (kind, pattern on the node type), first match wins: depthwise before convolution
     ("dw", r"DEPTHWISE|DWConv|Depthwise"),

@@ -24,11 +24,11 @@ import numpy as np
 from search_spaces import ArchSpec, SearchSpace, make_divisible, mobilenet_v3_large, mobilenet_v3_small
 from search_spaces.space import SKIP
 
-from .costmodel import FEATURES, DeviceModel, Measured, features
-from .keys import ops_of, ops_of_references, ops_of_space
-from .modeled import SOCS, MeasuredFits, group_factors
-from .sources import MEASURED, Published, proxyless_mobile_blocks, published_latencies
-from .table import LatencyTable
+from latency_tables.lookup.costmodel import FEATURES, DeviceModel, Measured, features
+from latency_tables.lookup.keys import ops_of, ops_of_references, ops_of_space
+from latency_tables.modelling.modeled import SOCS, MeasuredFits, group_factors
+from latency_tables.modelling.sources import MEASURED, Published, proxyless_mobile_blocks, published_latencies
+from latency_tables.lookup.table import LatencyTable
 
 TAU_TARGET = 0.85
 RATIO_TARGET = 0.10

@@ -33,13 +33,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 from search_spaces import SearchSpace
-from search_spaces.grammar import _fmt_float
+from search_spaces.grammar import fmt_float
 from spnas_core.errors import InputNotFoundError, OpKeyError, TableError
 
-from .completeness import missing_parts
-from .costmodel import fc_kernels, pool_kernels
-from .keys import ops_of, parse_op_key
-from .table import LatencyTable, OpStats
+from latency_tables.importing.completeness import missing_parts
+from latency_tables.lookup.costmodel import fc_kernels, pool_kernels
+from latency_tables.lookup.keys import ops_of, parse_op_key
+from latency_tables.lookup.table import LatencyTable, OpStats
 
 log = logging.getLogger(__name__)
 
@@ -222,7 +222,7 @@ def import_ofa_yaml(path: str | os.PathLike, expand: Literal["auto", "ratio", "c
     """Rows from an OFA / ProxylessNAS YAML table, re-keyed to spnas op keys (see the module docstring).
 
     A table that does not price a whole network (cut short at a row boundary, or trimmed by hand) is
-    an error naming what is missing (`latency_tables.completeness`); `allow_partial=True` imports the
+    an error naming what is missing (`latency_tables.importing.completeness`); `allow_partial=True` imports the
     rows that are there, lists what is missing in `meta.missing` and says so."""
     text = read_source(path)
     check_format(path, text, "ofa")
@@ -394,7 +394,7 @@ def _rekey(f: dict[str, Any], expand: str, stem_kernel: int, head_kernel: int, h
         hout, wout, cout = f["output"]
         e = float(f["expand"])
         ratio = round(e / cin if expand == "channels" else e, 2)
-        return (f"expanded_conv-input:{hin}x{win}x{cin}-output:{hout}x{wout}x{cout}-expand:{_fmt_float(ratio)}"
+        return (f"expanded_conv-input:{hin}x{win}x{cin}-output:{hout}x{wout}x{cout}-expand:{fmt_float(ratio)}"
                 f"-kernel:{f['kernel']}-stride:{f['stride']}-idskip:{f.get('idskip', 0)}-se:{f.get('se', 0)}"
                 f"-hs:{f.get('hs', 0)}")
     if op in ("Conv", "Conv_1"):

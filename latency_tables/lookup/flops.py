@@ -9,6 +9,6 @@ overhead and nothing to measure.
 
 from __future__ import annotations
 
-from .table import FLOPS_NAME as NAME, FLOPS_UNIT as UNIT, MacsTable
+from latency_tables.lookup.table import FLOPS_NAME as NAME, FLOPS_UNIT as UNIT, MacsTable
 
 __all__ = ["MacsTable", "NAME", "UNIT"]

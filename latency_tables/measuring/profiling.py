@@ -15,8 +15,8 @@ from typing import Any, Callable, Iterable
 from spnas_core.errors import DeviceDisconnected, DeviceError, ModelRefusedError, RunStateError
 from spnas_core.files import write_json_atomic
 
-from .profilers.base import Profiler
-from .table import LatencyTable
+from latency_tables.profilers.base import Profiler
+from latency_tables.lookup.table import LatencyTable
 
 log = logging.getLogger(__name__)
 

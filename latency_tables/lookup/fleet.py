@@ -18,7 +18,7 @@ import torch
 
 from spnas_core.errors import ConfigError
 
-from .predictor import SpaceLatency
+from latency_tables.lookup.predictor import SpaceLatency
 
 OBJECTIVES = ("max", "weighted")
 

@@ -29,10 +29,10 @@ from search_spaces import ArchSpec
 from spnas_core.errors import DeviceDisconnected, InputError, RunStateError
 from spnas_core.files import write_json_atomic
 
-from .attribution import Attribution, attribute
-from .covering import CoveringDesign
-from .profilers.base import OpProfile, OpProfiler
-from .table import LatencyTable, OpStats
+from latency_tables.measuring.attribution import Attribution, attribute
+from latency_tables.measuring.covering import CoveringDesign
+from latency_tables.profilers.base import OpProfile, OpProfiler
+from latency_tables.lookup.table import LatencyTable, OpStats
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +119,7 @@ def profile_design(design: CoveringDesign, profiler: OpProfiler, whole_model: Wh
     folder.mkdir(parents=True, exist_ok=True)
     keys = sorted(design.coverage)
     meta = {**meta, "provenance": "measured", "date": time.strftime("%Y-%m-%d"),
-            "wholenet": {"method": "whole-network op profiles attributed to op keys (latency_tables.wholenet)",
+            "wholenet": {"method": "whole-network op profiles attributed to op keys (latency_tables.measuring.wholenet)",
                          "k": design.k, "design": design.summary(), "reference_keys": design.reference_keys,
                          "profiles_dir": str(folder)}}
     res = WholeNetResult(LatencyTable(meta, {}))

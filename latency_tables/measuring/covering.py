@@ -25,7 +25,7 @@ from search_spaces import SKIP, ArchSpec, SearchSpace
 from search_spaces.reference import REFERENCE_NETS
 from spnas_core.errors import TableError
 
-from .keys import ops_of
+from latency_tables.lookup.keys import ops_of
 
 
 @dataclass

@@ -32,14 +32,14 @@ from spnas_core.files import write_bytes_atomic
 from spnas_core.paths import cache_root, user_tables_dir
 from spnas_core.versions import versions
 
-from . import keys as K
-from .config import MissingTablePolicy, ProfilerConfig, SocConfig, StaleCheck, ValidateConfig
-from .fingerprint import host_slug, machine_fingerprint, table_fingerprint
-from .micro import Converter, MicroModelCache
-from .predictor import fit_calibration, predict_latency_ms
-from .profilers import LocalProfiler, Profiler, Timing
-from .profiling import profile_keys
-from .table import HostTableMismatch, LatencyTable, resolve_table_path
+from latency_tables.lookup import keys as K
+from latency_tables.config import MissingTablePolicy, ProfilerConfig, SocConfig, StaleCheck, ValidateConfig
+from latency_tables.lookup.fingerprint import host_slug, machine_fingerprint, table_fingerprint
+from latency_tables.measuring.micro import Converter, MicroModelCache
+from latency_tables.lookup.predictor import fit_calibration, predict_latency_ms
+from latency_tables.profilers import LocalProfiler, Profiler, Timing
+from latency_tables.measuring.profiling import profile_keys
+from latency_tables.lookup.table import HostTableMismatch, LatencyTable, resolve_table_path
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ def measure_whole(archs: list[ArchSpec], profiler: Profiler, convert: Converter,
 def overhead_archs(space: SearchSpace, resolution: int = 224) -> list[ArchSpec]:
     """The networks the calibration is fitted on: sampled with their own seed, so no network a
     validation run judges the table by (its sample and the reference nets) is among them."""
-    from .validate import sample_validation_archs
+    from latency_tables.validating.validate import sample_validation_archs
 
     archs = sample_validation_archs(space, OVERHEAD_ARCHS, OVERHEAD_SEED, resolution)
     return [a.replace(name=f"overhead-{i:02d}") for i, a in enumerate(archs)]
@@ -317,7 +317,7 @@ def validate_table(table: LatencyTable, space: SearchSpace, vcfg: ValidateConfig
     where every row is measured. Writes validate.json and the scatter plot into `vcfg.out_dir`."""
     from spnas_core.files import write_json_atomic
 
-    from .validate import error_metrics, sample_validation_archs
+    from latency_tables.validating.validate import error_metrics, sample_validation_archs
 
     res = vcfg.resolution
     # a sampled network the table was built or calibrated on (a whole-network table's profiled networks) is
@@ -351,7 +351,7 @@ def validate_table(table: LatencyTable, space: SearchSpace, vcfg: ValidateConfig
 
 
 def _validation_row(arch: ArchSpec, t: Timing, table: LatencyTable) -> dict[str, Any]:
-    from .predictor import op_sum_ms
+    from latency_tables.lookup.predictor import op_sum_ms
 
     return {"name": arch.name, "arch": arch.to_string(), "measured_ms": t.value, "measured_median_ms": t.median_ms,
             "measured_std_ms": t.std_ms, "run_means_ms": list(t.run_means_ms),
@@ -361,7 +361,7 @@ def _validation_row(arch: ArchSpec, t: Timing, table: LatencyTable) -> dict[str,
 def _at_current_speed(rows: list[dict[str, Any]], probes: list[tuple[ArchSpec, float]], probe_now: list[float]
                       ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
     """The speed factor from the probes and the error metrics of predictions scaled by it (None without probes)."""
-    from .validate import error_metrics
+    from latency_tables.validating.validate import error_metrics
 
     if not probes:
         return None, None
@@ -378,7 +378,7 @@ def _at_current_speed(rows: list[dict[str, Any]], probes: list[tuple[ArchSpec, f
 
 def _validation_plot(rows: list[dict[str, Any]], table: LatencyTable, profiler: Profiler,
                      speed: dict[str, Any] | None, shown: dict[str, Any], out_dir: Path) -> Path:
-    from .validate import scatter_plot
+    from latency_tables.validating.validate import scatter_plot
 
     title = f"{table.device}: table prediction vs measured (LiteRT, {getattr(profiler, 'threads', '?')} thread)"
     if speed:
@@ -391,8 +391,8 @@ def _validation_plot(rows: list[dict[str, Any]], table: LatencyTable, profiler: 
 def _op_model_check(table: LatencyTable, rows: list[dict[str, Any]], fp: Any) -> dict[str, Any]:
     """The per-device op model fitted to this table's rows, scaled to MobileNetV2's measurement, against
     the whole networks: how well the method behind the modeled tables does where the truth is known."""
-    from .costmodel import Measured, fit_device, kernels_of_key, scale_to
-    from .validate import error_metrics
+    from latency_tables.lookup.costmodel import Measured, fit_device, kernels_of_key, scale_to
+    from latency_tables.validating.validate import error_metrics
 
     fit_in = [Measured(k, tuple(kernels_of_key(k)), table.ms(k), "table row", k) for k in sorted(table.ops)]
     cache_kb = float((fp.caches_kb.get("L2") if fp else None) or 2048)

@@ -19,7 +19,7 @@ from typing import Callable
 
 from spnas_core.errors import DataNotFoundError, InputError
 
-from .costmodel import Kernel, Measured, conv_kernels, fc_kernels, mbconv_kernels, pool_kernels
+from latency_tables.lookup.costmodel import Kernel, Measured, conv_kernels, fc_kernels, mbconv_kernels, pool_kernels
 
 PIXEL3_FILE = "hwnasbench_fbnet_pixel3_perop.csv"
 PIXEL1_FILE = "proxylessnas_mobile_lut_pixel1.csv"

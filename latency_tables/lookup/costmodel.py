@@ -127,7 +127,7 @@ def kernels_of_layer(layer: ResolvedLayer, op: str) -> list[Kernel]:
 
 def kernels_of_key(key: str) -> list[Kernel]:
     """The kernels of the op an op key describes."""
-    from .keys import layer_of_key, parse_op_key
+    from latency_tables.lookup.keys import layer_of_key, parse_op_key
 
     return kernels_of_layer(layer_of_key(key), str(parse_op_key(key)["op"]))
 

@@ -22,10 +22,10 @@ from search_spaces.counts import layer_params_macs
 from spnas_core.errors import InputNotFoundError, OpKeyError, TableError, TableNotFoundError
 from spnas_core.files import write_text_atomic
 
-from .keys import layer_of_key, ops_of
+from latency_tables.lookup.keys import layer_of_key, ops_of
 
-DATA_DIR = Path(__file__).resolve().parent / "data"
-SCHEMA_PATH = Path(__file__).resolve().parent / "schema" / "lut.schema.json"
+DATA_DIR = Path(__file__).resolve().parents[1] / "data"
+SCHEMA_PATH = Path(__file__).resolve().parents[1] / "schema" / "lut.schema.json"
 LUT_FORMAT = "spnas.lut/1"
 
 log = logging.getLogger(__name__)
@@ -140,7 +140,7 @@ class LatencyTable:
     def model(self) -> Any:
         """The `costmodel.DeviceModel` of a modeled table (None otherwise)."""
         if not self._model_loaded:
-            from .costmodel import DeviceModel
+            from latency_tables.lookup.costmodel import DeviceModel
 
             method = self.meta.get("method") or {}
             self._model = DeviceModel.from_dict(method["model"]) if isinstance(method, dict) and \
@@ -451,7 +451,7 @@ def host_tables() -> list[tuple[str, dict[str, Any]]]:
 
 def host_table_name(threads: int | None = None) -> str | None:
     """The host table whose fingerprint matches this machine (and `threads`, when given), if any."""
-    from .fingerprint import machine_fingerprint, table_fingerprint
+    from latency_tables.lookup.fingerprint import machine_fingerprint, table_fingerprint
 
     for name, meta in host_tables():
         fp = table_fingerprint(meta)
@@ -464,7 +464,7 @@ def host_table_name(threads: int | None = None) -> str | None:
 
 def host_mismatch(threads: int = 1) -> HostTableMismatch:
     """The error for `host` when no table matches: both fingerprints and how to measure this machine."""
-    from .fingerprint import host_slug, machine_fingerprint, table_fingerprint
+    from latency_tables.lookup.fingerprint import host_slug, machine_fingerprint, table_fingerprint
 
     here = machine_fingerprint(threads)
     cands = [(n, table_fingerprint(m)) for n, m in host_tables()]
@@ -512,7 +512,7 @@ def resolve_table_path(name_or_path: str | os.PathLike) -> Path:
         f"with `spnas-profile import source.path=<file>`, or name an available one")
 
 
-# `flops`: multiply-adds as a cost table (its module, latency_tables.flops, says why).
+# `flops`: multiply-adds as a cost table (its module, latency_tables.lookup.flops, says why).
 FLOPS_NAME = "flops"
 FLOPS_UNIT = "MFLOPs"
 

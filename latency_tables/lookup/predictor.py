@@ -10,8 +10,8 @@ import torch
 from search_spaces import ArchSpec, SearchSpace
 from spnas_core.errors import TableError
 
-from .keys import ops_of
-from .table import LatencyTable
+from latency_tables.lookup.keys import ops_of
+from latency_tables.lookup.table import LatencyTable
 
 
 def predict_latency_ms(arch: ArchSpec, table: LatencyTable) -> float:

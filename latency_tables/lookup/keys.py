@@ -11,6 +11,9 @@
 
 `expand` is the ratio (ProxylessNAS convention); ReLU and ReLU6 share `hs:0` because TFLite fuses
 both into the convolution at the same cost. A `skip` layer has no row: it costs nothing.
+
+This module is the key format only (no torch): loading and reading a table never builds a layer. The
+single-op PyTorch modules a key is measured with are in `latency_tables.measuring.micro`.
 """
 
 from __future__ import annotations
@@ -18,11 +21,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable
 
-import torch
-from torch import nn
-
-from search_spaces import ArchSpec, Block, ResolvedLayer, SearchSpace, build_layer, make_divisible
-from search_spaces.grammar import _fmt_float
+from search_spaces import ArchSpec, Block, ResolvedLayer, SearchSpace, make_divisible
+from search_spaces.grammar import fmt_float
 from search_spaces.reference import REFERENCE_NETS
 from spnas_core.errors import OpKeyError
 
@@ -37,7 +37,7 @@ def op_key(layer: ResolvedLayer, num_classes: int | None = None) -> str | None:
     shape_in = f"{layer.hin}x{layer.win}x{layer.cin}"
     shape_out = f"{layer.hout}x{layer.wout}x{layer.cout}"
     if b.kind == "ir":
-        return (f"expanded_conv-input:{shape_in}-output:{shape_out}-expand:{_fmt_float(b.expansion)}"
+        return (f"expanded_conv-input:{shape_in}-output:{shape_out}-expand:{fmt_float(b.expansion)}"
                 f"-kernel:{b.kernel}-stride:{b.stride}-idskip:{int(layer.residual)}-se:{int(b.se)}-hs:{hs}")
     if b.kind == "conv":
         name = "Conv" if layer.index == 0 else "Conv_1"
@@ -165,53 +165,3 @@ def _shape3(v: object, key: str) -> tuple[int, int, int]:
     if not isinstance(v, tuple) or len(v) != 3:
         raise OpKeyError(f"op key '{key}': expected an HxWxC shape, got {v}")
     return v  # type: ignore[return-value]
-
-
-class ChannelsLastOutput(nn.Module):
-    """Return a 4-D output in NHWC, as the layer hands it to the next one inside a converted network.
-
-    The converter takes NHWC input; without this, a single-layer model ends in a TRANSPOSE back to
-    NCHW that a whole network never runs, and the op's row would time it."""
-
-    def __init__(self, module: nn.Module) -> None:
-        super().__init__()
-        self.module = module
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.module(x)
-        return y.permute(0, 2, 3, 1) if y.ndim == 4 else y
-
-
-class NHWCGlobalPool(nn.Module):
-    """Global average pooling of an NHWC tensor (the pool micro-model takes NHWC input directly)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.mean((1, 2))
-
-
-@dataclass(frozen=True)
-class MicroModel:
-    """The single-op module for a key, its input shape, and whether that shape is already NHWC."""
-
-    module: nn.Module
-    input_shape: tuple[int, ...]
-    nhwc_input: bool = False  # True: pass the sample as is (no NCHW -> NHWC wrapping by the converter)
-
-
-def micro_module(key: str) -> MicroModel:
-    """The single-op PyTorch module for a key, channels-last in and out, and its input shape.
-
-    Built with the same `build_layer` as whole networks, so the micro-model is the real layer; its
-    converted op list holds the layer's own ops only (no layout TRANSPOSE a network would not run).
-    """
-    layer = layer_of_key(key)
-    b = layer.block
-    op = parse_op_key(key)["op"]
-    if op == "Logits":
-        return MicroModel(nn.Linear(layer.cin, layer.cout), (1, layer.cin))
-    if op == "AvgPool2D":
-        return MicroModel(NHWCGlobalPool(), (1, layer.hin, layer.win, layer.cin), nhwc_input=True)
-    module = build_layer(layer)
-    if b.kind == "fc":
-        return MicroModel(module, (1, layer.cin))
-    return MicroModel(ChannelsLastOutput(module), (1, layer.cin, layer.hin, layer.win))

@@ -35,12 +35,12 @@ from typing import Any, Iterable
 
 from search_spaces import mobilenet_v2
 
-from .costmodel import COMPUTE, FEATURES, DeviceModel, FitResult, fit_device, scale_to
-from .keys import ops_of
-from .socs import SOCS as SOC_FACTS
-from .socs import SPNAS_PAPER
-from .sources import MEASURED, MeasuredDevice
-from .table import LatencyTable, OpStats
+from latency_tables.lookup.costmodel import COMPUTE, FEATURES, DeviceModel, FitResult, fit_device, scale_to
+from latency_tables.lookup.keys import ops_of
+from latency_tables.socs import SOCS as SOC_FACTS
+from latency_tables.socs import SPNAS_PAPER
+from latency_tables.modelling.sources import MEASURED, MeasuredDevice
+from latency_tables.lookup.table import LatencyTable, OpStats
 
 METHOD = "fitted-op-model/1"
 GEMM_FEATURES = ("pw_macs", "conv_macs", "fc_macs")
@@ -130,7 +130,7 @@ def fit_measured(folder: Any = None, devices: Iterable[str] | None = None) -> Me
     """Fit every measured phone's model to its public per-op rows."""
     from pathlib import Path
 
-    from .sources import pixel1_node_profile
+    from latency_tables.modelling.sources import pixel1_node_profile
 
     where = Path(folder) if folder else None
     fits: dict[str, FitResult] = {}

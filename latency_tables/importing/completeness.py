@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from typing import Any, Iterable
 
-from .keys import parse_op_key
+from latency_tables.lookup.keys import parse_op_key
 
 Shape = tuple[int, ...]
 

@@ -28,6 +28,9 @@ from spnas_core.errors import OpKeyError
 
 
 OP_NAMES = ("expanded_conv", "Conv", "Conv_1", "Conv_2", "AvgPool2D", "Logits", "Projection")
+# The classifier a network's latency is read at: ImageNet's 1000 classes, as the published tables and the
+# SoCs' published MobileNetV2 latencies have it (a search on a 10-class proxy still ships a 1000-way head).
+DEPLOY_NUM_CLASSES = 1000
 
 
 def op_key(layer: ResolvedLayer, num_classes: int | None = None) -> str | None:

@@ -1,8 +1,8 @@
 """Compose a command's typed config from Hydra overrides, with errors a user can act on.
 
-The typed schemas (the rooms' `config.py` and each layer's `config.py`) are registered in Hydra's ConfigStore together with the options
-whose facts live in code (SoCs from `latency_tables.socs`, search spaces from `search_spaces`); the
-YAML files under `configs/` are presets on top of them. Composition checks every key, type and
+The typed schemas (the rooms' `config.py` and each layer's `config.py`) are registered in Hydra's
+ConfigStore; every config group lives in `configs/`: YAML presets, and `configs/groups.py` for the
+options whose facts live in code (SoCs from `latency_tables.socs`, search spaces from `search_spaces`). Composition checks every key, type and
 choice; `to_typed` then builds the dataclasses (running their cross-field checks), all before any
 data is touched. Every failure becomes one `ConfigError` line naming the key, with the closest valid
 keys or options ("did you mean ...?").
@@ -15,17 +15,12 @@ from dataclasses import fields, is_dataclass
 from importlib import resources
 from typing import Any, Iterator, Sequence
 
-from export.config import ExportConfig
-from latency_tables.config import SocConfig
-from nas.config import SearchConfig
-from search_spaces.config import SpaceConfig, StageConfig
 from spnas.app.jobs.config import (ExportAppConfig, ProfileAppConfig, RetrievalEvalAppConfig, SearchAppConfig,
                                    SweepAppConfig, TrainAppConfig)
 from spnas.app.pipeline.config import PipelineAppConfig
 from spnas.app.serving.config import IndexAppConfig, ServeAppConfig
 from spnas_core.config import did_you_mean
 from spnas_core.errors import ConfigError
-from training.config import TrainConfig
 
 
 # Every command config, by the name Hydra registers it under (the rooms declare them beside their jobs).
@@ -53,7 +48,8 @@ _registered = False
 
 
 def register() -> None:
-    """Register the schemas and the code-defined options in Hydra's ConfigStore (once)."""
+    """Register the command schemas, and the group options `configs/groups.py` defines from code, in Hydra's
+    ConfigStore (once)."""
     global _registered
     if _registered:
         return
@@ -61,28 +57,14 @@ def register() -> None:
     from hydra.core.utils import setup_globals
     from omegaconf import OmegaConf
 
-    from latency_tables.socs import cost_options
-    from search_spaces.spaces import SPACES
+    from configs.groups import register_groups
 
     setup_globals()  # ${now:...}
     OmegaConf.register_new_resolver("spnas_data", _data_path, replace=True)
     cs = ConfigStore.instance()
     for name, cls in APPS.items():
         cs.store(name=name, node=cls)
-    cs.store(group="search", name="default", node=SearchConfig)
-    cs.store(group="train", name="default", node=TrainConfig)
-    cs.store(group="export", name="default", node=ExportConfig)
-    for facts in cost_options().values():
-        cs.store(group="soc", name=facts.name,
-                 node=SocConfig(name=facts.name, soc=facts.soc, table=facts.table_name, abi=facts.abi,
-                                taskset_mask=facts.taskset_mask))
-    for space in SPACES.values():
-        d = space.to_dict()
-        cs.store(group="space", name=space.name,
-                 node=SpaceConfig(name=d["name"], stem=d["stem"], fixed=list(d["fixed"]),
-                                  stages=[StageConfig(**s) for s in d["stages"]], head=list(d["head"]),
-                                  choices=list(d["choices"]), allow_skip=d["allow_skip"],
-                                  first_skip=d["first_skip"]))
+    register_groups(cs)  # every group lives in configs/: the YAML presets, and configs/groups.py for the rest
     _registered = True
 
 
@@ -432,7 +414,8 @@ def render_help(app: str, summary: str, usage_extra: str = "") -> str:
     cmd = f"spnas-{app.replace('_', '-')}"
     lines = [f"{cmd} {__version__}: {summary}", "",
              f"Usage: {cmd} {usage_extra}[group=option ...] [key=value ...] [--cfg job] [--help] [--version]", "",
-             "Configuration groups (group=option; presets in configs/<group>/, schemas in spnas/config.py):"]
+             "Configuration groups (group=option; in configs/: YAML presets and configs/groups.py; schemas in "
+             "spnas/app/<room>/config.py and each layer's config.py):"]
     for g in app_groups(app):
         lines.append(f"  {g}: {', '.join(group_options(g))}")
     lines += ["", "Options (key=default  help):"]

@@ -13,6 +13,7 @@ else is a bug and shows its traceback. `SPNAS_TRACEBACK=1` shows tracebacks for 
 
 from __future__ import annotations
 
+import enum
 import logging
 import os
 import sys
@@ -69,13 +70,24 @@ def _fail(app: str, e: BaseException, code: int) -> NoReturn:
     sys.exit(code)
 
 
-def run_app(app: str, summary: str, task: Callable[[Any], Any], argv: Sequence[str] | None = None) -> NoReturn:
-    """Parse argv, compose and type the config, run `task(config)`; exit with the right code."""
+def subcommand_argv(argv: Sequence[str], commands: type[enum.Enum] | None) -> list[str]:
+    """A command's first word as its `command=` key when it names one of `commands` (the command config's
+    enum of subcommands; a dash reads as an underscore: `spnas-index build-due`); other argv as given."""
+    args = list(argv)
+    if commands is not None and args and args[0].replace("-", "_") in commands.__members__:
+        return [f"command={args[0].replace('-', '_')}", *args[1:]]
+    return args
+
+
+def run_app(app: str, summary: str, task: Callable[[Any], Any], argv: Sequence[str] | None = None,
+            subcommands: type[enum.Enum] | None = None) -> NoReturn:
+    """Parse argv (its first word a subcommand when `subcommands` names one), compose and type the config,
+    run `task(config)`; exit with the right code."""
     from spnas._version import __version__
 
     from spnas.app.cli.compose import compose_node, render_help, to_typed
 
-    args = list(sys.argv[1:] if argv is None else argv)
+    args = subcommand_argv(sys.argv[1:] if argv is None else argv, subcommands)
     if "--version" in args or "-V" in args:
         print(f"spnas-{app.replace('_', '-')} {__version__}")
         sys.exit(0)
@@ -131,14 +143,9 @@ def train_main() -> None:
     run_app("train", "train and evaluate a fixed architecture", _train)
 
 
-PROFILE_COMMANDS = ("measure", "validate", "model", "import", "wholenet")
-
-
 def profile_main() -> None:
-    """`spnas-profile [measure|validate|model|import] key=value ...`: latency tables."""
-    argv = sys.argv[1:]
-    if argv and argv[0] in PROFILE_COMMANDS:
-        argv = [f"command={argv[0]}", *argv[1:]]
+    """`spnas-profile [measure|validate|model|import|wholenet] key=value ...`: latency tables."""
+    from spnas.app.jobs.config import ProfileCommand
 
     def task(cfg: Any) -> None:
         from spnas.app.jobs.profile import run
@@ -149,7 +156,7 @@ def profile_main() -> None:
                        "CPU, or a phone with device=adb), validate (whole networks vs the table), model (write the "
                        "modeled Snapdragon tables), import (a Single-Path NAS JSON or OFA/ProxylessNAS YAML table), "
                        "wholenet (a table from a few whole-network op profiles: this CPU, device=adb or device=aihub)",
-            task, argv)
+            task, subcommands=ProfileCommand)
 
 
 def search_main() -> None:
@@ -219,9 +226,7 @@ def retrieval_eval_main() -> None:
 
 def serve_main() -> None:
     """`spnas-serve [all|gateway]`: the photo search on one machine, or its gateway alone."""
-    argv = sys.argv[1:]
-    if argv and argv[0] in ("all", "gateway"):
-        argv = [f"command={argv[0]}", *argv[1:]]
+    from spnas.app.serving.config import ServeCommand
 
     def task(cfg: Any) -> None:
         from spnas.app.serving.serve import run
@@ -229,17 +234,12 @@ def serve_main() -> None:
         run(cfg)
 
     run_app("serve", "the photo search: gateway + index services of the ready versions on one machine "
-                     "(all, default), or the gateway alone (gateway)", task, argv)
-
-
-INDEX_COMMANDS = ("build", "build-due", "build_due", "serve", "fetch", "list", "retain")
+                     "(all, default), or the gateway alone (gateway)", task, subcommands=ServeCommand)
 
 
 def index_main() -> None:
     """`spnas-index [build|build-due|serve|fetch|list|retain] key=value ...`: index versions."""
-    argv = sys.argv[1:]
-    if argv and argv[0] in INDEX_COMMANDS:
-        argv = [f"command={argv[0].replace('-', '_')}", *argv[1:]]
+    from spnas.app.serving.config import IndexCommand
 
     def task(cfg: Any) -> None:
         from spnas.app.serving.index import run
@@ -248,7 +248,7 @@ def index_main() -> None:
 
     run_app("index", "index versions of the photo search. Subcommands (first word): build (one period), build-due "
                      "(what is due, then retention: a CronJob), serve (one version over gRPC), fetch (copy a version "
-                     "locally: an initContainer), list, retain", task, argv)
+                     "locally: an initContainer), list, retain", task, subcommands=IndexCommand)
 
 
 def pipeline_main() -> None:

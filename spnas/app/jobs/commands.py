@@ -17,11 +17,12 @@ def resolve_soc(cfg: SearchAppConfig | SweepAppConfig) -> Any:
     """`soc=host` is the table measured on this machine (by fingerprint; `soc.if_no_table`,
     `soc.stale_check`); any other device's table is used as named."""
     from export.tflite import convert_to_tflite
+    from latency_tables.lookup.keys import DEPLOY_NUM_CLASSES
     from latency_tables.measuring.host import prepare_soc
     from search_spaces import SearchSpace
 
-    soc, _ = prepare_soc(cfg.soc, SearchSpace.from_config(cfg.space), cfg.search.latency_resolution, 1000,
-                         convert_to_tflite)
+    soc, _ = prepare_soc(cfg.soc, SearchSpace.from_config(cfg.space), cfg.search.latency_resolution,
+                         DEPLOY_NUM_CLASSES, convert_to_tflite)
     if soc is None:
         raise ConfigError("soc.if_no_table=skip leaves this command nothing to search for; use error or profile")
     return soc

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from latency_tables.lookup.table import LatencyTable, resolve_table_path
+from nas.config import warmup_settings
 from search_spaces import ArchSpec, SearchSpace
 from spnas.app.pipeline.config import PipelineAppConfig, RetrievalSource
 from spnas_core.config import to_plain
@@ -49,10 +50,6 @@ log = logging.getLogger(__name__)
 
 STAGE_VERSION = 4  # part of every stage key: bump when a stage's outputs change meaning (4: seeds, controls)
 FLEET = "fleet"
-# Search settings that only matter once the latency term is on: a warm-up is shared across them.
-LATENCY_ONLY = ("latency_lambda", "loss", "target_ms", "target_fraction_of", "target_tolerance", "thresholds",
-                "threshold_schedule", "decision_window_min_steps", "latency_resolution", "fleet", "fleet_objective",
-                "fleet_weights")
 
 
 @dataclass
@@ -181,7 +178,7 @@ def warmup_stage(run: PipelineRun, seed: int | None = None) -> Path:
     cfg = run.cfg
     seed = cfg.seed if seed is None else seed
     key = {"space": to_plain(cfg.space), "data": run.data_key(), "proxy": to_plain(cfg.proxy), "seed": seed,
-           "search": {k: v for k, v in to_plain(cfg.search).items() if k not in LATENCY_ONLY}}
+           "search": warmup_settings(cfg.search)}
     if seed != cfg.seed:
         key["data_seed"] = cfg.seed  # the run's data subset, whichever seed searches it
     st = run.stage("warmup", f"shared{_suffix(cfg, seed)}", key)
@@ -552,12 +549,14 @@ def prepare_devices(cfg: PipelineAppConfig) -> tuple[PipelineAppConfig, dict[str
     without one, `soc.stale_check` spot-checks it). A skipped device leaves the run and the report says
     why; returns the config to run and, per device, what happened (table, fingerprint, spot check, skip)."""
     from export.tflite import convert_to_tflite
+    from latency_tables.lookup.keys import DEPLOY_NUM_CLASSES
     from latency_tables.measuring.host import prepare_soc
 
     space = SearchSpace.from_config(cfg.space)
     socs, configs, devices = [], dict(cfg.soc_configs), {}
     for name in dict.fromkeys([*cfg.socs, *cfg.search.fleet]):
-        soc, info = prepare_soc(cfg.soc_configs[name], space, cfg.search.latency_resolution, 1000, convert_to_tflite)
+        soc, info = prepare_soc(cfg.soc_configs[name], space, cfg.search.latency_resolution, DEPLOY_NUM_CLASSES,
+                                convert_to_tflite)
         devices[name] = info
         if soc is None:
             print(f"[left out] {name}: {info.get('skipped', 'no table')}", flush=True)

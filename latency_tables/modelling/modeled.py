@@ -38,7 +38,7 @@ from search_spaces import mobilenet_v2
 from latency_tables.lookup.costmodel import COMPUTE, FEATURES, DeviceModel, FitResult, fit_device, scale_to
 from latency_tables.lookup.keys import ops_of
 from latency_tables.socs import SOCS as SOC_FACTS
-from latency_tables.socs import SPNAS_PAPER
+from latency_tables.socs import SocFacts
 from latency_tables.modelling.sources import MEASURED, MeasuredDevice
 from latency_tables.lookup.table import LatencyTable, OpStats
 
@@ -75,35 +75,17 @@ class SoCSpec:
         return SOC_FACTS[self.name].taskset_mask
 
 
-WIKI = "https://en.wikipedia.org/wiki/List_of_Qualcomm_Snapdragon_systems_on_chips"
-SPNAS = f"{SPNAS_PAPER}; MobileNetV2 float32 latencies as given in the spnas issue tracker"
+def spec_of(facts: SocFacts) -> SoCSpec:
+    """The modeling spec of a SoC record that has one (`SocFacts.model`)."""
+    m = facts.model
+    if m is None or facts.mobilenet_v2_ms is None:
+        raise ValueError(f"SoC {facts.name} has no model specs or no published MobileNetV2 latency")
+    return SoCSpec(facts.name, facts.soc, m.core, m.base, m.clock_ghz, m.fma_per_cycle, m.cache_kb, m.dram_gb_s,
+                   facts.mobilenet_v2_ms, facts.abi, m.mapping, m.sources)
 
 
-def _spec(name: str, core: str, base: str, clock_ghz: float, fma: int, cache_kb: int, dram: float, mapping: str,
-          sources: tuple[str, ...]) -> SoCSpec:
-    f = SOC_FACTS[name]
-    assert f.mobilenet_v2_ms is not None
-    return SoCSpec(name, f.soc, core, base, clock_ghz, fma, cache_kb, dram, f.mobilenet_v2_ms, f.abi, mapping,
-                   sources)
-
-
-SOCS: dict[str, SoCSpec] = {
-    "sd845": _spec("sd845", "Kryo 385 Gold (Cortex-A75 derivative)", "pixel3", 2.8, 8, 2048 + 256, 29.9,
-                   "measured SoC (Pixel 3): the fitted Pixel 3 model as is",
-                   (WIKI, "Qualcomm Snapdragon 845 product brief (LPDDR4X 1866 MHz, 4x16-bit; 2 MB L3)", SPNAS)),
-    "sd670": _spec("sd670", "Kryo 360 Gold (Cortex-A75 derivative)", "pixel3", 2.0, 8, 1024 + 256, 14.9,
-                   "the SD845's core family (Pixel 3 model) at 2.0 GHz with half the L3 and half the DRAM bus",
-                   (WIKI, "Qualcomm Snapdragon 670 product brief (LPDDR4X 1866 MHz, 2x16-bit; 1 MB L3)", SPNAS)),
-    "sd808": _spec("sd808", "Cortex-A57", "pixel1", 1.82, 4, 1024, 14.9,
-                   "memory-bound Pixel 1 (SD821) profile with the A57's 2x64-bit NEON, 1 MB L2, LPDDR3",
-                   (WIKI, "Qualcomm Snapdragon 808 product brief (LPDDR3 933 MHz, 2x32-bit; 1 MB L2 A57 cluster)",
-                    "Arm Cortex-A57 software optimization guide (2x64-bit FP/ASIMD pipes)", SPNAS)),
-    "sd801": _spec("sd801", "Krait 400", "pixel1", 2.45, 4, 2048, 14.9,
-                   "memory-bound Pixel 1 (SD821) profile with Krait's 128-bit NEON, 2 MB L2, LPDDR3, 32-bit ARMv7",
-                   (WIKI, "Qualcomm Snapdragon 801 product brief (LPDDR3 933 MHz, 2x32-bit; 2 MB shared L2)",
-                    "Krait microarchitecture: one 128-bit NEON pipe, VFPv4 FMA",
-                    "ruy kernel_arm32.cc / kernel_arm64.cc: float GEMM tiles 8x4 (armv7) vs 8x8 (arm64)", SPNAS)),
-}
+# The SoCs that get a modeled table: every record of `latency_tables.socs.SOCS` with model specs.
+SPECS: dict[str, SoCSpec] = {n: spec_of(f) for n, f in SOC_FACTS.items() if f.model is not None}
 
 
 # ---------------------------------------------------------------------------------- fitting

@@ -26,7 +26,7 @@ from search_spaces.space import SKIP
 
 from latency_tables.lookup.costmodel import FEATURES, DeviceModel, Measured, features
 from latency_tables.lookup.keys import ops_of, ops_of_references, ops_of_space
-from latency_tables.modelling.modeled import SOCS, MeasuredFits, group_factors
+from latency_tables.modelling.modeled import SPECS, MeasuredFits, group_factors
 from latency_tables.modelling.sources import MEASURED, Published, proxyless_mobile_blocks, published_latencies
 from latency_tables.lookup.table import LatencyTable
 
@@ -282,7 +282,7 @@ def validation_summary(fits: MeasuredFits, tables: dict[str, LatencyTable], fold
     lodo = leave_one_device_out(fits)
     nets = whole_network_checks(fits, folder)
     pooled = [r for r in lodo if r["from"].count("+") or r["mapping"].startswith("pooled")]
-    shared = {n: shared_key_checks(t, SOCS[n].base, fits) for n, t in tables.items()}
+    shared = {n: shared_key_checks(t, SPECS[n].base, fits) for n, t in tables.items()}
     return {
         "leave_one_device_out": lodo,
         "held_out_tau_min": min(r["kendall_tau"] for r in pooled),

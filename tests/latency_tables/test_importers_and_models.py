@@ -12,7 +12,7 @@ import yaml
 
 from latency_tables.importing.importers import import_ofa_yaml, import_spnas_json
 from latency_tables.lookup.keys import ops_of, ops_of_space
-from latency_tables.modelling.modeled import METHOD, SOCS, fit_measured, modeled_table
+from latency_tables.modelling.modeled import METHOD, SPECS, fit_measured, modeled_table
 from latency_tables.lookup.predictor import SpaceLatency, latency_breakdown, predict_latency_ms
 from latency_tables.lookup.table import LatencyTable, MissingOpsError, OpStats
 from search_spaces import SKIP, ArchSpec, default_space, mobilenet_v2
@@ -301,7 +301,7 @@ def test_yaml_is_parsed_strictly(tmp_path, text, match):
 
 
 # ---------------------------------------------------------------------------------- modeled tables
-@pytest.mark.parametrize("soc", sorted(SOCS))
+@pytest.mark.parametrize("soc", sorted(SPECS))
 def test_modeled_table_meta_names_method_sources_and_validation(soc):
     t = LatencyTable.load(soc)
     m = t.meta["method"]
@@ -311,14 +311,14 @@ def test_modeled_table_meta_names_method_sources_and_validation(soc):
     v = m["validation"]
     for check in ("leave_one_device_out", "whole_network_ratios", "shared_keys"):
         assert "met" in v[check] and "target" in json.dumps(v[check])
-    assert m["calibration"]["predicted_ms"] == pytest.approx(SOCS[soc].calibration_ms, rel=1e-6)
+    assert m["calibration"]["predicted_ms"] == pytest.approx(SPECS[soc].calibration_ms, rel=1e-6)
     assert m["mapping"]["group_factors"] and m["base_device"]["phone"]
 
 
-@pytest.mark.parametrize("soc", sorted(SOCS))
+@pytest.mark.parametrize("soc", sorted(SPECS))
 def test_modeled_tables_reproduce_calibration(soc):
     got = predict_latency_ms(mobilenet_v2(), LatencyTable.load(soc))
-    assert got == pytest.approx(SOCS[soc].calibration_ms, rel=1e-6)
+    assert got == pytest.approx(SPECS[soc].calibration_ms, rel=1e-6)
 
 
 def test_a_modeled_table_answers_any_op_and_marks_it():
@@ -337,7 +337,7 @@ def test_shipped_tables_rank_ops_differently():
     from scipy.stats import kendalltau
 
     keys = ops_of_space(default_space(), 224)
-    v = {n: np.array([LatencyTable.load(n).ms(k) for k in keys]) for n in SOCS}
+    v = {n: np.array([LatencyTable.load(n).ms(k) for k in keys]) for n in SPECS}
     assert kendalltau(v["sd845"], v["sd808"])[0] < 0.97, "the Pixel 3 and Pixel 1 profiles disagree"
     r = v["sd808"] / v["sd845"]
     assert r.max() / r.min() > 1.3, "sd808 is not sd845 scaled by a constant"
@@ -347,7 +347,7 @@ def test_regenerating_from_the_public_data_reproduces_the_shipped_tables(latency
     fits = fit_measured(latency_data)
     for soc in ("sd845", "sd808"):
         shipped = LatencyTable.load(soc)
-        fresh = modeled_table(SOCS[soc], fits, list(shipped.ops))
+        fresh = modeled_table(SPECS[soc], fits, list(shipped.ops))
         for k in list(shipped.ops)[::7]:
             assert fresh.ms(k) == pytest.approx(shipped.ms(k), rel=1e-9), k
 

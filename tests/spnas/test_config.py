@@ -100,7 +100,7 @@ def test_soc_facts_are_defined_once():
     for name, facts in SOCS.items():
         soc = cfg.soc_configs[name]
         assert (soc.abi, soc.taskset_mask, soc.soc, soc.table) == (facts.abi, facts.taskset_mask, facts.soc, name)
-        spec = modeled.SOCS[name]
+        spec = modeled.SPECS[name]
         assert (spec.abi, spec.taskset_mask, spec.calibration_ms) == (facts.abi, facts.taskset_mask,
                                                                       facts.mobilenet_v2_ms)
 

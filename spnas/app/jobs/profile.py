@@ -32,7 +32,7 @@ from latency_tables.measuring.host import (
     table_keys,
     validate_table,
 )
-from latency_tables.modelling.modeled import SOCS, fit_measured, modeled_table
+from latency_tables.modelling.modeled import SPECS, fit_measured, modeled_table
 from latency_tables.lookup.predictor import predict_latency_ms
 from latency_tables.profilers import AdbProfiler, Profiler
 from latency_tables.socs import SOCS as SOC_FACTS
@@ -106,12 +106,12 @@ def cmd_model(cfg: ProfileAppConfig) -> list[Path]:
     keys: set[str] = set()
     for space in SPACES.values():
         keys.update(table_keys(space, resolutions, list(cfg.num_classes)))
-    names = cfg.model_socs or list(SOCS)
-    unknown = [n for n in names if n not in SOCS]
+    names = cfg.model_socs or list(SPECS)
+    unknown = [n for n in names if n not in SPECS]
     if unknown:
-        raise ConfigError(f"model_socs: no SoC model for {unknown}; known: {', '.join(SOCS)}")
+        raise ConfigError(f"model_socs: no SoC model for {unknown}; known: {', '.join(SPECS)}")
     fits = fit_measured()
-    tables = {n: modeled_table(SOCS[n], fits, sorted(keys), resolutions) for n in SOCS}
+    tables = {n: modeled_table(SPECS[n], fits, sorted(keys), resolutions) for n in SPECS}
     summary = validation_summary(fits, tables)
     written = []
     for n in names:
@@ -120,14 +120,14 @@ def cmd_model(cfg: ProfileAppConfig) -> list[Path]:
         path = t.save(Path(cfg.out_dir or user_tables_dir()) / f"{n}.json")
         ref = predict_latency_ms(REFERENCE_NETS["mobilenet_v2"](), t)
         print(f"wrote {path}: {len(t)} ops (others on demand); MobileNetV2 224 predicted {ref:.2f} ms "
-              f"(published {SOCS[n].calibration_ms} ms)")
+              f"(published {SPECS[n].calibration_ms} ms)")
         written.append(path)
     return written
 
 
 def _table_validation(summary: dict[str, Any], soc: str) -> dict[str, Any]:
     """The validation figures a table's meta carries (the benchmark has the details)."""
-    base = SOCS[soc].base
+    base = SPECS[soc].base
     lodo = [r for r in summary["leave_one_device_out"] if r["held_out"] == base]
     nets = [r for r in summary["whole_network"] if r["model"] == base]
     shared = summary["shared_keys"][soc]

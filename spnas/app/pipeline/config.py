@@ -11,6 +11,7 @@ from omegaconf import MISSING
 
 from export.config import ExportConfig
 from latency_tables.config import SocConfig
+from latency_tables.socs import all_devices
 from nas.config import ControlsConfig, SearchConfig
 from retrieval.config import Backend
 from search_spaces.config import ProxyConfig, SpaceConfig
@@ -59,9 +60,7 @@ class PipelineAppConfig(RunConfig):
     defaults: list[Any] = field(default_factory=lambda: [
         "_self_", {"space": "mbv3_large"}, {"data": "cifar10"}, {"data@retrieval.data": "grocery"},
         {"search": "default"}, {"train": "default"}, {"export": "default"},
-        {"soc@soc_configs.sd845": "sd845"}, {"soc@soc_configs.sd670": "sd670"},
-        {"soc@soc_configs.sd808": "sd808"}, {"soc@soc_configs.sd801": "sd801"},
-        {"soc@soc_configs.host": "host"}, {"experiment": "demo"}])
+        *({f"soc@soc_configs.{name}": name} for name in all_devices()), {"experiment": "demo"}])
     space: SpaceConfig = opt(MISSING, "search space")
     data: DataConfig = opt(MISSING, "proxy data set for search and retraining")
     search: SearchConfig = opt(MISSING, "search settings (every SoC)")
@@ -73,7 +72,7 @@ class PipelineAppConfig(RunConfig):
     report: ReportConfig = opt(factory=ReportConfig, help="report options")
     soc_configs: dict[str, SocConfig] = opt(factory=dict, help="known devices (one per soc/ option)")
     experiment_name: str = opt("custom", "names the run folder")
-    socs: list[str] = opt(factory=lambda: ["sd845", "sd670", "sd808", "sd801", "host"],
+    socs: list[str] = opt(factory=lambda: list(all_devices()),
                           help="devices to search for (keys of soc_configs)")
     baselines: list[str] = opt(factory=lambda: ["mobilenet_v2", "mobilenet_v3_large"],
                                help="reference nets trained, exported and evaluated the same way")

@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
-import os
 import statistics
 import time
 from pathlib import Path
@@ -27,7 +26,7 @@ import torch
 
 from search_spaces import ArchSpec, SearchSpace, build_model
 from search_spaces.reference import REFERENCE_NETS
-from spnas_core.errors import ConfigError, SpnasError, TableError
+from spnas_core.errors import SpnasError, TableError
 from spnas_core.files import write_bytes_atomic
 from spnas_core.paths import cache_root, user_tables_dir
 from spnas_core.versions import versions
@@ -37,7 +36,8 @@ from latency_tables.config import MissingTablePolicy, ProfilerConfig, SocConfig,
 from latency_tables.lookup.fingerprint import host_slug, machine_fingerprint, table_fingerprint
 from latency_tables.measuring.micro import Converter, MicroModelCache
 from latency_tables.lookup.predictor import fit_calibration, predict_latency_ms
-from latency_tables.profilers import LocalProfiler, Profiler, Timing
+from latency_tables.profilers import Profiler, Timing
+from latency_tables.profilers.factory import local_profiler
 from latency_tables.measuring.profiling import profile_keys
 from latency_tables.lookup.table import HostTableMismatch, LatencyTable, resolve_table_path
 
@@ -52,17 +52,6 @@ OVERHEAD_ARCHS = 16
 def host_device_name(threads: int = 1) -> str:
     """`host-<cpu slug>-<fingerprint id>`, the file name of this machine's measured table."""
     return host_slug(machine_fingerprint(threads))
-
-
-def local_profiler(p: ProfilerConfig) -> LocalProfiler:
-    """The LiteRT profiler on this CPU with a config's settings."""
-    cpus = p.cpus
-    if cpus == "auto":
-        cpus = [max(os.sched_getaffinity(0))]
-    elif cpus is not None and not (isinstance(cpus, list) and all(isinstance(c, int) for c in cpus)):
-        raise ConfigError(f"profile.cpus={cpus!r}: use auto, null or a list of core numbers like [1]")
-    return LocalProfiler(threads=p.threads, cpus=cpus, warmup_runs=p.warmup_runs, num_runs=p.num_runs,
-                         min_time_s=p.min_time_s, repeats=p.repeats)
 
 
 def table_keys(space: SearchSpace, resolutions: list[int], classes: list[int], width: float = 1.0) -> list[str]:

@@ -4,21 +4,19 @@ with measured latencies.
     spnas-export checkpoint=runs/train/x/model.pt data=cifar10 out_dir=runs/export/x
     spnas-export arch=mobilenet_v2 checkpoint=null data=cifar10      # untrained weights: latency only
 
-Conversion and parity live in `export/`; this stage adds what needs the other packages: real data
-for calibration and parity, and the local profiler + every shipped latency table for the latency
-figures written into the manifest.
+Conversion, parity and the timing of the artifacts live in `export/` (`export.latency` implements
+`ExportLatencyConfig`); this job adds what needs the other packages: real data for calibration and
+parity (training), the local profiler as the timer, and every shipped latency table's prediction
+(latency_tables) for the latency figures written into the manifest.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
+import functools
 import logging
-import statistics
-import subprocess
 import sys
-import tempfile
-import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -27,11 +25,12 @@ import torch
 
 from export.bundle import ExportInputs, Tolerances, build_bundle
 from export.config import ExportConfig, ExportLatencyConfig, Int8Policy
-from export.deploy import DeployModel
-from export.tflite import convert_to_tflite
+from export.latency import measure_latency
+from latency_tables.config import ProfileDevice, ProfilerConfig
 from latency_tables.lookup.predictor import predict_latency_ms
-from latency_tables.profilers import LocalProfiler
 from latency_tables.lookup.table import usable_tables
+from latency_tables.profilers import Profiler, Timing
+from latency_tables.profilers.factory import make_profiler
 from search_spaces import ArchSpec, build_model
 from spnas_core.errors import ConfigError, ImageDecodeError, InputError, ParityError, TableError
 from spnas_core.images import decode_rgb
@@ -43,6 +42,9 @@ from training.loop import resolve_arch
 from training.runtime import set_threads
 
 log = logging.getLogger(__name__)
+
+# How a bundle's whole models are timed on this CPU (fewer, longer runs than a table's single ops), unpinned.
+EXPORT_TIMING = ProfilerConfig(cpus=None, warmup_runs=10, num_runs=50, min_time_s=0.3)
 
 
 def load_for_export(ckpt: str | Path | None, arch_ref: str | None, data: DataBundle) -> tuple[torch.nn.Module, ArchSpec]:
@@ -90,95 +92,25 @@ def export_inputs(data: DataBundle, cfg: ExportConfig, seed: int = 0) -> ExportI
                         eval_labels=data.test.labels[test_idx], data_info=data.summary())
 
 
-def _bench_tool(path: Path, threads: int, runs: int) -> dict[str, Any] | None:
-    """Cross-check with `python -m ai_edge_litert.tools.benchmark_litert_model` (ships in the wheel)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "r.json"
-        r = subprocess.run([sys.executable, "-m", "ai_edge_litert.tools.benchmark_litert_model", "--model", str(path),
-                            "--num_threads", str(threads), "--num_runs", str(runs), "--warmup_runs", "10",
-                            "--result_json", str(out)], capture_output=True, text=True, timeout=600)
-        if r.returncode != 0 or not out.exists():
-            log.warning("benchmark_litert_model failed on %s: %s", path.name, r.stderr[-300:])
-            return None
-        lat = json.loads(out.read_text())["latency"]
-        return {"median_ms": lat.get("median_ms"), "avg_ms": lat.get("avg_ms"), "p5_ms": lat.get("p5_ms"),
-                "num_runs": lat.get("num_runs")}
+@functools.lru_cache(maxsize=None)
+def _local_profiler(threads: int) -> Profiler:
+    return make_profiler(ProfileDevice.local, replace(EXPORT_TIMING, threads=threads))
+
+
+def time_tflite(path: Path, threads: int) -> Timing:
+    """One timing of a bundle's .tflite file on this CPU: the local profiler with `EXPORT_TIMING`."""
+    return _local_profiler(int(threads)).measure(path)
 
 
 def measure_bundle_latency(work: Path, net: torch.nn.Module, arch: ArchSpec, image: np.ndarray,
                            lcfg: ExportLatencyConfig) -> dict[str, Any]:
-    """Latency of every artifact on this CPU, and the table predictions for every shipped device."""
-    out: dict[str, Any] = {"cpu": {}, "deploy_resolution": None}
-    passes = lcfg.passes
-    for threads in lcfg.threads:
-        prof = LocalProfiler(threads=int(threads), warmup_runs=10, num_runs=50, min_time_s=0.3)
-        for f in ("model_fp32.tflite", "model_int8.tflite", "embedder.tflite"):
-            if not (work / f).exists():
-                continue
-            best = min((prof.measure(work / f) for _ in range(passes)), key=lambda t: t.value)
-            out["cpu"].setdefault(f, {})[f"{threads}_thread"] = {
-                "p10_ms": best.p10_ms, "median_ms": best.median_ms, "mean_ms": best.mean_ms, "std_ms": best.std_ms}
-    if lcfg.benchmark_tool:
-        out["benchmark_litert_model"] = {f: _bench_tool(work / f, 1, 50) for f in ("model_fp32.tflite",
-                                         "model_int8.tflite") if (work / f).exists()}
-    out["mediapipe_embedder_end_to_end"] = _mediapipe_latency(work, image, lcfg.mediapipe_runs)
-    out["onnxruntime_1_thread"] = _onnx_latency(work, arch, lcfg.onnx_runs)
-    out["deploy_resolution"] = _deploy_latency(net, arch, lcfg)
+    """Latency of every artifact on this CPU (`export.latency`), and the table predictions for every
+    shipped device."""
+    out = measure_latency(work, net, arch, image, lcfg, time_tflite)
     dres = lcfg.deploy_resolution
     deploy = arch.replace(resolution=int(dres)) if dres else arch
     out["table_predictions"] = table_predictions(deploy)
     return {"latency": out}
-
-
-def _mediapipe_latency(work: Path, image: np.ndarray, runs: int) -> dict[str, Any]:
-    """MediaPipe end to end: the task API call on an original-size image, resize included."""
-    from export.mediapipe_tasks import MediaPipeEmbedder
-
-    mp = MediaPipeEmbedder(work / "embedder.tflite")
-    try:
-        for _ in range(5):
-            mp.embed_one(image)
-        ts = []
-        for _ in range(runs):
-            t = time.perf_counter()
-            mp.embed_one(image)
-            ts.append((time.perf_counter() - t) * 1e3)
-    finally:
-        mp.close()
-    return {"median_ms": statistics.median(ts), "p10_ms": float(np.percentile(ts, 10)),
-            "image_size": list(image.shape[:2])}
-
-
-def _onnx_latency(work: Path, arch: ArchSpec, runs: int) -> dict[str, Any]:
-    """ONNX Runtime, 1 thread, on random input of the model's size."""
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    sess = ort.InferenceSession(str(work / "model.onnx"), so, providers=["CPUExecutionProvider"])
-    x = np.random.default_rng(0).random((1, arch.resolution, arch.resolution, 3), dtype=np.float32)
-    name = sess.get_inputs()[0].name
-    for _ in range(5):
-        sess.run(None, {name: x})
-    ts = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        sess.run(None, {name: x})
-        ts.append((time.perf_counter() - t) * 1e3)
-    return {"median_ms": statistics.median(ts), "p10_ms": float(np.percentile(ts, 10))}
-
-
-def _deploy_latency(net: torch.nn.Module, arch: ArchSpec, lcfg: ExportLatencyConfig) -> dict[str, Any] | None:
-    """The same weights at the deployment resolution the tables are read at (fp32, 1 thread)."""
-    dres = lcfg.deploy_resolution
-    if not dres or int(dres) == arch.resolution:
-        return None
-    with tempfile.TemporaryDirectory() as tmp:
-        p = convert_to_tflite(DeployModel(net, "logits").eval(), torch.rand(1, 3, int(dres), int(dres)),
-                              Path(tmp) / "deploy.tflite")
-        prof = LocalProfiler(threads=1, warmup_runs=10, num_runs=50, min_time_s=0.3)
-        best = min((prof.measure(p) for _ in range(lcfg.passes)), key=lambda t: t.value)
-    return {"resolution": int(dres), "fp32_1_thread_p10_ms": best.p10_ms, "fp32_1_thread_median_ms": best.median_ms}
 
 
 def table_predictions(arch: ArchSpec) -> dict[str, Any]:

@@ -25,7 +25,6 @@ from export.tflite import convert_to_tflite
 from latency_tables.config import ProfileDevice
 from latency_tables.measuring.host import (
     host_device_name,
-    local_profiler,
     measure_table,
     overhead_archs,
     start_from_shipped,
@@ -34,8 +33,8 @@ from latency_tables.measuring.host import (
 )
 from latency_tables.modelling.modeled import SPECS, fit_measured, modeled_table
 from latency_tables.lookup.predictor import predict_latency_ms
-from latency_tables.profilers import AdbProfiler, Profiler
-from latency_tables.socs import SOCS as SOC_FACTS
+from latency_tables.profilers import Profiler
+from latency_tables.profilers.factory import make_profiler as build_profiler
 from latency_tables.lookup.table import LatencyTable
 from search_spaces import SearchSpace
 from search_spaces.reference import REFERENCE_NETS
@@ -49,20 +48,7 @@ log = logging.getLogger(__name__)
 
 def make_profiler(cfg: ProfileAppConfig, device: ProfileDevice | None = None) -> Profiler:
     """The local (LiteRT on this CPU) or adb (benchmark_model on a phone) profiler of a config."""
-    p = cfg.profile
-    device = device or cfg.device
-    if device is ProfileDevice.local:
-        return local_profiler(p)
-    if device is ProfileDevice.aihub:
-        raise ConfigError("device=aihub profiles whole networks, not single ops: use `spnas-profile wholenet "
-                          "device=aihub aihub.chipset=qualcomm-snapdragon-845`")
-    facts = SOC_FACTS.get(cfg.soc.name)
-    return AdbProfiler(p.serial, p.benchmark_binary, adb=p.adb, taskset_mask=p.taskset_mask or cfg.soc.taskset_mask,
-                       threads=p.threads, warmup_runs=p.warmup_runs, num_runs=p.num_runs, repeats=p.repeats,
-                       enable_op_profiling=p.enable_op_profiling, expected_abi=cfg.soc.abi, soc=cfg.soc.name,
-                       soc_platforms=facts.platforms if facts else (), allow_soc_mismatch=p.allow_soc_mismatch,
-                       allow_abi_mismatch=p.allow_abi_mismatch,
-                       remote_dir=p.remote_dir)
+    return build_profiler(device or cfg.device, cfg.profile, cfg.soc)
 
 
 def _space(cfg: ProfileAppConfig) -> SearchSpace:
@@ -188,7 +174,7 @@ def make_op_profiler(cfg: ProfileAppConfig, jobs_file: Path) -> Any:
     """The whole-network op profiler of a config: LiteRT's profiler on this CPU, benchmark_model's op
     profiling over adb, or Qualcomm AI Hub (its jobs recorded in `jobs_file`, so a re-run reuses them)."""
     if cfg.device is ProfileDevice.local:
-        from latency_tables.measuring.host import local_profiler
+        from latency_tables.profilers.factory import local_profiler
         from latency_tables.profilers.litert_ops import LiteRtOpProfiler
 
         lp = local_profiler(cfg.profile)

@@ -55,7 +55,7 @@ from latency_tables.lookup.predictor import SpaceLatency, predict_latency_ms
 from latency_tables.lookup.table import LatencyTable, usable_tables
 from nas.budget import Budget, majority_decision, plan_budget, threshold_lr_factor
 from nas.config import FinalistProxy, LossForm, SearchConfig, StartRule, WarmupSampling
-from nas.cost import TableCost, latency_loss, resolve_target_ms, target_verdict
+from nas.cost import SearchCost, TableCost, latency_loss, resolve_target_ms, target_verdict
 from search_spaces import ArchSpec, SearchSpace
 from search_spaces.config import ProxyConfig
 from search_spaces.proxy import Proxy, proxy_for
@@ -130,7 +130,7 @@ class Search:
     opt_t: torch.optim.Optimizer
     sched_w: torch.optim.lr_scheduler.LambdaLR
     threshold_lr: Callable[[int], float]  # the thresholds' learning rate at a global step
-    cost: TableCost | FleetLatency | None
+    cost: SearchCost | None
     tables: list[LatencyTable]
     target: float | None  # ms for one device, 1.0 for a fleet, None without a budget
     budget: Budget
@@ -192,7 +192,7 @@ class SearchJob:
     dist: DistConfig = field(default_factory=DistConfig)
 
 
-def build_cost(job: SearchJob, num_classes: int) -> tuple[TableCost | FleetLatency | None, float | None]:
+def build_cost(job: SearchJob, num_classes: int) -> tuple[SearchCost | None, float | None]:
     """The cost term and its budget: one table (ms), a fleet (normalised, budget 1.0), or none."""
     scfg = job.search
     lats = [SpaceLatency(job.space, t, scfg.latency_resolution, scfg.width, num_classes) for t in job.tables]

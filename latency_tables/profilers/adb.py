@@ -24,7 +24,7 @@ from spnas_core.errors import (
     WrongSocError,
 )
 
-from .base import OpProfile, Timing, fastest_run, statistic_meta
+from .base import OpProfile, OpProfiler, Profiler, Timing, fastest_run, statistic_meta
 from .parsers import _line_at, _tail, normalise_output, parse_benchmark_output, parse_op_profile
 
 log = logging.getLogger(__name__)
@@ -85,7 +85,7 @@ def _exit_error(e: RemoteCommandError, model: str) -> Exception:
     return BenchmarkOutputError(f"{head}; last lines:\n{_tail(e.output)}")
 
 
-class AdbProfiler:
+class AdbProfiler(Profiler, OpProfiler):
     """benchmark_model on an Android phone over adb.
 
     Old phones (Android 6 and earlier, typical of the Snapdragon 801 and many 808s) return exit code 0

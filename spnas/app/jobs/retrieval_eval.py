@@ -27,7 +27,8 @@ from typing import Any
 import numpy as np
 
 from retrieval.config import Backend, FactoryConfig
-from retrieval.embedders import Embedder, make_embedder
+from retrieval.embedders import make_embedder
+from retrieval.interface import Embedder
 from retrieval.metrics import per_query, percentile_ms
 from retrieval.version_index import VersionIndex
 from spnas.app.jobs.config import RetrievalEvalAppConfig
@@ -136,7 +137,7 @@ def evaluate_embedder(emb: Embedder, data: DataBundle, factory: str = "Flat", la
                                                "n": len(ts)}, "search_single_query": search_lat}}
 
 
-class CheckpointEmbedder:
+class CheckpointEmbedder(Embedder):
     """PyTorch on a fine-tuned `model.pt` (not yet exported): the same preprocessing and unit vectors as
     every bundle backend (`retrieval.embedders`), so models compared without exporting each seed are
     embedded exactly as their export would be (the export's parity gates bound the difference)."""

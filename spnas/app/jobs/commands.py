@@ -89,7 +89,7 @@ def sweep(cfg: SweepAppConfig) -> dict[str, Any]:
 
 
 def export(cfg: ExportAppConfig, data: DataBundle | None = None) -> dict[str, Any]:
-    """`spnas-export`: `spnas.app.export_job.run_export` (conversion, parity, latency on every table)."""
+    """`spnas-export`: `spnas.app.jobs.export.run_export` (conversion, parity, latency on every table)."""
     from spnas.app.jobs.export import run_export
 
     return run_export(cfg.export, cfg.checkpoint, data if data is not None else cfg.data, cfg.out_dir, arch=cfg.arch,

@@ -4,7 +4,7 @@ One row per model (winners, search repeats, random controls, the baselines width
 latency, the reference nets): mean and 95% interval (over seeds and test images) of proxy top-1,
 fine-tuned top-1 and photo-search recall@1, and the predicted latency on every table. Per winner:
 where it landed against its latency target, the paired verdicts against its random controls (as a
-population) and each reference, Holm-adjusted over the report (`spnas.app.evidence`), every difference
+population) and each reference, Holm-adjusted over the report (`spnas.app.pipeline.evidence`), every difference
 also with an interval over the test photos; the search's spread over search seeds; the budget check
 that says when the comparison ranks the budget rather than the architectures; the paper's per-SoC
 table with ours beside it; the fleet winner beside each per-SoC winner on every table; the exported

@@ -21,7 +21,7 @@ search seed is shared by every device's search.
 
 Every stage writes to its own folder (`warmup/shared[-s<k>]`, `search/<soc>[-s<k>]`, `controls/<soc>`,
 `train/<model>/s<seed>`, `finetune/<model>/s<seed>`, `export/<model>`, `retrieval/<model>/s<seed>`)
-with a `stage.json` holding a content hash of its config and inputs (`spnas.app.stages`);
+with a `stage.json` holding a content hash of its config and inputs (`spnas.app.pipeline.stages`);
 `force=[...]` redoes stage kinds on demand (`force=[all]` everything).
 """
 

@@ -155,7 +155,7 @@ def test_a_soc_added_in_one_place_reaches_the_soc_group_and_the_pipeline_default
 
 
 def test_a_subcommand_is_rewritten_from_its_commands_enum():
-    from spnas.app.cli.main import subcommand_argv
+    from spnas.app.cli.main import subcommand_argv, subcommand_usage
     from spnas.app.jobs.config import ProfileCommand
     from spnas.app.serving.config import IndexCommand, ServeCommand
 
@@ -164,3 +164,5 @@ def test_a_subcommand_is_rewritten_from_its_commands_enum():
     assert subcommand_argv(["gateway"], ServeCommand) == ["command=gateway"]
     assert subcommand_argv(["soc=sd845"], ProfileCommand) == ["soc=sd845"]
     assert subcommand_argv(["build"], None) == ["build"]
+    assert subcommand_usage(IndexCommand) == "[build|build-due|serve|fetch|list|retain] "
+    assert subcommand_usage(ServeCommand) == "[all|gateway] " and subcommand_usage(None) == ""

@@ -22,8 +22,6 @@ from typing import Any, Callable, NoReturn, Sequence
 
 from spnas_core.errors import EXIT_INPUT, ConfigError, SpnasError
 
-USAGE_EXTRA = {"profile": "[measure|validate|model|import] ", "serve": "[all|gateway] ",
-               "index": "[build|build-due|serve|fetch|list|retain] "}
 
 
 # The project's loggers report progress (INFO); everything else shows from WARNING up, except the libraries
@@ -79,6 +77,11 @@ def subcommand_argv(argv: Sequence[str], commands: type[enum.Enum] | None) -> li
     return args
 
 
+def subcommand_usage(commands: type[enum.Enum] | None) -> str:
+    """The usage line's subcommand choice, from the same enum the first word is read with."""
+    return f"[{'|'.join(n.replace('_', '-') for n in commands.__members__)}] " if commands is not None else ""
+
+
 def run_app(app: str, summary: str, task: Callable[[Any], Any], argv: Sequence[str] | None = None,
             subcommands: type[enum.Enum] | None = None) -> NoReturn:
     """Parse argv (its first word a subcommand when `subcommands` names one), compose and type the config,
@@ -98,7 +101,7 @@ def run_app(app: str, summary: str, task: Callable[[Any], Any], argv: Sequence[s
         del args[i:i + 2]
     try:
         if "--help" in args or "-h" in args:
-            print(render_help(app, summary, USAGE_EXTRA.get(app, "")), end="")
+            print(render_help(app, summary, subcommand_usage(subcommands)), end="")
             sys.exit(0)
         unknown = [a for a in args if a.startswith("-")]
         if unknown:

@@ -203,12 +203,22 @@ LATENCY_ONLY = ("latency_lambda", "loss", "target_ms", "target_fraction_of", "ta
                 "fleet_weights")
 
 
-assert set(LATENCY_ONLY) <= {f.name for f in fields(SearchConfig)}, "LATENCY_ONLY names a field SearchConfig lacks"
+# The search settings a winner's controls depend on: how its latency is read (resolution, width) and budgeted.
+CONTROLS_DEPEND_ON = ("latency_resolution", "target_fraction_of", "target_ms", "fleet_objective", "fleet_weights",
+                      "width")
+assert set(LATENCY_ONLY) | set(CONTROLS_DEPEND_ON) <= {f.name for f in fields(SearchConfig)}, \
+    "LATENCY_ONLY or CONTROLS_DEPEND_ON names a field SearchConfig lacks"
 
 
 def warmup_settings(search: SearchConfig) -> dict[str, object]:
     """The settings of `search` a weights-only warm-up depends on, as plain data (a stage cache key)."""
     return {k: v for k, v in to_plain(search).items() if k not in LATENCY_ONLY}
+
+
+def controls_settings(search: SearchConfig) -> dict[str, object]:
+    """The settings of `search` a winner's controls depend on, as plain data (a stage cache key)."""
+    plain = to_plain(search)
+    return {k: plain[k] for k in CONTROLS_DEPEND_ON}
 
 
 @dataclass

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from latency_tables.lookup.table import LatencyTable, resolve_table_path
-from nas.config import warmup_settings
+from nas.config import controls_settings, warmup_settings
 from search_spaces import ArchSpec, SearchSpace
 from spnas.app.pipeline.config import PipelineAppConfig, RetrievalSource
 from spnas_core.config import to_plain
@@ -240,8 +240,7 @@ def controls_stage(run: PipelineRun, soc_name: str, winner: Model) -> list[Model
            "controls": {k: v for k, v in to_plain(cfg.controls).items() if k not in ("search_seeds", "photo_search")},
            "baselines": list(cfg.baselines),
            "space": to_plain(cfg.space), "table_sha256": [sha256_file(resolve_table_path(t)) for t in tables],
-           "search": {k: to_plain(cfg.search)[k] for k in ("latency_resolution", "target_fraction_of", "target_ms",
-                                                           "fleet_objective", "fleet_weights", "width")},
+           "search": controls_settings(cfg.search),
            "num_classes": run.data().num_classes}
     st = run.stage("controls", soc_name, key)
 

@@ -8,13 +8,18 @@ index builds and the gateway can name them without loading a model.
   `spnas.app.jobs.retrieval_eval.CheckpointEmbedder`.
 - `Resolver`: where the index services are. Implementations: `retrieval.resolver.DirectoryResolver`,
   `StaticResolver`, `retrieval.k8s.resolver.KubernetesResolver`, or a user's class (`make_resolver`).
+- `IndexFamily`: which FAISS index a version of n listings gets. Implementations, tried in this order
+  (`retrieval.factory.FAMILIES`): `FlatFamily`, `HnswFamily`, `IvfPqDiskFamily`.
 """
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, Sequence, runtime_checkable
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from retrieval.config import FactoryConfig
 
 
 @runtime_checkable
@@ -56,3 +61,26 @@ class Resolver(Protocol):
     def addresses(self) -> list[str]:
         """host:port of every index service that may be serving now."""
         ...
+
+
+@runtime_checkable
+class IndexFamily(Protocol):
+    """A family of FAISS indexes a version may be built as, chosen by the version's size.
+
+    Contract:
+    - `fits(n, cfg)` says whether a version of `n` listings takes this family under `cfg`
+      (`retrieval.config.FactoryConfig`); the families are tried in order and the first that fits
+      wins, so the last one fits every size.
+    - `factory(n, d, cfg)` is the FAISS `index_factory` string for `n` vectors of dimension `d`, metric
+      inner product; a family whose exact vectors stay on disk ends it with spnas's `,RDisk` suffix
+      (`retrieval.factory.RDISK`), which `build_index` strips and `write_vectors` honours.
+    - `name` names the family in logs and documentation.
+    The string, not the family, is what a version records (`manifest.json`'s `factory`), so a user's own
+    factory string (`retrieval-eval factory=...`) needs no family.
+    """
+
+    name: str
+
+    def fits(self, n: int, cfg: "FactoryConfig") -> bool: ...
+
+    def factory(self, n: int, d: int, cfg: "FactoryConfig") -> str: ...

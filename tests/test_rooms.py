@@ -63,6 +63,7 @@ def test_every_extension_point_is_declared_once():
     for name, where in (("Profiler", "latency_tables/profilers/base.py"),
                         ("OpProfiler", "latency_tables/profilers/base.py"),
                         ("Embedder", "retrieval/interface.py"), ("Resolver", "retrieval/interface.py"),
+                        ("IndexFamily", "retrieval/interface.py"),
                         ("SearchCost", "nas/cost.py")):
         found = _classes_defined(name)
         assert len(found) == 1 and found[0].startswith(where + ":"), (name, found)
@@ -119,6 +120,19 @@ def test_resolvers_subclass_the_declared_resolver(tmp_path):
     assert {c.__name__ for c in impls} == {"DirectoryResolver", "StaticResolver", "KubernetesResolver"}
     assert all(_subclasses(c, Resolver) for c in impls)
     assert isinstance(resolver.make_resolver(f"dir:{tmp_path}"), Resolver)
+
+
+def test_index_families_subclass_the_declared_family():
+    from retrieval import factory
+    from retrieval.config import FactoryConfig
+    from retrieval.interface import IndexFamily
+
+    impls = _implementations(factory, "factory")
+    assert {c.__name__ for c in impls} == {"FlatFamily", "HnswFamily", "IvfPqDiskFamily"}
+    assert all(_subclasses(c, IndexFamily) for c in impls)
+    assert [type(f) for f in factory.FAMILIES] == [factory.FlatFamily, factory.HnswFamily, factory.IvfPqDiskFamily]
+    cfg = FactoryConfig()
+    assert all(isinstance(f, IndexFamily) for f in factory.FAMILIES) and factory.FAMILIES[-1].fits(10**9, cfg)
 
 
 def test_search_costs_match_the_declared_cost():

@@ -11,9 +11,9 @@ import spnas
 import spnas.app.jobs.profile as P
 from latency_tables.lookup.predictor import predict_latency_ms
 from latency_tables.profilers import Timing
-from latency_tables.lookup.table import LatencyTable
+from latency_tables.lookup.table import DATA_DIR, LatencyTable
 
-SHIPPED = sorted((Path(H.__file__).parent / "data").glob("host-*.json"))
+SHIPPED = sorted(DATA_DIR.glob("host-*.json"))
 
 
 def _calibrated(tmp_path, used=None):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -96,6 +97,28 @@ def test_the_profiler_factory_builds_from_the_profiler_config():
     assert (p.threads, p.cpus, p.warmup_runs, p.num_runs, p.min_time_s, p.repeats) == (2, None, 3, 7, 0.1, 4)
     with pytest.raises(ConfigError, match="wholenet"):
         make_profiler(ProfileDevice.aihub, ProfilerConfig())
+
+
+def test_the_op_profiler_factory_builds_from_its_configs(tmp_path):
+    import pytest
+
+    from latency_tables.config import AiHubConfig, ProfileDevice, ProfilerConfig
+    from latency_tables.profilers.aihub import AiHubProfiler
+    from latency_tables.profilers.base import OpProfiler
+    from latency_tables.profilers.factory import make_op_profiler
+    from latency_tables.profilers.litert_ops import LiteRtOpProfiler
+    from spnas_core.errors import ConfigError
+
+    core = max(os.sched_getaffinity(0))
+    p = make_op_profiler(ProfileDevice.local, ProfilerConfig(threads=2, cpus=[core], warmup_runs=3, num_runs=7,
+                                                             repeats=4))
+    assert isinstance(p, LiteRtOpProfiler) and isinstance(p, OpProfiler)
+    assert (p.threads, p.cpus, p.warmup_runs, p.num_runs, p.repeats) == (2, [core], 3, 7, 4)
+    hub = make_op_profiler(ProfileDevice.aihub, ProfilerConfig(), aihub=AiHubConfig(chipset="qualcomm-snapdragon-845"),
+                           jobs_file=tmp_path / "jobs.json")
+    assert isinstance(hub, AiHubProfiler) and hub.jobs_file == tmp_path / "jobs.json"
+    with pytest.raises(ConfigError, match="needs a device"):
+        make_op_profiler(ProfileDevice.aihub, ProfilerConfig(), aihub=AiHubConfig())
 
 
 def test_embedders_one_interface_one_backend_list():

@@ -1,15 +1,15 @@
 """The profiler of a config: `make_profiler(device, ProfilerConfig, SocConfig)` builds the local (LiteRT on
-this CPU) or adb (benchmark_model on a phone) `Profiler` from the layer's own configs, so no command
-unpacks the profiler's settings by hand. Whole-network op profilers (`OpProfiler`: LiteRT's op
-profiler, adb op profiling, Qualcomm AI Hub) are built by `spnas-profile wholenet` itself."""
+this CPU) or adb (benchmark_model on a phone) `Profiler`, and `make_op_profiler(...)` the whole-network
+`OpProfiler` (LiteRT's op profiler, adb op profiling, Qualcomm AI Hub), from the layer's own configs, so
+no command unpacks a profiler's settings by hand."""
 
 from __future__ import annotations
 
 import os
 
-from latency_tables.config import ProfileDevice, ProfilerConfig, SocConfig
+from latency_tables.config import AiHubConfig, ProfileDevice, ProfilerConfig, SocConfig
 from latency_tables.profilers.adb import AdbProfiler
-from latency_tables.profilers.base import Profiler
+from latency_tables.profilers.base import OpProfiler, Profiler
 from latency_tables.profilers.local import LocalProfiler
 from latency_tables.socs import SOCS
 from spnas_core.errors import ConfigError
@@ -48,3 +48,22 @@ def make_profiler(device: ProfileDevice, p: ProfilerConfig, soc: SocConfig | Non
         raise ConfigError("device=aihub profiles whole networks, not single ops: use `spnas-profile wholenet "
                           "device=aihub aihub.chipset=qualcomm-snapdragon-845`")
     return adb_profiler(p, soc)
+
+
+def make_op_profiler(device: ProfileDevice, p: ProfilerConfig, soc: SocConfig | None = None,
+                     aihub: AiHubConfig | None = None, jobs_file: str | os.PathLike | None = None) -> OpProfiler:
+    """The whole-network op profiler of `device`: LiteRT's profiler on this CPU (the settings of `p`),
+    benchmark_model's op profiling over adb (not yet connected), or Qualcomm AI Hub (`aihub`; its jobs
+    recorded in `jobs_file`, so a re-run reuses them)."""
+    if device is ProfileDevice.local:
+        from latency_tables.profilers.litert_ops import LiteRtOpProfiler
+
+        lp = local_profiler(p)
+        return LiteRtOpProfiler(threads=lp.threads, cpus=lp.cpus, warmup_runs=p.warmup_runs, num_runs=p.num_runs,
+                                repeats=p.repeats)
+    if device is ProfileDevice.adb:
+        return adb_profiler(p, soc)
+    from latency_tables.profilers.aihub import AiHubProfiler
+
+    a = aihub or AiHubConfig()
+    return AiHubProfiler(a.device, a.chipset, a.compute_unit, jobs_file)

@@ -34,6 +34,7 @@ from latency_tables.measuring.host import (
 from latency_tables.modelling.modeled import SPECS, fit_measured, modeled_table
 from latency_tables.lookup.predictor import predict_latency_ms
 from latency_tables.profilers import Profiler
+from latency_tables.profilers.factory import make_op_profiler as build_op_profiler
 from latency_tables.profilers.factory import make_profiler as build_profiler
 from latency_tables.lookup.table import LatencyTable
 from search_spaces import SearchSpace
@@ -171,22 +172,12 @@ def cmd_validate(cfg: ProfileAppConfig) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------------- whole-network profiles
 def make_op_profiler(cfg: ProfileAppConfig, jobs_file: Path) -> Any:
-    """The whole-network op profiler of a config: LiteRT's profiler on this CPU, benchmark_model's op
-    profiling over adb, or Qualcomm AI Hub (its jobs recorded in `jobs_file`, so a re-run reuses them)."""
-    if cfg.device is ProfileDevice.local:
-        from latency_tables.profilers.factory import local_profiler
-        from latency_tables.profilers.litert_ops import LiteRtOpProfiler
-
-        lp = local_profiler(cfg.profile)
-        return LiteRtOpProfiler(threads=lp.threads, cpus=lp.cpus, warmup_runs=cfg.profile.warmup_runs,
-                                num_runs=cfg.profile.num_runs, repeats=cfg.profile.repeats)
+    """The whole-network op profiler of a config (`latency_tables.profilers.factory.make_op_profiler`); a
+    phone over adb is connected first."""
+    prof = build_op_profiler(cfg.device, cfg.profile, cfg.soc, cfg.aihub, jobs_file)
     if cfg.device is ProfileDevice.adb:
-        prof = make_profiler(cfg)
         prof.connect()  # type: ignore[attr-defined]
-        return prof
-    from latency_tables.profilers.aihub import AiHubProfiler
-
-    return AiHubProfiler(cfg.aihub.device, cfg.aihub.chipset, cfg.aihub.compute_unit, jobs_file)
+    return prof
 
 
 def cmd_wholenet(cfg: ProfileAppConfig) -> Any:

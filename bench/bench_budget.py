@@ -1,7 +1,7 @@
 """Which training budget ranks capacity? The winners, their controls and the reference family of a preset,
 retrained at several step budgets: each budget's ranking (mean proxy top-1 over seeds), whether the
 reference family comes out ordered by width and whether models were still improving in the last quarter
-(the report's noise-aware budget check, `spnas.app.evidence.budget_check`), each winner against the mean
+(the report's noise-aware budget check, `spnas.app.pipeline.evidence.budget_check`), each winner against the mean
 of its random controls, and Kendall's tau between the rankings of each pair of budgets.
 
     python -m bench.bench_budget [--experiment evidence] [overrides ...] [--steps 300 900 1800] [--seeds 0]
@@ -32,13 +32,13 @@ def main() -> None:
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args()
     import spnas
-    from spnas.app import evidence as E
-    from spnas.app.pipeline import _Run, model_list, prepare_devices, search_stage, train_stage, warmup_stage
+    from spnas.app.pipeline import evidence as E
+    from spnas.app.pipeline.run import PipelineRun, model_list, prepare_devices, search_stage, train_stage, warmup_stage
     from spnas_core.stats import kendall_tau
 
     cfg = spnas.compose("pipeline", [f"experiment={args.experiment}", *args.overrides])
     cfg, _ = prepare_devices(cfg)
-    run = _Run(cfg, Path(cfg.run_dir), set())
+    run = PipelineRun(cfg, Path(cfg.run_dir), set())
     warm = warmup_stage(run)
     winners = [search_stage(run, s, warm) for s in [*cfg.socs, *(["fleet"] if cfg.search.fleet else [])]]
     base = model_list(run, winners)
@@ -101,7 +101,7 @@ def _rise(r: dict) -> str:
 
 def _vs_random(w, models: dict) -> str:
     """'sd845 +1.2 [-0.8, +3.2], above 2 of 3' (one seed: the difference and the count alone)."""
-    from spnas.app import evidence as E
+    from spnas.app.pipeline import evidence as E
 
     pop = [m.seeds for m in models.values() if m.kind == "random" and f"random control of {w.name}" in m.roles]
     d = E.against_population(w.seeds, pop, ["top1"]).get("top1") if pop else None

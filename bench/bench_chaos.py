@@ -432,7 +432,7 @@ def main() -> None:
     from retrieval.listings import ListingStore
     from retrieval.photos import PhotoStore
     from retrieval.versions import Repository
-    from spnas.app.serve import seed
+    from spnas.app.serving.serve import seed
     from spnas_core.paths import data_root
 
     bundle = ensure_bundle(Path(args.bundle))

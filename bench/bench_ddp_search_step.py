@@ -38,8 +38,8 @@ def worker(args: argparse.Namespace) -> None:
 
     import nas.superkernel as superkernel
     import spnas
-    from latency_tables.predictor import SpaceLatency
-    from latency_tables.table import LatencyTable
+    from latency_tables.lookup.predictor import SpaceLatency
+    from latency_tables.lookup.table import LatencyTable
     from nas.superkernel import SuperNet
     from search_spaces import SearchSpace
     from training.batches import iterate_batches

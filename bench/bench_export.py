@@ -22,7 +22,7 @@ def main() -> None:
     ap.add_argument("--models", nargs="+", default=["mobilenet_v2", "spnas-sd845"])
     args = ap.parse_args()
     import spnas
-    from spnas.app import commands
+    from spnas.app.jobs import commands
 
     run = Path(args.run)
     rows: list[dict[str, Any]] = []

@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     import spnas
-    from latency_tables.table import LatencyTable
+    from latency_tables.lookup.table import LatencyTable
     from nas.groundtruth import NasBenchMacro, costliest, depth_then_cost, judge, random_controls
     from nas.proxies import score_arch
     from nas.ranking import RankingImages, score_paths
@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     space = SearchSpace.from_config(cfg.space)
     if space.name != "nasbench_macro":
         raise SystemExit("bench_groundtruth judges searches of space=nasbench_macro (its ground truth)")
-    from spnas.app.commands import resolve_soc
+    from spnas.app.jobs.commands import resolve_soc
 
     table = LatencyTable.load(resolve_soc(cfg).table)
     gt = NasBenchMacro.load(args.table)

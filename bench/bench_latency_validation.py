@@ -32,11 +32,11 @@ def main() -> None:
     ap.add_argument("--speed-probes", type=int, default=6)
     args = ap.parse_args()
     import spnas
-    from latency_tables.fingerprint import table_fingerprint
-    from latency_tables.host import OVERHEAD_SEED
-    from latency_tables.table import LatencyTable
-    from latency_tables.validate import error_metrics
-    from spnas.app.profile import cmd_validate
+    from latency_tables.lookup.fingerprint import table_fingerprint
+    from latency_tables.measuring.host import OVERHEAD_SEED
+    from latency_tables.lookup.table import LatencyTable
+    from latency_tables.validating.validate import error_metrics
+    from spnas.app.jobs.profile import cmd_validate
 
     table = LatencyTable.load(args.table)
     fp = table_fingerprint(table.meta)

@@ -25,18 +25,18 @@ def _r(v: Any, d: int = 3) -> Any:
 
 
 def main() -> None:
-    from latency_tables.grounding import (
+    from latency_tables.validating.grounding import (
         RATIO_TARGET, SHARED_KEY_TARGET, TAU_TARGET, leave_one_device_out, pairwise_tau, ratio_table,
         shared_key_checks, whole_network_checks,
     )
-    from latency_tables.keys import ops_of, ops_of_space
-    from latency_tables.modeled import SOCS, fit_measured, group_factors
-    from latency_tables.sources import MEASURED
-    from latency_tables.table import LatencyTable
+    from latency_tables.lookup.keys import ops_of, ops_of_space
+    from latency_tables.modelling.modeled import SPECS, fit_measured, group_factors
+    from latency_tables.modelling.sources import MEASURED
+    from latency_tables.lookup.table import LatencyTable
     from search_spaces import default_space, mobilenet_v2
 
     fits = fit_measured()
-    tables = {n: LatencyTable.load(n) for n in SOCS}
+    tables = {n: LatencyTable.load(n) for n in SPECS}
     space = default_space()
     keys = ops_of_space(space, 224)
     taus = pairwise_tau(tables, keys)
@@ -46,11 +46,11 @@ def main() -> None:
     mbv2 = [op.key for op in ops_of(mobilenet_v2())]
 
     rows, explain = [], []
-    for n, spec in SOCS.items():
+    for n, spec in SPECS.items():
         t = tables[n]
         model = t.model
         split = {"compute": 0.0, "memory": 0.0, "dispatch": 0.0}
-        from latency_tables.costmodel import kernels_of_key
+        from latency_tables.lookup.costmodel import kernels_of_key
 
         for k in mbv2:
             for g, v in model.breakdown(kernels_of_key(k)).items():
@@ -67,7 +67,7 @@ def main() -> None:
             "mbv2_memory_%": _r(100 * split["memory"] / total, 1),
             "k5/k3_e6": _r(r["k5/k3 e6"]), "e6/e3_k3": _r(r["e6/e3 k3"]), "k5e6/k3e3": _r(r["k5e6/k3e3"]),
             "SE_x": _r(r["SE"]), "hswish_x": _r(r["h-swish"]),
-            "tau_vs_others": " ".join(f"{o}:{taus[n][o]:.3f}" for o in SOCS if o != n),
+            "tau_vs_others": " ".join(f"{o}:{taus[n][o]:.3f}" for o in SPECS if o != n),
             "shared_keys": shared.get("n", 0),
             "shared_max_err_%": _r(shared.get("max_abs_err_pct", float("nan")), 1),
             "shared_met": bool(shared.get("n")) and shared["max_abs_err_pct"] <= SHARED_KEY_TARGET * 100,
@@ -75,13 +75,13 @@ def main() -> None:
         })
         explain.append(f"{n}: {split['memory'] / total * 100:.0f}% of MobileNetV2 in memory terms "
                        f"({spec.mapping})")
-    phone_ratios = {n: {k: v for k, v in shared_key_checks(tables[n], SOCS[n].base, fits).items()
-                        if k.startswith("phone") or k.startswith("table")} for n in SOCS}
+    phone_ratios = {n: {k: v for k, v in shared_key_checks(tables[n], SPECS[n].base, fits).items()
+                        if k.startswith("phone") or k.startswith("table")} for n in SPECS}
     record("bench_modeled_tables", "Modeled Snapdragon tables: mapping, per-layer cost ratios, agreement with "
                                    "measured phones", rows,
            notes=(
                "Each table is a latency model fitted to a phone's public per-op measurements (Pixel 3 = SD845 "
-               "HW-NAS-Bench, Pixel 1 = SD821 ProxylessNAS; `latency_tables/modeled.py`), mapped to the SoC by its "
+               "HW-NAS-Bench, Pixel 1 = SD821 ProxylessNAS; `latency_tables/modelling/modeled.py`), mapped to the SoC by its "
                "specs (compute x = peak-FMA ratio, memory x = clock ratio for cache traffic, dram x = DRAM bandwidth "
                "ratio; 32-bit ARM GEMM tiles for sd801) and scaled to the SoC's published MobileNetV2 latency. "
                "Ratios are means over the 14 searchable layers of the MobileNetV3 space at 224 (SE_x, hswish_x: the "

@@ -31,7 +31,7 @@ def main() -> None:
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args()
     import spnas
-    from spnas.app.pipeline import run_pipeline
+    from spnas.app.pipeline.run import run_pipeline
 
     cfg = spnas.compose("pipeline", [f"experiment={args.experiment}", *args.overrides])
     t0 = time.perf_counter()

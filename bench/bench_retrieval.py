@@ -109,7 +109,7 @@ def real_like(real: np.ndarray, n: int, d: int, seed: int) -> np.ndarray:
 def real_embeddings(bundle: str, limit: int) -> np.ndarray:
     import spnas
     from retrieval.embedders import make_embedder
-    from spnas.app.retrieval_eval import originals
+    from spnas.app.jobs.retrieval_eval import originals
     from training.datasets import load_data
 
     emb = make_embedder("litert", bundle)
@@ -151,7 +151,7 @@ def bench_gateway(bundle: str, concurrency: list[int], seconds: float) -> list[d
     import httpx
 
     import spnas
-    from spnas.app.serve import start
+    from spnas.app.serving.serve import start
 
     tmp = tempfile.mkdtemp()
     cfg = spnas.compose("serve", [f"bundle={bundle}", "data=grocery", f"root={tmp}/serve", "port=0"])

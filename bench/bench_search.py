@@ -21,11 +21,11 @@ def main() -> None:
     ap.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. train.epochs=10 (same as the pipeline run)")
     args = ap.parse_args()
     import spnas
-    from latency_tables.keys import ops_of
-    from latency_tables.predictor import predict_latency_ms
-    from latency_tables.table import LatencyTable
+    from latency_tables.lookup.keys import ops_of
+    from latency_tables.lookup.predictor import predict_latency_ms
+    from latency_tables.lookup.table import LatencyTable
     from search_spaces import ArchSpec, SearchSpace
-    from spnas.app.pipeline import run_pipeline
+    from spnas.app.pipeline.run import run_pipeline
     from spnas_core.config import to_plain
 
     cfg = spnas.compose("pipeline", [f"experiment={args.experiment}", f"socs=[{','.join(args.socs)}]",

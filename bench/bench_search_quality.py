@@ -33,7 +33,7 @@ def gradients(args: argparse.Namespace) -> None:
     """Median |dCE/dt| per searchable layer over `--steps` steps after a weights-only warm-up."""
     from torch import nn
 
-    from latency_tables.table import LatencyTable
+    from latency_tables.lookup.table import LatencyTable
     from nas.search import SearchJob, build_search
     from search_spaces import SearchSpace
     from training.batches import iterate_batches
@@ -110,7 +110,7 @@ def _in_map(net: Any, m: Any) -> int:
 
 
 def _search(overrides: list[str], run_dir: Path) -> dict[str, Any]:
-    from spnas.app import commands
+    from spnas.app.jobs import commands
 
     if run_dir.exists():
         shutil.rmtree(run_dir)
@@ -119,7 +119,7 @@ def _search(overrides: list[str], run_dir: Path) -> dict[str, Any]:
 
 def landing(args: argparse.Namespace) -> None:
     """A demo-budget search on every shipped table: budget landing and flips in the decision window."""
-    from latency_tables.table import available_tables
+    from latency_tables.lookup.table import available_tables
 
     socs = args.socs or [s for s in ("sd845", "sd670", "sd808", "sd801", "host") if s in available_tables() or s == "host"]
     rows = []

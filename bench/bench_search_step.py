@@ -83,8 +83,8 @@ class MultiPathNet(nn.Module):
 
 def make_step(variant: str, batch: int, resolution: int):
     """A zero-argument callable running one training/search step of `variant`."""
-    from latency_tables.predictor import SpaceLatency
-    from latency_tables.table import LatencyTable
+    from latency_tables.lookup.predictor import SpaceLatency
+    from latency_tables.lookup.table import LatencyTable
     from nas.superkernel import SuperNet
     from search_spaces import build_model, default_space
 

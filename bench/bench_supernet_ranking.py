@@ -75,7 +75,7 @@ def main() -> None:  # noqa: C901 - one measurement, read top to bottom
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args()
     import spnas
-    from latency_tables.predictor import SpaceLatency
+    from latency_tables.lookup.predictor import SpaceLatency
     from nas.controls import sample_at_cost
     from nas.search import run_search
     from spnas_core.stats import kendall_test

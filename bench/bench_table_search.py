@@ -27,10 +27,10 @@ def main() -> None:
     args = ap.parse_args()
 
     import spnas
-    from latency_tables.keys import ops_of
-    from latency_tables.table import LatencyTable
+    from latency_tables.lookup.keys import ops_of
+    from latency_tables.lookup.table import LatencyTable
     from search_spaces import SearchSpace
-    from spnas.app import commands
+    from spnas.app.jobs import commands
     from spnas_core.config import to_plain
     from training.datasets import load_data
 

@@ -18,7 +18,7 @@ def main() -> None:
     ap.add_argument("--arch", default="mobilenet_v3_small")
     args = ap.parse_args()
     import spnas
-    from spnas.app import commands
+    from spnas.app.jobs import commands
 
     with tempfile.TemporaryDirectory() as tmp:
         cfg = spnas.compose("train", [f"arch={args.arch}", "data=fashion_mnist", f"train.epochs={args.epochs}",

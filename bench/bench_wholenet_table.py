@@ -9,7 +9,7 @@
    class counts), with k = 1 and 2.
 2. Built for real: the covering networks for 224 px are converted once (cached by content) and
    profiled per op on one pinned core by LiteRT's own profiler (`LiteRtOpProfiler`); their entries
-   are attributed to op keys (`latency_tables.wholenet`). Time to build is wall time.
+   are attributed to op keys (`latency_tables.measuring.wholenet`). Time to build is wall time.
 3. Judged: sampled architectures of the space (a seed neither table used) plus the reference nets,
    measured end to end with the LiteRT interpreter (the micro table's profiler) in interleaved
    passes; both tables predict them. Agreement of the two tables' predictions (MAPE, Kendall tau),
@@ -42,13 +42,13 @@ def main() -> None:
     args = ap.parse_args()
 
     from export.tflite import convert_to_tflite
-    from latency_tables.covering import design
-    from latency_tables.host import measure_whole, table_keys, whole_model_path
+    from latency_tables.measuring.covering import design
+    from latency_tables.measuring.host import measure_whole, table_keys, whole_model_path
     from latency_tables.profilers import LocalProfiler
     from latency_tables.profilers.litert_ops import LiteRtOpProfiler
-    from latency_tables.table import LatencyTable
-    from latency_tables.validate import error_metrics, sample_validation_archs, scatter_plot
-    from latency_tables.wholenet import device_runs, profile_design
+    from latency_tables.lookup.table import LatencyTable
+    from latency_tables.validating.validate import error_metrics, sample_validation_archs, scatter_plot
+    from latency_tables.measuring.wholenet import device_runs, profile_design
     from search_spaces.reference import REFERENCE_NETS
     from search_spaces.spaces import SPACES
 

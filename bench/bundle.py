@@ -18,7 +18,7 @@ def ensure_bundle(path: Path = DEFAULT_BUNDLE) -> Path:
     import dataclasses
 
     import spnas
-    from spnas.app.retrieval_eval import load_retrieval_data
+    from spnas.app.jobs.retrieval_eval import load_retrieval_data
     from search_spaces.config import ProxyConfig
     from training.config import FinetuneConfig
     from training.finetune import finetune_embedder

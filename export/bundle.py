@@ -32,7 +32,7 @@ from spnas_core.native import quiet_native
 from .deploy import NHWC, DeployModel, to_unit_float
 from .mediapipe_graph import embedder_graph
 from .metadata import ImageInputSpec, ModelInfo, attach_metadata, build_metadata
-from .tflite import _quiet_litert, convert_to_tflite, op_histogram, run_tflite
+from .tflite import quiet_litert, convert_to_tflite, op_histogram, run_tflite
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ def export_int8(net: nn.Module, size: int, calibration: np.ndarray, path: Path) 
         from litert_torch.quantize import pt2e_quantizer, quant_config
     from torchao.quantization.pt2e import quantize_pt2e
 
-    _quiet_litert()
+    quiet_litert()
     model = NHWC(DeployModel(net, "logits")).eval()
     cal = to_unit_float(calibration).permute(0, 2, 3, 1).contiguous()
     sample = (cal[:1],)

@@ -28,7 +28,7 @@ from spnas_core.native import quiet_native  # noqa: E402
 log = logging.getLogger(__name__)
 
 
-def _quiet_litert() -> None:
+def quiet_litert() -> None:
     """litert-torch prints a progress tree per conversion; keep our own logs readable."""
     try:
         from litert_torch import progress
@@ -54,7 +54,7 @@ def convert_to_tflite(
     with quiet_native():  # the first import loads TensorFlow: absl's preamble and the oneDNN notice
         import litert_torch
 
-    _quiet_litert()
+    quiet_litert()
     module = module.eval()
     if nhwc_input and sample_input.ndim == 4:
         wrapped: nn.Module = litert_torch.to_channel_last_io(module, args=[0]).eval()

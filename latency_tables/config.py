@@ -135,7 +135,7 @@ class ImportConfig:
 
 @dataclass
 class WholeNetConfig:
-    """`spnas-profile command=wholenet`: a table from whole-network op profiles (`latency_tables.wholenet`)."""
+    """`spnas-profile command=wholenet`: a table from whole-network op profiles (`latency_tables.measuring.wholenet`)."""
 
     k: int = opt(2, "every key in at least this many profiled networks (its row is their median)")
     resolution: Optional[int] = opt(None, "input size of the table (default: the first of `resolutions`)")

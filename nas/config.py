@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Optional
 
-from spnas_core.config import check_range, opt
+from spnas_core.config import check_range, opt, to_plain
 from spnas_core.errors import ConfigError
 from training.config import AugmentConfig, OptimizerConfig, OptimizerKind
 
@@ -194,6 +194,31 @@ class SearchConfig:
                                   f"search.fleet={self.fleet}, not all zero")
             if self.fleet_objective is not FleetObjective.weighted:
                 raise ConfigError("search.fleet_weights needs search.fleet_objective=weighted")
+
+
+# The search settings that only matter once the latency term is on: a weights-only warm-up does not
+# depend on them, so searches that differ in nothing else share one warm-up.
+LATENCY_ONLY = ("latency_lambda", "loss", "target_ms", "target_fraction_of", "target_tolerance", "thresholds",
+                "threshold_schedule", "decision_window_min_steps", "latency_resolution", "fleet", "fleet_objective",
+                "fleet_weights")
+
+
+# The search settings a winner's controls depend on: how its latency is read (resolution, width) and budgeted.
+CONTROLS_DEPEND_ON = ("latency_resolution", "target_fraction_of", "target_ms", "fleet_objective", "fleet_weights",
+                      "width")
+assert set(LATENCY_ONLY) | set(CONTROLS_DEPEND_ON) <= {f.name for f in fields(SearchConfig)}, \
+    "LATENCY_ONLY or CONTROLS_DEPEND_ON names a field SearchConfig lacks"
+
+
+def warmup_settings(search: SearchConfig) -> dict[str, object]:
+    """The settings of `search` a weights-only warm-up depends on, as plain data (a stage cache key)."""
+    return {k: v for k, v in to_plain(search).items() if k not in LATENCY_ONLY}
+
+
+def controls_settings(search: SearchConfig) -> dict[str, object]:
+    """The settings of `search` a winner's controls depend on, as plain data (a stage cache key)."""
+    plain = to_plain(search)
+    return {k: plain[k] for k in CONTROLS_DEPEND_ON}
 
 
 @dataclass

@@ -1,24 +1,49 @@
 """The latency term of the search loss and the verdict on where a search landed (pure functions).
 
-One device: R is the table's differentiable latency (`latency_tables.predictor.SpaceLatency`) and
-the budget T is in ms. A fleet (`latency_tables.fleet.FleetLatency`): R is the fleet's normalised
+One device: R is the table's differentiable latency (`latency_tables.lookup.predictor.SpaceLatency`) and
+the budget T is in ms. A fleet (`latency_tables.lookup.fleet.FleetLatency`): R is the fleet's normalised
 cost (max or weighted sum of R_d / T_d) and the budget is 1.0. The loss forms are the same for both.
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Protocol, Sequence, runtime_checkable
 
 import torch
 
-from latency_tables.predictor import SpaceLatency, predict_latency_ms
-from latency_tables.table import LatencyTable
+from latency_tables.lookup.predictor import SpaceLatency, predict_latency_ms
+from latency_tables.lookup.table import LatencyTable
 from nas.config import LossForm, SearchConfig
 from search_spaces import reference
 from spnas_core.errors import ConfigError
 
 
-class TableCost:
+@runtime_checkable
+class SearchCost(Protocol):
+    """The cost term of the search: the extension point through which a search prices its decisions.
+
+    Contract:
+    - `expected(weights)` is R of the superkernel's option weights ([layers, candidates], the rows
+      summing to one; `SuperNet.option_weights`) as a differentiable scalar tensor, in the cost's own
+      unit (ms for one table, "x budget" for a fleet);
+    - `of_choices(choices)` is the same cost for hard decisions (one option name per searchable
+      layer): what `expected` gives for 0/1 weights;
+    - `per_device_ms(choices)` is each device's predicted latency in ms, by device name (`names`).
+    The budget the loss compares R with is returned beside the cost by `nas.search.build_cost`.
+    Implementations: `TableCost` (one device's table) and `latency_tables.lookup.fleet.FleetLatency`
+    (several devices, normalised by their budgets; it matches the protocol without importing nas).
+    """
+
+    names: list[str]
+
+    def expected(self, weights: torch.Tensor) -> torch.Tensor: ...
+
+    def of_choices(self, choices: Sequence[str]) -> float: ...
+
+    def per_device_ms(self, choices: Sequence[str]) -> dict[str, float]: ...
+
+
+class TableCost(SearchCost):
     """One device's latency as the search's cost: R in ms against a budget in ms."""
 
     unit = "ms"

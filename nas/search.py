@@ -25,7 +25,7 @@ schedule, decisions, random-number streams, the open epoch's counters); `run_sea
 forks from it and takes the same steps an unshared search of the same seed would take.
 
 One net for a fleet: given several tables, the cost is the fleet's normalised latency
-(`latency_tables.fleet.FleetLatency`: the max or the weighted sum of R_d / T_d, budget 1.0).
+(`latency_tables.lookup.fleet.FleetLatency`: the max or the weighted sum of R_d / T_d, budget 1.0).
 
 Devices and processes (`training.devices`, `training.distributed`): `device=auto|cpu|cuda|cuda:N` with
 mixed precision for the forward pass (the latency term stays float32); under `torchrun` the supernet
@@ -50,12 +50,12 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
-from latency_tables.fleet import FleetLatency
-from latency_tables.predictor import SpaceLatency, predict_latency_ms
-from latency_tables.table import LatencyTable, usable_tables
+from latency_tables.lookup.fleet import FleetLatency
+from latency_tables.lookup.predictor import SpaceLatency, predict_latency_ms
+from latency_tables.lookup.table import LatencyTable, usable_tables
 from nas.budget import Budget, majority_decision, plan_budget, threshold_lr_factor
 from nas.config import FinalistProxy, LossForm, SearchConfig, StartRule, WarmupSampling
-from nas.cost import TableCost, latency_loss, resolve_target_ms, target_verdict
+from nas.cost import SearchCost, TableCost, latency_loss, resolve_target_ms, target_verdict
 from search_spaces import ArchSpec, SearchSpace
 from search_spaces.config import ProxyConfig
 from search_spaces.proxy import Proxy, proxy_for
@@ -130,7 +130,7 @@ class Search:
     opt_t: torch.optim.Optimizer
     sched_w: torch.optim.lr_scheduler.LambdaLR
     threshold_lr: Callable[[int], float]  # the thresholds' learning rate at a global step
-    cost: TableCost | FleetLatency | None
+    cost: SearchCost | None
     tables: list[LatencyTable]
     target: float | None  # ms for one device, 1.0 for a fleet, None without a budget
     budget: Budget
@@ -192,7 +192,7 @@ class SearchJob:
     dist: DistConfig = field(default_factory=DistConfig)
 
 
-def build_cost(job: SearchJob, num_classes: int) -> tuple[TableCost | FleetLatency | None, float | None]:
+def build_cost(job: SearchJob, num_classes: int) -> tuple[SearchCost | None, float | None]:
     """The cost term and its budget: one table (ms), a fleet (normalised, budget 1.0), or none."""
     scfg = job.search
     lats = [SpaceLatency(job.space, t, scfg.latency_resolution, scfg.width, num_classes) for t in job.tables]

@@ -36,7 +36,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
-from latency_tables.table import LatencyTable
+from latency_tables.lookup.table import LatencyTable
 from nas.config import SearchConfig, SweepConfig, SweepParam
 from search_spaces import SearchSpace, build_model
 from search_spaces.config import ProxyConfig

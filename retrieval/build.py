@@ -19,13 +19,14 @@ import logging
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from spnas_core.errors import InputNotFoundError, VersionCorruptError
 
 from .config import BuildConfig, Granularity, RetentionConfig
+from .interface import Embedder
 from .factory import VECTORS_DTYPE, choose_factory, reranked_from_disk
 from .listings import ListingStore
 from .periods import latest_finished, period_range
@@ -34,13 +35,6 @@ from .version_index import VersionIndex
 from .versions import LOCAL_NAMES, Repository, VersionInfo, VersionRef, inputs_digest, retain
 
 log = logging.getLogger(__name__)
-
-
-class Embedder(Protocol):
-    dim: int
-    bundle_sha256: str
-
-    def embed(self, images: Sequence[np.ndarray], progress: bool | None = None) -> np.ndarray: ...
 
 
 def embeddings(store: ListingStore, photos: PhotoStore | None, embedder: Embedder, hashes: Sequence[str],

@@ -1,6 +1,6 @@
 """Typed settings of the photo-search backend (Hydra structured configs; each layer keeps its config beside its code): where
 the listing store, photos and artifact repository live, how versions are built, kept and searched,
-and the serving limits and security. `spnas/app/serving_config.py` composes them into commands.
+and the serving limits and security. `spnas/app/serving/config.py` composes them into commands.
 """
 
 from __future__ import annotations

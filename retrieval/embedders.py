@@ -1,7 +1,7 @@
 """Embedders: images in, L2-normalised float32 vectors out, from a model bundle.
 
-Four backends behind one interface (`embed(images) -> float32 [n, d]`): MediaPipe ImageEmbedder
-(`embedder.tflite`), the LiteRT interpreter, ONNX Runtime (`model.onnx`) and PyTorch. Every backend
+Four backends behind one interface (`retrieval.interface.Embedder`), one per `retrieval.config.Backend`:
+MediaPipe ImageEmbedder (`embedder.tflite`), the LiteRT interpreter, ONNX Runtime (`model.onnx`) and PyTorch. Every backend
 but MediaPipe resizes with `spnas_core.images.resize_like_mediapipe`, the warp MediaPipe applies
 itself, so a query embedded on a phone and a gallery embedded on a server land in the same space.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterator, Protocol, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -19,17 +19,11 @@ from spnas_core.errors import ConfigError
 from spnas_core.images import resize_like_mediapipe, to_rgb_array
 from spnas_core.native import quiet_native
 
-BACKENDS = ("mediapipe", "litert", "onnx", "torch")
+from .config import Backend
+from .interface import Embedder
 
-
-class Embedder(Protocol):
-    """What every backend provides."""
-
-    dim: int
-    bundle_sha256: str
-    name: str
-
-    def embed(self, images: Sequence[np.ndarray], progress: bool | None = None) -> np.ndarray: ...
+# The backends' names, from the one list of them (`retrieval.config.Backend`).
+BACKENDS = tuple(b.name for b in Backend)
 
 
 def l2_normalize(x: np.ndarray) -> np.ndarray:
@@ -55,7 +49,9 @@ def _batches(images: Sequence[np.ndarray], size: int, progress: bool | None, des
         bar.close()
 
 
-class _BundleEmbedder:
+class _BundleEmbedder(Embedder):
+    """What the bundle backends share: the manifest, the embedding size, MediaPipe's resize."""
+
     name = "base"
     batch_size = 64
 
@@ -173,14 +169,18 @@ class MediaPipeImageEmbedder(_BundleEmbedder):
         return l2_normalize(np.concatenate(out))
 
 
-def make_embedder(backend: str, bundle: str | os.PathLike, threads: int = 1) -> Embedder:
-    """An embedder by backend name: mediapipe | litert | onnx | torch."""
-    if backend == "mediapipe":
-        return MediaPipeImageEmbedder(bundle)
-    if backend == "litert":
-        return LiteRTEmbedder(bundle, threads)
-    if backend == "onnx":
-        return OnnxEmbedder(bundle, threads)
-    if backend == "torch":
-        return TorchEmbedder(bundle)
-    raise ConfigError(f"unknown embedder backend '{backend}' (known: {', '.join(BACKENDS)})")
+# Each backend's embedder, by its `Backend` (bundle folder, threads) -> Embedder.
+IMPLEMENTATIONS: dict[Backend, Callable[[str | os.PathLike, int], Embedder]] = {
+    Backend.mediapipe: lambda bundle, threads: MediaPipeImageEmbedder(bundle),
+    Backend.litert: lambda bundle, threads: LiteRTEmbedder(bundle, threads),
+    Backend.onnx: lambda bundle, threads: OnnxEmbedder(bundle, threads),
+    Backend.torch: lambda bundle, threads: TorchEmbedder(bundle),
+}
+
+
+def make_embedder(backend: str | Backend, bundle: str | os.PathLike, threads: int = 1) -> Embedder:
+    """An embedder by backend (a `Backend` or its name: mediapipe | litert | onnx | torch)."""
+    name = backend.name if isinstance(backend, Backend) else backend
+    if name not in Backend.__members__:
+        raise ConfigError(f"unknown embedder backend '{backend}' (known: {', '.join(BACKENDS)})")
+    return IMPLEMENTATIONS[Backend[name]](bundle, threads)

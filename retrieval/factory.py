@@ -25,23 +25,61 @@ import numpy as np
 from spnas_core.errors import RetrievalError
 
 from .config import FactoryConfig, SearchParams
+from .interface import IndexFamily
 
 RDISK = ",RDisk"
 VECTORS_DTYPE = np.float16  # exact vectors on disk: half the reads of float32, scores within ~1e-3
 
 
-def choose_factory(n: int, d: int, cfg: FactoryConfig) -> str:
-    """The factory string for a version of n listings of dimension d."""
-    if n < cfg.flat_below:
+class FlatFamily(IndexFamily):
+    """Exact search (`Flat`) for small periods: below `flat_below` listings."""
+
+    name = "flat"
+
+    def fits(self, n: int, cfg: FactoryConfig) -> bool:
+        return n < cfg.flat_below
+
+    def factory(self, n: int, d: int, cfg: FactoryConfig) -> str:
         return "Flat"
-    if n <= cfg.hnsw_up_to:
+
+
+class HnswFamily(IndexFamily):
+    """A graph index (`HNSW<M>`) up to `hnsw_up_to` listings, its vectors in memory."""
+
+    name = "hnsw"
+
+    def fits(self, n: int, cfg: FactoryConfig) -> bool:
+        return n <= cfg.hnsw_up_to
+
+    def factory(self, n: int, d: int, cfg: FactoryConfig) -> str:
         return f"HNSW{cfg.hnsw_m}"
-    nlist = max(16, 2 ** int(round(math.log2(cfg.nlist_per_sqrt * math.sqrt(n)))))
-    m = next(m for m in (cfg.pq_m, 64, 48, 32, 24, 16, 8, 4, 2, 1) if m <= d and d % m == 0)
-    train = min(n, cfg.train_sample)
-    bits = 8 if train >= 39 * 256 else max(4, int(math.log2(max(train, 16) / 39)))  # >= 39 points a centroid
-    opq = f"OPQ{m}_{d}," if cfg.opq else ""
-    return f"{opq}IVF{nlist}_HNSW32,PQ{m}{'' if bits == 8 else f'x{bits}'}{RDISK}"
+
+
+class IvfPqDiskFamily(IndexFamily):
+    """Above that, IVF-PQ (`[OPQ..,]IVF<nlist>_HNSW32,PQ<m>[x<bits>],RDisk`): the coarse quantizer an HNSW
+    graph, the codes `pq_m` bytes, the candidates re-ranked exactly from the vectors on disk."""
+
+    name = "ivf_pq_rdisk"
+
+    def fits(self, n: int, cfg: FactoryConfig) -> bool:
+        return True
+
+    def factory(self, n: int, d: int, cfg: FactoryConfig) -> str:
+        nlist = max(16, 2 ** int(round(math.log2(cfg.nlist_per_sqrt * math.sqrt(n)))))
+        m = next(m for m in (cfg.pq_m, 64, 48, 32, 24, 16, 8, 4, 2, 1) if m <= d and d % m == 0)
+        train = min(n, cfg.train_sample)
+        bits = 8 if train >= 39 * 256 else max(4, int(math.log2(max(train, 16) / 39)))  # >= 39 points a centroid
+        opq = f"OPQ{m}_{d}," if cfg.opq else ""
+        return f"{opq}IVF{nlist}_HNSW32,PQ{m}{'' if bits == 8 else f'x{bits}'}{RDISK}"
+
+
+# The index families, tried in order (the last fits every size).
+FAMILIES: tuple[IndexFamily, ...] = (FlatFamily(), HnswFamily(), IvfPqDiskFamily())
+
+
+def choose_factory(n: int, d: int, cfg: FactoryConfig) -> str:
+    """The factory string for a version of n listings of dimension d: the first family that fits."""
+    return next(f for f in FAMILIES if f.fits(n, cfg)).factory(n, d, cfg)
 
 
 def reranked_from_disk(factory: str) -> bool:

@@ -46,7 +46,7 @@ from spnas_core.errors import (DuplicateIdError, ImageDecodeError, ImageTooLarge
                           StoreUnavailableError)
 
 from .backends import GrpcBackends, ready_json
-from .build import Embedder
+from .interface import Embedder
 from .config import AuthConfig, DeltaConfig, Limits, Locations, PartialResults, RetentionConfig, TlsConfig
 from .http import (Admission, BodyLimit, Upload, check_uploads, decode, http_error, parse_id, parse_int, parse_time,
                    parse_vector, uploads)

@@ -13,8 +13,8 @@ SERVING. A resolver therefore needs to know nothing about versions, only where s
                                 EndpointSlices, listed and watched (retrieval.k8s.resolver; deploy/)
     "<module>:<Class>"          your own class, built without arguments
 
-`addresses()` is called on every refresh of every gateway worker (each `delta.refresh_s`) from one
-thread; a resolver whose listing is costly caches it.
+The interface and its contract are declared in `retrieval.interface.Resolver` (every resolver here
+subclasses it).
 """
 
 from __future__ import annotations
@@ -25,15 +25,13 @@ import os
 import socket
 import time
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from spnas_core.errors import ConfigError
 
+from .interface import Resolver
 
-class Resolver(Protocol):
-    def addresses(self) -> list[str]:
-        """host:port of every index service that may be serving now."""
-        ...
+
 
 
 def _alive(pid: Any) -> bool:
@@ -68,7 +66,7 @@ def announced_versions(folder: str | Path | None, keep_s: float = 600.0) -> set[
     return {tuple(a["ref"]) for a, _, _ in announcements(folder, keep_s) if isinstance(a.get("ref"), list)}
 
 
-class DirectoryResolver:
+class DirectoryResolver(Resolver):
     """The announcements of running services in one folder: those whose heartbeat is at most `stale_s`
     old and whose process (on this host) is alive; files older than `remove_after_s` are removed."""
 
@@ -94,7 +92,7 @@ class DirectoryResolver:
         return out
 
 
-class StaticResolver:
+class StaticResolver(Resolver):
     """A fixed list of addresses in a YAML or JSON file, re-read on every call."""
 
     def __init__(self, path: str | Path) -> None:

@@ -21,7 +21,8 @@ from typing import Callable, Protocol, Sequence
 
 import numpy as np
 
-from .build import Embedder, embeddings
+from .build import embeddings
+from .interface import Embedder
 from .config import DeltaConfig, Granularity, RetentionConfig
 from .listings import Listing, ListingStore
 from .periods import latest_finished

@@ -15,7 +15,7 @@ from typing import Any, Iterable
 from spnas_core.errors import InputNotFoundError
 from spnas_core.files import write_text_atomic
 
-from .grammar import ArchSpecError, Block, _fmt_float, make_divisible
+from .grammar import ArchSpecError, Block, fmt_float, make_divisible
 
 ARCH_FORMAT = "spnas.arch/1"
 
@@ -87,7 +87,7 @@ class ArchSpec:
     # ------------------------------------------------------------------ string form
     def to_string(self) -> str:
         """`r224 w1 n1000 | conv_k3_c16_s2_hs ir_... pool fc_c1280_hs` (name not included)."""
-        head = f"r{self.resolution} w{_fmt_float(self.width)} n{self.num_classes}"
+        head = f"r{self.resolution} w{fmt_float(self.width)} n{self.num_classes}"
         if self.in_channels != 3:
             head += f" i{self.in_channels}"
         return head + " | " + " ".join(str(b) for b in self.blocks)

@@ -168,7 +168,7 @@ class ChoiceSet:
 
         P(level i) = d_1 ... d_i (1 - d_{i+1}) along a ladder; a grid multiplies its two ladders. With hard
         0/1 decisions exactly one weight is 1; with straight-through decisions the weights carry gradients,
-        which is what makes a cost table differentiable (`latency_tables.predictor.SpaceLatency`).
+        which is what makes a cost table differentiable (`latency_tables.lookup.predictor.SpaceLatency`).
         Works on floats and on tensors (`one` is the 1 of that type)."""
         keep = decisions["keep"] if skippable else one
         if self.structure == "grid":

@@ -73,7 +73,7 @@ class Block:
         if self.kernel is not None:
             parts.append(f"k{self.kernel}")
         if self.expansion is not None:
-            parts.append(f"e{_fmt_float(self.expansion)}")
+            parts.append(f"e{fmt_float(self.expansion)}")
         if self.channels is not None:
             parts.append(f"c{self.channels}")
         if self.stride is not None:
@@ -160,7 +160,7 @@ def _decode_token(tok: str, where: str) -> tuple[str, object]:
     return {"k": "kernel", "c": "channels", "s": "stride"}[letter], int(num)
 
 
-def _fmt_float(x: float) -> str:
+def fmt_float(x: float) -> str:
     """Shortest exact text of a ratio: 6.0 -> '6', 2.5 -> '2.5', 3.67 -> '3.67'."""
     if float(x).is_integer():
         return str(int(x))

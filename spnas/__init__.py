@@ -24,7 +24,7 @@ _API = {
     "compose": "spnas.api", "Config": "spnas.api",
     # architectures and tables
     "ArchSpec": "search_spaces", "SearchSpace": "search_spaces", "reference": "search_spaces",
-    "load_table": "spnas.api", "LatencyTable": "latency_tables.table",
+    "load_table": "spnas.api", "LatencyTable": "latency_tables.lookup.table",
     # data, search, training, export, photo search
     "load_data": "spnas.api", "search": "spnas.api", "SearchResult": "spnas.api", "train": "spnas.api",
     "TrainResult": "spnas.api", "export": "spnas.api", "ExportResult": "spnas.api",
@@ -50,7 +50,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
-    from latency_tables.table import LatencyTable
+    from latency_tables.lookup.table import LatencyTable
     from search_spaces import ArchSpec, SearchSpace, reference
     from spnas_core.errors import ConfigError, SpnasError
 

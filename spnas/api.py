@@ -22,10 +22,11 @@ from typing import Any, Sequence, Union
 
 import numpy as np
 
-from latency_tables.table import LatencyTable
+from latency_tables.lookup.table import LatencyTable
 from search_spaces import ArchSpec
-from spnas.app.compose import APPS
-from spnas.app.config import ExportAppConfig, PipelineAppConfig, SearchAppConfig, TrainAppConfig
+from spnas.app.cli.compose import APPS
+from spnas.app.jobs.config import ExportAppConfig, SearchAppConfig, TrainAppConfig
+from spnas.app.pipeline.config import PipelineAppConfig
 from spnas_core.errors import ConfigError
 from training.config import DataConfig
 from training.datasets import DataBundle
@@ -36,8 +37,8 @@ Config = Union[SearchAppConfig, TrainAppConfig, ExportAppConfig, PipelineAppConf
 def compose(app: str = "search", overrides: Sequence[str] = ()) -> Config:
     """The typed config of a command (`search`, `train`, `export`, `pipeline`, `sweep`, `profile`,
     `retrieval_eval`, `serve`, `index`) with Hydra overrides applied and checked; raises `ConfigError`."""
-    from spnas.app.compose import check_call
-    from spnas.app.compose import compose as _compose
+    from spnas.app.cli.compose import check_call
+    from spnas.app.cli.compose import compose as _compose
 
     check_call(app, overrides)
     return _compose(app, list(overrides))
@@ -93,7 +94,7 @@ def search(config: SearchAppConfig | None = None, *, train_data: DataBundle | st
            overrides: Sequence[str] = ()) -> SearchResult:
     """Run (or resume) a Single-Path NAS search. `train_data` may be a decoded `DataBundle` or a photos
     folder (decoded at `config.data.resolution`); by default the config's data set is loaded."""
-    from spnas.app import commands
+    from spnas.app.jobs import commands
 
     cfg = _typed(config, "search", SearchAppConfig, overrides)
     data = _data_arg(train_data, cfg.data.resolution, cfg.seed)
@@ -127,7 +128,7 @@ def train(config: TrainAppConfig | None = None, *, data: DataBundle | str | os.P
     (e.g. `SearchResult.arch`)."""
     from dataclasses import replace
 
-    from spnas.app import commands
+    from spnas.app.jobs import commands
 
     cfg = _typed(config, "train", TrainAppConfig, overrides)
     if arch is not None:
@@ -158,7 +159,7 @@ class ExportResult:
 def export(config: ExportAppConfig | None = None, *, data: DataBundle | str | os.PathLike | None = None,
            overrides: Sequence[str] = ()) -> ExportResult:
     """Export a `model.pt` to a parity-checked bundle (nothing is written when a check fails)."""
-    from spnas.app import commands
+    from spnas.app.jobs import commands
 
     cfg = _typed(config, "export", ExportAppConfig, overrides)
     m = commands.export(cfg, _data_arg(data, cfg.data.resolution, cfg.seed))
@@ -169,7 +170,7 @@ def evaluate_retrieval(bundle: str | os.PathLike, data: DataBundle, backend: str
                        factory: str = "Flat", latency_queries: int = 50) -> dict[str, Any]:
     """Recall@k / mAP@10 of a bundle's embedder on a data set with a catalogue gallery (Grocery Store)."""
     from retrieval.config import Backend
-    from spnas.app.retrieval_eval import evaluate_bundle
+    from spnas.app.jobs.retrieval_eval import evaluate_bundle
 
     return evaluate_bundle(bundle, data, Backend[backend], factory, latency_queries)
 

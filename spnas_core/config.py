@@ -3,7 +3,7 @@ mean", and the plain-data view of a config (enums by name) that stage keys and s
 
 The configs themselves live beside their code (`search_spaces/config.py`, `training/config.py`,
 `latency_tables/config.py`, `nas/config.py`, `export/config.py`, `retrieval/config.py`); the
-command configs that compose them are in `spnas/app/config.py`. This module imports nothing from
+command configs that compose them are in each room's `config.py` under `spnas/app/`. This module imports nothing from
 the project but the errors.
 """
 

@@ -108,7 +108,7 @@ def fmnist_args(root: Path, tmp: Path, train_limit: int = 6000) -> list[str]:
 
 
 def _train_small(tmp: Path, data_args: list[str], arch: str, name: str, epochs: int = 2, extra: tuple = ()) -> Path:
-    from spnas.app import commands
+    from spnas.app.jobs import commands
 
     cfg = compose("train", [f"arch={arch}", *data_args, f"train.epochs={epochs}", "train.batch_size=64",
                             f"run_dir={tmp / name}", *extra])
@@ -132,7 +132,7 @@ def small_bundle(small_model, fashion_mnist_root, tmp_path_factory) -> Path:
 
 
 def _export_small(small_model: Path, fashion_mnist_root: Path, tmp: Path) -> None:
-    from spnas.app import commands
+    from spnas.app.jobs import commands
 
     cfg = compose("export", [f"checkpoint={small_model}", *fmnist_args(fashion_mnist_root, tmp),
                              f"out_dir={tmp / 'bundle'}", "export.int8_eval_images=500", "export.latency.passes=1",
@@ -193,7 +193,7 @@ def _run_own_photos(grocery_root: Path, tmp: Path) -> None:
     import sys
     import time
 
-    from spnas.app.pipeline import run_pipeline
+    from spnas.app.pipeline.run import run_pipeline
 
     photos = product_photos(grocery_root, tmp / "photos")
     run = tmp / "run"

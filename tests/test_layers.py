@@ -57,7 +57,7 @@ def test_composing_a_config_does_not_load_torch():
     import subprocess
     import sys
 
-    code = ("import sys, spnas\nfrom spnas.app import compose\n"
+    code = ("import sys, spnas\nfrom spnas.app.cli import compose\n"
             "cfg = compose.compose('pipeline', ['experiment=demo'])\n"
             "from search_spaces import ArchSpec, default_space\n"
             "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if m.startswith('torch'))[:5]")

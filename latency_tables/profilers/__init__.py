@@ -6,7 +6,7 @@
 - `parsers.py`: benchmark_model's output of every era.
 
 Both reduce a model to the same statistic (`STATISTIC`, named in a table's meta): the mean of one
-run's timed invocations, the fastest of `repeats` runs. `latency_tables.profiling.profile_keys`
+run's timed invocations, the fastest of `repeats` runs. `latency_tables.measuring.profiling.profile_keys`
 drives either over a list of op keys.
 """
 

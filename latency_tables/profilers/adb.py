@@ -24,8 +24,8 @@ from spnas_core.errors import (
     WrongSocError,
 )
 
-from .base import OpProfile, Timing, fastest_run, statistic_meta
-from .parsers import _line_at, _tail, normalise_output, parse_benchmark_output, parse_op_profile
+from .base import OpProfile, OpProfiler, Profiler, Timing, fastest_run, statistic_meta
+from .parsers import line_at, output_tail, normalise_output, parse_benchmark_output, parse_op_profile
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ class RemoteCommandError(DeviceError):
 
     def __init__(self, command: str, rc: int, output: str) -> None:
         self.command, self.rc, self.output = command, rc, output
-        super().__init__(f"`{command}` exited with {rc} on the phone: {_tail(output)}")
+        super().__init__(f"`{command}` exited with {rc} on the phone: {output_tail(output)}")
 
 
 # What a shell's exit status says about a binary that did not run (the exit code leads every message).
@@ -82,10 +82,10 @@ def _exit_error(e: RemoteCommandError, model: str) -> Exception:
         first = str(pe).split(";", 1)[0]
         if not first.startswith("no latency"):
             head += f": {first}"
-    return BenchmarkOutputError(f"{head}; last lines:\n{_tail(e.output)}")
+    return BenchmarkOutputError(f"{head}; last lines:\n{output_tail(e.output)}")
 
 
-class AdbProfiler:
+class AdbProfiler(Profiler, OpProfiler):
     """benchmark_model on an Android phone over adb.
 
     Old phones (Android 6 and earlier, typical of the Snapdragon 801 and many 808s) return exit code 0
@@ -166,7 +166,7 @@ class AdbProfiler:
             # now (a phone that blinked is back at once), the command's result is lost; resume re-runs it.
             st = self.state()
             raise DeviceDisconnected(f"phone {self.serial} dropped the connection during `adb {' '.join(args[:2])}` "
-                                     f"('{_line_at(out, blip.start())}'; adb get-state now: '{st}'); {RECONNECT_HINT}")
+                                     f"('{line_at(out, blip.start())}'; adb get-state now: '{st}'); {RECONNECT_HINT}")
         if r.returncode != 0:
             if r.returncode == 255 or not out.strip():
                 last = out.strip().splitlines()[-1] if out.strip() else f"exit {r.returncode}, no output"

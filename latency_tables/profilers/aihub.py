@@ -26,7 +26,7 @@ from typing import Any
 from spnas_core.errors import ConfigError, DeviceError, InputError
 from spnas_core.files import write_json_atomic
 
-from .base import OpEntry, OpProfile, Timing
+from .base import OpEntry, OpProfile, OpProfiler, Profiler, Timing
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ def profile_from_aihub(profile: dict[str, Any], source: dict[str, Any] | None = 
                                                "runtime": (source or {}).get("runtime", "AI Hub")})
 
 
-class AiHubProfiler:
+class AiHubProfiler(Profiler, OpProfiler):
     """Profile jobs on one AI Hub device (by name or chipset), resumable through a jobs file."""
 
     def __init__(self, device: str | None = None, chipset: str | None = None, compute_unit: str = "cpu",

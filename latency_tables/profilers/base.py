@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from spnas_core.errors import DeviceError
 
-from ..table import OpStats
+from latency_tables.lookup.table import OpStats
 
 STATISTIC = "fastest_run_mean"
 STATISTIC_HELP = ("mean of the timed invocations of one run (benchmark_model's `avg`), the fastest of `repeats` "
@@ -51,8 +51,22 @@ def fastest_run(runs: list[Timing]) -> Timing:
                   tuple(t.mean_ms for t in runs))
 
 
+@runtime_checkable
 class Profiler(Protocol):
-    """Anything that can time a .tflite file and describe where it ran."""
+    """Times a .tflite file on one device and says where it ran: the extension point of every measured table.
+
+    Contract:
+    - `measure(tflite)` runs the model on the device `repeats` times (after its warm-up) and returns
+      one `Timing` whose `value` (`mean_ms`) is the table statistic (`STATISTIC`: the fastest run's
+      mean, `fastest_run`); it raises `spnas_core.errors.DeviceError` (or a kind of it: a phone that
+      went away is `DeviceDisconnected`, resumable) when the device cannot run it, never returns a
+      partial figure.
+    - `describe()` returns what a table's `meta` records of the measurement: runtime and version,
+      threads, cores used, the runs (`statistic_meta`) and, for this CPU, the fingerprint.
+    - A profiler is built from its config by `latency_tables.profilers.factory.make_profiler`.
+    Implementations: `local.LocalProfiler` (LiteRT on this CPU), `adb.AdbProfiler` (benchmark_model on
+    a phone), and the whole-network op profilers below, which also time a whole file.
+    """
 
     def measure(self, tflite: str | os.PathLike) -> Timing: ...
 
@@ -94,9 +108,18 @@ class OpProfile:
                    dict(d.get("source") or {}))
 
 
+@runtime_checkable
 class OpProfiler(Protocol):
-    """Anything that can profile a whole .tflite network per op (benchmark_model's op profiling over
-    adb, Qualcomm AI Hub, the LiteRT profiler on this CPU)."""
+    """Profiles a whole .tflite network per op: the extension point of tables built from whole networks.
+
+    Contract:
+    - `profile_ops(tflite)` returns the network's `OpProfile`: every entry the runtime ran, in run
+      order, with its average time, and the end-to-end latency; `source` says where (runtime, compute
+      unit, device). It raises `DeviceError` (or a kind of it) when the device cannot profile it.
+    - `describe()` as for `Profiler`.
+    Implementations: `adb.AdbProfiler` (benchmark_model's op profiling), `aihub.AiHubProfiler`
+    (Qualcomm AI Hub), `litert_ops.LiteRtOpProfiler` (LiteRT's profiler on this CPU).
+    """
 
     def profile_ops(self, tflite: str | os.PathLike) -> OpProfile: ...
 

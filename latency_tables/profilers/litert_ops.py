@@ -25,7 +25,7 @@ import numpy as np
 
 from spnas_core.errors import DeviceError
 
-from .base import OpProfile, Timing, fastest_run, statistic_meta
+from .base import OpProfile, OpProfiler, Profiler, Timing, fastest_run, statistic_meta
 from .parsers import parse_op_profile
 
 _HW_CPU = 1  # kLiteRtHwAcceleratorCpu
@@ -56,7 +56,7 @@ class _Api:
             raise DeviceError(f"LiteRT {fn} failed with status {st}")
 
 
-class LiteRtOpProfiler:
+class LiteRtOpProfiler(Profiler, OpProfiler):
     """Per-op profiles of whole networks on this CPU (LiteRT CompiledModel, XNNPACK, its profiler)."""
 
     def __init__(self, threads: int = 1, cpus: Iterable[int] | None = None, warmup_runs: int = 10,
@@ -197,7 +197,7 @@ class LiteRtOpProfiler:
     def describe(self) -> dict[str, Any]:
         from importlib import metadata
 
-        from ..fingerprint import machine_fingerprint
+        from latency_tables.lookup.fingerprint import machine_fingerprint
         from .local import cpu_model
 
         return {"runtime": "LiteRT CompiledModel (ai-edge-litert C API, XNNPACK) with its op profiler",

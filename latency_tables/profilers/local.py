@@ -13,10 +13,10 @@ import numpy as np
 from spnas_core.errors import ConfigError
 from spnas_core.native import quiet_native
 
-from .base import Timing, fastest_run, statistic_meta
+from .base import Profiler, Timing, fastest_run, statistic_meta
 
 
-class LocalProfiler:
+class LocalProfiler(Profiler):
     """The LiteRT interpreter (XNNPACK) on this CPU."""
 
     def __init__(self, threads: int = 1, cpus: Iterable[int] | None = None, warmup_runs: int = 10,
@@ -75,7 +75,7 @@ class LocalProfiler:
     def describe(self) -> dict[str, Any]:
         from importlib import metadata
 
-        from ..fingerprint import machine_fingerprint
+        from latency_tables.lookup.fingerprint import machine_fingerprint
 
         return {
             "runtime": "LiteRT interpreter (ai-edge-litert, XNNPACK delegate)",

@@ -47,11 +47,11 @@ def parse_benchmark_output(text: str) -> Timing:
     text = normalise_output(text)
     refused = _REFUSED.search(text)
     if refused:
-        raise ModelRefusedError(f"benchmark_model refused the model: {_line_at(text, refused.start())}")
+        raise ModelRefusedError(f"benchmark_model refused the model: {line_at(text, refused.start())}")
     failed = _FAILED.search(text)
     if failed:
-        raise BenchmarkOutputError(f"benchmark_model failed: {_line_at(text, failed.start())}; last lines:\n"
-                                   f"{_tail(text)}")
+        raise BenchmarkOutputError(f"benchmark_model failed: {line_at(text, failed.start())}; last lines:\n"
+                                   f"{output_tail(text)}")
     stats = [(int(c), float(a), float(sd)) for c, a, sd in _STATS.findall(text)]
 
     def with_stats(avg_us: float) -> Timing:
@@ -82,14 +82,16 @@ def parse_benchmark_output(text: str) -> Timing:
     if timings:
         c, a, sd = timings[0]  # the first is the whole-model summary; per-node summaries follow
         return Timing(float(a) / 1e3, float(sd) / 1e3, int(c))
-    raise BenchmarkOutputError(f"no latency in benchmark_model output; last lines:\n{_tail(text)}")
+    raise BenchmarkOutputError(f"no latency in benchmark_model output; last lines:\n{output_tail(text)}")
 
 
-def _line_at(text: str, pos: int) -> str:
+def line_at(text: str, pos: int) -> str:
+    """The whole line of `text` that holds position `pos`, stripped (for error messages)."""
     return text[text.rfind("\n", 0, pos) + 1:].split("\n", 1)[0].strip()
 
 
-def _tail(text: str) -> str:
+def output_tail(text: str) -> str:
+    """The last lines of a command's output, for an error message."""
     return "\n".join(text.strip().splitlines()[-5:]) or "(no output)"
 
 
@@ -129,7 +131,7 @@ def parse_op_profile(text: str) -> list[OpEntry]:
             tables.append(rows)
     if not tables:
         raise BenchmarkOutputError("no per-op profile in the output (was --enable_op_profiling=true passed, and did "
-                                   f"the run finish?); last lines:\n{_tail(text)}")
+                                   f"the run finish?); last lines:\n{output_tail(text)}")
     rows = [e for e in tables[0] if not (e.node_type.startswith("ModifyGraphWithDelegate") or
                                           e.node_type == "AllocateTensors")]
     delegated = [e for e in rows if _DELEGATE_NODE.search(e.node_type)]

@@ -27,6 +27,8 @@ import threading
 import time
 from typing import Any
 
+from retrieval.interface import Resolver
+
 from . import GRPC_PORT_NAME, INDEX_SELECTOR, own_namespace, selector_string
 
 log = logging.getLogger(__name__)
@@ -59,7 +61,7 @@ def ready_addresses(slice_: Any) -> list[str]:
     return out
 
 
-class KubernetesResolver:
+class KubernetesResolver(Resolver):
     """Addresses of ready index-service endpoints, kept current by a list + watch thread."""
 
     def __init__(self, namespace: str | None = None, api_client: Any = None, watch_timeout_s: int = 240,

@@ -1,12 +1,13 @@
-"""The application floor: what the commands run, composed from the layers below.
+"""The application floor: what the commands run, composed from the layers below, in rooms by job.
 
-- `config`: the command configs (`SearchAppConfig`, ...), each made of the layers' own configs;
-  `compose` registers them with Hydra and types them; `cli` is the `spnas-<command>` entry points.
-- `commands`: a command config unpacked into the library's plain arguments (the CLIs and the Python
-  API call these).
-- jobs that compose several layers: `export_job` (export + latency on this CPU and every table),
-  `retrieval_eval` (photo search quality), `pipeline` with its `stages` and `report`, `serve`.
-- `profile`: the `spnas-profile` command over `latency_tables`.
+- `cli/`: the `spnas-<command>` entry points and the composition of their typed configs with Hydra;
+- `pipeline/`: `spnas-pipeline` (search -> controls -> retrain -> fine-tune -> export -> photo search ->
+  report), its stage folders, the evidence and the report;
+- `jobs/`: the single-job commands (train, search, sweep, export, retrieval-eval, profile), each a
+  command config unpacked into the plain arguments of the libraries it joins;
+- `serving/`: the photo search's commands (`spnas-serve`, `spnas-index`);
+- `base.py`: the settings every command has (`RunConfig`).
 
-No module here is imported by the library; no job calls another command's module.
+The rooms import downward only: `cli` > `pipeline` > `jobs` | `serving` > `base` (import-linter keeps it).
+No module here is imported by the library.
 """

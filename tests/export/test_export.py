@@ -90,7 +90,7 @@ def test_graph_pbtxt_matches_metadata(small_bundle):
 def test_sampled_space_arch_exports(fashion_mnist_root, tmp_path):
     """A sampled architecture of the search space exports with the same guarantees."""
     from search_spaces import default_space
-    from spnas.app import commands
+    from spnas.app.jobs import commands
 
     from ..conftest import _train_small
 
@@ -108,7 +108,7 @@ def test_sampled_space_arch_exports(fashion_mnist_root, tmp_path):
 
 
 def test_corrupt_checkpoint_and_mismatched_arch(small_model, fashion_mnist_root, tmp_path):
-    from spnas.app import commands
+    from spnas.app.jobs import commands
 
     base = [*fmnist_args(fashion_mnist_root, tmp_path), "export.measure_latency=false"]
     bad = tmp_path / "model.pt"

@@ -17,7 +17,7 @@ SMALL_KEYS = [
 @pytest.fixture(scope="session")
 def micro_cache(tmp_path_factory):
     from export.tflite import convert_to_tflite
-    from latency_tables.micro import MicroModelCache
+    from latency_tables.measuring.micro import MicroModelCache
 
     return MicroModelCache(convert_to_tflite, tmp_path_factory.mktemp("micro"))
 
@@ -30,7 +30,7 @@ def small_models(micro_cache) -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def latency_data() -> Path:
     """`<shared>/latency-data`: the public phone measurements (skipped outside CI when absent, failed in CI)."""
-    from latency_tables.sources import latency_data_dir
+    from latency_tables.modelling.sources import latency_data_dir
 
     d = latency_data_dir()
     if not (d / "published_latencies.csv").is_file():

@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from latency_tables.fingerprint import Fingerprint, host_slug, machine_fingerprint, table_fingerprint
-from latency_tables.table import HostTableMismatch, LatencyTable, OpStats, host_table_name, resolve_table_path
+from latency_tables.lookup.fingerprint import Fingerprint, host_slug, machine_fingerprint, table_fingerprint
+from latency_tables.lookup.table import HostTableMismatch, LatencyTable, OpStats, host_table_name, resolve_table_path
 
 from .conftest import SMALL_KEYS
 
@@ -14,7 +14,7 @@ from .conftest import SMALL_KEYS
 @pytest.fixture
 def home(tmp_path, monkeypatch):
     """An empty SPNAS_HOME, and no shipped host table in the way (the shipped folder is swapped for an empty one)."""
-    import latency_tables.table as T
+    import latency_tables.lookup.table as T
 
     monkeypatch.setenv("SPNAS_HOME", str(tmp_path / "home"))
     shipped = tmp_path / "shipped"
@@ -59,7 +59,7 @@ def test_a_table_of_another_machine_is_never_host(home):
 
 
 def test_prepare_soc_error_skip_and_profile_now(home, micro_cache, monkeypatch):
-    import latency_tables.host as P
+    import latency_tables.measuring.host as P
     import spnas
     from export.tflite import convert_to_tflite
     from latency_tables.config import MissingTablePolicy, StaleCheck
@@ -89,7 +89,7 @@ def test_prepare_soc_error_skip_and_profile_now(home, micro_cache, monkeypatch):
 
 
 def test_stale_check_warns_on_injected_drift_and_refuses_when_asked(home, caplog):
-    import latency_tables.host as P
+    import latency_tables.measuring.host as P
     from export.tflite import convert_to_tflite
     from latency_tables.config import ProfilerConfig, SocConfig, StaleCheck
     from latency_tables.profilers import LocalProfiler
@@ -99,7 +99,7 @@ def test_stale_check_warns_on_injected_drift_and_refuses_when_asked(home, caplog
 
     archs = [mobilenet_v3_small(resolution=96, num_classes=10)]  # ~1 ms: long enough to time steadily
     prof = ProfilerConfig(warmup_runs=2, num_runs=20, min_time_s=0.05, repeats=2)
-    from latency_tables.keys import ops_of
+    from latency_tables.lookup.keys import ops_of
 
     profiler = LocalProfiler(warmup_runs=2, num_runs=20, min_time_s=0.05, repeats=2)
     measured = P.measure_whole(archs, profiler, convert_to_tflite, 1, progress=False)[0].value
@@ -121,7 +121,7 @@ def test_pipeline_never_presents_another_machines_table_as_this_cpu(home):
     """The pipeline resolves `host` before any data is decoded: no matching table -> error naming both
     fingerprints, or (if_no_table=skip) the host leaves the run and the report says why."""
     import spnas
-    from spnas.app.pipeline import prepare_devices
+    from spnas.app.pipeline.run import prepare_devices
 
     here = machine_fingerprint(1)
     foreign = dataclasses.replace(here, cpu_model="AMD EPYC 7B13", isa=("avx", "avx2", "fma"), caches_kb={"L2": 512})
@@ -144,10 +144,10 @@ def test_pipeline_never_presents_another_machines_table_as_this_cpu(home):
 def test_resume_of_a_shipped_table_of_this_machine_starts_from_its_rows(home, tmp_path):
     """`spnas-profile table_name=<shipped host table> resume=true` (what the stale check suggests) copies
     the shipped rows into the user's tables and measures only what is missing, never from scratch."""
-    import latency_tables.host as H
-    import latency_tables.table as T
+    import latency_tables.measuring.host as H
+    import latency_tables.lookup.table as T
     import spnas
-    from spnas.app import profile as P
+    from spnas.app.jobs import profile as P
 
     cfg = spnas.compose("profile", ["resume=true", "fit_overhead=false", "resolutions=[32]", "num_classes=[10]"])
     keys = H.table_keys(P._space(cfg), [32], [10])
@@ -161,7 +161,7 @@ def test_resume_of_a_shipped_table_of_this_machine_starts_from_its_rows(home, tm
 
 
 def test_report_names_the_table_fingerprint_and_spot_check_or_why_a_device_was_left_out():
-    from spnas.app.report_md import _device_line
+    from spnas.app.pipeline.report_md import _device_line
 
     assert _device_line("host", {"skipped": "no table matches"}) == "**host skipped**: no table matches"
     chk = {"drift": 0.153, "rows": [{"name": "mobilenet_v2"}, {"name": "mobilenet_v3_small"}], "warning": "x"}

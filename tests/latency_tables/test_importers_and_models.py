@@ -10,11 +10,11 @@ import pytest
 import torch
 import yaml
 
-from latency_tables.importers import import_ofa_yaml, import_spnas_json
-from latency_tables.keys import ops_of, ops_of_space
-from latency_tables.modeled import METHOD, SOCS, fit_measured, modeled_table
-from latency_tables.predictor import SpaceLatency, latency_breakdown, predict_latency_ms
-from latency_tables.table import LatencyTable, MissingOpsError, OpStats
+from latency_tables.importing.importers import import_ofa_yaml, import_spnas_json
+from latency_tables.lookup.keys import ops_of, ops_of_space
+from latency_tables.modelling.modeled import METHOD, SPECS, fit_measured, modeled_table
+from latency_tables.lookup.predictor import SpaceLatency, latency_breakdown, predict_latency_ms
+from latency_tables.lookup.table import LatencyTable, MissingOpsError, OpStats
 from search_spaces import SKIP, ArchSpec, default_space, mobilenet_v2
 from search_spaces.spaces import SPACES
 from spnas_core.errors import TableError
@@ -80,7 +80,7 @@ def test_spnas_import_runs_in_a_search(cifar_root, tmp_path):
     """`spnas-search space=spnas_mnasnet soc.table=<imported>` runs (2 steps) and its derived net is priced
     by the official model."""
     import spnas
-    from spnas.app import commands
+    from spnas.app.jobs import commands
 
     out = tmp_path / "pixel1-spnas.json"
     import_spnas_json(OFFICIAL, SPACES["spnas_mnasnet"], device="pixel1-spnas").save(out)
@@ -122,7 +122,7 @@ def test_spnas_json_is_parsed_strictly(tmp_path, mutate, match):
 
 def test_truncated_json_names_line_and_nothing_is_written(tmp_path):
     import spnas
-    from spnas.app.profile import cmd_import
+    from spnas.app.jobs.profile import cmd_import
 
     text = OFFICIAL.read_text()
     p = _write(tmp_path, "cut.json", text[: len(text) // 2])
@@ -157,7 +157,7 @@ def _yaml_from_csv(csv_path: Path, out: Path, where=lambda r: True) -> dict[str,
 
 
 def test_proxylessnas_pixel1_table_predicts_what_its_lookup_code_predicts(latency_data, tmp_path):
-    from latency_tables.sources import PROXYLESS_MOBILE, proxyless_mobile_blocks
+    from latency_tables.modelling.sources import PROXYLESS_MOBILE, proxyless_mobile_blocks
 
     rows = _yaml_from_csv(latency_data / "proxylessnas_mobile_lut_pixel1.csv", tmp_path / "mobile_trim.yaml")
     t = import_ofa_yaml(tmp_path / "mobile_trim.yaml")
@@ -301,7 +301,7 @@ def test_yaml_is_parsed_strictly(tmp_path, text, match):
 
 
 # ---------------------------------------------------------------------------------- modeled tables
-@pytest.mark.parametrize("soc", sorted(SOCS))
+@pytest.mark.parametrize("soc", sorted(SPECS))
 def test_modeled_table_meta_names_method_sources_and_validation(soc):
     t = LatencyTable.load(soc)
     m = t.meta["method"]
@@ -311,14 +311,14 @@ def test_modeled_table_meta_names_method_sources_and_validation(soc):
     v = m["validation"]
     for check in ("leave_one_device_out", "whole_network_ratios", "shared_keys"):
         assert "met" in v[check] and "target" in json.dumps(v[check])
-    assert m["calibration"]["predicted_ms"] == pytest.approx(SOCS[soc].calibration_ms, rel=1e-6)
+    assert m["calibration"]["predicted_ms"] == pytest.approx(SPECS[soc].calibration_ms, rel=1e-6)
     assert m["mapping"]["group_factors"] and m["base_device"]["phone"]
 
 
-@pytest.mark.parametrize("soc", sorted(SOCS))
+@pytest.mark.parametrize("soc", sorted(SPECS))
 def test_modeled_tables_reproduce_calibration(soc):
     got = predict_latency_ms(mobilenet_v2(), LatencyTable.load(soc))
-    assert got == pytest.approx(SOCS[soc].calibration_ms, rel=1e-6)
+    assert got == pytest.approx(SPECS[soc].calibration_ms, rel=1e-6)
 
 
 def test_a_modeled_table_answers_any_op_and_marks_it():
@@ -337,7 +337,7 @@ def test_shipped_tables_rank_ops_differently():
     from scipy.stats import kendalltau
 
     keys = ops_of_space(default_space(), 224)
-    v = {n: np.array([LatencyTable.load(n).ms(k) for k in keys]) for n in SOCS}
+    v = {n: np.array([LatencyTable.load(n).ms(k) for k in keys]) for n in SPECS}
     assert kendalltau(v["sd845"], v["sd808"])[0] < 0.97, "the Pixel 3 and Pixel 1 profiles disagree"
     r = v["sd808"] / v["sd845"]
     assert r.max() / r.min() > 1.3, "sd808 is not sd845 scaled by a constant"
@@ -347,7 +347,7 @@ def test_regenerating_from_the_public_data_reproduces_the_shipped_tables(latency
     fits = fit_measured(latency_data)
     for soc in ("sd845", "sd808"):
         shipped = LatencyTable.load(soc)
-        fresh = modeled_table(SOCS[soc], fits, list(shipped.ops))
+        fresh = modeled_table(SPECS[soc], fits, list(shipped.ops))
         for k in list(shipped.ops)[::7]:
             assert fresh.ms(k) == pytest.approx(shipped.ms(k), rel=1e-9), k
 

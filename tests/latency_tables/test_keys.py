@@ -4,7 +4,8 @@ import random
 
 import pytest
 
-from latency_tables.keys import OpKeyError, layer_of_key, micro_module, op_key, ops_of, ops_of_references, ops_of_space, parse_op_key
+from latency_tables.measuring.micro import micro_module
+from latency_tables.lookup.keys import OpKeyError, layer_of_key, op_key, ops_of, ops_of_references, ops_of_space, parse_op_key
 from search_spaces import REFERENCE_NETS, default_space
 
 

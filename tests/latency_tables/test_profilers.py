@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from latency_tables.profilers import STATISTIC, AdbProfiler, LocalProfiler, elf_abi, parse_benchmark_output
-from latency_tables.profiling import profile_keys
-from latency_tables.table import LatencyTable
+from latency_tables.measuring.profiling import profile_keys
+from latency_tables.lookup.table import LatencyTable
 from spnas_core.errors import (BenchmarkOutputError, DeviceDisconnected, DeviceError, ModelRefusedError, WrongABIError,
                                WrongSocError)
 
@@ -388,7 +388,7 @@ def test_adb_a_binary_that_cannot_run_leads_with_its_exit_code(phone, small_mode
 
 def test_a_misnamed_table_file_warns_once(tmp_path, caplog):
     import spnas
-    from spnas.app.profile import cmd_import
+    from spnas.app.jobs.profile import cmd_import
 
     official = Path(__file__).with_name("fixtures") / "spnas_pixel1_runtime_model.json"
     renamed = tmp_path / "lut.yaml"
@@ -403,7 +403,7 @@ def test_a_misnamed_table_file_warns_once(tmp_path, caplog):
 def test_resuming_a_complete_table_from_before_passes_were_recorded_measures_nothing(tmp_path):
     """A table written before `meta.passes` existed is taken as having had all its passes (none re-measured)."""
     from latency_tables.profilers import Timing
-    from latency_tables.table import OpStats
+    from latency_tables.lookup.table import OpStats
 
     class Counting:
         n = 0

@@ -5,8 +5,8 @@ own photos, not on the Grocery Store set."""
 
 import json
 
-from latency_tables.predictor import predict_latency_ms
-from latency_tables.table import LatencyTable
+from latency_tables.lookup.predictor import predict_latency_ms
+from latency_tables.lookup.table import LatencyTable
 from search_spaces import ArchSpec
 
 

@@ -6,14 +6,14 @@ from pathlib import Path
 
 import pytest
 
-import latency_tables.host as H
+import latency_tables.measuring.host as H
 import spnas
-import spnas.app.profile as P
-from latency_tables.predictor import predict_latency_ms
+import spnas.app.jobs.profile as P
+from latency_tables.lookup.predictor import predict_latency_ms
 from latency_tables.profilers import Timing
-from latency_tables.table import LatencyTable
+from latency_tables.lookup.table import DATA_DIR, LatencyTable
 
-SHIPPED = sorted((Path(H.__file__).parent / "data").glob("host-*.json"))
+SHIPPED = sorted(DATA_DIR.glob("host-*.json"))
 
 
 def _calibrated(tmp_path, used=None):

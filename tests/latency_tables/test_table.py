@@ -7,9 +7,9 @@ import random
 import pytest
 import torch
 
-from latency_tables.keys import ops_of, ops_of_space
-from latency_tables.predictor import SpaceLatency, fit_calibration, latency_breakdown, predict_latency_ms
-from latency_tables.table import LatencyTable, MissingOpsError, OpStats, TableError, available_tables
+from latency_tables.lookup.keys import ops_of, ops_of_space
+from latency_tables.lookup.predictor import SpaceLatency, fit_calibration, latency_breakdown, predict_latency_ms
+from latency_tables.lookup.table import LatencyTable, MissingOpsError, OpStats, TableError, available_tables
 from search_spaces import SKIP, default_space, mobilenet_v2
 
 

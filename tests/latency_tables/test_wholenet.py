@@ -14,14 +14,14 @@ from types import SimpleNamespace
 
 import pytest
 
-from latency_tables.attribution import attribute, op_kind
-from latency_tables.covering import brute_force_minimum, coverage_of, design, lower_bound, space_cover
-from latency_tables.keys import ops_of, ops_of_space
+from latency_tables.measuring.attribution import attribute, op_kind
+from latency_tables.measuring.covering import brute_force_minimum, coverage_of, design, lower_bound, space_cover
+from latency_tables.lookup.keys import ops_of, ops_of_space
 from latency_tables.profilers.aihub import AiHubProfiler, profile_from_aihub, token_configured
 from latency_tables.profilers.base import OpEntry, OpProfile
 from latency_tables.profilers.parsers import parse_op_profile
-from latency_tables.table import LatencyTable
-from latency_tables.wholenet import build_table, device_runs, profile_design, profiles_dir
+from latency_tables.lookup.table import LatencyTable
+from latency_tables.measuring.wholenet import build_table, device_runs, profile_design, profiles_dir
 from search_spaces import ArchSpec, SearchSpace
 from search_spaces.space import Stage
 from search_spaces.spaces import SPACES
@@ -52,7 +52,7 @@ def test_covering_design_covers_every_key_k_times_and_is_minimal(k):
 
 
 def test_covering_design_for_the_mobilenetv3_space_counts_device_runs():
-    from latency_tables.host import table_keys
+    from latency_tables.measuring.host import table_keys
 
     space = SPACES["mbv3_large"]
     keys = table_keys(space, [224], [1000])
@@ -300,7 +300,7 @@ def test_aihub_live_profile_job(whole_net):
 def whole_net(tmp_path_factory) -> Path:
     """The recorded fixture's network, converted (one conversion for these tests)."""
     from export.tflite import convert_to_tflite
-    from latency_tables.host import whole_model_path
+    from latency_tables.measuring.host import whole_model_path
 
     return whole_model_path(_recorded_arch(), convert_to_tflite, tmp_path_factory.mktemp("whole"))
 
@@ -337,7 +337,7 @@ def test_adb_op_profiling_on_the_fake_phone(whole_net, tmp_path, monkeypatch):
 
 def test_wholenet_command_dry_run_prints_the_design(capsys):
     import spnas
-    from spnas.app.profile import cmd_wholenet
+    from spnas.app.jobs.profile import cmd_wholenet
 
     cfg = spnas.compose("profile", ["command=wholenet", "resolutions=[224]", "num_classes=[1000]",
                                     "wholenet.dry_run=true"])

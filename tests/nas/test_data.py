@@ -53,7 +53,7 @@ def test_corrupt_images_are_skipped_and_counted(cifar_root, tmp_path, caplog):
 
 def test_training_epoch_survives_corrupt_images(cifar_root, tmp_path):
     """A run over a folder with corrupt files completes its epochs and reports the skips."""
-    from spnas.app import commands
+    from spnas.app.jobs import commands
 
     from ..conftest import compose
 

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from latency_tables.fleet import FleetLatency
-from latency_tables.predictor import SpaceLatency
-from latency_tables.table import LatencyTable
+from latency_tables.lookup.fleet import FleetLatency
+from latency_tables.lookup.predictor import SpaceLatency
+from latency_tables.lookup.table import LatencyTable
 from nas.controls import sample_at_cost, scale_reference, width_family
 from search_spaces import ArchSpec, default_space, mobilenet_v2
-from spnas.app import evidence as E
+from spnas.app.pipeline import evidence as E
 from spnas_core.stats import holm, mean_ci, paired_seed_difference
 
 
@@ -145,8 +145,8 @@ def test_random_controls_of_a_fleet_winner_are_matched_on_the_fleet_cost_the_rep
     prices them the same way: each is within +-2% of the winner there."""
     from nas.config import ControlsConfig
     from nas.controls import choose_controls
-    from spnas.app.pipeline import costs_of
-    from spnas.app.report import _fleet_cost
+    from spnas.app.pipeline.run import costs_of
+    from spnas.app.pipeline.report import _fleet_cost
 
     space = default_space()
     names = ["sd845", "sd670", "sd808", "sd801"]
@@ -349,7 +349,7 @@ def test_fleet_term_is_exactly_the_max_or_weighted_sum_and_reaches_every_thresho
 def test_a_winner_without_controls_says_so_in_its_headline():
     """A winner left without random or width-scaled controls (controls.socs, controls.random=0) is never
     reported as if it had been checked against them."""
-    from spnas.app.report import _headline_text
+    from spnas.app.pipeline.report import _headline_text
 
     w = {"soc": "sd808", "model": "spnas-sd808", "latency_ms": {"sd808": 122.2}, "record": {}}
     base = {"model": "mobilenet_v2", "kind": "baseline", "matched": False, "cost": 162.5, "verdict_on": True,

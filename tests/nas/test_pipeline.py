@@ -8,11 +8,11 @@ import time
 
 import pytest
 
-from latency_tables.table import LatencyTable
+from latency_tables.lookup.table import LatencyTable
 from search_spaces import ArchSpec
 from search_spaces.proxy import Proxy, _min_input_map
 from nas.controls import control_seed
-from spnas.app.evidence import unpack_bits
+from spnas.app.pipeline.evidence import unpack_bits
 from spnas_core.stats import population_difference
 
 from ..conftest import compose
@@ -88,7 +88,7 @@ def test_the_report_compares_every_seed_of_every_control_from_the_stage_outputs(
 
 
 def test_nothing_changed_skips_every_stage_and_a_change_redoes_only_its_dependents(own_photos_pipeline, tmp_path):
-    from spnas.app.pipeline import run_pipeline
+    from spnas.app.pipeline.run import run_pipeline
 
     ov, run, report, _ = own_photos_pipeline
     copy = tmp_path / "run"

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from search_spaces import default_space, mobilenet_v2
-from spnas.app.evidence import pack_bits
-from spnas.app.pipeline import Model
+from spnas.app.pipeline.evidence import pack_bits
+from spnas.app.pipeline.run import Model
 
 from ..conftest import compose
 
@@ -70,7 +70,7 @@ def _models(seeds: list[int], socs=("sd845", "sd808")) -> dict[str, Model]:
 @pytest.fixture(scope="module")
 def reports(tmp_path_factory):
     """report.md / report.json of the same models with one training seed and with three."""
-    from spnas.app.report import write_report
+    from spnas.app.pipeline.report import write_report
 
     out = {}
     for seeds in ([0], [0, 1, 2]):
@@ -128,7 +128,7 @@ def test_each_plot_panel_draws_only_its_own_winners_controls(reports):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from spnas.app.report_plots import draw_panel, panel_rows
+    from spnas.app.pipeline.report_plots import draw_panel, panel_rows
 
     cfg, rep, _, _ = reports[3]
     rows = rep["rows"]
@@ -151,8 +151,8 @@ def test_each_plot_panel_draws_only_its_own_winners_controls(reports):
 
 
 def test_the_learning_curve_shading_is_the_window_the_check_reads(reports):
-    from spnas.app.evidence import rise_window
-    from spnas.app.report_plots import check_window
+    from spnas.app.pipeline.evidence import rise_window
+    from spnas.app.pipeline.report_plots import check_window
 
     _, rep, _, _ = reports[3]
     models = _models([0, 1, 2])

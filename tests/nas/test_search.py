@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from latency_tables.predictor import predict_latency_ms
-from latency_tables.table import LatencyTable
+from latency_tables.lookup.predictor import predict_latency_ms
+from latency_tables.lookup.table import LatencyTable
 from nas.config import LossForm
 from search_spaces import ArchSpec
 from training.datasets import load_data
@@ -39,7 +39,7 @@ def tiny(cifar_root, tmp_path_factory):
 
 
 def test_huge_lambda_derives_faster_arch_than_zero_lambda(tiny, cifar_root):
-    from spnas.app import commands
+    from spnas.app.jobs import commands
 
     tmp, data = tiny
     free = commands.search(_cfg(tmp, cifar_root, 0.0, "lam0"), data=data)

@@ -5,8 +5,8 @@ import random
 import pytest
 import torch
 
-from latency_tables.predictor import SpaceLatency, predict_latency_ms
-from latency_tables.table import LatencyTable
+from latency_tables.lookup.predictor import SpaceLatency, predict_latency_ms
+from latency_tables.lookup.table import LatencyTable
 from nas.superkernel import SuperMBConv, SuperNet, extract_fixed_net, ste_step
 from search_spaces import SKIP, build_model, default_space
 
@@ -214,7 +214,7 @@ def test_nbm_sliced_path_trains_exactly_like_the_masked_one():
 
 
 def test_nbm_cost_term_is_differentiable_and_exact_for_hard_decisions():
-    from latency_tables.predictor import SpaceLatency
+    from latency_tables.lookup.predictor import SpaceLatency
     from search_spaces.nasbench_macro import NASBENCH_MACRO_SPACE, arch_of, choices_of
 
     net = _nbm_net()

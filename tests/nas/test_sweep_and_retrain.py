@@ -12,7 +12,7 @@ from ..conftest import compose
 def test_sweep_over_lambda_writes_pareto_and_continues(cifar_root, tmp_path):
     from dataclasses import replace
 
-    from spnas.app import commands
+    from spnas.app.jobs import commands
 
     data = [f"data.root={cifar_root}", "data.train_limit=320", "data.test_limit=50", f"data.cache_dir={tmp_path / 'c'}"]
     search = ["search.steps=18", "search.warmup_fraction=0", "search.min_threshold_updates=0", "search.batch_size=32"]
@@ -41,7 +41,7 @@ def test_sweep_over_lambda_writes_pareto_and_continues(cifar_root, tmp_path):
 def test_retrain_inherits_superkernel_weights(cifar_root, tmp_path):
     from nas.superkernel import SuperNet, extract_fixed_net
     from search_spaces import ArchSpec, SearchSpace
-    from spnas.app import commands
+    from spnas.app.jobs import commands
     from spnas_core.errors import ConfigError
     from training.checkpoints import load_model_file
 

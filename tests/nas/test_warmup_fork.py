@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from latency_tables.table import LatencyTable
+from latency_tables.lookup.table import LatencyTable
 from nas.config import SearchConfig
 from nas.search import run_search, run_warmup
 from search_spaces import default_space

@@ -104,10 +104,10 @@ def fake_bundle(tmp: Path) -> tuple[Path, str]:
 
 # ---------------------------------------------------------------------------------- a deployment
 class Deployment:
-    """`spnas.app.serve.start` with handles to its parts."""
+    """`spnas.app.serving.serve.start` with handles to its parts."""
 
     def __init__(self, cfg: Any, token: str, clock: Callable[[], float] = time.time) -> None:
-        from spnas.app.serve import start
+        from spnas.app.serving.serve import start
 
         self.cfg, self.token = cfg, token
         self.s = start(cfg, clock=clock)

@@ -6,7 +6,7 @@ from ..conftest import compose
 
 
 def test_retrieval_eval_summary_and_table(small_bundle, grocery_root, tmp_path):
-    from spnas.app.retrieval_eval import run
+    from spnas.app.jobs.retrieval_eval import run
 
     cfg = compose("retrieval_eval", [f"bundle={small_bundle}", f"data.root={grocery_root}", "data.train_limit=300",
                                      "data.test_limit=120", "data.val_limit=20", f"data.cache_dir={tmp_path / 'c'}",

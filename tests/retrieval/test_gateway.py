@@ -33,7 +33,7 @@ def _top(url, v, k=10, **kw):
 
 
 def test_rest_search_add_delete_with_real_photos(deployment, grocery_root):
-    from spnas.app.retrieval_eval import originals
+    from spnas.app.jobs.retrieval_eval import originals
 
     d, url = deployment, deployment.url
     data = _data(grocery_root)
@@ -93,7 +93,7 @@ def test_rest_search_add_delete_with_real_photos(deployment, grocery_root):
 def test_a_late_change_is_built_into_its_hour_at_the_next_build(deployment, grocery_root):
     """An add into an hour that already has a version is answered by the delta; the next build-due
     rebuilds that hour, the new version takes over and the delta lets the listing go."""
-    from spnas.app.retrieval_eval import originals
+    from spnas.app.jobs.retrieval_eval import originals
 
     d, url = deployment, deployment.url
     photo = originals(_data(grocery_root).test, _data(grocery_root).test.images)[3]
@@ -271,7 +271,7 @@ def test_blocking_work_runs_off_the_event_loop_with_bounded_admission(deployment
     from retrieval.config import Limits
     from retrieval.embedders import make_embedder
     from retrieval.gateway import create_app
-    from spnas.app.serve import gateway_spec
+    from spnas.app.serving.serve import gateway_spec
 
     gate, entered = threading.Event(), threading.Semaphore(0)
 

@@ -161,7 +161,7 @@ def test_no_bind_beyond_loopback_without_a_token_and_no_token_beyond_it_without_
 
 
 def test_spnas_serve_refuses_a_public_gateway_without_token(small_bundle, tmp_path, monkeypatch):
-    from spnas.app.serve import start
+    from spnas.app.serving.serve import start
 
     from ..conftest import compose
 
@@ -204,7 +204,7 @@ def test_loopback_without_a_token_still_needs_one_for_writes(tmp_path):
     """No token configured: spnas-serve makes one (owner-only file, kept across restarts) instead of
     leaving writes open."""
     from retrieval.security import load_token
-    from spnas.app.serve import local_token
+    from spnas.app.serving.serve import local_token
 
     auth = local_token(tmp_path / "gw")
     p = tmp_path / "gw" / "token"

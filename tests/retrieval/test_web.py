@@ -175,7 +175,7 @@ def test_serving_your_folder_the_page_names_the_model_and_the_photos(own_photos_
 
     from PIL import Image
 
-    from spnas.app.serve import photos_config
+    from spnas.app.serving.serve import photos_config
 
     from ..conftest import compose
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from latency_tables.keys import ops_of
+from latency_tables.lookup.keys import ops_of
 from search_spaces import build_model, default_space, mobilenet_v2, mobilenet_v3_large, mobilenet_v3_small
 from search_spaces.proxy import Proxy, _min_input_map, proxy_for
 

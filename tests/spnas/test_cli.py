@@ -106,7 +106,7 @@ def test_refused_export_is_one_line(small_model, fashion_mnist_root, tmp_path):
 
 def test_yaml_preset_error_names_the_file(tmp_path):
     """A broken preset in a config group: the error names the file (and the YAML line)."""
-    from spnas.app import compose as c
+    from spnas.app.cli import compose as c
 
     broken = Path(c.CONFIG_DIR) / "data" / "zz_broken_test.yaml"
     try:

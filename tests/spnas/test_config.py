@@ -9,7 +9,7 @@ import pytest
 
 import spnas
 from nas.config import LossForm, SearchConfig
-from spnas.app.compose import APPS
+from spnas.app.cli.compose import APPS
 from spnas_core.config import to_plain
 from spnas_core.errors import ConfigError
 from training.config import DataConfig, TrainConfig
@@ -85,13 +85,13 @@ def test_the_search_space_is_defined_once():
     cfg = spnas.compose("search")
     assert to_plain(cfg.space) == MOBILENET_V3_LARGE_SPACE.to_dict()
     assert tuple(cfg.space.choices) == DEFAULT_CHOICES == MOBILENET_V3_LARGE_SPACE.choices
-    from spnas.app.compose import group_options
+    from spnas.app.cli.compose import group_options
 
     assert set(SPACES) == set(group_options("space"))
 
 
 def test_soc_facts_are_defined_once():
-    from latency_tables import modeled
+    from latency_tables.modelling import modeled
     from latency_tables.socs import SOCS, all_devices
 
     assert not (CONFIGS / "soc").exists()
@@ -100,7 +100,7 @@ def test_soc_facts_are_defined_once():
     for name, facts in SOCS.items():
         soc = cfg.soc_configs[name]
         assert (soc.abi, soc.taskset_mask, soc.soc, soc.table) == (facts.abi, facts.taskset_mask, facts.soc, name)
-        spec = modeled.SOCS[name]
+        spec = modeled.SPECS[name]
         assert (spec.abi, spec.taskset_mask, spec.calibration_ms) == (facts.abi, facts.taskset_mask,
                                                                       facts.mobilenet_v2_ms)
 

@@ -28,7 +28,7 @@ def _photos(ov: list[str]) -> Path:
 def _cli(capsys, app: str, *args: str) -> subprocess.CompletedProcess:
     """`spnas-<app> args...` as the console script runs it (its `*_main` with these argv), in this process: the
     exit code, stdout and stderr a user sees (no interpreter start-up per call)."""
-    from spnas.app import cli
+    from spnas.app.cli import main as cli
 
     main = getattr(cli, f"{app.removeprefix('spnas-').replace('-', '_')}_main")
     capsys.readouterr()
@@ -101,7 +101,7 @@ def test_a_malformed_table_override_on_a_finished_run_loses_nothing(own_photos_p
     """`soc_configs.sd845.table=<malformed>` on a finished run once deleted arch.json, supernet.pt, the search log
     and its plot, left stage.json at "running", then failed. Now: exit 4 naming the table, every finished file as
     it was, stage.json "failed" with the last good result, and the run without the override skips to it."""
-    from spnas.app.pipeline import run_pipeline
+    from spnas.app.pipeline.run import run_pipeline
 
     ov, run, _, _ = own_photos_pipeline
     copy = tmp_path / "run"
@@ -192,7 +192,7 @@ def test_one_class_and_one_image_class_folders_are_refused(own_photos_pipeline, 
 def test_a_held_out_shoot_is_the_test_split(own_photos_pipeline, tmp_path):
     """data.test_root: photos of the same products from another shoot are the test split (the report then does
     not call its figures optimistic)."""
-    from spnas.app.report import data_caveat
+    from spnas.app.pipeline.report import data_caveat
     from training.config import DataConfig, DataKind
     from training.datasets import list_splits
 
@@ -235,9 +235,9 @@ def test_step_floors_that_a_folder_cannot_shrink():
 
 
 def test_a_malformed_table_in_spnas_home_is_reported_once_and_kept_out_of_manifests(tmp_path, monkeypatch, caplog):
-    from latency_tables.table import usable_tables
+    from latency_tables.lookup.table import usable_tables
     from search_spaces import reference
-    from spnas.app.export_job import table_predictions
+    from spnas.app.jobs.export import table_predictions
 
     monkeypatch.setenv("SPNAS_HOME", str(tmp_path))
     (tmp_path / "tables").mkdir()
@@ -288,7 +288,7 @@ def test_an_unreadable_photo_is_warned_about_once(own_photos_pipeline, tmp_path,
 
 
 def test_the_run_level_progress_line_has_an_eta_over_stages():
-    from spnas.app.progress import RunProgress
+    from spnas.app.pipeline.progress import RunProgress
 
     p = RunProgress(["warmup", "search", "search"], bar=False)
     assert p.eta_text().startswith("unknown")
@@ -305,7 +305,7 @@ def test_the_budget_check_is_not_fired_by_one_validation_image():
     """On 17 validation photos one photo is 5.9 points: one model of four gaining one photo in the last quarter
     once made the report say "budget-limited: still gained > 1 point". The rises are judged within their noise
     (pooled over the runs, a 95% interval against report.rising_pts): that is "cannot tell", not "rising"."""
-    from spnas.app import evidence as E
+    from spnas.app.pipeline import evidence as E
 
     one_photo = 100 / 17
     three = [(0.5, {0: 0.40}), (0.75, {0: 0.45}), (1.0, {0: 0.50})]  # width, its top-1 per seed

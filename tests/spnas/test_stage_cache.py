@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from spnas.app.stages import Stage
+from spnas.app.pipeline.stages import Stage
 
 from ..conftest import compose
 
@@ -107,10 +107,10 @@ def _pipeline_cfg(tmp: Path, data_root: Path, extra: list[str] = ()):
 
 
 def _stages(tmp: Path, data_root: Path) -> dict[str, str]:
-    from spnas.app.pipeline import _Run, search_stage, train_stage, warmup_stage
+    from spnas.app.pipeline.run import PipelineRun, search_stage, train_stage, warmup_stage
 
     cfg = _pipeline_cfg(tmp, data_root)
-    run = _Run(cfg, Path(cfg.run_dir), set())
+    run = PipelineRun(cfg, Path(cfg.run_dir), set())
     m = search_stage(run, "sd845", warmup_stage(run))
     train_stage(run, m, 0)
     return {e["stage"]: e["how"] for e in run.events if not e["stage"].startswith("warmup/")}

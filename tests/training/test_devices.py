@@ -68,7 +68,7 @@ def test_bf16_autocast_trains_on_this_cpu(cifar_root, tmp_path):
     import json
 
     import spnas
-    from spnas.app import commands
+    from spnas.app.jobs import commands
 
     compute = resolve_compute("cpu", AmpMode.bf16)
     conv = torch.nn.Conv2d(3, 4, 3)

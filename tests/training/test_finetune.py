@@ -15,7 +15,7 @@ SCRIPT = """
 import sys
 from dataclasses import replace
 import spnas
-from spnas.app.retrieval_eval import load_retrieval_data
+from spnas.app.jobs.retrieval_eval import load_retrieval_data
 from training.finetune import finetune_embedder
 model_pt, root, cache, run_dir, resume = sys.argv[1:6]
 cfg = spnas.compose("pipeline", [f"retrieval.data.root={root}", "retrieval.data.train_limit=96",

@@ -125,7 +125,7 @@ def test_imagenet_preset_trains_from_the_stream(grocery_root, tmp_path):
     import json
 
     import spnas
-    from spnas.app import commands
+    from spnas.app.jobs import commands
 
     root = _grocery_folder(grocery_root, tmp_path / "imnet", {"train": 8, "val": 2})
     cfg = spnas.compose("train", ["data=imagenet", f"data.root={root}", "data.workers=2", "data.resolution=96",

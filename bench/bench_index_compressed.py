@@ -42,6 +42,7 @@ import numpy as np
 
 from bench.bundle import DEFAULT_BUNDLE, ensure_bundle
 from bench.common import ROOT, record
+from spnas_core.files import atomic_path, write_json_atomic
 
 BIN = Path(sys.executable).parent
 GIB = 1 << 30
@@ -55,6 +56,12 @@ def vm(pid: int | str = "self") -> dict[str, int]:
         if k in ("VmRSS", "VmHWM", "RssFile", "RssAnon"):
             out[k] = int(v.split()[0]) * 1024
     return out
+
+
+def atomic_save(path: Path, a: np.ndarray) -> None:
+    """np.save under a temporary name, then rename: a killed run never leaves a half array to reuse."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, a)
 
 
 def recall(got: np.ndarray, truth: np.ndarray) -> float:
@@ -182,6 +189,9 @@ def main() -> None:
                                                                "of it: build.factory.hnsw_up_to below --n)")
     ap.add_argument("--opq", action="store_true", help="an OPQ rotation in front of the PQ (build.factory.opq=true)")
     ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--prepare-only", action="store_true",
+                    help="draw the vectors, compute the exact truth and load the listing store into --work, then stop "
+                         "(untimed preparation; a later run with the same --work reuses it and times the build)")
     args = ap.parse_args()
 
     import faiss
@@ -203,41 +213,68 @@ def main() -> None:
     faiss.omp_set_num_threads(2)
 
     # ------------------------------------------------------------ real embeddings, the mixture, the draws
+    # (kept in the work folder: a second run with the same --work and sizes reuses them, so a run killed
+    # after the draws, or one made with --prepare-only, resumes at the listing store)
     t = time.perf_counter()
-    real = real_embeddings(str(bundle), args.real)
+    key = {"n": args.n, "dim": emb.dim, "real": args.real, "queries": args.queries, "clusters": args.clusters,
+           "bundle": emb.bundle_sha256}
+    made = work / "draws.json"
+    reuse = made.exists() and json.loads(made.read_text()).get("key") == key
+    if reuse:
+        real = np.load(work / "real.npy")
+    else:
+        made.unlink(missing_ok=True)
+        real = real_embeddings(str(bundle), args.real)
+        atomic_save(work / "real.npy", real)
     rng = np.random.default_rng(7)
     perm = rng.permutation(len(real))
     queries = np.ascontiguousarray(real[perm[:args.queries]])
     fit = real[perm[args.queries:]]
-    mix = Mixture(fit, args.clusters)
     base_path = work / "base.f32"
-    base = np.memmap(base_path, np.float32, "w+", shape=(args.n, emb.dim))
-    mix.sample(args.n, seed=1, out=base)
-    base.flush()
-    gen_s = time.perf_counter() - t
+    if reuse:
+        base = np.memmap(base_path, np.float32, "r", shape=(args.n, emb.dim))
+        truth = np.load(work / "truth.npy")
+        gen_s, truth_s = (json.loads(made.read_text())[k] for k in ("gen_s", "truth_s"))
+    else:
+        mix = Mixture(fit, args.clusters)
+        base = np.memmap(base_path, np.float32, "w+", shape=(args.n, emb.dim))
+        mix.sample(args.n, seed=1, out=base)
+        base.flush()
+        gen_s = time.perf_counter() - t
+        t = time.perf_counter()
+        truth = exact_truth(queries, base)
+        truth_s = time.perf_counter() - t
+        atomic_save(work / "truth.npy", truth)
+        write_json_atomic(made, {"key": key, "gen_s": gen_s, "truth_s": truth_s})
     sample = np.ascontiguousarray(base[rng.choice(args.n, min(20_000, args.n), replace=False)])
     realism = {"top10_pc_share_real": top_pc_share(fit), "top10_pc_share_drawn": top_pc_share(sample),
                "q_10th_nn_ip_real": tenth_nn(queries, np.ascontiguousarray(fit[:20_000])),
                "q_10th_nn_ip_drawn": tenth_nn(queries, sample)}
     np.save(work / "queries.npy", queries)
-    t = time.perf_counter()
-    truth = exact_truth(queries, base)
-    truth_s = time.perf_counter() - t
 
     # ------------------------------------------------------------ listings + embedding cache (not the build)
     month, m0, m1 = latest_finished(Granularity.month, int(time.time()), 1)[0]
     ts = np.sort(np.random.default_rng(0).integers(m0, m1, args.n))
     ids = 10**9 + np.arange(args.n, dtype=np.int64)  # row r of `base` is listing 1e9 + r, listed at ts[r]
+    loaded = work / "listings.done"  # the store is complete and holds these draws (a killed load starts again)
+    if not (reuse and loaded.exists()):
+        for f in [loaded, *work.glob("listings.sqlite*")]:
+            f.unlink(missing_ok=True)
     store = ListingStore(f"sqlite:///{work / 'listings.sqlite'}")
     t = time.perf_counter()
-    if store.max_seq() == 0:
+    if not loaded.exists():
         step = 1_000_000
         for i in range(0, args.n, step):
             photos = [f"{j:064x}" for j in range(i, min(args.n, i + step))]
             store.load(ids[i:i + step], ts[i:i + step], photos)
             store.cache(emb.bundle_sha256, photos, base[i:i + step], batch=20_000)
             print(f"loaded {min(args.n, i + step)} listings", flush=True)
-    load_s = time.perf_counter() - t
+        write_json_atomic(loaded, {"n": args.n, "load_s": time.perf_counter() - t})
+    load_s = json.loads(loaded.read_text())["load_s"]
+    if args.prepare_only:
+        print(f"prepared {work}: {args.n} draws, exact truth, listing store; run again with --work {work} to build "
+              "and measure", flush=True)
+        return
     repo = Repository(f"file://{work / 'repository'}")
     if repo.versions():
         shutil.rmtree(work / "repository")

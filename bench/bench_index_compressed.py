@@ -163,7 +163,7 @@ vi = VersionIndex.load(folder, read_local(folder), check=False)
 after_load = vm()
 out = []
 for nprobe, kf in {knobs!r}:
-    vi.params = SearchParams(nprobe=nprobe, k_factor=kf)
+    vi.params = SearchParams(nprobe=nprobe, k_factor=kf, k_factor_growth=0.0)  # the depth as given
     vi.search(q[:20], 10)
     lat, got = [], []
     for x in q:
@@ -360,7 +360,8 @@ def main() -> None:
     svc.terminate()
     svc.wait(60)
     r = recall(np.stack(got) - row_of, truth)
-    rows.append({"measure": f"spnas-index serve, nprobe={p.nprobe} k_factor={p.k_factor} (defaults)", "value": r,
+    rows.append({"measure": f"spnas-index serve, nprobe={p.nprobe} re-rank depth {p.rerank_depth(args.n)} (defaults: "
+                            f"k_factor {p.k_factor}, k_factor_growth {p.k_factor_growth})", "value": r,
                  "unit": "recall@10", "target": ">= 0.95", "met": r >= 0.95,
                  "detail": f"{len(queries)} real queries through gRPC, p50 {pct(lat, 50)} ms, p99 {pct(lat, 99)} ms; "
                            f"started (verify + open + catch up) in {start_s:.1f} s"})

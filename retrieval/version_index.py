@@ -9,7 +9,7 @@ of at most `exact_below` rows on an approximate index is searched exactly instea
 vectors under `IDSelectorRange` (FAISS then scans only that slice; a graph walk restricted to a few
 per cent of its nodes finds too few of them), the few left-out rows in it dropped from a slightly
 longer list. A compressed version (`,RDisk`) keeps its exact vectors on disk (`DiskVectors`): its
-IVF-PQ index gives k * `k_factor` candidates under the same selectors, which are re-ranked exactly
+IVF-PQ index gives k * `SearchParams.rerank_depth(n)` candidates under the same selectors, which are re-ranked exactly
 against their rows read from disk; a narrow window is scanned exactly on its slice of that file. The
 gateway's delta is itself a `VersionIndex`, built in memory.
 """
@@ -216,7 +216,7 @@ class VersionIndex:
             scores[:, :kk], out[:, :kk] = np.take_along_axis(s, top, 1), rows[top]
             return scores, out
         sel = rng if ex_sel is None else ex_sel if rng is None else faiss.IDSelectorAnd(rng, ex_sel)
-        kk = min(hi - lo, k * self.params.k_factor)
+        kk = min(hi - lo, k * self.params.rerank_depth(hi - lo))
         _, cand = self.index.search(q, kk, params=search_params(self.index, sel, self.params))
         rows = np.unique(cand[cand >= 0])
         vecs = self.vectors.rows(rows)

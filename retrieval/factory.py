@@ -191,19 +191,21 @@ def exact_part(index: Any) -> Any:
     return ix
 
 
-def search_params(index: Any, sel: Any, p: SearchParams) -> Any:
-    """FAISS search parameters for this index type carrying the selector `sel` (or None)."""
+def search_params(index: Any, sel: Any, p: SearchParams, n: int | None = None) -> Any:
+    """FAISS search parameters for this index type carrying the selector `sel` (or None); `n`, the listings
+    searched (default: all the index holds), sets an in-memory refine's depth (`SearchParams.rerank_depth`)."""
     import faiss
 
     ix = faiss.downcast_index(index)
     if isinstance(ix, faiss.IndexRefine):
         base = faiss.SearchParametersIVF(sel=sel, nprobe=p.nprobe) if sel is not None else \
             faiss.SearchParametersIVF(nprobe=p.nprobe)
-        out = faiss.IndexRefineSearchParameters(k_factor=p.k_factor, base_index_params=base)
+        depth = p.rerank_depth(ix.ntotal if n is None else n)
+        out = faiss.IndexRefineSearchParameters(k_factor=depth, base_index_params=base)
         out._keep = base  # the C++ object points at `base`: keep it alive with its owner
         return out
     if isinstance(ix, faiss.IndexPreTransform):  # OPQ in front: the parameters go to the IVF inside
-        inner = search_params(ix.index, sel, p)
+        inner = search_params(ix.index, sel, p, n)
         return inner
     if hasattr(ix, "hnsw"):
         out = faiss.SearchParametersHNSW(efSearch=p.efSearch)

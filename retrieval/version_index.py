@@ -172,7 +172,7 @@ class VersionIndex:
             d, i = self._narrow(q, k, rng, lo, hi, ex_rows)
         else:  # the index itself, restricted by FAISS selectors while it searches
             sel = rng if ex_sel is None else ex_sel if rng is None else faiss.IDSelectorAnd(rng, ex_sel)
-            d, i = self.index.search(q, k, params=search_params(self.index, sel, self.params))
+            d, i = self.index.search(q, k, params=search_params(self.index, sel, self.params, hi - lo))
         ok = i >= 0
         scores[ok], out[ok] = d[ok], self.ids[i[ok]]
         return scores, out

@@ -185,3 +185,19 @@ def test_a_compressed_version_asks_for_the_depth_of_its_window(tmp_path):
     vi.search(v[:2], 5)
     vi.search(v[:2], 5, 1000, 2500)
     assert asked == [n, 1500]
+
+
+def test_an_in_memory_refine_gets_the_same_depth():
+    """FAISS's own refine (`,RFlat`) is given the depth the disk re-ranking uses: rerank_depth of the
+    listings searched (the window), not a fixed k_factor."""
+    import faiss
+
+    from retrieval.factory import search_params
+
+    index = faiss.index_factory(8, "IVF4,PQ4x4,RFlat", faiss.METRIC_INNER_PRODUCT)
+    x = unit(200, 8, 4)
+    index.train(x)
+    index.add(x)
+    p = SearchParams(k_factor=3, k_factor_growth=1.0)
+    assert search_params(index, None, p).k_factor == 3
+    assert search_params(index, None, p, 4 * 10**6).k_factor == 12

@@ -253,9 +253,6 @@ def main() -> None:
     np.save(work / "queries.npy", queries)
 
     # ------------------------------------------------------------ listings + embedding cache (not the build)
-    month, m0, m1 = latest_finished(Granularity.month, int(time.time()), 1)[0]
-    ts = np.sort(np.random.default_rng(0).integers(m0, m1, args.n))
-    ids = 10**9 + np.arange(args.n, dtype=np.int64)  # row r of `base` is listing 1e9 + r, listed at ts[r]
     loaded = work / "listings.done"  # the store is complete and holds these draws (a killed load starts again)
     if not (reuse and loaded.exists()):
         for f in [loaded, *work.glob("listings.sqlite*")]:
@@ -263,14 +260,18 @@ def main() -> None:
     store = ListingStore(f"sqlite:///{work / 'listings.sqlite'}")
     t = time.perf_counter()
     if not loaded.exists():
+        month, m0, m1 = latest_finished(Granularity.month, int(time.time()), 1)[0]
+        ts = np.sort(np.random.default_rng(0).integers(m0, m1, args.n))
+        ids = 10**9 + np.arange(args.n, dtype=np.int64)  # row r of `base` is listing 1e9 + r, listed at ts[r]
         step = 1_000_000
         for i in range(0, args.n, step):
             photos = [f"{j:064x}" for j in range(i, min(args.n, i + step))]
             store.load(ids[i:i + step], ts[i:i + step], photos)
             store.cache(emb.bundle_sha256, photos, base[i:i + step], batch=20_000)
             print(f"loaded {min(args.n, i + step)} listings", flush=True)
-        write_json_atomic(loaded, {"n": args.n, "load_s": time.perf_counter() - t})
-    load_s = json.loads(loaded.read_text())["load_s"]
+        write_json_atomic(loaded, {"n": args.n, "month": month, "load_s": time.perf_counter() - t})
+    done = json.loads(loaded.read_text())
+    month, load_s = done["month"], done["load_s"]  # a reused store keeps the month its listings are in
     if args.prepare_only:
         print(f"prepared {work}: {args.n} draws, exact truth, listing store; run again with --work {work} to build "
               "and measure", flush=True)

@@ -101,9 +101,9 @@ def all_devices() -> dict[str, SocFacts]:
     return {**SOCS, "host": HOST}
 
 
-# Not a device: multiply-adds as the cost (`latency_tables.lookup.flops`), for FLOPs-budgeted searches such as
-# NAS-Bench-Macro's ground truth (`spnas-search soc=flops`; the pipeline, which exports and times winners on
-# devices, does not take it).
+# Not a device: multiply-adds as the cost (`latency_tables.lookup.table.MacsTable`), for FLOPs-budgeted
+# searches such as NAS-Bench-Macro's ground truth (`spnas-search soc=flops`; the pipeline, which exports and
+# times winners on devices, does not take it).
 FLOPS = SocFacts("flops", "multiply-adds", "no device: multiply-adds counted from shapes", "", None, None)
 
 

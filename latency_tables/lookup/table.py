@@ -512,13 +512,18 @@ def resolve_table_path(name_or_path: str | os.PathLike) -> Path:
         f"with `spnas-profile import source.path=<file>`, or name an available one")
 
 
-# `flops`: multiply-adds as a cost table (its module, latency_tables.lookup.flops, says why).
+# `flops`: multiply-adds as a cost table (MacsTable says why).
 FLOPS_NAME = "flops"
 FLOPS_UNIT = "MFLOPs"
 
 
 class MacsTable(LatencyTable):
-    """Every op's multiply-adds (millions), counted from the shape its key names."""
+    """Every op's multiply-adds (millions), counted from the shape its key names: the `flops` table, for
+    searches judged against FLOPs-budgeted ground truth. NAS-Bench-Macro, and most mobile NAS papers, state
+    budgets in FLOPs (multiply-adds of convolutions and fully connected layers, `search_spaces.counts`), so
+    the search, its controls and every prediction use this count exactly where they would use a device's
+    latency (`soc=flops`, `LatencyTable.load("flops")`). Its unit is "MFLOPs", not ms; it has no overhead
+    and nothing to measure."""
 
     def __init__(self) -> None:
         meta: dict[str, Any] = {

@@ -53,7 +53,7 @@ def make_profiler(device: ProfileDevice, p: ProfilerConfig, soc: SocConfig | Non
 def make_op_profiler(device: ProfileDevice, p: ProfilerConfig, soc: SocConfig | None = None,
                      aihub: AiHubConfig | None = None, jobs_file: str | os.PathLike | None = None) -> OpProfiler:
     """The whole-network op profiler of `device`: LiteRT's profiler on this CPU (the settings of `p`),
-    benchmark_model's op profiling over adb (not yet connected), or Qualcomm AI Hub (`aihub`; its jobs
+    benchmark_model's op profiling over adb, or Qualcomm AI Hub (`aihub`; its jobs
     recorded in `jobs_file`, so a re-run reuses them)."""
     if device is ProfileDevice.local:
         from latency_tables.profilers.litert_ops import LiteRtOpProfiler

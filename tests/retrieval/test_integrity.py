@@ -272,3 +272,35 @@ def test_fetch_copies_again_a_same_size_corrupt_copy_and_refuses_a_corrupt_sourc
     with pytest.raises(VersionCorruptError, match="does not match"):
         fetch_url(info.url, tmp_path / "pod2" / "v")
     assert not (tmp_path / "pod2" / "v" / "manifest.json").exists()
+
+
+_SIGNAL_IN_EVENT_WAIT = """
+import os, signal, sys, threading
+event = threading.Event()
+{install}
+with event._cond:  # where Event.wait() holds the event's lock: a signal's handler may run here
+    os.kill(os.getpid(), signal.SIGTERM)
+    for _ in range(1000):  # the handler runs between two of these bytecodes, the lock still held
+        pass
+print({result}, flush=True)
+"""
+
+
+def _run_signal_script(install: str, result: str, timeout: float) -> subprocess.CompletedProcess | None:
+    code = _SIGNAL_IN_EVENT_WAIT.format(install=install, result=result)
+    try:
+        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return None
+
+
+def test_sigterm_while_the_main_thread_holds_the_stop_events_lock_still_stops_the_service():
+    """`spnas-index serve` waits on an event that a corrupt copy also sets; SIGTERM arriving inside
+    Event.wait() (the main thread holding the event's lock) must not deadlock the handler. The control shows
+    the window is real: a handler that calls Event.set() hangs there."""
+    control = _run_signal_script("signal.signal(signal.SIGTERM, lambda *_: event.set())", "'stopped'", 4)
+    assert control is None, f"the control did not hang: {control}"
+    done = _run_signal_script("from spnas.app.serving.index import StopSignals\n"
+                              "signals = StopSignals().__enter__()", "signals.wait(event, 0.05)", 120)
+    assert done is not None, "SIGTERM inside Event.wait's lock hung the process"
+    assert done.returncode == 0 and done.stdout.strip() == "SIGTERM", done.stderr[-1500:]

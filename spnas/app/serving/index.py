@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import threading
 import time
 from typing import Any
 
@@ -125,6 +126,40 @@ def sync_servings(cfg: IndexAppConfig, repo: Repository, bundle: str, now: int) 
     return out
 
 
+class StopSignals:
+    """SIGTERM and SIGINT recorded as a flag, for a main thread that waits on a `threading.Event` too.
+
+    A Python signal handler runs in the main thread between any two bytecodes, also inside `Event.wait()`
+    while it holds the event's (non-reentrant) lock; a handler that calls `Event.set()` then waits for that
+    lock forever, and the service never stops on SIGTERM (a supervisor kills it after its grace period,
+    calls in flight included). So the handler only records the signal, and `wait` polls it.
+    Use as a context manager: the previous handlers come back on exit."""
+
+    def __init__(self, signals: tuple[int, ...] = (signal.SIGTERM, signal.SIGINT)) -> None:
+        self.signals, self.received = signals, None
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.received = signal.Signals(signum).name  # an assignment: takes no lock
+
+    def __enter__(self) -> "StopSignals":
+        for sig in self.signals:
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
+
+    def wait(self, other: threading.Event | None = None, poll_s: float = 0.2) -> str | None:
+        """Block until a signal arrives (its name) or `other` is set (None then); a signal is seen within
+        `poll_s`."""
+        other = other or threading.Event()
+        while self.received is None and not other.wait(poll_s):
+            pass
+        return self.received
+
+
 def serve(cfg: IndexAppConfig, loc: Locations) -> None:
     """One index service until SIGTERM / SIGINT."""
     from retrieval.security import load_token
@@ -134,17 +169,17 @@ def serve(cfg: IndexAppConfig, loc: Locations) -> None:
     svc = open_service(cfg.version, loc.store, loc.cache, cfg.search, cfg.host, cfg.port, source=cfg.source,
                        token=load_token(cfg.auth), tls=cfg.tls, announce_dir=cfg.announce_dir, follow_s=cfg.follow_s,
                        health_port=cfg.health_port, verify_every_s=cfg.verify_every_s)
-    stop = svc.failed  # a copy found corrupt ends the process too (its restart fetches it again)
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    svc.start()
-    print(f"serving {svc.vi.info.key} ({len(svc.vi)} listings, {svc.vi.info.factory}) on {svc.address}", flush=True)
-    stop.wait()
-    svc.stop(cfg.stop_grace_s, 0.0 if svc.corrupt else cfg.drain_s)
+    with StopSignals() as signals:
+        svc.start()
+        print(f"serving {svc.vi.info.key} ({len(svc.vi)} listings, {svc.vi.info.factory}) on {svc.address}",
+              flush=True)
+        why = signals.wait(svc.failed)  # a copy found corrupt ends the process too (its restart fetches it again)
+        log.info("%s: stopping (%s)", svc.vi.info.key, why or "the served copy was taken out")
+        svc.stop(cfg.stop_grace_s, 0.0 if svc.corrupt else cfg.drain_s)
     if svc.corrupt:
         from spnas_core.errors import VersionCorruptError
 
         raise VersionCorruptError(f"{svc.corrupt}; stopped serving it")
 
 
-__all__ = ["locations", "run", "serve"]
+__all__ = ["StopSignals", "locations", "run", "serve"]

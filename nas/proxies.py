@@ -83,6 +83,22 @@ def score_arch(arch: ArchSpec, proxy: str, x: torch.Tensor, seed: int = 0) -> fl
     raise ValueError(f"unknown training-free proxy '{proxy}' (naswot | synflow)")
 
 
+def score_arch_many(arch: ArchSpec, proxies: tuple[str, ...], x: torch.Tensor, seed: int = 0) -> dict[str, float]:
+    """Several training-free scores of `arch` from one build (each equal to `score_arch`'s): NASWOT only
+    reads the network, so it goes first; SynFlow turns its weights to |theta| in float64, so it goes last."""
+    unknown = set(proxies) - {"naswot", "synflow"}
+    if unknown:
+        raise ValueError(f"unknown training-free proxy '{sorted(unknown)[0]}' (naswot | synflow)")
+    torch.manual_seed(seed)
+    model = build_model(arch, dropout=0.0)
+    out: dict[str, float] = {}
+    if "naswot" in proxies:
+        out["naswot"] = naswot_score(model, x)
+    if "synflow" in proxies:
+        out["synflow"] = synflow_score(model, (1, *x.shape[1:]))
+    return out
+
+
 PROXIES: dict[str, Callable[[ArchSpec, torch.Tensor, int], float]] = {
     "naswot": lambda a, x, s: score_arch(a, "naswot", x, s),
     "synflow": lambda a, x, s: score_arch(a, "synflow", x, s),

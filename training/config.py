@@ -99,7 +99,8 @@ class DataConfig:
                                                            "splits is refused, or left out (exclude) with a warning")
     label_level: LabelLevel = opt(LabelLevel.fine, "grocery: fine (81 products) or coarse labels")
     train_limit: Optional[int] = opt(None, "use at most this many train images (class-balanced)")
-    val_limit: Optional[int] = opt(None, "use at most this many val images")
+    val_limit: Optional[int] = opt(None, "use at most this many val images (class-balanced; where val is carved "
+                                          "out of train, the rest of the carved share stays out of train)")
     test_limit: Optional[int] = opt(None, "use at most this many test images")
     cache_dir: Optional[str] = opt(None, "decoded-data cache (default <SPNAS_HOME>/cache/data)")
     loader: DataLoaderKind = opt(DataLoaderKind.memory, "memory | stream")

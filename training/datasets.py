@@ -447,6 +447,7 @@ def list_splits(cfg: DataConfig, seed: int) -> Listing:
     if "val" not in listing.splits:
         paths, labels = listing.splits["train"]
         tr, va = split_train_val(labels, cfg.val_fraction, seed)
+        va = va[np.sort(_balanced_limit(labels[va], cfg.val_limit, seed))]  # the rest stays out of train too
         listing.splits["train"] = ([paths[i] for i in tr], labels[tr])
         listing.splits["val"] = ([paths[i] for i in va], labels[va])
     return listing
@@ -524,7 +525,7 @@ def _load_fashion_mnist(cfg: DataConfig, seed: int, skipped: list) -> dict[str, 
 
 LOADERS = {DataKind.folder: _load_listed, DataKind.cifar10: _load_listed, DataKind.grocery: _load_listed,
            DataKind.fashion_mnist: _load_fashion_mnist}
-CACHE_VERSION = 5  # 5: test_from recorded; 4: content-keyed, EXIF orientation honoured, val carved from the listing
+CACHE_VERSION = 6  # 6: val_limit applied to a val carved out of train; 5: test_from recorded; 4: content-keyed, EXIF orientation honoured, val carved from the listing
 
 # Settings that change neither the images nor how training sees them: left out of content keys (the
 # loader stays in: a stream draws its augmentation per image, the in-RAM path per batch).
@@ -592,6 +593,7 @@ def load_data(cfg: DataConfig, seed: int = 0, cache_dir: str | Path | None = Non
         val = parts["val"]
     else:
         tr_idx, va_idx = split_train_val(train.labels, cfg.val_fraction, seed)
+        va_idx = va_idx[np.sort(_balanced_limit(train.labels[va_idx], cfg.val_limit, seed))]
         train, val = train.subset(tr_idx), train.subset(va_idx)
     bundle = DataBundle(
         name=cfg.name, resolution=cfg.resolution, classes=list(parts["classes"]),

@@ -88,6 +88,18 @@ def test_cifar10_tree_and_limits(cifar_root, tmp_path):
     assert d2.train.ids == d.train.ids, "same seed, same split"
 
 
+def test_val_limit_holds_where_val_is_carved_out_of_train(cifar_root, tmp_path):
+    """CIFAR-10 has no val split: val is carved out of train, and `val_limit` must bound it (it was ignored,
+    so a preset's 1000 validation images were 5000). Train stays the same with or without the limit."""
+    cfg = {"kind": "cifar10", "root": str(cifar_root), "resolution": 32, "train_limit": 500, "test_limit": 100,
+           "val_fraction": 0.2}
+    full = load_data(cfg, cache_dir=tmp_path / "a")
+    limited = load_data({**cfg, "val_limit": 30}, cache_dir=tmp_path / "b")
+    assert len(full.val) == 100 and len(limited.val) == 30
+    assert np.bincount(limited.val.labels, minlength=10).tolist() == [3] * 10  # class-balanced
+    assert set(limited.val.ids) <= set(full.val.ids) and limited.train.ids == full.train.ids
+
+
 def test_grocery_fine_coarse_and_gallery(grocery_root, tmp_path):
     fine = load_data({"kind": "grocery", "root": str(grocery_root), "resolution": 48, "train_limit": 162,
                       "test_limit": 81, "val_limit": 40}, cache_dir=tmp_path)

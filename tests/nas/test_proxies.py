@@ -36,3 +36,14 @@ def test_proxies_order_a_network_above_its_skipped_version():
     deep, shallow = arch_of("11111111"), arch_of("10000000")
     assert score_arch(deep, "naswot", x) > score_arch(shallow, "naswot", x)
     assert score_arch(deep, "synflow", x) > score_arch(shallow, "synflow", x) > 0
+
+
+def test_one_build_scores_both_proxies_as_separate_builds_do():
+    """The harness's training-free search builds each network once for NASWOT and SynFlow: the scores must
+    be those of two separate builds (NASWOT first: SynFlow rewrites the weights)."""
+    from nas.proxies import score_arch_many
+
+    x = torch.randn(8, 3, 32, 32)
+    arch = arch_of("20110211")
+    both = score_arch_many(arch, ("synflow", "naswot"), x, 3)
+    assert both == {"naswot": score_arch(arch, "naswot", x, 3), "synflow": score_arch(arch, "synflow", x, 3)}

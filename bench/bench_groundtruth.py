@@ -37,7 +37,9 @@ import argparse
 import json
 import math
 import random
+import shlex
 import statistics
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -64,6 +66,9 @@ def parse(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str]]
     p.add_argument("--device", default="cpu", help="cpu | cuda (scripts/gpu_check.sh runs the harness on a GPU)")
     p.add_argument("--quick", action="store_true", help="a tiny run to check the harness (seconds of training)")
     p.add_argument("--out", default="runs/groundtruth", help="run folder (finished searches are reused)")
+    p.add_argument("--record-as", default="bench_groundtruth",
+                   help="results name: a variant of the preset tried on the harness (overrides after the flags) "
+                        "goes to its own bench/results/<name>.jsonl and docs section, not the preset's")
     p.add_argument("--table", default=None, help="the benchmark file (default: under $SPNAS_SHARED)")
     return p.parse_known_args(argv)
 
@@ -349,7 +354,10 @@ def main(argv: list[str] | None = None) -> int:
         print(notes)
         (out / "quick.json").write_text(json.dumps({"rows": rows, **extra}, default=str, indent=1))
     else:
-        record("bench_groundtruth", title, rows, notes=notes, extra=extra)
+        if args.record_as != "bench_groundtruth":
+            title += f": variant {' '.join(overrides) or '(the preset)'}"
+        command = " ".join(["python -m bench.bench_groundtruth", *map(shlex.quote, sys.argv[1:])])
+        record(args.record_as, title, rows, notes=notes, extra=extra, command=command)
     print_table("ranking against the truth", rank_rows)
     print_table("wall time (s)", [{"part": k, "seconds": v} for k, v in walls.items()])
     return 0

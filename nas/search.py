@@ -166,11 +166,22 @@ class Search:
         self.compute.load_state_dict(st.get("scaler"))
 
     def fork_from(self, st: dict[str, Any]) -> None:
-        """Continue from a shared warm-up's state (its budget must be this search's)."""
+        """Continue from a shared warm-up's state (its budget must be this search's).
+
+        The thresholds do not move in the warm-up, so its threshold optimizer holds no state: this search keeps
+        its own (`search.thresholds`), and one warm-up serves searches that differ in how the thresholds move.
+        Loading the warm-up's would have replaced this search's settings (betas, eps, even the optimizer kind)
+        with the warm-up's."""
         if st.get("format") != WARMUP_FORMAT or st.get("budget") != self.budget.to_dict():
             raise RunStateError("the shared warm-up was run with another search budget (steps, batch, warm-up "
                                 "share) or release; run the warm-up again for these settings")
-        self._load_state(st)
+        if st["opt_t"].get("state"):
+            if set(st["opt_t"]["param_groups"][0]) != set(self.opt_t.state_dict()["param_groups"][0]):
+                raise RunStateError("the shared warm-up moved its thresholds with another optimizer than this "
+                                    "search's search.thresholds; run the warm-up again for these settings")
+            self._load_state(st)
+        else:
+            self._load_state({**st, "opt_t": self.opt_t.state_dict()})
         self.step = int(st["step"])
         self.start_epoch = self.step // self.budget.steps_per_epoch
         self.wall_before = float(st.get("wall_s", 0.0))

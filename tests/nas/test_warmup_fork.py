@@ -51,3 +51,28 @@ def test_a_forked_search_equals_an_unshared_one(cifar_root, tmp_path):
            [{k: v for k, v in r.items() if k not in skip} for r in rf]
     fork_epoch = b["warmup_steps"] // b["steps_per_epoch"]
     assert all(r.get("forked_from") for r in rf[:fork_epoch]) and ra[fork_epoch]["mean_step_ms"] is not None
+
+
+def test_one_warmup_serves_searches_whose_thresholds_move_differently(cifar_root, tmp_path):
+    """The warm-up never moves the thresholds, so a search forked from it keeps its own threshold optimizer:
+    a fork with RMSProp thresholds from an Adam warm-up equals that RMSProp search run alone (loading the
+    warm-up's optimizer used to impose Adam's settings, or fail at the first threshold step)."""
+    from dataclasses import replace
+
+    from training.config import OptimizerKind
+
+    search, data = _setup(cifar_root, tmp_path)
+    space, rt = default_space(), Runtime(device="cpu", threads=2)
+    table = LatencyTable.load("sd845")
+    adam = replace(search.thresholds, optimizer=OptimizerKind.adam)
+    rmsprop = replace(search.thresholds, optimizer=OptimizerKind.rmsprop, rmsprop_eps=1e-8, momentum=0.0, lr=0.02)
+    warm = run_warmup(replace(search, thresholds=adam), space, data, tmp_path / "warm", seed=5, runtime=rt)
+    other = replace(search, thresholds=rmsprop)
+    alone = run_search(other, space, table, data, tmp_path / "alone", name="sd845", seed=5, runtime=rt)
+    forked = run_search(other, space, table, data, tmp_path / "forked", name="sd845", seed=5, runtime=rt, warmup=warm)
+    assert forked["choices"] == alone["choices"] and forked["cost"] == alone["cost"]
+    a = torch.load(tmp_path / "alone" / "supernet.pt", weights_only=True)["state_dict"]
+    f = torch.load(tmp_path / "forked" / "supernet.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(a[k], f[k]) for k in a), "bit-identical weights and thresholds"
+    last = torch.load(tmp_path / "forked" / "last.pt", weights_only=False)["opt_t"]["param_groups"][0]
+    assert "alpha" in last and "betas" not in last, "the fork's thresholds moved with RMSProp"

@@ -126,6 +126,7 @@ class Hang:
     headers, then nothing (a half-open watch); without, nothing at all (an API server that hangs)."""
 
     headers: bool = True
+    delay_s: float = 0.0  # before the headers: a watch whose response has not begun yet
 
 
 class ScriptedApiServer:
@@ -151,6 +152,8 @@ class ScriptedApiServer:
                 outer.requests.append(self.path)
                 step = outer.script.pop(0) if outer.script else Hang(False)
                 if isinstance(step, Hang):
+                    if step.delay_s:
+                        outer.release.wait(step.delay_s)
                     if step.headers:
                         self.send_response(200)
                         self.send_header("Content-Type", "application/json")

@@ -181,8 +181,16 @@ class KubernetesResolver(Resolver):
     def stop(self, timeout: float = 5.0) -> None:
         """End the thread: an open watch is shut down at once (its socket), a list in flight times out."""
         self._stop.set()
-        w = self._watch
-        if w is not None:
-            w.stop()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout)
+        deadline = time.monotonic() + timeout
+        while True:
+            # Watch.stop() shuts the socket only once the response has begun; a watch still waiting for its
+            # headers is stopped on a later round, as soon as they arrive (a one-time stop left it blocked until
+            # its idle timeout)
+            w = self._watch
+            if w is not None:
+                w.stop()
+            t = self._thread
+            left = deadline - time.monotonic()
+            if t is None or t is threading.current_thread() or not t.is_alive() or left <= 0:
+                return
+            t.join(min(0.05, left))

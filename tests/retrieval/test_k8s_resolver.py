@@ -126,6 +126,20 @@ def test_stop_ends_an_open_watch_at_once():
         assert not r._thread.is_alive() and time.monotonic() - t < 2, "stop() left the watch thread blocked"
 
 
+def test_stop_ends_a_watch_whose_response_has_not_begun():
+    """stop() while the watch request is out but its headers are not back yet (the race the test above can hit
+    on a loaded machine): the watch ends as soon as the headers arrive, not at its idle timeout."""
+    import time
+
+    with ScriptedApiServer([Reply.fixture(LIST), Hang(delay_s=1.0)]) as srv:
+        r = KubernetesResolver("photo-search", api_client=srv.client(), idle_timeout_s=60, first_wait_s=5)
+        r.addresses()
+        wait_for(lambda: len(srv.requests) == 2, 10, "the watch request to arrive")
+        t = time.monotonic()
+        r.stop()
+        assert not r._thread.is_alive() and time.monotonic() - t < 4, "stop() left the watch thread blocked"
+
+
 def test_a_hanging_first_list_holds_nothing_and_shows_as_stale():
     """The API server accepts the first list and never answers: `addresses()` returns (empty) within
     `first_wait_s`, the staleness is infinite; the list's client timeout then lets the next one through."""

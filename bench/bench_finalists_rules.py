@@ -35,10 +35,10 @@ def main(argv: list[str] | None = None) -> int:
     import spnas
     from latency_tables.lookup.table import LatencyTable
     from nas.finalists import naswot_of_choices, neighbourhood, rank_finalists
-    from nas.groundtruth import NasBenchMacro, judge
+    from nas.groundtruth import NasBenchMacro, code_cost, judge
     from nas.ranking import RankingImages
     from search_spaces import SearchSpace
-    from search_spaces.nasbench_macro import canonical, code_of
+    from search_spaces.nasbench_macro import code_of
     from spnas.app.jobs.commands import resolve_soc
     from training.datasets import load_data
 
@@ -54,13 +54,10 @@ def main(argv: list[str] | None = None) -> int:
     gt = NasBenchMacro.load(args.table)
     data = load_data(cfg.data, 0)
 
+    cost_of_code = code_cost(table, data.resolution)
+
     def cost(choices: Sequence[str]) -> float:
-        return table.predict(space.decode(list(choices), data.resolution, 1.0, data.num_classes))
-
-    def code_cost(code: str) -> float:
-        from search_spaces.nasbench_macro import choices_of
-
-        return cost(choices_of(code))
+        return cost_of_code(code_of(choices))
 
     picks: dict[tuple[float, str], list[Any]] = {}
     flipped = 0
@@ -70,11 +67,11 @@ def main(argv: list[str] | None = None) -> int:
         centre = list(s["finalists"].get("centre") or s["derived_choices"])
         flipped += any(s["decision"].get("flips") or [])
         picks.setdefault((budget, "radius 1, supernet + NASWOT + depth (the search's pick)"), []).append(
-            judge(gt, code_of(s["choices"]), code_cost, budget))
+            judge(gt, code_of(s["choices"]), cost_of_code, budget))
         n = min(len(data.val), cfg.search.finalists.recal_images + cfg.search.finalists.eval_images)
         images = RankingImages.from_split(data.val, 0, n, seed=seed)  # the search's own images
         proxy = naswot_of_choices(space, data.resolution, data.num_classes, images.held_out[:64], seed)
-        truth: Callable[[Sequence[str]], float] = lambda c: gt[canonical(code_of(c))].mean_acc  # noqa: E731
+        truth: Callable[[Sequence[str]], float] = lambda c: gt[code_of(c)].mean_acc  # noqa: E731
         for radius, ranker in RULES:
             cands = neighbourhood(space, centre, radius)
             if ranker == "truth":
@@ -84,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
                                         depth="depth" in ranker, supernet=False)
             name = f"radius {radius}, " + {"naswot_depth": "NASWOT + depth", "naswot": "NASWOT alone",
                                            "depth": "depth alone", "truth": "the truth (the best it holds)"}[ranker]
-            picks.setdefault((budget, name), []).append(judge(gt, code_of(ranked[0].choices), code_cost, budget))
+            picks.setdefault((budget, name), []).append(judge(gt, code_of(ranked[0].choices), cost_of_code, budget))
         print(f"{path.parent}: centre {code_of(centre)}", flush=True)
     rows = []
     for (budget, name), judged in sorted(picks.items(), key=lambda kv: kv[0][0]):

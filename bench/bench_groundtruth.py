@@ -37,9 +37,7 @@ import argparse
 import json
 import math
 import random
-import shlex
 import statistics
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -156,12 +154,12 @@ def main(argv: list[str] | None = None) -> int:
 
     import spnas
     from latency_tables.lookup.table import LatencyTable
-    from nas.groundtruth import NasBenchMacro, costliest, depth_then_cost, judge, random_controls
+    from nas.groundtruth import NasBenchMacro, code_cost, costliest, depth_then_cost, judge, random_controls
     from nas.proxies import score_arch
     from nas.ranking import RankingImages, score_paths
     from nas.search import run_search, run_warmup
     from search_spaces import SearchSpace
-    from search_spaces.nasbench_macro import arch_of, canonical, choices_of, code_of, depth
+    from search_spaces.nasbench_macro import arch_of, choices_of, code_of, depth
     from training.batches import to_tensor
     from training.config import Runtime
     from training.datasets import load_data
@@ -184,13 +182,7 @@ def main(argv: list[str] | None = None) -> int:
 
     table = LatencyTable.load(resolve_soc(cfg).table)
     gt = NasBenchMacro.load(args.table)
-    cost_memo: dict[str, float] = {}
-
-    def cost(code: str) -> float:
-        c = canonical(code)
-        if c not in cost_memo:
-            cost_memo[c] = table.predict(arch_of(c))
-        return cost_memo[c]
+    cost = code_cost(table)
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -356,8 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         if args.record_as != "bench_groundtruth":
             title += f": variant {' '.join(overrides) or '(the preset)'}"
-        command = " ".join(["python -m bench.bench_groundtruth", *map(shlex.quote, sys.argv[1:])])
-        record(args.record_as, title, rows, notes=notes, extra=extra, command=command)
+        record(args.record_as, title, rows, notes=notes, extra=extra)
     print_table("ranking against the truth", rank_rows)
     print_table("wall time (s)", [{"part": k, "seconds": v} for k, v in walls.items()])
     return 0

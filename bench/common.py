@@ -68,13 +68,20 @@ def _fmt(v: Any) -> str:
     return "" if v is None else str(v)
 
 
+def _running_module(name: str) -> str:
+    """The benchmark module that is running (`python -m bench.X`), which need not be the results' name (a
+    variant recorded apart, `bench_groundtruth --record-as`); `bench.<name>` otherwise."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    return spec.name if spec is not None and spec.name.startswith("bench.") else f"bench.{name}"
+
+
 def record(name: str, title: str, rows: list[dict[str, Any]], *, notes: str = "",
            extra: dict[str, Any] | None = None, command: str | None = None) -> dict[str, Any]:
     """Print the table, append the JSON line, re-render docs/benchmarks.md."""
     print_table(title, rows)
     rec = {
         "bench": name, "title": title, "time": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "command": command or " ".join(["python -m", f"bench.{name}", *map(shlex.quote, sys.argv[1:])]),
+        "command": command or " ".join(["python -m", _running_module(name), *map(shlex.quote, sys.argv[1:])]),
         "commit": git_commit(), "machine": machine(), "rows": rows, "notes": notes, **(extra or {}),
     }
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from search_spaces.nasbench_macro import all_codes, canonical, check_code
+from search_spaces.nasbench_macro import RESOLUTION, all_codes, arch_of, canonical, check_code
 from spnas_core.errors import ArchSpecError, InputError, InputNotFoundError
 
 FILE_NAME = "nas-bench-macro_cifar10.json"
@@ -159,6 +159,21 @@ class Judged:
         over = "" if self.within_budget else f" (over budget: {self.cost:.4g} > {self.budget:.4g})"
         return (f"rank {self.rank} of {self.n:,} within budget (top {self.top_pct:.1f}%), regret "
                 f"{self.regret:.2f} points{over}")
+
+
+def code_cost(table: Any, resolution: int = RESOLUTION) -> Callable[[str], float]:
+    """A code's cost on a cost table (`LatencyTable.predict` of its network at `resolution`), memoised by
+    canonical code: judging one network prices every network of the benchmark (`within`), so each is
+    decoded once per table, not once per judgement."""
+    memo: dict[str, float] = {}
+
+    def cost(code: str) -> float:
+        c = canonical(code)
+        if c not in memo:
+            memo[c] = table.predict(arch_of(c, resolution=resolution))
+        return memo[c]
+
+    return cost
 
 
 def within(table: NasBenchMacro, cost: Callable[[str], float], budget: float) -> list[Record]:

@@ -74,13 +74,7 @@ def synflow_score(model: nn.Module, input_shape: tuple[int, ...]) -> float:
 
 def score_arch(arch: ArchSpec, proxy: str, x: torch.Tensor, seed: int = 0) -> float:
     """The training-free score `proxy` (naswot | synflow) of `arch`, built with initialisation seed `seed`."""
-    torch.manual_seed(seed)
-    model = build_model(arch, dropout=0.0)
-    if proxy == "naswot":
-        return naswot_score(model, x)
-    if proxy == "synflow":
-        return synflow_score(model, (1, *x.shape[1:]))
-    raise ValueError(f"unknown training-free proxy '{proxy}' (naswot | synflow)")
+    return score_arch_many(arch, (proxy,), x, seed)[proxy]
 
 
 def score_arch_many(arch: ArchSpec, proxies: tuple[str, ...], x: torch.Tensor, seed: int = 0) -> dict[str, float]:

@@ -159,29 +159,27 @@ class Search:
         self.start = st.get("start")
 
     def _load_state(self, st: dict[str, Any]) -> None:
+        """Weights, optimizers, schedule and scaler from a checkpoint or a warm-up. A threshold optimizer with
+        no state (the thresholds never moved: a warm-up, or a run stopped inside it) is not loaded, so this
+        run's own `search.thresholds` stand (one warm-up serves searches whose thresholds move differently);
+        one that moved must be of this run's kind."""
         self.net.load_state_dict(st["net"])
         self.opt_w.load_state_dict(st["opt_w"])
-        self.opt_t.load_state_dict(st["opt_t"])
+        if st["opt_t"].get("state"):
+            if set(st["opt_t"]["param_groups"][0]) != set(self.opt_t.state_dict()["param_groups"][0]):
+                raise RunStateError("the saved run moved its thresholds with another optimizer than "
+                                    "search.thresholds names; keep that setting, or start again for this one")
+            self.opt_t.load_state_dict(st["opt_t"])
         self.sched_w.load_state_dict(st["sched_w"])
         self.compute.load_state_dict(st.get("scaler"))
 
     def fork_from(self, st: dict[str, Any]) -> None:
-        """Continue from a shared warm-up's state (its budget must be this search's).
-
-        The thresholds do not move in the warm-up, so its threshold optimizer holds no state: this search keeps
-        its own (`search.thresholds`), and one warm-up serves searches that differ in how the thresholds move.
-        Loading the warm-up's would have replaced this search's settings (betas, eps, even the optimizer kind)
-        with the warm-up's."""
+        """Continue from a shared warm-up's state (its budget must be this search's; the thresholds did not
+        move in it, so this search's own threshold optimizer stands: `_load_state`)."""
         if st.get("format") != WARMUP_FORMAT or st.get("budget") != self.budget.to_dict():
             raise RunStateError("the shared warm-up was run with another search budget (steps, batch, warm-up "
                                 "share) or release; run the warm-up again for these settings")
-        if st["opt_t"].get("state"):
-            if set(st["opt_t"]["param_groups"][0]) != set(self.opt_t.state_dict()["param_groups"][0]):
-                raise RunStateError("the shared warm-up moved its thresholds with another optimizer than this "
-                                    "search's search.thresholds; run the warm-up again for these settings")
-            self._load_state(st)
-        else:
-            self._load_state({**st, "opt_t": self.opt_t.state_dict()})
+        self._load_state(st)
         self.step = int(st["step"])
         self.start_epoch = self.step // self.budget.steps_per_epoch
         self.wall_before = float(st.get("wall_s", 0.0))

@@ -209,6 +209,14 @@ def _balanced_limit(labels: np.ndarray, limit: int | None, seed: int) -> np.ndar
     return np.sort(np.asarray(chosen, dtype=np.int64))
 
 
+def carve_val(labels: np.ndarray, cfg: DataConfig, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Train and val indices of a set without a val split: `val_fraction` of each class carved out of train,
+    val then bounded by `val_limit` (class-balanced). The carved share's other images stay out of train, so
+    train is the same with or without the limit."""
+    tr, va = split_train_val(labels, cfg.val_fraction, seed)
+    return tr, va[_balanced_limit(labels[va], cfg.val_limit, seed)]
+
+
 def split_train_val(labels: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Deterministic stratified train/val split of indices from a seed."""
     rng = np.random.default_rng(seed + 7919)
@@ -446,8 +454,7 @@ def list_splits(cfg: DataConfig, seed: int) -> Listing:
         listing.splits["test"] = listing.splits["val"]  # ImageNet layout (train/ + val/): results are reported on val
     if "val" not in listing.splits:
         paths, labels = listing.splits["train"]
-        tr, va = split_train_val(labels, cfg.val_fraction, seed)
-        va = va[np.sort(_balanced_limit(labels[va], cfg.val_limit, seed))]  # the rest stays out of train too
+        tr, va = carve_val(labels, cfg, seed)
         listing.splits["train"] = ([paths[i] for i in tr], labels[tr])
         listing.splits["val"] = ([paths[i] for i in va], labels[va])
     return listing
@@ -525,7 +532,8 @@ def _load_fashion_mnist(cfg: DataConfig, seed: int, skipped: list) -> dict[str, 
 
 LOADERS = {DataKind.folder: _load_listed, DataKind.cifar10: _load_listed, DataKind.grocery: _load_listed,
            DataKind.fashion_mnist: _load_fashion_mnist}
-CACHE_VERSION = 6  # 6: val_limit applied to a val carved out of train; 5: test_from recorded; 4: content-keyed, EXIF orientation honoured, val carved from the listing
+CACHE_VERSION = 6  # 6: val_limit bounds a carved val; 5: test_from recorded; 4: content-keyed, EXIF orientation
+# honoured, val carved from the listing
 
 # Settings that change neither the images nor how training sees them: left out of content keys (the
 # loader stays in: a stream draws its augmentation per image, the in-RAM path per batch).
@@ -592,8 +600,7 @@ def load_data(cfg: DataConfig, seed: int = 0, cache_dir: str | Path | None = Non
     if "val" in parts:
         val = parts["val"]
     else:
-        tr_idx, va_idx = split_train_val(train.labels, cfg.val_fraction, seed)
-        va_idx = va_idx[np.sort(_balanced_limit(train.labels[va_idx], cfg.val_limit, seed))]
+        tr_idx, va_idx = carve_val(train.labels, cfg, seed)
         train, val = train.subset(tr_idx), train.subset(va_idx)
     bundle = DataBundle(
         name=cfg.name, resolution=cfg.resolution, classes=list(parts["classes"]),

@@ -76,3 +76,11 @@ def test_one_warmup_serves_searches_whose_thresholds_move_differently(cifar_root
     assert all(torch.equal(a[k], f[k]) for k in a), "bit-identical weights and thresholds"
     last = torch.load(tmp_path / "forked" / "last.pt", weights_only=False)["opt_t"]["param_groups"][0]
     assert "alpha" in last and "betas" not in last, "the fork's thresholds moved with RMSProp"
+    # a run whose thresholds did move is resumed only with their optimizer: another is one clear error
+    import pytest
+
+    from spnas_core.errors import RunStateError
+
+    with pytest.raises(RunStateError, match="another optimizer"):
+        run_search(replace(search, thresholds=adam), space, table, data, tmp_path / "forked", name="sd845", seed=5,
+                   runtime=rt, resume=True)

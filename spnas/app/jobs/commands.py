@@ -51,15 +51,13 @@ def judge_by_groundtruth(cfg: SearchAppConfig, summary: dict[str, Any], table_re
     from pathlib import Path
 
     from latency_tables.lookup.table import LatencyTable
-    from nas.groundtruth import NasBenchMacro, judge_search
-    from search_spaces.nasbench_macro import arch_of
+    from nas.groundtruth import NasBenchMacro, code_cost, judge_search
     from spnas_core.files import write_json_atomic
     from training.distributed import env_from_torchrun
 
     table = LatencyTable.load(table_ref)
     gt = NasBenchMacro.load(cfg.groundtruth.path)
-    res = cfg.search.latency_resolution
-    judged = judge_search(summary, gt, lambda code: table.predict(arch_of(code, resolution=res)))
+    judged = judge_search(summary, gt, code_cost(table, cfg.search.latency_resolution))
     judged["unit"] = table.unit
     if env_from_torchrun().is_main:
         write_json_atomic(Path(cfg.run_dir) / "search_summary.json", {**summary, "groundtruth": judged})

@@ -23,7 +23,8 @@ from typing import Any, Callable, Sequence
 
 from bench.common import record
 
-RULES = [(1, "naswot_depth"), (2, "naswot_depth"), (2, "naswot"), (2, "depth"), (2, "truth")]
+RULES = [(1, "naswot_depth"), (2, "naswot_depth"), (1, "naswot_layers"), (2, "naswot_layers"), (2, "naswot"),
+         (2, "depth"), (2, "truth")]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         seed, budget = int(s["seed"]), float(s["finalists"]["budget"])
         centre = list(s["finalists"].get("centre") or s["derived_choices"])
         flipped += any(s["decision"].get("flips") or [])
-        picks.setdefault((budget, "radius 1, supernet + NASWOT + depth (the search's pick)"), []).append(
+        picks.setdefault((budget, "the search's own pick (its search_summary.json)"), []).append(
             judge(gt, code_of(s["choices"]), cost_of_code, budget))
         n = min(len(data.val), cfg.search.finalists.recal_images + cfg.search.finalists.eval_images)
         images = RankingImages.from_split(data.val, 0, n, seed=seed)  # the search's own images
@@ -78,8 +79,10 @@ def main(argv: list[str] | None = None) -> int:
                 ranked = rank_finalists(None, cands, cost, budget, images, truth, supernet=False)
             else:
                 ranked = rank_finalists(None, cands, cost, budget, images, proxy if "naswot" in ranker else None,
-                                        depth="depth" in ranker, supernet=False)
-            name = f"radius {radius}, " + {"naswot_depth": "NASWOT + depth", "naswot": "NASWOT alone",
+                                        depth="layers" if ranker.endswith("layers") else "depth" in ranker,
+                                        supernet=False)
+            name = f"radius {radius}, " + {"naswot_depth": "NASWOT + depth then cost",
+                                           "naswot_layers": "NASWOT + layers", "naswot": "NASWOT alone",
                                            "depth": "depth alone", "truth": "the truth (the best it holds)"}[ranker]
             picks.setdefault((budget, name), []).append(judge(gt, code_of(ranked[0].choices), cost_of_code, budget))
         print(f"{path.parent}: centre {code_of(centre)}", flush=True)

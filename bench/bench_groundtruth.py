@@ -21,8 +21,8 @@ seeds each. For each cost target T (MFLOPs with `--cost flops`, or ms on a laten
 4. ranking: Kendall tau (bootstrap interval) between the held-out loss inside the supernet (BatchNorm
    recalibrated per network, decisions fixed) and the truth, over `--rank-nets` distinct networks,
    overall and within cost bands, at the end of every warm-up epoch of the first seed (a curve over
-   training steps); beside it the hybrid the finalists use (the supernet's rank averaged with NASWOT's and
-   the depth rule's, as the preset's `search.finalists` sets), the
+   training steps); beside it the ranker the finalists use, as the preset's `search.finalists` sets it
+   (NASWOT's rank averaged with the layer count's, and with the supernet's where `supernet` is on), the
    depth rule, FLOPs, and the seed-to-seed ceiling (one training seed of the benchmark against another).
 
 Per target and method: mean accuracy over seeds with a t interval, the winner's rank, percentile and
@@ -209,13 +209,20 @@ def main(argv: list[str] | None = None) -> int:
     x_proxy = to_tensor(data.train.images[:64])
     naswot = [score_arch(arch_of(c), "naswot", x_proxy, 0) for c in rank_codes]
     walls["ranking_naswot"] = time.perf_counter() - t0
-    # the finalists' ranker (the preset's search.finalists): the supernet's rank averaged with NASWOT's and,
-    # with proxy=naswot_depth, with the depth rule's (layers kept, then cost)
+    # the finalists' ranker (the preset's search.finalists): NASWOT's rank averaged with, for proxy=naswot_depth,
+    # the depth rule's (layers kept, then cost) or, for naswot_layers, the layer count's (ties averaged), and
+    # with the supernet's where search.finalists.supernet is on
     fproxy = cfg.search.finalists.proxy.name
+    with_supernet = bool(cfg.search.finalists.supernet)
     depth_cost = [depth(c) * 1e6 + cost(c) for c in rank_codes]
-    hybrid_columns = ([naswot] if fproxy in ("naswot", "naswot_depth") else []) + \
-        ([depth_cost] if fproxy == "naswot_depth" else [])
-    hybrid_name = "supernet + " + {"naswot": "NASWOT", "naswot_depth": "NASWOT + depth"}.get(fproxy, "nothing")
+    layers = [float(depth(c)) for c in rank_codes]
+    hybrid_columns = ([naswot] if fproxy != "none" else []) + \
+        {"naswot_depth": [depth_cost], "naswot_layers": [layers]}.get(fproxy, [])
+    hybrid_name = "finalists' ranker: " + " + ".join((["supernet"] if with_supernet else []) +
+                             {"naswot": ["NASWOT"], "naswot_depth": ["NASWOT", "depth then cost"],
+                              "naswot_layers": ["NASWOT", "layers"]}.get(fproxy, []))
+    if not hybrid_columns and not with_supernet:
+        raise SystemExit("search.finalists ranks by nothing (proxy=none, supernet=false): set one of them")
     rank_wall = [0.0]
     warm_steps = round(cfg.search.warmup_fraction * cfg.search.steps)
     curve_at = {max(1, round(warm_steps * f)) for f in args.rank_points}
@@ -227,7 +234,8 @@ def main(argv: list[str] | None = None) -> int:
         scores = score_paths(net, [choices_of(c) for c in rank_codes], rank_images)
         sup = [-s.loss for s in scores]
         curve.append({"step": step, "supernet": tau_record(sup, truth, costs, BANDS),
-                      "hybrid": tau_record(rank_mean(sup, *hybrid_columns), truth, costs, BANDS),
+                      "hybrid": tau_record(rank_mean(*([sup] if with_supernet else []), *hybrid_columns),
+                                           truth, costs, BANDS),
                       "score_s": time.perf_counter() - t})
         rank_wall[0] += time.perf_counter() - t
         c = curve[-1]
@@ -321,7 +329,8 @@ def main(argv: list[str] | None = None) -> int:
     seed_a = [gt[c].test_acc[0] for c in rank_codes]
     seed_b = [gt[c].test_acc[1] for c in rank_codes]
     refs = {"NASWOT (one init)": naswot, "depth (non-identity layers)": [float(depth(c)) for c in rank_codes],
-            "NASWOT + depth (no training)": rank_mean(naswot, depth_cost),
+            "NASWOT + depth then cost (no training)": rank_mean(naswot, depth_cost),
+            "NASWOT + layers (no training)": rank_mean(naswot, layers),
             "FLOPs": [float(gt[c].flops) for c in rank_codes],
             "ceiling: one training seed vs another": seed_a}
     for name, pred in refs.items():
@@ -416,12 +425,14 @@ def plot(rows: list[dict[str, Any]], curve: list[dict[str, Any]], targets: list[
     if curve:
         fig, ax = plt.subplots(figsize=(6, 4))
         steps = [c["step"] for c in curve]
+        label = {"supernet": "supernet", "hybrid": "finalists' ranker"}
         for kind, color in (("supernet", "C3"), ("hybrid", "C2")):
             ax.errorbar(steps, [c[kind]["tau"] for c in curve],
                         yerr=[[c[kind]["tau"] - c[kind]["low"] for c in curve],
                               [c[kind]["high"] - c[kind]["tau"] for c in curve]], marker="o", color=color,
-                        label=f"{kind}, overall")
-            ax.plot(steps, [c[kind]["within"] for c in curve], ls="--", color=color, label=f"{kind}, within bands")
+                        label=f"{label[kind]}, overall")
+            ax.plot(steps, [c[kind]["within"] for c in curve], ls="--", color=color,
+                    label=f"{label[kind]}, within bands")
         ax.set_xlabel("supernet training steps")
         ax.set_ylabel("Kendall tau with the truth")
         ax.legend(fontsize=8)

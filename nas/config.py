@@ -58,6 +58,8 @@ class FinalistProxy(enum.Enum):
     none = "rank the finalists by the supernet alone"
     naswot = "rank by the mean of the supernet's rank and NASWOT's (a training-free score, nas.proxies)"
     naswot_depth = "rank by the mean of the supernet's, NASWOT's and depth's ranks (depth: layers kept, then cost)"
+    naswot_layers = ("rank by the mean of the supernet's, NASWOT's and the layer count's ranks (equal layer counts tie, "
+                     "so among networks of one depth NASWOT decides)")
 
 
 @dataclass
@@ -66,8 +68,8 @@ class FinalistsConfig:
 
     radius: int = opt(0, "rank every network within this many layer changes of the derived one (and the decision "
                          "window's), pick the best within the budget; 0: the derived network is the winner (the paper)")
-    proxy: FinalistProxy = opt(FinalistProxy.none, "none | naswot | naswot_depth: training-free scores ranked beside "
-                                                   "the supernet's")
+    proxy: FinalistProxy = opt(FinalistProxy.none, "none | naswot | naswot_depth | naswot_layers: "
+                                                   "training-free scores ranked beside the supernet's")
     supernet: bool = opt(True, "rank by the supernet's held-out loss too (false: the training-free scores alone)")
     recal_images: int = opt(128, "validation images that re-estimate BatchNorm for each finalist (0: each held-out "
                                  "batch is normalised by its own statistics, one pass instead of two)")

@@ -81,10 +81,17 @@ class Finalist:
 
 def rank_finalists(net: SuperNet, candidates: Sequence[Sequence[str]], cost: Callable[[Sequence[str]], float],
                    budget: float, images: RankingImages, proxy: Callable[[Sequence[str]], float] | None = None,
-                   batch_size: int = 256, depth: bool = False, supernet: bool = True) -> list[Finalist]:
+                   batch_size: int = 256, depth: bool | str = False, supernet: bool = True) -> list[Finalist]:
     """Score the candidates whose cost is within `budget`; sorted best first. Each ranker orders the candidates
-    (the supernet's held-out loss, lower better; the proxy's score, higher better; with `depth`, layers kept,
-    then cost) and a candidate's rank is the mean of its ranks (ties: the costlier first)."""
+    (the supernet's held-out loss, lower better; the proxy's score, higher better; `depth=True` or `"then_cost"`:
+    layers kept, then cost; `depth="layers"`: layers kept, networks of one depth tied, so the other rankers
+    order them) and a candidate's rank is the mean of its ranks (ties: the costlier first).
+
+    Why both depth forms: on NAS-Bench-Macro the layer count is a strong prior (tau 0.68 with the truth) and
+    cost a weak one within a band (tau 0.1-0.2); breaking depth's ties by cost lets cost outvote NASWOT among
+    networks of one depth, tying them leaves that order to NASWOT (docs/groundtruth.md)."""
+    if depth not in (False, True, "then_cost", "layers"):
+        raise ValueError(f"rank_finalists: depth={depth!r}; use False, True / 'then_cost' or 'layers'")
     fits = [list(c) for c in candidates if cost(c) <= budget]
     if not fits:
         return []
@@ -95,7 +102,9 @@ def rank_finalists(net: SuperNet, candidates: Sequence[Sequence[str]], cost: Cal
     prox = [proxy(c) for c in fits] if proxy is not None else None
     if prox is not None:
         columns.append(average_ranks(prox))
-    if depth:
+    if depth == "layers":
+        columns.append(average_ranks([float(depth_of(c)) for c in fits]))
+    elif depth:
         columns.append(average_ranks([depth_of(c) * 1e6 + cost(c) for c in fits]))
     if not columns:
         raise ValueError("rank_finalists needs at least one ranker (the supernet, a proxy or depth)")

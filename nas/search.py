@@ -588,7 +588,8 @@ def _pick_finalist(s: Search, job: SearchJob, data: DataBundle, derived: list[st
         x = images.recal[:64] if len(images.recal) >= 64 else images.held_out[:64]
         proxy = naswot_of_choices(s.net.space, data.resolution, data.num_classes, x, job.seed, s.net.width)
     ranked = rank_finalists(s.net, cands, s.cost.of_choices, budget, images, proxy,
-                            depth=fcfg.proxy is FinalistProxy.naswot_depth, supernet=fcfg.supernet)
+                            depth={FinalistProxy.naswot_depth: "then_cost", FinalistProxy.naswot_layers: "layers"}
+                            .get(fcfg.proxy, False), supernet=fcfg.supernet)
     if not ranked:
         log.warning("no finalist of %s fits the budget %.4g: the derived network stays the winner", job.name, budget)
         return {"choices": derived, "budget": budget, "n": 0, "ranked": [], "repairs": repairs,

@@ -1,0 +1,58 @@
+"""The finalists step's rankers (`nas.finalists.rank_finalists`), on hand-made candidates with known answers."""
+
+from __future__ import annotations
+
+import pytest
+
+import spnas
+from nas.config import FinalistProxy
+from nas.finalists import average_ranks, neighbourhood, rank_finalists
+from search_spaces import SearchSpace
+
+# four candidates of a 3-layer space: choices, cost, training-free score
+CANDS = {
+    "A": (["k3_e3", "k3_e3", "skip"], 10.0, 5.0),
+    "B": (["k5_e6", "k3_e3", "skip"], 12.0, 1.0),
+    "D": (["k3_e3", "k5_e6", "skip"], 11.0, 4.0),
+    "C": (["k3_e3", "skip", "skip"], 5.0, 3.0),
+}
+BY_CHOICES = {tuple(c): (cost, score) for c, cost, score in CANDS.values()}
+
+
+def _rank(depth: bool | str, budget: float = 20.0) -> list[str]:
+    ranked = rank_finalists(None, [c for c, _, _ in CANDS.values()], lambda c: BY_CHOICES[tuple(c)][0], budget,
+                            None, lambda c: BY_CHOICES[tuple(c)][1], depth=depth, supernet=False)
+    names = {tuple(c): n for n, (c, _, _) in CANDS.items()}
+    return [names[f.choices] for f in ranked]
+
+
+def test_depth_then_cost_lets_cost_outvote_the_proxy_among_networks_of_one_depth():
+    # depth-then-cost ranks B 1, D 2, A 3, C 4; the proxy A 1, D 2, C 3, B 4: means A 2, D 2, B 2.5, C 3.5,
+    # the tie A/D goes to the costlier, D
+    assert _rank(True) == ["D", "A", "B", "C"]
+    assert _rank("then_cost") == ["D", "A", "B", "C"]
+
+
+def test_layers_tie_networks_of_one_depth_so_the_proxy_orders_them():
+    # layers: A, B, D tie at rank 2, C 4; with the proxy's ranks: A 1.5, D 2, B 3, C 3.5
+    assert _rank("layers") == ["A", "D", "B", "C"]
+
+
+def test_the_budget_and_bad_settings():
+    assert _rank("layers", budget=10.5) == ["A", "C"]
+    with pytest.raises(ValueError, match="depth='deep'"):
+        _rank("deep")
+    with pytest.raises(ValueError, match="at least one ranker"):
+        rank_finalists(None, [CANDS["A"][0]], lambda c: 1.0, 2.0, None, None, depth=False, supernet=False)
+    assert average_ranks([3.0, 1.0, 3.0]) == [1.5, 3.0, 1.5]
+
+
+def test_the_nasbench_macro_preset_ranks_two_changes_around_the_centre_by_naswot_and_layers():
+    cfg = spnas.compose("search", ["experiment=nasbench_macro"])
+    f = cfg.search.finalists
+    assert (f.radius, f.proxy, f.supernet) == (2, FinalistProxy.naswot_layers, False)
+    space = SearchSpace.from_config(cfg.space)
+    centre = ["k3_e3"] * 8
+    cands = neighbourhood(space, centre, 2)
+    # 1 + 8 layers x 2 alternatives + C(8, 2) pairs x 2 x 2 alternatives, each once
+    assert len(cands) == 1 + 16 + 28 * 4 == len({tuple(c) for c in cands}) and cands[0] == centre

@@ -10,12 +10,19 @@ own pick (the preset's rule) is read from its summary. Decision-window networks 
 added (the summary records the window's agreement; a search whose window flipped is counted in the notes).
 
     python -m bench.bench_finalists_rules                 # the default harness folder, runs/groundtruth
+    python -m bench.bench_finalists_rules --run runs/groundtruth runs/gt_rms    # several runs, one table
+
+Several runs (say the preset's and a variant's, whose threshold decisions reached other centres) judge a rule
+on more centres than the one run it may have been chosen on. The controls ask what the search's centre is
+worth: the preset's finalists step run around centres no search chose, per (seed, budget) searched (the same
+NASWOT images), the depth rule's network and `--random-centres` random networks costing [0.8 T, T].
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import random
 import statistics
 import time
 from pathlib import Path
@@ -29,25 +36,33 @@ RULES = [(1, "naswot_depth"), (2, "naswot_depth"), (1, "naswot_layers"), (2, "na
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--run", default="runs/groundtruth", help="a finished bench_groundtruth --out folder")
+    p.add_argument("--run", nargs="+", default=["runs/groundtruth"],
+                   help="finished bench_groundtruth --out folders (each judged apart, one table)")
+    p.add_argument("--random-centres", type=int, default=2,
+                   help="controls: random networks within [low x T, T] per (seed, budget) searched, the preset's "
+                        "finalists step around each (what the step finds without the search's centre)")
+    p.add_argument("--low", type=float, default=0.8, help="controls: the random centres' lower cost bound, x T")
     p.add_argument("--table", default=None, help="the benchmark file (default: under $SPNAS_SHARED)")
     args = p.parse_args(argv)
 
     import spnas
     from latency_tables.lookup.table import LatencyTable
     from nas.finalists import naswot_of_choices, neighbourhood, rank_finalists
-    from nas.groundtruth import NasBenchMacro, code_cost, judge
+    from nas.groundtruth import NasBenchMacro, code_cost, depth_then_cost, judge
     from nas.ranking import RankingImages
     from search_spaces import SearchSpace
-    from search_spaces.nasbench_macro import code_of
+    from search_spaces.nasbench_macro import all_codes, choices_of, code_of
     from spnas.app.jobs.commands import resolve_soc
     from training.datasets import load_data
 
-    run = Path(args.run)
-    summaries = sorted(run.glob("s*/T*/search_summary.json"))
-    if not summaries:
-        raise SystemExit(f"{run} holds no finished search (s<seed>/T<budget>/search_summary.json): run "
-                         f"`python -m bench.bench_groundtruth --out {run}` first")
+    runs = [Path(r) for r in args.run]
+    summaries = []
+    for run in runs:
+        found = sorted(run.glob("s*/T*/search_summary.json"))
+        if not found:
+            raise SystemExit(f"{run} holds no finished search (s<seed>/T<budget>/search_summary.json): run "
+                             f"`python -m bench.bench_groundtruth --out {run}` first")
+        summaries += [(run, p) for p in found]
     t0 = time.perf_counter()
     cfg = spnas.compose("search", ["experiment=nasbench_macro", "soc=flops", "device=cpu"])
     space = SearchSpace.from_config(cfg.space)
@@ -60,47 +75,81 @@ def main(argv: list[str] | None = None) -> int:
     def cost(choices: Sequence[str]) -> float:
         return cost_of_code(code_of(choices))
 
-    picks: dict[tuple[float, str], list[Any]] = {}
+    truth: Callable[[Sequence[str]], float] = lambda c: gt[code_of(c)].mean_acc  # noqa: E731
+    n = min(len(data.val), cfg.search.finalists.recal_images + cfg.search.finalists.eval_images)
+    seen: dict[int, tuple[Any, Any]] = {}
+
+    def seed_images(seed: int) -> tuple[Any, Any]:
+        """The search's own held-out images for `seed` and its NASWOT on them (memoised across runs/budgets)."""
+        if seed not in seen:
+            images = RankingImages.from_split(data.val, 0, n, seed=seed)
+            seen[seed] = images, naswot_of_choices(space, data.resolution, data.num_classes, images.held_out[:64],
+                                                   seed)
+        return seen[seed]
+
+    def pick(centre: list[str], budget: float, seed: int, radius: int, ranker: str) -> Any:
+        images, proxy = seed_images(seed)
+        cands = neighbourhood(space, centre, radius)
+        if ranker == "truth":
+            ranked = rank_finalists(None, cands, cost, budget, images, truth, supernet=False)
+        else:
+            ranked = rank_finalists(None, cands, cost, budget, images, proxy if "naswot" in ranker else None,
+                                    depth="layers" if ranker.endswith("layers") else "depth" in ranker,
+                                    supernet=False)
+        return judge(gt, code_of(ranked[0].choices), cost_of_code, budget)
+
+    picks: dict[tuple[str, float, str], list[Any]] = {}
     flipped = 0
-    for path in summaries:
+    searched: list[tuple[int, float]] = []
+    for run, path in summaries:
         s = json.loads(path.read_text())
         seed, budget = int(s["seed"]), float(s["finalists"]["budget"])
+        if (seed, budget) not in searched:
+            searched.append((seed, budget))
         centre = list(s["finalists"].get("centre") or s["derived_choices"])
         flipped += any(s["decision"].get("flips") or [])
-        picks.setdefault((budget, "the search's own pick (its search_summary.json)"), []).append(
+        picks.setdefault((str(run), budget, "the search's own pick (its search_summary.json)"), []).append(
             judge(gt, code_of(s["choices"]), cost_of_code, budget))
-        n = min(len(data.val), cfg.search.finalists.recal_images + cfg.search.finalists.eval_images)
-        images = RankingImages.from_split(data.val, 0, n, seed=seed)  # the search's own images
-        proxy = naswot_of_choices(space, data.resolution, data.num_classes, images.held_out[:64], seed)
-        truth: Callable[[Sequence[str]], float] = lambda c: gt[code_of(c)].mean_acc  # noqa: E731
         for radius, ranker in RULES:
-            cands = neighbourhood(space, centre, radius)
-            if ranker == "truth":
-                ranked = rank_finalists(None, cands, cost, budget, images, truth, supernet=False)
-            else:
-                ranked = rank_finalists(None, cands, cost, budget, images, proxy if "naswot" in ranker else None,
-                                        depth="layers" if ranker.endswith("layers") else "depth" in ranker,
-                                        supernet=False)
             name = f"radius {radius}, " + {"naswot_depth": "NASWOT + depth then cost",
                                            "naswot_layers": "NASWOT + layers", "naswot": "NASWOT alone",
                                            "depth": "depth alone", "truth": "the truth (the best it holds)"}[ranker]
-            picks.setdefault((budget, name), []).append(judge(gt, code_of(ranked[0].choices), cost_of_code, budget))
+            picks.setdefault((str(run), budget, name), []).append(pick(centre, budget, seed, radius, ranker))
         print(f"{path.parent}: centre {code_of(centre)}", flush=True)
+
+    # controls: the preset's finalists step around centres no search chose, per (seed, budget) searched
+    fcfg = cfg.search.finalists
+    rule = (fcfg.radius, fcfg.proxy.name)
+    label = f"no search: the preset's finalists (radius {fcfg.radius}, {fcfg.proxy.name}) around "
+    pool = {b: [c for c in all_codes() if args.low * b <= cost_of_code(c) <= b] for _, b in searched}
+    for seed, budget in searched:
+        rng = random.Random(7919 * seed + int(budget * 1000))
+        centres = [("the depth rule's network", depth_then_cost(gt, cost_of_code, budget))]
+        centres += [(f"a random network within [{args.low:g}T, T] ({args.random_centres} per seed)",
+                     rng.choice(pool[budget])) for _ in range(args.random_centres)]
+        for what, code in centres:
+            picks.setdefault(("controls", budget, label + what), []).append(
+                pick(choices_of(code), budget, seed, *rule))
+        print(f"controls of seed {seed} at {budget:g}: done", flush=True)
+    runs_shown = [*map(str, runs), "controls"]
     rows = []
-    for (budget, name), judged in sorted(picks.items(), key=lambda kv: kv[0][0]):
-        rows.append({"target": budget, "rule": name, "seeds": len(judged),
+    order = {r: i for i, r in enumerate(runs_shown)}
+    for (run_name, budget, name), judged in sorted(picks.items(), key=lambda kv: (order[kv[0][0]], kv[0][1])):
+        rows.append({"run": run_name, "target": budget, "rule": name, "n": len(judged),
                      "acc": statistics.fmean(j.accuracy for j in judged),
                      "top5_hits": sum(j.top_pct <= 5.0 for j in judged),
                      "mean_top_pct": statistics.fmean(j.top_pct for j in judged),
                      "picks": " ".join(j.code for j in judged)})
     wall = time.perf_counter() - t0
-    notes = (f"Centres of `{run}` ({len(summaries)} searches; {flipped} had a decision window that flipped, "
-             f"whose window networks the search also ranks and this does not). acc: mean NAS-Bench-Macro "
+    notes = (f"Centres of {', '.join(f'`{r}`' for r in runs)} ({len(summaries)} searches; {flipped} had a decision "
+             f"window that flipped, "
+             f"whose window networks the search also ranks and this does not). n: picks judged (searches, or "
+             f"control centres); acc: mean NAS-Bench-Macro "
              f"accuracy of the picks; top5_hits: picks in the top 5% of the distinct networks within the "
              f"budget. {wall / 60:.1f} min on this machine.")
     print(notes)
-    record("bench_finalists_rules", "Finalists rules on a ground-truth run's centres (NAS-Bench-Macro)", rows,
-           notes=notes, extra={"run": str(run)})
+    record("bench_finalists_rules", "Finalists rules on ground-truth runs' centres (NAS-Bench-Macro)", rows,
+           notes=notes, extra={"runs": [str(r) for r in runs]})
     return 0
 
 

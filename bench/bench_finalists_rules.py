@@ -6,7 +6,7 @@ reached: each search's derived network brought within its budget (`finalists.cen
 `search_summary.json`). Every rule ranks the same candidates with the search's own code
 (`nas.finalists.neighbourhood` and `rank_finalists`, NASWOT on the search's own 64 held-out images); the
 truth is NAS-Bench-Macro's mean accuracy. Rules that need the supernet are not re-run here: the search's
-own pick (the preset's rule) is read from its summary. Decision-window networks beyond the centre are not
+own pick (whatever finalists rule that run used, named in the row) is read from its summary. Decision-window networks beyond the centre are not
 added (the summary records the window's agreement; a search whose window flipped is counted in the notes).
 
     python -m bench.bench_finalists_rules                 # the default harness folder, runs/groundtruth
@@ -108,7 +108,11 @@ def main(argv: list[str] | None = None) -> int:
             searched.append((seed, budget))
         centre = list(s["finalists"].get("centre") or s["derived_choices"])
         flipped += any(s["decision"].get("flips") or [])
-        picks.setdefault((str(run), budget, "the search's own pick (its search_summary.json)"), []).append(
+        ran = path.parent / "config.json"  # the search's own settings, beside its summary
+        fin = json.loads(ran.read_text()).get("search", {}).get("finalists", {}) if ran.exists() else {}
+        own = (f"the search's own pick (radius {fin.get('radius', '?')}, {fin.get('proxy', '?')}"
+               f"{', with the supernet' if fin.get('supernet', True) else ''})")
+        picks.setdefault((str(run), budget, own), []).append(
             judge(gt, code_of(s["choices"]), cost_of_code, budget))
         for radius, ranker in RULES:
             name = f"radius {radius}, " + {"naswot_depth": "NASWOT + depth then cost",

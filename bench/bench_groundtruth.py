@@ -97,15 +97,21 @@ def sample_within(codes: list[str], cost: Callable[[str], float], budget: float,
 
 
 def training_free(gt: Any, cost: Callable[[str], float], budget: float, seed: int, n: int, x: Any) -> dict[str, str]:
-    """The best of `n` random networks within the budget by NASWOT and by SynFlow (one init per seed; each
-    network built once for both scores, a code drawn twice scored once)."""
+    """The best of `n` random networks within the budget by NASWOT, by SynFlow, and by NASWOT + layers (the
+    finalists' ranker: the mean of NASWOT's and the layer count's ranks, the costlier first on a tie), one init
+    per seed; each network built once for both scores, a code drawn twice scored once."""
     from nas.proxies import score_arch_many
-    from search_spaces.nasbench_macro import all_codes, arch_of, canonical
+    from search_spaces.nasbench_macro import all_codes, arch_of, canonical, depth
 
     rng = random.Random(10_007 * seed + int(budget * 1000))
     codes = sample_within(all_codes(), cost, budget, n, rng)
     scores = {c: score_arch_many(arch_of(c), ("naswot", "synflow"), x, seed) for c in dict.fromkeys(codes)}
-    return {proxy: canonical(max(codes, key=lambda c: scores[c][proxy])) for proxy in ("naswot", "synflow")}
+    out = {proxy: canonical(max(codes, key=lambda c: scores[c][proxy])) for proxy in ("naswot", "synflow")}
+    uniq = list(scores)
+    hybrid = rank_mean([scores[c]["naswot"] for c in uniq], [float(depth(c)) for c in uniq])
+    best = max(range(len(uniq)), key=lambda i: (hybrid[i], cost(uniq[i])))
+    out["naswot_layers"] = canonical(uniq[best])
+    return out
 
 
 def ranking_sample(gt: Any, n: int, seed: int = 123) -> list[str]:
@@ -290,6 +296,8 @@ def main(argv: list[str] | None = None) -> int:
             "single-path decisions alone (derived)": [searches[s][T]["derived"] for s in args.seeds],
             "NASWOT, best of N random": [free[s][T]["naswot"] for s in args.seeds],
             "SynFlow, best of N random": [free[s][T]["synflow"] for s in args.seeds],
+            "NASWOT + layers, best of N random": [free[s][T]["naswot_layers"] for s in args.seeds
+                                                  if "naswot_layers" in free[s][T]],
             "depth, then cost (no training)": [rules[T]["depth_then_cost"]],
             "cost alone (no training)": [rules[T]["cost_alone"]],
         }

@@ -57,9 +57,10 @@ class StartRule(enum.Enum):
 class FinalistProxy(enum.Enum):
     none = "rank the finalists by the supernet alone"
     naswot = "rank by the mean of the supernet's rank and NASWOT's (a training-free score, nas.proxies)"
-    naswot_depth = "rank by the mean of the supernet's, NASWOT's and depth's ranks (depth: layers kept, then cost)"
-    naswot_layers = ("rank by the mean of the supernet's, NASWOT's and the layer count's ranks (equal layer counts tie, "
-                     "so among networks of one depth NASWOT decides)")
+    naswot_depth = ("rank by the mean of NASWOT's and depth's ranks (depth: layers kept, then cost), and the "
+                    "supernet's where search.finalists.supernet")
+    naswot_layers = ("rank by the mean of NASWOT's and the layer count's ranks, and the supernet's where "
+                     "search.finalists.supernet (equal layer counts tie, so NASWOT orders networks of one depth)")
 
 
 @dataclass

@@ -100,17 +100,18 @@ def training_free(gt: Any, cost: Callable[[str], float], budget: float, seed: in
     """The best of `n` random networks within the budget by NASWOT, by SynFlow, and by NASWOT + layers (the
     finalists' ranker: the mean of NASWOT's and the layer count's ranks, the costlier first on a tie), one init
     per seed; each network built once for both scores, a code drawn twice scored once."""
+    from nas.finalists import rank_finalists
     from nas.proxies import score_arch_many
-    from search_spaces.nasbench_macro import all_codes, arch_of, canonical, depth
+    from search_spaces.nasbench_macro import all_codes, arch_of, canonical, choices_of, code_of
 
     rng = random.Random(10_007 * seed + int(budget * 1000))
     codes = sample_within(all_codes(), cost, budget, n, rng)
     scores = {c: score_arch_many(arch_of(c), ("naswot", "synflow"), x, seed) for c in dict.fromkeys(codes)}
     out = {proxy: canonical(max(codes, key=lambda c: scores[c][proxy])) for proxy in ("naswot", "synflow")}
-    uniq = list(scores)
-    hybrid = rank_mean([scores[c]["naswot"] for c in uniq], [float(depth(c)) for c in uniq])
-    best = max(range(len(uniq)), key=lambda i: (hybrid[i], cost(uniq[i])))
-    out["naswot_layers"] = canonical(uniq[best])
+    # the finalists' own ranker (nas.finalists.rank_finalists), on these draws instead of a neighbourhood
+    ranked = rank_finalists(None, [choices_of(c) for c in scores], lambda ch: cost(code_of(ch)), budget, None,
+                            lambda ch: scores[code_of(ch)]["naswot"], depth="layers", supernet=False)
+    out["naswot_layers"] = canonical(code_of(ranked[0].choices))
     return out
 
 
@@ -296,8 +297,7 @@ def main(argv: list[str] | None = None) -> int:
             "single-path decisions alone (derived)": [searches[s][T]["derived"] for s in args.seeds],
             "NASWOT, best of N random": [free[s][T]["naswot"] for s in args.seeds],
             "SynFlow, best of N random": [free[s][T]["synflow"] for s in args.seeds],
-            "NASWOT + layers, best of N random": [free[s][T]["naswot_layers"] for s in args.seeds
-                                                  if "naswot_layers" in free[s][T]],
+            "NASWOT + layers, best of N random": [free[s][T]["naswot_layers"] for s in args.seeds],
             "depth, then cost (no training)": [rules[T]["depth_then_cost"]],
             "cost alone (no training)": [rules[T]["cost_alone"]],
         }

@@ -65,13 +65,16 @@ class FinalistProxy(enum.Enum):
 
 @dataclass
 class FinalistsConfig:
-    """The networks around the derived one, ranked inside the trained supernet (`nas.finalists`)."""
+    """The networks around the derived one, ranked within the budget (`nas.finalists`). The default, for every
+    space, is what won on NAS-Bench-Macro's ground truth at radius 1 (docs/groundtruth.md): NASWOT and the layer
+    count, no supernet; `search=paper` keeps the paper's rule (radius 0: the derived network is the winner)."""
 
-    radius: int = opt(0, "rank every network within this many layer changes of the derived one (and the decision "
+    radius: int = opt(1, "rank every network within this many layer changes of the derived one (and the decision "
                          "window's), pick the best within the budget; 0: the derived network is the winner (the paper)")
-    proxy: FinalistProxy = opt(FinalistProxy.none, "none | naswot | naswot_depth | naswot_layers: "
-                                                   "training-free scores ranked beside the supernet's")
-    supernet: bool = opt(True, "rank by the supernet's held-out loss too (false: the training-free scores alone)")
+    proxy: FinalistProxy = opt(FinalistProxy.naswot_layers, "none | naswot | naswot_depth | naswot_layers: "
+                                                            "training-free scores ranked beside the supernet's")
+    supernet: bool = opt(False, "rank by the supernet's held-out loss too (on ground truth it ranks networks of one "
+                                "cost band with tau 0.37 and drew the picks down: off by default)")
     recal_images: int = opt(128, "validation images that re-estimate BatchNorm for each finalist (0: each held-out "
                                  "batch is normalised by its own statistics, one pass instead of two)")
     eval_images: int = opt(256, "validation images each finalist is scored on (held-out cross-entropy)")
@@ -82,6 +85,9 @@ class FinalistsConfig:
         check_range("search.finalists.recal_images", self.recal_images, 0, 100_000)
         check_range("search.finalists.eval_images", self.eval_images, 1, 100_000)
         check_range("search.finalists.max_candidates", self.max_candidates, 1, 100_000)
+        if self.radius > 0 and self.proxy is FinalistProxy.none and not self.supernet:
+            raise ConfigError("search.finalists ranks by nothing (proxy=none, supernet=false): set "
+                              "search.finalists.proxy=naswot_layers or search.finalists.supernet=true, or radius=0")
 
 
 class SweepParam(enum.Enum):

@@ -22,14 +22,20 @@ from torch import nn
 from search_spaces import ArchSpec, build_model
 
 
+RECTIFIERS = (nn.ReLU, nn.ReLU6, nn.Hardswish)  # the units NASWOT reads: output > 0 exactly when input > 0
+
+
 def naswot_score(model: nn.Module, x: torch.Tensor) -> float:
-    """log|det K| of the binary ReLU-code kernel of batch `x` (the model in train mode, no gradient)."""
+    """log|det K| of the binary ReLU-code kernel of batch `x` (the model in train mode, no gradient); every
+    ReLU, ReLU6 and hard-swish unit contributes its on/off bit."""
     codes: list[torch.Tensor] = []
 
     def hook(_m: nn.Module, _i: tuple, out: torch.Tensor) -> None:
         codes.append(out.detach().flatten(1) > 0)
 
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.ReLU, nn.ReLU6))]
+    # hard-swish is positive exactly where its input is, so its units give the same binary code as a ReLU's
+    # (MobileNetV3's later blocks); without them NASWOT would not see those layers at all
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, RECTIFIERS)]
     try:
         model.train()
         with torch.no_grad():

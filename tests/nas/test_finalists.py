@@ -56,3 +56,16 @@ def test_the_nasbench_macro_preset_ranks_two_changes_around_the_centre_by_naswot
     cands = neighbourhood(space, centre, 2)
     # 1 + 8 layers x 2 alternatives + C(8, 2) pairs x 2 x 2 alternatives, each once
     assert len(cands) == 1 + 16 + 28 * 4 == len({tuple(c) for c in cands}) and cands[0] == centre
+
+
+def test_every_space_ranks_finalists_by_default_and_the_paper_preset_does_not():
+    """What won on ground truth is the default on the MobileNetV3 space too (docs/groundtruth.md, "What carried
+    over"); search=paper keeps the paper's rule; a step that ranks by nothing is refused when configured."""
+    from spnas_core.errors import ConfigError
+
+    f = spnas.compose("search", []).search.finalists
+    assert (f.radius, f.proxy, f.supernet) == (1, FinalistProxy.naswot_layers, False)
+    assert spnas.compose("search", ["search=paper"]).search.finalists.radius == 0
+    with pytest.raises(ConfigError, match="ranks by nothing"):
+        spnas.compose("search", ["search.finalists.proxy=none"])
+    assert spnas.compose("search", ["search.finalists.proxy=none", "search.finalists.radius=0"]).search.finalists

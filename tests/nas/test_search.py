@@ -61,6 +61,14 @@ def test_huge_lambda_derives_faster_arch_than_zero_lambda(tiny, cifar_root):
     assert costly["predicted_ms_all_tables"]["sd845"] == pytest.approx(
         predict_latency_ms(deployed, LatencyTable.load("sd845")))
     assert costly["predicted_ms"] == pytest.approx(costly["predicted_ms_all_tables"]["sd845"])
+    # the default finalists step (docs/groundtruth.md): one layer change around the derived network, ranked by
+    # NASWOT and the layer count; with no target the derived network's cost is the budget
+    for s in (free, costly):
+        f = s["finalists"]
+        assert (f["radius"], f["proxy"]) == (1, "naswot_layers")
+        assert f["ranked"][0]["choices"] == s["choices"] and s["cost"] <= f["budget"] + 1e-9
+        assert f["n"] >= 1 and all(r["proxy"] is not None for r in f["ranked"])
+    assert free["finalists"]["n"] > 1  # every network one change from the largest is cheaper: all are finalists
 
 
 def test_target_loss_forms():

@@ -10,6 +10,11 @@ training run (the ranking curve) without disturbing it.
 The score is the mean cross-entropy (lower is better) with top-1 beside it: on a few hundred images
 the loss separates networks that tie on accuracy. With no recalibration images, each held-out batch is
 normalised by its own statistics (one pass instead of two; the batch must be large).
+
+In that one-pass form a layer's output depends only on the images and the choices before it, so paths
+that share their first choices share those layers' work: `score_paths` walks the paths as a prefix
+tree, each distinct prefix computed once (the early, high-resolution layers are shared by most paths).
+The figures are the per-path loop's, bit for bit (the same operations on the same inputs).
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from torch.nn import functional as F
 from training.batches import to_tensor
 from training.datasets import Split
 
-from .superkernel import SuperNet
+from .superkernel import SuperMBConv, SuperNet
 
 
 @dataclass(frozen=True)
@@ -93,15 +98,19 @@ def recalibrate(net: SuperNet, choices: Sequence[str], x: torch.Tensor, batch_si
 
 @torch.no_grad()
 def score_paths(net: SuperNet, paths: Sequence[Sequence[str]], images: RankingImages,
-                batch_size: int = 256) -> list[PathScore]:
+                batch_size: int = 256, shared: bool = True) -> list[PathScore]:
     """Each path's held-out loss and top-1 inside the supernet, BatchNorm recalibrated per path (the
-    supernet's own statistics are restored afterwards)."""
+    supernet's own statistics are restored afterwards). Without recalibration images and with `shared`,
+    the paths' common prefixes run once (the same figures; `shared=False` runs each path whole)."""
     out = []
     rng = torch.get_rng_state()  # scoring draws nothing the training after it would see
     with preserved_batchnorm(net):
         dropout = net.dropout.p
         net.dropout.p = 0.0
         try:
+            if shared and not len(images.recal):  # each held-out batch normalised by its own statistics
+                net.train()
+                return _score_shared(net, paths, images, batch_size)
             for choices in paths:
                 if len(images.recal):
                     recalibrate(net, choices, images.recal, batch_size)
@@ -120,3 +129,40 @@ def score_paths(net: SuperNet, paths: Sequence[Sequence[str]], images: RankingIm
             net.dropout.p = dropout
             torch.set_rng_state(rng)
     return out
+
+
+def _score_shared(net: SuperNet, paths: Sequence[Sequence[str]], images: RankingImages,
+                  batch_size: int) -> list[PathScore]:
+    """`score_paths` without recalibration, the paths walked as a prefix tree: each distinct prefix of choices
+    runs once per batch and its output feeds every path that starts with it (depth first, so at most one
+    activation per layer is held)."""
+    layers = list(net.layers)
+    n_super = len(net.super_layers())
+    bad = [list(c) for c in paths if len(c) != n_super]
+    if bad:
+        raise ValueError(f"a path needs one choice per searchable layer ({n_super}); got {bad[0]}")
+    loss = [0.0] * len(paths)
+    correct = [0.0] * len(paths)
+
+    def walk(pos: int, h: torch.Tensor, idxs: list[int], depth: int, y: torch.Tensor) -> None:
+        while pos < len(layers) and not isinstance(layers[pos], SuperMBConv):
+            h = layers[pos](h)
+            pos += 1
+        if pos == len(layers):
+            logits = net.classifier(net.dropout(h))
+            batch_loss = float(F.cross_entropy(logits, y, reduction="sum"))
+            batch_correct = float((logits.argmax(1) == y).sum())
+            for i in idxs:
+                loss[i] += batch_loss
+                correct[i] += batch_correct
+            return
+        groups: dict[str, list[int]] = {}
+        for i in idxs:
+            groups.setdefault(paths[i][depth], []).append(i)
+        for choice, sub in groups.items():
+            walk(pos + 1, layers[pos](h, choice), sub, depth + 1, y)
+
+    for i in range(0, len(images.held_out), batch_size):
+        walk(0, images.held_out[i:i + batch_size], list(range(len(paths))), 0, images.labels[i:i + batch_size])
+    n = len(images.held_out)
+    return [PathScore(tuple(c), loss[i] / n, correct[i] / n) for i, c in enumerate(paths)]

@@ -16,9 +16,10 @@ from typing import Any, Callable
 from nas.config import SearchConfig, ThresholdSchedule
 from spnas_core.errors import ConfigError
 
-# below this many searching steps a search warns: NAS-Bench-Macro's ground truth (docs/groundtruth.md) saw the
-# threshold decisions collapse and not yet regrow at 60 steps, and settle at 100
-MIN_SEARCH_UPDATES = 100
+# below this many threshold-learning steps (the searching steps before the decision window, where the thresholds'
+# rate is above 0) a search warns: NAS-Bench-Macro's ground truth (docs/groundtruth.md) saw the threshold decisions
+# collapse and not yet regrow at 40 (60 searching steps, a 20-step window), and settle at 80
+MIN_THRESHOLD_LEARNING = 80
 
 
 @dataclass(frozen=True)
@@ -67,10 +68,11 @@ def plan_budget(scfg: SearchConfig, n_train: int, world_size: int = 1) -> Budget
         notes.append(f"steps {scfg.steps} -> {total} to reach {scfg.min_threshold_updates} threshold updates")
     window = min(total - warm, scfg.decision_window_steps or max(spe, scfg.decision_window_min_steps))
     warnings = []
-    if total - warm < MIN_SEARCH_UPDATES:
-        warnings.append(f"search: {total - warm} searching steps, fewer than the {MIN_SEARCH_UPDATES} its decisions "
-                        f"need to settle (search.min_threshold_updates={scfg.min_threshold_updates} allows it): the "
-                        f"derived network says little; leave search.min_threshold_updates at its default")
+    if total - warm - window < MIN_THRESHOLD_LEARNING:
+        warnings.append(f"search: {total - warm - window} threshold-learning steps ({total - warm} searching steps, the "
+                        f"last {window} the decision window), fewer than the {MIN_THRESHOLD_LEARNING} its decisions need "
+                        f"to settle (search.min_threshold_updates={scfg.min_threshold_updates} allows it): the derived "
+                        f"network says little; leave search.min_threshold_updates at its default")
     return Budget(bs, spe, total, warm, math.ceil(total / spe), window, tuple(notes), tuple(warnings))
 
 

@@ -54,3 +54,18 @@ def test_a_ceiling_budget_lands_below_it_and_misses_only_far_below():
     assert target_verdict(45.0, 43.2, 0.03, [], 8.0, 105.0, 0, 1.0)["met"] is False  # a point target misses
     assert target_verdict(45.0, 30.0, 0.03, [], 8.0, 105.0, 0, 1.0, ceiling=True)["met"] is False
     assert target_verdict(45.0, 47.0, 0.03, [], 8.0, 105.0, 0, 1.0, ceiling=True)["met"] is False
+
+
+def test_the_settling_warning_counts_the_steps_where_thresholds_learn():
+    """Ground truth saw decisions collapse at 40 threshold-learning steps and settle at 80 (docs/groundtruth.md);
+    the decision window (threshold rate 0) adds none, so it is left out of the count. The NAS-Bench-Macro preset
+    keeps 80 and a short window."""
+    import spnas
+
+    preset = spnas.compose("search", ["experiment=nasbench_macro"]).search  # 320 warm-up, 80 learning, 8 window
+    b = plan_budget(preset, 45_000)
+    assert (b.warmup_steps, b.total_steps - b.warmup_steps - b.window_steps, b.window_steps) == (320, 80, 8)
+    assert not b.warnings
+    long_window = SearchConfig(steps=500, warmup_fraction=0.8, min_threshold_updates=100, decision_window_steps=40)
+    w = plan_budget(long_window, 45_000).warnings
+    assert len(w) == 1 and "60 threshold-learning steps" in w[0] and "the last 40 the decision window" in w[0]

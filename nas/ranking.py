@@ -28,6 +28,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from training.batches import to_tensor
+from training.distributed import rank_local_batchnorm
 from training.datasets import Split
 
 from .superkernel import SuperMBConv, SuperNet
@@ -87,13 +88,15 @@ def preserved_batchnorm(net: nn.Module) -> Iterator[None]:
 
 @torch.no_grad()
 def recalibrate(net: SuperNet, choices: Sequence[str], x: torch.Tensor, batch_size: int = 256) -> None:
-    """Reset BatchNorm statistics and accumulate them (cumulative average) over `x` along the path `choices`."""
+    """Reset BatchNorm statistics and accumulate them (cumulative average) over `x` along the path `choices`
+    (this process's images alone, also under DDP: scoring is one rank's work)."""
     for bn in _bns(net):
         bn.reset_running_stats()
         bn.momentum = None
     net.train()
-    for i in range(0, len(x), batch_size):
-        net(x[i:i + batch_size], list(choices))
+    with rank_local_batchnorm():
+        for i in range(0, len(x), batch_size):
+            net(x[i:i + batch_size], list(choices))
 
 
 @torch.no_grad()
@@ -104,7 +107,8 @@ def score_paths(net: SuperNet, paths: Sequence[Sequence[str]], images: RankingIm
     the paths' common prefixes run once (the same figures; `shared=False` runs each path whole)."""
     out = []
     rng = torch.get_rng_state()  # scoring draws nothing the training after it would see
-    with preserved_batchnorm(net):
+    # one rank's work (rank 0 ranks the finalists alone): BatchNorm over this process's batch, no all-reduce
+    with preserved_batchnorm(net), rank_local_batchnorm():
         dropout = net.dropout.p
         net.dropout.p = 0.0
         try:

@@ -386,9 +386,9 @@ def _bn(x: torch.Tensor, bn: nn.BatchNorm2d, weight: torch.Tensor, bias: torch.T
     """`bn(x)` with replaced affine parameters (running statistics tracked as nn.BatchNorm2d does; with `n`,
     those of the first n channels); under DDP with global BatchNorm the statistics are those of the global
     batch."""
-    from training.distributed import GlobalBatchNorm2d
+    from training.distributed import GlobalBatchNorm2d, batchnorm_is_rank_local
 
-    if isinstance(bn, GlobalBatchNorm2d):
+    if isinstance(bn, GlobalBatchNorm2d) and not batchnorm_is_rank_local():  # one rank scoring alone: plain BN
         if n is not None and n != bn.num_features:
             raise RunStateError("a sliced candidate path cannot run under global (DDP) BatchNorm; use the masked path")
         return bn.normalize(x, weight, bias)

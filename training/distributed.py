@@ -227,6 +227,26 @@ def weights_digest(model: nn.Module) -> str:
     return h.hexdigest()
 
 
+_RANK_LOCAL_BN = [0]  # > 0 inside `rank_local_batchnorm`
+
+
+@contextlib.contextmanager
+def rank_local_batchnorm() -> Iterator[None]:
+    """Inside the block a `GlobalBatchNorm2d` in training mode normalises by this rank's batch alone, as a plain
+    BatchNorm2d does. For work one rank does by itself (rank 0 scoring the finalists, a ranking curve): its
+    all-reduce would wait forever for ranks that are not there."""
+    _RANK_LOCAL_BN[0] += 1
+    try:
+        yield
+    finally:
+        _RANK_LOCAL_BN[0] -= 1
+
+
+def batchnorm_is_rank_local() -> bool:
+    """Whether `rank_local_batchnorm` is in force (code that normalises with a module's buffers itself)."""
+    return _RANK_LOCAL_BN[0] > 0
+
+
 class GlobalBatchNorm2d(nn.BatchNorm2d):
     """BatchNorm2d whose training statistics cover the global batch of all ranks, on any backend.
 
@@ -242,7 +262,8 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
     def normalize(self, x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None) -> torch.Tensor:
         """This layer's BatchNorm of `x` with the given affine parameters (global statistics when training
         in a group of several ranks, tracked in this module's running buffers)."""
-        synced = self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+        synced = (self.training and not _RANK_LOCAL_BN[0] and dist.is_available() and dist.is_initialized()
+                  and dist.get_world_size() > 1)
         if self.training and self.track_running_stats:
             self.num_batches_tracked.add_(1)
         mom = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)

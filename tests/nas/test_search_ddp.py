@@ -53,4 +53,10 @@ def test_two_gloo_ranks_take_the_same_decisions_as_one_process(cifar_root, tmp_p
     for a, b in zip(l1, l2):
         assert a["choices"] == b["choices"], (a["epoch"], a["choices"], b["choices"])
         assert abs(a["ce"] - b["ce"]) < CE_TOL, (a["ce"], b["ce"])
-    assert s1["choices"] == s2["choices"] and s1["arch_string"] == s2["arch_string"]
+    assert s1["derived_choices"] == s2["derived_choices"]
+    # the finalists step runs on rank 0 alone, its BatchNorm over its own batch (no all-reduce the other rank
+    # would have to join: before, it hung or refused the sliced paths); its picks score candidates inside a
+    # supernet whose float order differs between 1 and 2 ranks, so they are checked for being made, not equal
+    for s in (s1, s2):
+        f = s["finalists"]
+        assert f["n"] >= 1 and s["choices"] == f["ranked"][0]["choices"] and s["cost"] <= f["budget"] + 1e-9

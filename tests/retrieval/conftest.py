@@ -110,6 +110,7 @@ class Deployment:
         from spnas.app.serving.serve import start
 
         self.cfg, self.token = cfg, token
+        self.started = clock()  # when it was seeded and built: what its plan holds depends on the time of day
         self.s = start(cfg, clock=clock)
         self.url, self.store, self.embedder, self.repo = self.s.url, self.s.store, self.s.embedder, self.s.repo
         self.wait_ready()

@@ -75,8 +75,9 @@ class FinalistsConfig:
                                                             "training-free scores ranked beside the supernet's")
     supernet: bool = opt(False, "rank by the supernet's held-out loss too (on ground truth it ranks networks of one "
                                 "cost band with tau 0.37 and drew the picks down: off by default)")
-    recal_images: int = opt(128, "validation images that re-estimate BatchNorm for each finalist (0: each held-out "
-                                 "batch is normalised by its own statistics, one pass instead of two)")
+    recal_images: int = opt(0, "validation images that re-estimate BatchNorm for each finalist (0: each held-out "
+                               "batch is normalised by its own statistics, one pass instead of two, and the "
+                               "networks' common layers run once; the two rank alike, docs/groundtruth.md)")
     eval_images: int = opt(256, "validation images each finalist is scored on (held-out cross-entropy)")
     max_candidates: int = opt(400, "at most this many finalists, nearest first")
 

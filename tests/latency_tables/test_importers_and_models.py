@@ -88,6 +88,7 @@ def test_spnas_import_runs_in_a_search(cifar_root, tmp_path):
                                    "data.train_limit=256", "data.val_limit=64", "data.test_limit=64",
                                    f"data.cache_dir={tmp_path / 'cache'}", "search.steps=3", "search.warmup_fraction=0",
                                    "search.min_threshold_updates=0", "search.batch_size=16", "threads=2",
+                                   "search.finalists.radius=0",  # tested in tests/nas/test_finalists.py
                                    # the default budget is a fraction of MobileNetV2, which this table cannot price
                                    "search.target_ms=60", f"run_dir={tmp_path / 'run'}"])
     s = commands.search(cfg)

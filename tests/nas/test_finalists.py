@@ -65,6 +65,7 @@ def test_every_space_ranks_finalists_by_default_and_the_paper_preset_does_not():
 
     f = spnas.compose("search", []).search.finalists
     assert (f.radius, f.proxy, f.supernet) == (1, FinalistProxy.naswot_layers, False)
+    assert f.recal_images == 0  # one pass per candidate, common layers once: ranks as recalibrating does
     assert spnas.compose("search", ["search=paper"]).search.finalists.radius == 0
     with pytest.raises(ConfigError, match="ranks by nothing"):
         spnas.compose("search", ["search.finalists.proxy=none"])

@@ -55,3 +55,33 @@ def test_a_path_of_the_wrong_length_is_refused():
     images = RankingImages(torch.zeros(0, 3, 32, 32), torch.randn(4, 3, 32, 32), torch.zeros(4, dtype=torch.long))
     with pytest.raises(ValueError, match="one choice per searchable layer"):
         score_paths(net, [["k3_e3"] * 7], images)
+
+
+def test_repair_takes_the_best_cheaper_single_layer_change_until_the_network_fits():
+    """A search that ends over its budget (`nas.finalists.repair_to_budget`, which the default finalists step runs
+    first): each round is one layer changed to a cheaper choice, the one the supernet scores best (the same
+    figures as scoring each candidate whole), until the cost is within the budget."""
+    from nas.finalists import repair_to_budget
+
+    torch.manual_seed(0)
+    space = _space("nasbench_macro")
+    net = SuperNet(space, 32, 1.0, 10).to(memory_format=torch.channels_last)
+    net.train()
+    g = torch.Generator().manual_seed(2)
+    images = RankingImages(torch.zeros(0, 3, 32, 32), torch.randn(24, 3, 32, 32, generator=g),
+                           torch.randint(0, 10, (24,), generator=g))
+    price = {c: float(i) for i, c in enumerate(space.slots[0].choices)}  # identity < k3_e3 < k5_e6 (0, 1, 2)
+    cost = lambda ch: sum(price[c] for c in ch)  # noqa: E731
+    largest = [max(s.choices, key=price.__getitem__) for s in space.slots]
+    assert cost(largest) == 16.0
+    fixed, rounds = repair_to_budget(net, largest, cost, 13.0, images)
+    assert cost(fixed) <= 13.0 and rounds >= 2
+    # replay: every round's change is the lowest held-out loss among the cheaper single-layer changes
+    current = list(largest)
+    for _ in range(rounds):
+        options = [current[:i] + [c] + current[i + 1:] for i, s in enumerate(space.slots) for c in s.choices
+                   if price[c] < price[current[i]]]
+        whole = score_paths(net, options, images, shared=False)
+        current = list(min(zip(options, whole), key=lambda p: p[1].loss)[0])
+    assert current == fixed
+    assert repair_to_budget(net, fixed, cost, 13.0, images) == (fixed, 0)  # a network that fits is kept

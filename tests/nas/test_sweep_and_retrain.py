@@ -15,7 +15,8 @@ def test_sweep_over_lambda_writes_pareto_and_continues(cifar_root, tmp_path):
     from spnas.app.jobs import commands
 
     data = [f"data.root={cifar_root}", "data.train_limit=320", "data.test_limit=50", f"data.cache_dir={tmp_path / 'c'}"]
-    search = ["search.steps=18", "search.warmup_fraction=0", "search.min_threshold_updates=0", "search.batch_size=32"]
+    search = ["search.steps=18", "search.warmup_fraction=0", "search.min_threshold_updates=0", "search.batch_size=32",
+              "search.finalists.radius=0"]  # the finalists step is tested in test_retrain_inherits_superkernel_weights
     cfg = compose("sweep", ["soc=sd808", *data, *search, f"run_dir={tmp_path / 'sweep'}", "sweep.n_trials=2",
                             "sweep.population=2", "sweep.retrain_epochs=1", "train.min_steps=0", "train.batch_size=32"])
     s = commands.sweep(cfg)

@@ -34,6 +34,7 @@ def _sweep_args(cifar_root: Path, tmp: Path, url: str, n_trials: int) -> list[st
     return ["soc=sd808", f"data.root={cifar_root}", "data.train_limit=320", "data.test_limit=50",
             f"data.cache_dir={tmp / 'cache'}", "search.steps=27", "search.warmup_fraction=0",
             "search.min_threshold_updates=0", "search.batch_size=32", "search.eval_batch_size=100",
+            "search.finalists.radius=0",  # the finalists step is tested in tests/nas/test_finalists.py, test_search.py
             "sweep.retrain_epochs=0", f"sweep.n_trials={n_trials}", "sweep.population=2", f"sweep.storage={url}",
             "sweep.study_name=shared", "sweep.heartbeat_s=1", "sweep.grace_s=3", f"run_dir={tmp / 'sweep'}",
             "threads=1", "device=cpu"]

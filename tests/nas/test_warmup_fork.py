@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from latency_tables.lookup.table import LatencyTable
-from nas.config import SearchConfig
+from nas.config import FinalistsConfig, SearchConfig
 from nas.search import run_search, run_warmup
 from search_spaces import default_space
 from training.config import Runtime
@@ -21,6 +21,7 @@ def _setup(cifar_root, tmp_path):
     data = load_data(cfg.data, 0)
     search = SearchConfig(steps=30, warmup_fraction=0.4, min_threshold_updates=0, batch_size=32, min_batch_size=8,
                           decision_window_min_steps=5, warmup_path_keep=0.6, dropout=0.1,
+                          finalists=FinalistsConfig(radius=0),  # what is shared is the warm-up, tested here
                           thresholds=cfg.search.thresholds, weights=cfg.search.weights)
     return search, data
 

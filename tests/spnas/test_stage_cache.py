@@ -102,6 +102,7 @@ def _pipeline_cfg(tmp: Path, data_root: Path, extra: list[str] = ()):
     return compose("pipeline", ["experiment=demo", "socs=[sd845]", "baselines=[]", f"run_dir={tmp / 'run'}",
                                 "data=cifar10", f"data.root={data_root}", f"data.cache_dir={tmp / 'cache'}",
                                 "search.steps=6", "search.warmup_fraction=0", "search.min_threshold_updates=0",
+                                "search.finalists.radius=0",
                                 "search.batch_size=32", "train.steps=2", "train.batch_size=32",
                                 "train.max_steps_per_epoch=2", "train.min_steps=0", "init=inherit", "threads=2", *extra])
 

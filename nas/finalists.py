@@ -14,7 +14,10 @@ This is the "hybrid that ranks finalists by supernet and proxy" of the ground-tr
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -139,18 +142,34 @@ def repair_to_budget(net: SuperNet, choices: Sequence[str], cost: Callable[[Sequ
     return current, rounds
 
 
+_NASWOT_MEMOS: "OrderedDict[tuple, dict[tuple[str, ...], float]]" = OrderedDict()
+_NASWOT_MEMOS_KEPT = 8
+
+
 def naswot_of_choices(space: SearchSpace, resolution: int, num_classes: int, x: torch.Tensor, seed: int = 0,
                       width: float = 1.0) -> Callable[[Sequence[str]], float]:
-    """A proxy callable for `rank_finalists`: NASWOT of the network `choices` describe (memoised)."""
+    """A proxy callable for `rank_finalists`: NASWOT of the network `choices` describe (memoised).
+
+    The memo is shared by every call with the same space, resolution, classes, width, seed and images (NASWOT
+    is a pure function of them): searches of one seed for several budgets or phones in one process (the
+    pipeline's, the ground-truth harness's) score a network their neighbourhoods share once."""
     from .proxies import score_arch
 
-    memo: dict[tuple[str, ...], float] = {}
+    xc = x.detach().cpu().contiguous()
+    key = (json.dumps(space.to_dict(), sort_keys=True, default=str), resolution, num_classes, seed, width,
+           tuple(xc.shape), str(xc.dtype), hashlib.sha256(xc.numpy().tobytes()).hexdigest())
+    memo = _NASWOT_MEMOS.pop(key, None)
+    if memo is None:
+        memo = {}
+    _NASWOT_MEMOS[key] = memo  # the most recent last
+    while len(_NASWOT_MEMOS) > _NASWOT_MEMOS_KEPT:
+        _NASWOT_MEMOS.popitem(last=False)
 
     def f(choices: Sequence[str]) -> float:
-        key = tuple(choices)
-        if key not in memo:
+        k = tuple(choices)
+        if k not in memo:
             arch = space.decode(list(choices), resolution, width, num_classes)
-            memo[key] = score_arch(arch, "naswot", x, seed)
-        return memo[key]
+            memo[k] = score_arch(arch, "naswot", x, seed)
+        return memo[k]
 
     return f

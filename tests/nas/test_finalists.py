@@ -70,3 +70,25 @@ def test_every_space_ranks_finalists_by_default_and_the_paper_preset_does_not():
     with pytest.raises(ConfigError, match="ranks by nothing"):
         spnas.compose("search", ["search.finalists.proxy=none"])
     assert spnas.compose("search", ["search.finalists.proxy=none", "search.finalists.radius=0"]).search.finalists
+
+
+def test_naswot_of_choices_is_shared_by_searches_of_one_seed_and_images(monkeypatch):
+    """Searches of one seed for several budgets (the harness's, the pipeline's phones) score a network once:
+    equal space, seed and images share the memo; another seed or other images do not."""
+    import torch
+
+    import nas.proxies
+    from nas.finalists import naswot_of_choices
+
+    space = SearchSpace.from_config(spnas.compose("search", ["experiment=nasbench_macro"]).space)
+    x = torch.randn(16, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    calls = []
+    real = nas.proxies.score_arch
+    monkeypatch.setattr(nas.proxies, "score_arch", lambda *a: calls.append(a[2:]) or real(*a))
+    net = ["k3_e3"] * 8
+    a = naswot_of_choices(space, 32, 10, x, seed=7)(net)
+    assert naswot_of_choices(space, 32, 10, x.clone(), seed=7)(net) == a and len(calls) == 1
+    assert a == real(space.decode(net, 32, 1.0, 10), "naswot", x, 7)
+    naswot_of_choices(space, 32, 10, x, seed=8)(net)
+    naswot_of_choices(space, 32, 10, x + 1, seed=7)(net)
+    assert len(calls) == 3

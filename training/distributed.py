@@ -262,7 +262,7 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
     def normalize(self, x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None) -> torch.Tensor:
         """This layer's BatchNorm of `x` with the given affine parameters (global statistics when training
         in a group of several ranks, tracked in this module's running buffers)."""
-        synced = (self.training and not _RANK_LOCAL_BN[0] and dist.is_available() and dist.is_initialized()
+        synced = (self.training and not batchnorm_is_rank_local() and dist.is_available() and dist.is_initialized()
                   and dist.get_world_size() > 1)
         if self.training and self.track_running_stats:
             self.num_batches_tracked.add_(1)

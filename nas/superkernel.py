@@ -384,13 +384,13 @@ def _bn_slice(x: torch.Tensor, bn: nn.BatchNorm2d, n: int) -> torch.Tensor:
 def _bn(x: torch.Tensor, bn: nn.BatchNorm2d, weight: torch.Tensor, bias: torch.Tensor, n: int | None = None
         ) -> torch.Tensor:
     """`bn(x)` with replaced affine parameters (running statistics tracked as nn.BatchNorm2d does; with `n`,
-    those of the first n channels); under DDP with global BatchNorm the statistics are those of the global
-    batch."""
-    from training.distributed import GlobalBatchNorm2d, batchnorm_is_rank_local
+    those of the first n channels); a global BatchNorm (DDP) normalises by itself, sliced or not: by the global
+    batch in a group, by this rank's inside `rank_local_batchnorm`."""
+    from training.distributed import GlobalBatchNorm2d
 
-    if isinstance(bn, GlobalBatchNorm2d) and not batchnorm_is_rank_local():  # one rank scoring alone: plain BN
-        if n is not None and n != bn.num_features:
-            raise RunStateError("a sliced candidate path cannot run under global (DDP) BatchNorm; use the masked path")
+    if isinstance(bn, GlobalBatchNorm2d):
+        if n is not None and n != x.shape[1]:
+            raise RunStateError(f"_bn: {x.shape[1]} channels given for a slice of {n}")
         return bn.normalize(x, weight, bias)
     if bn.training and bn.track_running_stats:
         bn.num_batches_tracked.add_(1)

@@ -261,18 +261,26 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
 
     def normalize(self, x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None) -> torch.Tensor:
         """This layer's BatchNorm of `x` with the given affine parameters (global statistics when training
-        in a group of several ranks, tracked in this module's running buffers)."""
+        in a group of several ranks, tracked in this module's running buffers). `x` may hold only the first
+        c of the layer's channels (a superkernel's sliced candidate path, `weight` and `bias` sliced alike):
+        the statistics of those channels are used and updated, through views of the buffers. In a group every
+        rank must then run the same slice (the search draws its paths identically on every rank)."""
+        c = x.shape[1]
+        if c > self.num_features:
+            raise ValueError(f"GlobalBatchNorm2d: {c} channels for a layer of {self.num_features}")
+        sliced = c < self.num_features
+        running_mean = self.running_mean[:c] if sliced and self.running_mean is not None else self.running_mean
+        running_var = self.running_var[:c] if sliced and self.running_var is not None else self.running_var
         synced = (self.training and not batchnorm_is_rank_local() and dist.is_available() and dist.is_initialized()
                   and dist.get_world_size() > 1)
         if self.training and self.track_running_stats:
             self.num_batches_tracked.add_(1)
         mom = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
         if not synced:
-            use_batch = self.training or self.running_mean is None
-            return torch.nn.functional.batch_norm(x, self.running_mean, self.running_var, weight, bias, use_batch,
-                                                  mom, self.eps)
+            use_batch = self.training or running_mean is None
+            return torch.nn.functional.batch_norm(x, running_mean, running_var, weight, bias, use_batch, mom, self.eps)
         xf = x.float()
-        shift = self.running_mean.detach().view(1, -1, 1, 1) if self.running_mean is not None else 0.0
+        shift = running_mean.detach().view(1, -1, 1, 1) if running_mean is not None else 0.0
         d = xf - shift
         count = torch.full((1,), float(x.numel() // x.shape[1]), dtype=torch.float32, device=x.device)
         stats = _SumOverRanks.apply(torch.cat([d.sum((0, 2, 3)), (d * d).sum((0, 2, 3)), count]))
@@ -281,10 +289,10 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
         m1 = stats[:c] / n
         var = (stats[c:2 * c] / n - m1 * m1).clamp_min(0)
         mean = m1 + (shift.view(-1) if isinstance(shift, torch.Tensor) else 0.0)
-        if self.track_running_stats and self.running_mean is not None:
+        if self.track_running_stats and running_mean is not None and running_var is not None:
             with torch.no_grad():
-                self.running_mean.mul_(1 - mom).add_(mean.detach(), alpha=mom)
-                self.running_var.mul_(1 - mom).add_(var.detach() * (n / (n - 1).clamp_min(1)), alpha=mom)
+                running_mean.mul_(1 - mom).add_(mean.detach(), alpha=mom)
+                running_var.mul_(1 - mom).add_(var.detach() * (n / (n - 1).clamp_min(1)), alpha=mom)
         y = (xf - mean.view(1, -1, 1, 1)) * torch.rsqrt(var.view(1, -1, 1, 1) + self.eps)
         if weight is not None:
             y = y * weight.view(1, -1, 1, 1) + bias.view(1, -1, 1, 1)

@@ -99,14 +99,17 @@ def sample_within(codes: list[str], cost: Callable[[str], float], budget: float,
 def training_free(gt: Any, cost: Callable[[str], float], budget: float, seed: int, n: int, x: Any) -> dict[str, str]:
     """The best of `n` random networks within the budget by NASWOT, by SynFlow, and by NASWOT + layers (the
     finalists' ranker: the mean of NASWOT's and the layer count's ranks, the costlier first on a tie), one init
-    per seed; each network built once for both scores, a code drawn twice scored once."""
+    per seed (NASWOT over one prefix tree of the draws), a code drawn twice scored once."""
     from nas.finalists import rank_finalists
-    from nas.proxies import score_arch_many
+    from nas.proxies import naswot_scores, score_arch
     from search_spaces.nasbench_macro import all_codes, arch_of, canonical, choices_of, code_of
 
     rng = random.Random(10_007 * seed + int(budget * 1000))
     codes = sample_within(all_codes(), cost, budget, n, rng)
-    scores = {c: score_arch_many(arch_of(c), ("naswot", "synflow"), x, seed) for c in dict.fromkeys(codes)}
+    distinct = list(dict.fromkeys(codes))
+    naswot = naswot_scores([arch_of(c) for c in distinct], x, seed)  # one prefix tree over the draws
+    scores = {c: {"naswot": nw, "synflow": score_arch(arch_of(c), "synflow", x, seed)}
+              for c, nw in zip(distinct, naswot)}
     out = {proxy: canonical(max(codes, key=lambda c: scores[c][proxy])) for proxy in ("naswot", "synflow")}
     # the finalists' own ranker (nas.finalists.rank_finalists), on these draws instead of a neighbourhood
     ranked = rank_finalists(None, [choices_of(c) for c in scores], lambda ch: cost(code_of(ch)), budget, None,
@@ -162,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     import spnas
     from latency_tables.lookup.table import LatencyTable
     from nas.groundtruth import NasBenchMacro, code_cost, costliest, depth_then_cost, judge, random_controls
-    from nas.proxies import score_arch
+    from nas.proxies import naswot_scores
     from nas.ranking import RankingImages, score_paths
     from nas.search import run_search, run_warmup
     from search_spaces import SearchSpace
@@ -214,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     curve_path = out / "ranking_curve.json"
     t0 = time.perf_counter()
     x_proxy = to_tensor(data.train.images[:64])
-    naswot = [score_arch(arch_of(c), "naswot", x_proxy, 0) for c in rank_codes]
+    naswot = naswot_scores([arch_of(c) for c in rank_codes], x_proxy, 0)
     walls["ranking_naswot"] = time.perf_counter() - t0
     # the finalists' ranker (the preset's search.finalists): NASWOT's rank averaged with, for proxy=naswot_depth,
     # the depth rule's (layers kept, then cost) or, for naswot_layers, the layer count's (ties averaged), and

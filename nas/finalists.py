@@ -102,7 +102,8 @@ def rank_finalists(net: SuperNet, candidates: Sequence[Sequence[str]], cost: Cal
     scores = score_paths(net, fits, images, batch_size) if supernet else None
     if scores is not None:
         columns.append(average_ranks([-s.loss for s in scores]))
-    prox = [proxy(c) for c in fits] if proxy is not None else None
+    many = getattr(proxy, "many", None)  # a batch scorer (NaswotOfChoices) scores all candidates in one pass
+    prox = None if proxy is None else many(fits) if callable(many) else [proxy(c) for c in fits]
     if prox is not None:
         columns.append(average_ranks(prox))
     if depth == "layers":
@@ -146,15 +147,36 @@ _NASWOT_MEMOS: "OrderedDict[tuple, dict[tuple[str, ...], float]]" = OrderedDict(
 _NASWOT_MEMOS_KEPT = 8
 
 
+class NaswotOfChoices:
+    """NASWOT of the network a list of choices describes, memoised: `f(choices)` one, `f.many(list)` several
+    over one prefix tree (`nas.proxies.naswot_scores`; `rank_finalists` asks for all its candidates at once)."""
+
+    def __init__(self, space: SearchSpace, resolution: int, num_classes: int, x: torch.Tensor, seed: int,
+                 width: float, memo: dict[tuple[str, ...], float]) -> None:
+        self.space, self.resolution, self.num_classes, self.width = space, resolution, num_classes, width
+        self.x, self.seed, self.memo = x, seed, memo
+
+    def many(self, choices: Sequence[Sequence[str]]) -> list[float]:
+        """The scores of every network in `choices`, the ones not in the memo computed together."""
+        from .proxies import naswot_scores
+
+        todo = list(dict.fromkeys(tuple(c) for c in choices if tuple(c) not in self.memo))
+        if todo:
+            archs = [self.space.decode(list(c), self.resolution, self.width, self.num_classes) for c in todo]
+            self.memo.update(zip(todo, naswot_scores(archs, self.x, self.seed)))
+        return [self.memo[tuple(c)] for c in choices]
+
+    def __call__(self, choices: Sequence[str]) -> float:
+        return self.many([choices])[0]
+
+
 def naswot_of_choices(space: SearchSpace, resolution: int, num_classes: int, x: torch.Tensor, seed: int = 0,
-                      width: float = 1.0) -> Callable[[Sequence[str]], float]:
-    """A proxy callable for `rank_finalists`: NASWOT of the network `choices` describe (memoised).
+                      width: float = 1.0) -> NaswotOfChoices:
+    """A proxy for `rank_finalists`: NASWOT of the network `choices` describe (memoised).
 
     The memo is shared by every call with the same space, resolution, classes, width, seed and images (NASWOT
     is a pure function of them): searches of one seed for several budgets or phones in one process (the
     pipeline's, the ground-truth harness's) score a network their neighbourhoods share once."""
-    from .proxies import score_arch
-
     xc = x.detach().cpu().contiguous()
     key = (json.dumps(space.to_dict(), sort_keys=True, default=str), resolution, num_classes, seed, width,
            tuple(xc.shape), str(xc.dtype), hashlib.sha256(xc.numpy().tobytes()).hexdigest())
@@ -164,12 +186,4 @@ def naswot_of_choices(space: SearchSpace, resolution: int, num_classes: int, x: 
     _NASWOT_MEMOS[key] = memo  # the most recent last
     while len(_NASWOT_MEMOS) > _NASWOT_MEMOS_KEPT:
         _NASWOT_MEMOS.popitem(last=False)
-
-    def f(choices: Sequence[str]) -> float:
-        k = tuple(choices)
-        if k not in memo:
-            arch = space.decode(list(choices), resolution, width, num_classes)
-            memo[k] = score_arch(arch, "naswot", x, seed)
-        return memo[k]
-
-    return f
+    return NaswotOfChoices(space, resolution, num_classes, x, seed, width, memo)

@@ -25,7 +25,7 @@ import torch
 from search_spaces import SKIP, SearchSpace
 
 from .finalists import average_ranks, depth_of
-from .proxies import score_arch
+from .proxies import naswot_scores
 
 
 def deepest(space: SearchSpace) -> list[str]:
@@ -57,7 +57,7 @@ def proxy_start(space: SearchSpace, cost: Callable[[Sequence[str]], float], budg
     cands = sample_within(space, cost, budget, n, random.Random(seed))
     if not cands:
         return space.largest_choices(), []
-    naswot = [score_arch(space.decode(c, resolution, width, num_classes), "naswot", x, seed) for c in cands]
+    naswot = naswot_scores([space.decode(c, resolution, width, num_classes) for c in cands], x, seed)
     depth = [depth_of(c) * 1e6 + cost(c) for c in cands]  # depth, then cost
     ranks = [(a + b) / 2 for a, b in zip(average_ranks(naswot), average_ranks(depth))]
     order = sorted(range(len(cands)), key=lambda i: (ranks[i], -cost(cands[i])))

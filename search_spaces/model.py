@@ -6,6 +6,8 @@ built alone for a latency micro-model and so the superkernel can mirror them exa
 
 from __future__ import annotations
 
+import hashlib
+
 import torch
 from torch import nn
 
@@ -194,19 +196,80 @@ class EmbeddingNet(nn.Module):
         return self.classifier(e), e
 
 
-def init_weights(module: nn.Module) -> None:
-    """torchvision's MobileNet initialisation (kaiming fan-out convs, ones/zeros BN, small linear)."""
+def init_weights(module: nn.Module, generator: torch.Generator | None = None) -> None:
+    """torchvision's MobileNet initialisation (kaiming fan-out convs, ones/zeros BN, small linear), drawn
+    from `generator` (None: the global generator)."""
     for m in module.modules():
         if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out")
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", generator=generator)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
         elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
         elif isinstance(m, nn.Linear):
-            nn.init.normal_(m.weight, 0, 0.01)
+            nn.init.normal_(m.weight, 0, 0.01, generator=generator)
             nn.init.zeros_(m.bias)
+
+
+def layer_key(layer: ResolvedLayer) -> str:
+    """What makes a layer's module and its initial weights: the block in the grammar's string form, its real
+    channels and feature-map sizes. Not its index: a network whose skipped (identity) layers sit elsewhere in
+    a stage is the same network and gets the same weights."""
+    return (f"{layer.block}|{layer.cin}>{layer.cout}|{layer.hin}x{layer.win}>{layer.hout}x{layer.wout}"
+            f"|mid {layer.mid}|se {layer.se_hidden}")
+
+
+def is_identity(layer: ResolvedLayer) -> bool:
+    """A skipped layer that passes its input on unchanged (no module of its own to initialise or run)."""
+    return layer.block.kind == "skip"
+
+
+def layer_seed(seed: int, ordinal: int, key: str) -> int:
+    """The initialisation seed of the `ordinal`-th non-identity layer, `key` (`layer_key`), of a network
+    initialised with `seed`: a 63-bit digest of the three, so it does not depend on the rest of the network."""
+    digest = hashlib.sha256(f"{int(seed)}|{ordinal}|{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
+
+
+def seeded_layers(resolved: list[ResolvedLayer], seed: int) -> list[tuple[int, str, int]]:
+    """(index in the network, ordinal key, generator seed) of each non-identity layer of `resolved`; the ordinal
+    key (`"<ordinal>|<layer_key>"`) fixes the layer's initial weights under `init_per_layer`."""
+    out = []
+    for i, layer in enumerate(resolved):
+        if not is_identity(layer):
+            key = layer_key(layer)
+            out.append((i, f"{len(out)}|{key}", layer_seed(seed, len(out), key)))
+    return out
+
+
+def init_per_layer(net: Net, seed: int) -> Net:
+    """Re-initialise `net` as `init_weights` does, each non-identity layer from its own generator seeded by
+    `layer_seed` (seed, its ordinal among the non-identity layers, `layer_key`), the classifier by its shape;
+    returns `net`.
+
+    Why: with the default initialisation (one generator for the whole network) a layer's initial weights
+    depend on every other layer, so two networks that differ in their last layer differ everywhere. Here
+    networks that share a layer at the same depth share its weights. A training-free score then compares two
+    networks by what differs between them (common random numbers), networks that are the same up to where
+    their skipped layers sit are initialised alike, and a prefix many networks share gives the same
+    activations in all of them, so it is computed once (`nas.proxies.naswot_scores`)."""
+    resolved = net.arch.resolve()
+    if len(resolved) != len(net.layers):
+        raise ArchSpecError(f"init_per_layer: {len(net.layers)} modules for {len(resolved)} resolved layers")
+    for i, _key, layer_gen_seed in seeded_layers(resolved, seed):
+        init_weights(net.layers[i], torch.Generator().manual_seed(layer_gen_seed))
+    c = net.classifier
+    init_weights(c, torch.Generator().manual_seed(layer_seed(seed, -1, f"classifier {c.in_features}x{c.out_features}")))
+    return net
+
+
+def build_seeded_layer(layer: ResolvedLayer, generator_seed: int) -> nn.Module:
+    """One non-identity layer as `init_per_layer` initialises it (the global generator left alone)."""
+    with torch.random.fork_rng(devices=[]):
+        module = build_layer(layer)
+    init_weights(module, torch.Generator().manual_seed(generator_seed))
+    return module
 
 
 def build_model(arch: ArchSpec, dropout: float = 0.2) -> Net:

@@ -83,12 +83,35 @@ def test_naswot_of_choices_is_shared_by_searches_of_one_seed_and_images(monkeypa
     space = SearchSpace.from_config(spnas.compose("search", ["experiment=nasbench_macro"]).space)
     x = torch.randn(16, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     calls = []
-    real = nas.proxies.score_arch
-    monkeypatch.setattr(nas.proxies, "score_arch", lambda *a: calls.append(a[2:]) or real(*a))
+    real = nas.proxies.naswot_scores
+    monkeypatch.setattr(nas.proxies, "naswot_scores", lambda archs, *a: calls.append(len(archs)) or real(archs, *a))
     net = ["k3_e3"] * 8
     a = naswot_of_choices(space, 32, 10, x, seed=7)(net)
-    assert naswot_of_choices(space, 32, 10, x.clone(), seed=7)(net) == a and len(calls) == 1
-    assert a == real(space.decode(net, 32, 1.0, 10), "naswot", x, 7)
+    assert naswot_of_choices(space, 32, 10, x.clone(), seed=7)(net) == a and calls == [1]
+    assert a == nas.proxies.score_arch(space.decode(net, 32, 1.0, 10), "naswot", x, 7)
     naswot_of_choices(space, 32, 10, x, seed=8)(net)
     naswot_of_choices(space, 32, 10, x + 1, seed=7)(net)
-    assert len(calls) == 3
+    assert calls == [1, 1, 1]
+
+
+def test_the_finalists_are_scored_by_naswot_together_and_as_one_by_one(monkeypatch):
+    """rank_finalists hands all its candidates to the memoised scorer at once (one prefix tree); the scores
+    and so the order are those of scoring each network alone."""
+    import torch
+
+    import nas.proxies
+    from nas.finalists import naswot_of_choices, neighbourhood, rank_finalists
+
+    space = SearchSpace.from_config(spnas.compose("search", ["experiment=nasbench_macro"]).space)
+    x = torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    centre = ["k3_e3", "skip", "k5_e6", "k3_e3", "skip", "k3_e3", "k5_e6", "skip"]
+    cands = neighbourhood(space, centre, 1)
+    proxy = naswot_of_choices(space, 32, 10, x, seed=11)
+    batches = []
+    real = nas.proxies.naswot_scores
+    monkeypatch.setattr(nas.proxies, "naswot_scores", lambda archs, *a: batches.append(len(archs)) or real(archs, *a))
+    ranked = rank_finalists(None, cands, lambda c: 0.0, 1.0, None, proxy, supernet=False)
+    assert batches == [len(cands)]  # one tree over every candidate
+    alone = {tuple(c): nas.proxies.score_arch(space.decode(c, 32, 1.0, 10), "naswot", x, 11) for c in cands}
+    assert {f.choices: f.proxy for f in ranked} == alone
+    assert [f.choices for f in ranked] == sorted(alone, key=lambda c: -alone[c])

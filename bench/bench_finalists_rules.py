@@ -30,8 +30,8 @@ from typing import Any, Callable, Sequence
 
 from bench.common import record
 
-RULES = [(1, "naswot_depth"), (2, "naswot_depth"), (1, "naswot_layers"), (2, "naswot_layers"), (2, "naswot"),
-         (2, "depth"), (2, "truth")]
+RULES = [(1, "naswot_depth"), (2, "naswot_depth"), (1, "naswot_layers"), (2, "naswot_layers"), (3, "naswot_layers"),
+         (2, "naswot"), (2, "depth"), (2, "truth")]
 
 
 def main(argv: list[str] | None = None) -> int:

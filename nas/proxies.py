@@ -34,21 +34,11 @@ RECTIFIERS = (nn.ReLU, nn.ReLU6, nn.Hardswish)  # the units NASWOT reads: output
 def naswot_score(model: nn.Module, x: torch.Tensor) -> float:
     """log|det K| of the binary ReLU-code kernel of batch `x` (the model in train mode, no gradient); every
     ReLU, ReLU6 and hard-swish unit contributes its on/off bit."""
-    codes: list[torch.Tensor] = []
-
-    def hook(_m: nn.Module, _i: tuple, out: torch.Tensor) -> None:
-        codes.append(out.detach().flatten(1) > 0)
-
     # hard-swish is positive exactly where its input is, so its units give the same binary code as a ReLU's
     # (MobileNetV3's later blocks); without them NASWOT would not see those layers at all
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, RECTIFIERS)]
-    try:
-        model.train()
-        with torch.no_grad():
-            model(x)
-    finally:
-        for h in handles:
-            h.remove()
+    model.train()
+    with torch.no_grad():
+        _, codes = _run_reading_codes(model, x)
     return _log_det(_agreements(codes, x.shape[0]))
 
 
@@ -95,7 +85,7 @@ def naswot_scores(archs: Sequence[ArchSpec], x: torch.Tensor, seed: int = 0) -> 
     layers = [seeded_layers(r, seed) for r in resolved]
     keys = [tuple(key for _i, key, _s in ls) for ls in layers]
     n = x.shape[0]
-    out: list[float] = [float("-inf")] * len(archs)
+    out: list[float] = [0.0] * len(archs)
     stack: list[tuple[str, torch.Tensor, torch.Tensor]] = []  # (layer, its output, the kernel up to it)
     with torch.no_grad():
         for a in sorted(range(len(archs)), key=lambda a: keys[a]):
@@ -111,13 +101,14 @@ def naswot_scores(archs: Sequence[ArchSpec], x: torch.Tensor, seed: int = 0) -> 
                 h, codes = _run_reading_codes(build_seeded_layer(resolved[a][i], generator_seed).train(), h)
                 k = k + _agreements(codes, n)
                 stack.append((key[j], h, k))
-            out[a] = _log_det(stack[-1][2]) if stack else _log_det(k)
+            out[a] = _log_det(k)  # the kernel of this network's last layer (shared or just computed)
     return out
 
 
 def _run_reading_codes(module: nn.Module, h: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """`module(h)` and the binary codes of its rectifiers. `h` may be shared by many networks of the tree:
-    a module that changed it in place would corrupt them, so that is refused."""
+    """`module(h)` and the binary codes of its rectifiers (NASWOT's reading of a whole network or of one layer).
+    In the tree `h` is shared by many networks: a module that changed it in place would corrupt them, so that
+    is refused."""
     codes: list[torch.Tensor] = []
     handles = [m.register_forward_hook(lambda _m, _i, o: codes.append(o.detach().flatten(1) > 0))
                for m in module.modules() if isinstance(m, RECTIFIERS)]

@@ -386,19 +386,13 @@ def _bn(x: torch.Tensor, bn: nn.BatchNorm2d, weight: torch.Tensor, bias: torch.T
     """`bn(x)` with replaced affine parameters (running statistics tracked as nn.BatchNorm2d does; with `n`,
     those of the first n channels); a global BatchNorm (DDP) normalises by itself, sliced or not: by the global
     batch in a group, by this rank's inside `rank_local_batchnorm`."""
-    from training.distributed import GlobalBatchNorm2d
+    from training.distributed import GlobalBatchNorm2d, batch_norm_first_channels
 
+    if n is not None and n != x.shape[1]:
+        raise RunStateError(f"_bn: {x.shape[1]} channels given for a slice of {n}")
     if isinstance(bn, GlobalBatchNorm2d):
-        if n is not None and n != x.shape[1]:
-            raise RunStateError(f"_bn: {x.shape[1]} channels given for a slice of {n}")
         return bn.normalize(x, weight, bias)
-    if bn.training and bn.track_running_stats:
-        bn.num_batches_tracked.add_(1)
-    momentum = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
-    use_batch = bn.training or bn.running_mean is None
-    rm = bn.running_mean if bn.running_mean is None or n is None else bn.running_mean[:n]
-    rv = bn.running_var if bn.running_var is None or n is None else bn.running_var[:n]
-    return F.batch_norm(x, rm, rv, weight, bias, use_batch, momentum, bn.eps)
+    return batch_norm_first_channels(bn, x, weight, bias)
 
 
 def _copy_bn(src: nn.BatchNorm2d, dst: nn.BatchNorm2d, sl: slice) -> None:

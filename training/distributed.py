@@ -247,6 +247,23 @@ def batchnorm_is_rank_local() -> bool:
     return _RANK_LOCAL_BN[0] > 0
 
 
+def batch_norm_first_channels(bn: nn.BatchNorm2d, x: torch.Tensor, weight: torch.Tensor | None,
+                              bias: torch.Tensor | None) -> torch.Tensor:
+    """`bn(x)` on this process's batch, with the given affine parameters, where `x` may hold only the first c of
+    `bn`'s channels (a superkernel's sliced candidate path): those channels' running statistics are used and,
+    in training, updated in place through views of the buffers, exactly as nn.BatchNorm2d tracks them."""
+    c = x.shape[1]
+    if c > bn.num_features:
+        raise ValueError(f"{type(bn).__name__}: {c} channels for a layer of {bn.num_features}")
+    running_mean = bn.running_mean[:c] if bn.running_mean is not None else None
+    running_var = bn.running_var[:c] if bn.running_var is not None else None
+    if bn.training and bn.track_running_stats:
+        bn.num_batches_tracked.add_(1)
+    momentum = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
+    use_batch = bn.training or running_mean is None
+    return torch.nn.functional.batch_norm(x, running_mean, running_var, weight, bias, use_batch, momentum, bn.eps)
+
+
 class GlobalBatchNorm2d(nn.BatchNorm2d):
     """BatchNorm2d whose training statistics cover the global batch of all ranks, on any backend.
 
@@ -265,26 +282,24 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
         c of the layer's channels (a superkernel's sliced candidate path, `weight` and `bias` sliced alike):
         the statistics of those channels are used and updated, through views of the buffers. In a group every
         rank must then run the same slice (the search draws its paths identically on every rank)."""
+        synced = (self.training and not batchnorm_is_rank_local() and dist.is_available() and dist.is_initialized()
+                  and dist.get_world_size() > 1)
+        if not synced:
+            return batch_norm_first_channels(self, x, weight, bias)
         c = x.shape[1]
         if c > self.num_features:
             raise ValueError(f"GlobalBatchNorm2d: {c} channels for a layer of {self.num_features}")
         sliced = c < self.num_features
         running_mean = self.running_mean[:c] if sliced and self.running_mean is not None else self.running_mean
         running_var = self.running_var[:c] if sliced and self.running_var is not None else self.running_var
-        synced = (self.training and not batchnorm_is_rank_local() and dist.is_available() and dist.is_initialized()
-                  and dist.get_world_size() > 1)
-        if self.training and self.track_running_stats:
+        if self.track_running_stats:
             self.num_batches_tracked.add_(1)
         mom = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
-        if not synced:
-            use_batch = self.training or running_mean is None
-            return torch.nn.functional.batch_norm(x, running_mean, running_var, weight, bias, use_batch, mom, self.eps)
         xf = x.float()
         shift = running_mean.detach().view(1, -1, 1, 1) if running_mean is not None else 0.0
         d = xf - shift
         count = torch.full((1,), float(x.numel() // x.shape[1]), dtype=torch.float32, device=x.device)
         stats = _SumOverRanks.apply(torch.cat([d.sum((0, 2, 3)), (d * d).sum((0, 2, 3)), count]))
-        c = x.shape[1]
         n = stats[2 * c]
         m1 = stats[:c] / n
         var = (stats[c:2 * c] / n - m1 * m1).clamp_min(0)

@@ -47,15 +47,18 @@ def test_the_budget_and_bad_settings():
     assert average_ranks([3.0, 1.0, 3.0]) == [1.5, 3.0, 1.5]
 
 
-def test_the_nasbench_macro_preset_ranks_two_changes_around_the_centre_by_naswot_and_layers():
+def test_the_nasbench_macro_preset_ranks_three_changes_around_the_centre_by_naswot_and_layers():
     cfg = spnas.compose("search", ["experiment=nasbench_macro"])
     f = cfg.search.finalists
-    assert (f.radius, f.proxy, f.supernet) == (2, FinalistProxy.naswot_layers, False)
+    assert (f.radius, f.proxy, f.supernet) == (3, FinalistProxy.naswot_layers, False)
     space = SearchSpace.from_config(cfg.space)
     centre = ["k3_e3"] * 8
-    cands = neighbourhood(space, centre, 2)
+    two = neighbourhood(space, centre, 2)
     # 1 + 8 layers x 2 alternatives + C(8, 2) pairs x 2 x 2 alternatives, each once
-    assert len(cands) == 1 + 16 + 28 * 4 == len({tuple(c) for c in cands}) and cands[0] == centre
+    assert len(two) == 1 + 16 + 28 * 4 == len({tuple(c) for c in two}) and two[0] == centre
+    three = neighbourhood(space, centre, f.radius)
+    # ... + C(8, 3) triples x 2 x 2 x 2 alternatives; the smaller neighbourhood first, in the same order
+    assert len(three) == len(two) + 56 * 8 == len({tuple(c) for c in three}) and three[:len(two)] == two
 
 
 def test_every_space_ranks_finalists_by_default_and_the_paper_preset_does_not():

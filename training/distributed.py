@@ -247,19 +247,28 @@ def batchnorm_is_rank_local() -> bool:
     return _RANK_LOCAL_BN[0] > 0
 
 
+def _count_step_and_momentum(bn: nn.BatchNorm2d) -> float:
+    """nn.BatchNorm2d's bookkeeping of one forward pass: a training step with tracked statistics counts itself;
+    the running average's factor is `momentum`, or 1 / steps counted (a cumulative average) when it is None, and
+    0 where no running statistics are updated."""
+    if bn.training and bn.track_running_stats and bn.num_batches_tracked is not None:
+        bn.num_batches_tracked.add_(1)
+        if bn.momentum is None:
+            return 1.0 / float(bn.num_batches_tracked)
+    return bn.momentum if bn.momentum is not None else 0.0
+
+
 def batch_norm_first_channels(bn: nn.BatchNorm2d, x: torch.Tensor, weight: torch.Tensor | None,
                               bias: torch.Tensor | None) -> torch.Tensor:
     """`bn(x)` on this process's batch, with the given affine parameters, where `x` may hold only the first c of
     `bn`'s channels (a superkernel's sliced candidate path): those channels' running statistics are used and,
-    in training, updated in place through views of the buffers, exactly as nn.BatchNorm2d tracks them."""
+    in training, updated in place through views of the buffers, with nn.BatchNorm2d's own bookkeeping."""
     c = x.shape[1]
     if c > bn.num_features:
         raise ValueError(f"{type(bn).__name__}: {c} channels for a layer of {bn.num_features}")
     running_mean = bn.running_mean[:c] if bn.running_mean is not None else None
     running_var = bn.running_var[:c] if bn.running_var is not None else None
-    if bn.training and bn.track_running_stats:
-        bn.num_batches_tracked.add_(1)
-    momentum = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
+    momentum = _count_step_and_momentum(bn)
     use_batch = bn.training or running_mean is None
     return torch.nn.functional.batch_norm(x, running_mean, running_var, weight, bias, use_batch, momentum, bn.eps)
 
@@ -292,9 +301,7 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
         sliced = c < self.num_features
         running_mean = self.running_mean[:c] if sliced and self.running_mean is not None else self.running_mean
         running_var = self.running_var[:c] if sliced and self.running_var is not None else self.running_var
-        if self.track_running_stats:
-            self.num_batches_tracked.add_(1)
-        mom = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+        mom = _count_step_and_momentum(self)
         xf = x.float()
         shift = running_mean.detach().view(1, -1, 1, 1) if running_mean is not None else 0.0
         d = xf - shift

@@ -62,3 +62,30 @@ def test_a_slice_in_a_group_is_batchnorm_over_the_global_batch(tmp_path: Path):
     assert torch.allclose(torch.cat([g["y"] for g in got]), want, atol=1e-5)
     for g in got:
         assert torch.allclose(g["rm"], rm, atol=1e-6) and torch.allclose(g["rv"], rv, atol=1e-5)
+
+
+def test_first_channels_keeps_batchnorms_own_bookkeeping():
+    """The superkernel's sliced BatchNorm (plain or global, outside a group) against nn.BatchNorm2d on just those
+    channels: outputs, running statistics and the step count agree in training and eval, with a fixed momentum,
+    a cumulative average (momentum None, also evaluated before any training step) and untracked statistics."""
+    from training.distributed import batch_norm_first_channels
+
+    x, w, b = _batch()
+    for kind in (torch.nn.BatchNorm2d, GlobalBatchNorm2d):
+        for kwargs in ({"momentum": 0.1}, {"momentum": None}, {"track_running_stats": False}):
+            big, small = kind(5, **kwargs), torch.nn.BatchNorm2d(3, **kwargs)
+            with torch.no_grad():
+                small.weight.copy_(w)
+                small.bias.copy_(b)
+            for mode, steps in (("eval", 1), ("train", 3), ("eval", 1)):
+                big.train(mode == "train")
+                small.train(mode == "train")
+                for k in range(steps):
+                    xi = x + k
+                    got = batch_norm_first_channels(big, xi, w, b)
+                    torch.testing.assert_close(got, small(xi), msg=f"{kind.__name__} {kwargs} {mode}")
+            if small.track_running_stats:
+                torch.testing.assert_close(big.running_mean[:3], small.running_mean)
+                torch.testing.assert_close(big.running_var[:3], small.running_var)
+                assert int(big.num_batches_tracked) == int(small.num_batches_tracked) == 3
+                assert torch.equal(big.running_mean[3:], torch.zeros(2)), "channels outside the slice untouched"

@@ -247,6 +247,15 @@ def batchnorm_is_rank_local() -> bool:
     return _RANK_LOCAL_BN[0] > 0
 
 
+def _running_stats_of_first(bn: nn.BatchNorm2d, c: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Views of the running mean and variance of `bn`'s first c channels (None where it tracks none), for a
+    sliced candidate path; more channels than the layer has is refused."""
+    if c > bn.num_features:
+        raise ValueError(f"{type(bn).__name__}: {c} channels for a layer of {bn.num_features}")
+    return (bn.running_mean[:c] if bn.running_mean is not None else None,
+            bn.running_var[:c] if bn.running_var is not None else None)
+
+
 def _count_step_and_momentum(bn: nn.BatchNorm2d) -> float:
     """nn.BatchNorm2d's bookkeeping of one forward pass: a training step with tracked statistics counts itself;
     the running average's factor is `momentum`, or 1 / steps counted (a cumulative average) when it is None, and
@@ -263,11 +272,7 @@ def batch_norm_first_channels(bn: nn.BatchNorm2d, x: torch.Tensor, weight: torch
     """`bn(x)` on this process's batch, with the given affine parameters, where `x` may hold only the first c of
     `bn`'s channels (a superkernel's sliced candidate path): those channels' running statistics are used and,
     in training, updated in place through views of the buffers, with nn.BatchNorm2d's own bookkeeping."""
-    c = x.shape[1]
-    if c > bn.num_features:
-        raise ValueError(f"{type(bn).__name__}: {c} channels for a layer of {bn.num_features}")
-    running_mean = bn.running_mean[:c] if bn.running_mean is not None else None
-    running_var = bn.running_var[:c] if bn.running_var is not None else None
+    running_mean, running_var = _running_stats_of_first(bn, x.shape[1])
     momentum = _count_step_and_momentum(bn)
     use_batch = bn.training or running_mean is None
     return torch.nn.functional.batch_norm(x, running_mean, running_var, weight, bias, use_batch, momentum, bn.eps)
@@ -296,11 +301,7 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
         if not synced:
             return batch_norm_first_channels(self, x, weight, bias)
         c = x.shape[1]
-        if c > self.num_features:
-            raise ValueError(f"GlobalBatchNorm2d: {c} channels for a layer of {self.num_features}")
-        sliced = c < self.num_features
-        running_mean = self.running_mean[:c] if sliced and self.running_mean is not None else self.running_mean
-        running_var = self.running_var[:c] if sliced and self.running_var is not None else self.running_var
+        running_mean, running_var = _running_stats_of_first(self, c)
         mom = _count_step_and_momentum(self)
         xf = x.float()
         shift = running_mean.detach().view(1, -1, 1, 1) if running_mean is not None else 0.0

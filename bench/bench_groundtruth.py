@@ -3,7 +3,7 @@ random, than the rules that need no training, and does its trained supernet rank
 them alone does?
 
     python -m bench.bench_groundtruth [--seeds 0 1 2 3 4] [--targets 30 45 60] [--cost flops]
-        [--rank-nets 500] [--proxy-samples 50] [--device cpu] [--quick] [--out DIR] [overrides ...]
+        [--rank-nets 500] [--proxy-samples 50] [--device cpu] [--jobs N] [--quick] [--out DIR] [overrides ...]
 
 Overrides are `spnas-search`'s, applied after the preset `experiment=nasbench_macro` (the search this
 harness measures is the one `spnas-search experiment=nasbench_macro` runs). Every figure is looked up
@@ -25,6 +25,13 @@ seeds each. For each cost target T (MFLOPs with `--cost flops`, or ms on a laten
    (NASWOT's rank averaged with the layer count's, and with the supernet's where `supernet` is on), the
    depth rule, FLOPs, and the seed-to-seed ceiling (one training seed of the benchmark against another).
 
+On the CPU the warm-ups, searches and training-free searches run as tasks in `--jobs` worker processes
+(a search starts once its seed's warm-up is saved), each with its share of the cores: on 2 cores two
+one-thread workers train about 1.35x as many steps per second as one two-thread process, since the
+small convolutions, BatchNorms and activations of a 32x32 network scale poorly across threads. Each task
+is what the sequential harness runs (same functions, seeds and files), so a finished task is reused either
+way and `--jobs 1` gives the same picks at the same thread count.
+
 Per target and method: mean accuracy over seeds with a t interval, the winner's rank, percentile and
 regret within the budget, how many seeds land in the top 5%, and the paired difference to the best of
 10 random (exact, so the interval is over search seeds). Wall time of each part. Finished searches are
@@ -39,7 +46,7 @@ import math
 import random
 import statistics
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -62,6 +69,10 @@ def parse(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str]]
     p.add_argument("--rank-eval", type=int, default=256, help="held-out images each ranked network is scored on")
     p.add_argument("--proxy-samples", type=int, default=50, help="random networks a training-free search scores")
     p.add_argument("--device", default="cpu", help="cpu | cuda (scripts/gpu_check.sh runs the harness on a GPU)")
+    p.add_argument("--jobs", type=int, default=None,
+                   help="worker processes running warm-ups and searches side by side, the threads (`threads=`, "
+                        "default every core) split among them (default: one per core up to one per seed on the CPU, "
+                        "1 on a GPU); 1 runs everything in this process")
     p.add_argument("--quick", action="store_true", help="a tiny run to check the harness (seconds of training)")
     p.add_argument("--out", default="runs/groundtruth", help="run folder (finished searches are reused)")
     p.add_argument("--record-as", default="bench_groundtruth",
@@ -157,49 +168,298 @@ def rank_mean(*columns: list[float]) -> list[float]:
     return [-statistics.fmean(r[i] for r in ranks) for i in range(len(columns[0]))]
 
 
+# ---------------------------------------------------------------------------------- tasks
+@dataclass
+class Bench:
+    """What every task needs, built once per process (the harness's own, or each worker's): the composed
+    preset, the space, the cost table, the ground truth and the decoded data."""
+
+    args: argparse.Namespace
+    preset: list[str]
+    cfg: Any
+    space: Any
+    table: Any
+    gt: Any
+    cost: Callable[[str], float]
+    data: Any
+    data_s: float
+    threads: int | None
+
+    @property
+    def out(self) -> Path:
+        return Path(self.args.out)
+
+    def runtime(self) -> Any:
+        from training.config import Runtime
+
+        return Runtime(device=self.args.device, threads=self.threads)
+
+
+def quick_preset(args: argparse.Namespace) -> list[str]:
+    """`--quick`'s tiny settings (and its smaller ranking and training-free sizes, set on `args`)."""
+    args.rank_nets, args.rank_recal, args.rank_eval = min(args.rank_nets, 24), 0, 64
+    args.proxy_samples = min(args.proxy_samples, 4)
+    return ["search.steps=24", "search.warmup_fraction=0.5", "search.min_threshold_updates=8",
+            "search.decision_window_steps=4", "search.batch_size=32", "data.train_limit=800",
+            "data.val_limit=400", "search.finalists.radius=1", "search.finalists.eval_images=64",
+            "search.finalists.recal_images=32"]
+
+
+def build_bench(args: argparse.Namespace, preset: list[str], threads: int | None) -> Bench:
+    """Compose the preset with the user's overrides (`preset` holds both) and load what the tasks share."""
+    import spnas
+    from latency_tables.lookup.table import LatencyTable
+    from nas.groundtruth import NasBenchMacro, code_cost
+    from search_spaces import SearchSpace
+    from spnas.app.jobs.commands import resolve_soc
+    from training.datasets import load_data
+
+    cfg = spnas.compose("search", preset)
+    space = SearchSpace.from_config(cfg.space)
+    if space.name != "nasbench_macro":
+        raise SystemExit("bench_groundtruth judges searches of space=nasbench_macro (its ground truth)")
+    table = LatencyTable.load(resolve_soc(cfg).table)
+    gt = NasBenchMacro.load(args.table)
+    t0 = time.perf_counter()
+    data = load_data(cfg.data, 0)
+    return Bench(args, preset, cfg, space, table, gt, code_cost(table), data, time.perf_counter() - t0, threads)
+
+
+class RankingCurve:
+    """The supernet's ranking of `--rank-nets` networks against the truth at chosen steps of the first seed's
+    warm-up (`on_step`), beside the finalists' ranker on the same networks."""
+
+    def __init__(self, b: Bench, naswot: list[float]) -> None:
+        from nas.ranking import RankingImages
+        from search_spaces.nasbench_macro import depth
+
+        args, cfg = b.args, b.cfg
+        self.codes = ranking_sample(b.gt, args.rank_nets)
+        self.images = RankingImages.from_split(b.data.val, args.rank_recal, args.rank_eval, seed=1)
+        self.truth = [b.gt[c].mean_acc for c in self.codes]
+        self.costs = [b.cost(c) for c in self.codes]
+        self.naswot = naswot
+        # the finalists' ranker (the preset's search.finalists): NASWOT's rank averaged with, for
+        # proxy=naswot_depth, the depth rule's (layers kept, then cost) or, for naswot_layers, the layer count's
+        # (ties averaged), and with the supernet's where search.finalists.supernet is on
+        fproxy = cfg.search.finalists.proxy.name
+        self.with_supernet = bool(cfg.search.finalists.supernet)
+        self.depth_cost = [depth(c) * 1e6 + b.cost(c) for c in self.codes]
+        self.layers = [float(depth(c)) for c in self.codes]
+        self.hybrid_columns = ([naswot] if fproxy != "none" else []) + \
+            {"naswot_depth": [self.depth_cost], "naswot_layers": [self.layers]}.get(fproxy, [])
+        self.hybrid_name = "finalists' ranker: " + " + ".join(
+            (["supernet"] if self.with_supernet else []) +
+            {"naswot": ["NASWOT"], "naswot_depth": ["NASWOT", "depth then cost"],
+             "naswot_layers": ["NASWOT", "layers"]}.get(fproxy, []))
+        if not self.hybrid_columns and not self.with_supernet:
+            raise SystemExit("search.finalists ranks by nothing (proxy=none, supernet=false): set one of them")
+        warm_steps = round(cfg.search.warmup_fraction * cfg.search.steps)
+        self.at = {max(1, round(warm_steps * f)) for f in args.rank_points}
+        self.points: list[dict[str, Any]] = []
+        self.wall = 0.0
+
+    def on_step(self, step: int, net: Any) -> None:
+        if step not in self.at:
+            return
+        from nas.ranking import score_paths
+        from search_spaces.nasbench_macro import choices_of
+
+        t = time.perf_counter()
+        scores = score_paths(net, [choices_of(c) for c in self.codes], self.images)
+        sup = [-s.loss for s in scores]
+        self.points.append({"step": step, "supernet": tau_record(sup, self.truth, self.costs, BANDS),
+                            "hybrid": tau_record(rank_mean(*([sup] if self.with_supernet else []),
+                                                           *self.hybrid_columns), self.truth, self.costs, BANDS),
+                            "score_s": time.perf_counter() - t})
+        self.wall += time.perf_counter() - t
+        c = self.points[-1]
+        print(f"ranking at step {step}: supernet tau {c['supernet']['tau']:.3f} (within bands "
+              f"{c['supernet']['within']:.3f}), hybrid {c['hybrid']['tau']:.3f} ({c['hybrid']['within']:.3f})",
+              flush=True)
+
+
+def task_warmup(b: Bench, seed: int, naswot: list[float] | None) -> dict[str, Any]:
+    """A seed's warm-up (`run_warmup`, reused when saved); with `naswot`, the ranking curve is scored during it
+    and written to `ranking_curve.json`."""
+    from nas.search import run_warmup
+    from spnas_core.files import write_json_atomic
+
+    t0 = time.perf_counter()
+    curve = RankingCurve(b, naswot) if naswot is not None else None
+    warm = run_warmup(b.cfg.search, b.space, b.data, b.out / f"s{seed}" / "warmup", proxy=b.cfg.proxy, seed=seed,
+                      runtime=b.runtime(), on_step=curve.on_step if curve else None)
+    if curve is not None and curve.points:
+        write_json_atomic(b.out / "ranking_curve.json", curve.points)
+    return {"warmup": str(warm), "wall": time.perf_counter() - t0, "rank_wall": curve.wall if curve else 0.0}
+
+
+def task_search(b: Bench, seed: int, T: float, warm: str) -> dict[str, Any]:
+    """A search for target T forked from the seed's warm-up (`run_search`, reused when finished)."""
+    from nas.search import run_search
+    from search_spaces.nasbench_macro import code_of
+
+    t0 = time.perf_counter()
+    run_dir = b.out / f"s{seed}" / f"T{T:g}"
+    summary_path = run_dir / "search_summary.json"
+    if summary_path.exists():
+        summary = json.loads(summary_path.read_text())
+    else:
+        scfg = replace(b.cfg.search, target_ms=T, target_fraction_of=None)
+        summary = run_search(scfg, b.space, b.table, b.data, run_dir, proxy=b.cfg.proxy, name=f"T{T:g}", seed=seed,
+                             runtime=b.runtime(), warmup=warm)
+    return {"winner": code_of(summary["choices"]), "derived": code_of(summary.get("derived_choices")
+                                                                      or summary["choices"]),
+            "wall_s": summary.get("search_wall_s"), "wall": time.perf_counter() - t0}
+
+
+def task_free(b: Bench, seed: int) -> dict[str, Any]:
+    """The training-free searches of one seed, at every target."""
+    import torch
+
+    from training.batches import to_tensor
+
+    t0 = time.perf_counter()
+    if b.threads:
+        torch.set_num_threads(b.threads)
+    x_seed = to_tensor(b.data.train.images[torch.randperm(len(b.data.train), generator=torch.Generator()
+                                                          .manual_seed(seed))[:64].numpy()])
+    free = {T: training_free(b.gt, b.cost, T, seed, b.args.proxy_samples, x_seed) for T in b.args.targets}
+    return {"free": free, "wall": time.perf_counter() - t0}
+
+
+_WORKER: dict[str, Bench] = {}
+
+
+def _init_worker(args: argparse.Namespace, preset: list[str], threads: int) -> None:
+    """A worker process's `Bench` (its data decoded once, its share of the cores)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    _WORKER["bench"] = build_bench(args, preset, threads)
+
+
+def _run_in_worker(task: tuple[Any, ...]) -> dict[str, Any]:
+    return run_task(_WORKER["bench"], task)
+
+
+def run_task(b: Bench, task: tuple[Any, ...]) -> dict[str, Any]:
+    """One task: ("warmup", seed, naswot|None), ("search", seed, T, warmup path) or ("free", seed)."""
+    kind = task[0]
+    if kind == "warmup":
+        return task_warmup(b, task[1], task[2])
+    if kind == "search":
+        return task_search(b, task[1], task[2], task[3])
+    if kind == "free":
+        return task_free(b, task[1])
+    raise ValueError(f"unknown task {task!r}")
+
+
+def task_order(seeds: list[int], targets: list[float]) -> list[tuple[str, int, float | None]]:
+    """The tasks in the order they are handed out: warm-ups first (the longest, and each unlocks its seed's
+    searches), then the searches, then the short training-free searches, which fill the workers' tails."""
+    return ([("warmup", s, None) for s in seeds] + [("search", s, T) for s in seeds for T in targets]
+            + [("free", s, None) for s in seeds])
+
+
+def run_tasks(b: Bench, jobs: int, threads: int, naswot_first: list[float] | None
+              ) -> tuple[dict[int, str], dict[tuple[int, float], dict[str, Any]], dict[int, dict[str, Any]],
+                         dict[str, float]]:
+    """Every seed's warm-up, searches and training-free searches, in this process (`jobs` 1) or in `jobs`
+    workers of `threads` threads each (a search is handed out once its seed's warm-up is done). Prints a line per
+    finished task with the elapsed time and an estimate of what is left. Returns the warm-ups' paths, the
+    searches, the training-free picks and the summed wall time of each kind of task (worker-seconds)."""
+    seeds, targets = b.args.seeds, b.args.targets
+    todo = task_order(seeds, targets)
+    warm: dict[int, str] = {}
+    searches: dict[tuple[int, float], dict[str, Any]] = {}
+    free: dict[int, dict[str, Any]] = {}
+    walls = {"warmups": 0.0, "searches": 0.0, "training_free": 0.0, "ranking_scoring": 0.0}
+    n_all, t0 = len(todo), time.perf_counter()
+    done_walls: list[float] = []
+
+    def payload(t: tuple[str, int, float | None]) -> tuple[Any, ...]:
+        kind, seed, T = t
+        if kind == "warmup":
+            return ("warmup", seed, naswot_first if seed == seeds[0] else None)
+        if kind == "search":
+            return ("search", seed, T, warm[seed])
+        return ("free", seed)
+
+    def finished(t: tuple[str, int, float | None], r: dict[str, Any]) -> None:
+        kind, seed, T = t
+        if kind == "warmup":
+            warm[seed] = r["warmup"]
+            walls["warmups"] += r["wall"] - r["rank_wall"]
+            walls["ranking_scoring"] += r["rank_wall"]
+        elif kind == "search":
+            searches[(seed, T)] = r
+            walls["searches"] += r["wall"]
+        else:
+            free[seed] = r["free"]
+            walls["training_free"] += r["wall"]
+        done_walls.append(r["wall"])
+        elapsed = time.perf_counter() - t0
+        left = (n_all - len(done_walls)) * statistics.fmean(done_walls) / max(1, jobs)
+        print(f"[{len(done_walls)}/{n_all}] {kind} seed {seed}{'' if T is None else f' at {T:g}'}: "
+              f"{r['wall'] / 60:.1f} min; {elapsed / 60:.1f} min elapsed, about {left / 60:.0f} min left", flush=True)
+
+    def ready(t: tuple[str, int, float | None]) -> bool:
+        return t[0] != "search" or t[1] in warm
+
+    if jobs <= 1:
+        for t in todo:
+            finished(t, run_task(b, payload(t)))
+        return warm, searches, free, walls
+
+    import multiprocessing as mp
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    running: dict[Any, tuple[str, int, float | None]] = {}
+    with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn"), initializer=_init_worker,
+                             initargs=(b.args, b.preset, threads)) as pool:
+        try:
+            while todo or running:
+                for t in [t for t in todo if ready(t)][:jobs - len(running)]:
+                    todo.remove(t)
+                    running[pool.submit(_run_in_worker, payload(t))] = t
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for f in done:
+                    finished(running.pop(f), f.result())
+        except BaseException:
+            for f in running:
+                f.cancel()
+            print("the harness stopped; finished warm-ups and searches are kept in "
+                  f"{b.out} and reused when it runs again", flush=True)
+            raise
+    return warm, searches, free, walls
+
+
 # ---------------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> int:
     args, overrides = parse(argv)
-    import torch
+    import os
 
-    import spnas
-    from latency_tables.lookup.table import LatencyTable
-    from nas.groundtruth import NasBenchMacro, code_cost, costliest, depth_then_cost, judge, random_controls
+    from nas.groundtruth import costliest, depth_then_cost, judge, random_controls
     from nas.proxies import naswot_scores
-    from nas.ranking import RankingImages, score_paths
-    from nas.search import run_search, run_warmup
-    from search_spaces import SearchSpace
-    from search_spaces.nasbench_macro import arch_of, choices_of, code_of, depth
+    from search_spaces.nasbench_macro import arch_of, depth
     from training.batches import to_tensor
-    from training.config import Runtime
-    from training.datasets import load_data
 
     t_start = time.perf_counter()
     walls: dict[str, float] = {}
     preset = ["experiment=nasbench_macro", f"soc={args.cost}", f"device={args.device}"]
     if args.quick:
-        preset += ["search.steps=24", "search.warmup_fraction=0.5", "search.min_threshold_updates=8",
-                   "search.decision_window_steps=4", "search.batch_size=32", "data.train_limit=800",
-                   "data.val_limit=400", "search.finalists.radius=1", "search.finalists.eval_images=64",
-                   "search.finalists.recal_images=32"]
-        args.rank_nets, args.rank_recal, args.rank_eval = min(args.rank_nets, 24), 0, 64
-        args.proxy_samples = min(args.proxy_samples, 4)
-    cfg = spnas.compose("search", preset + overrides)
-    space = SearchSpace.from_config(cfg.space)
-    if space.name != "nasbench_macro":
-        raise SystemExit("bench_groundtruth judges searches of space=nasbench_macro (its ground truth)")
-    from spnas.app.jobs.commands import resolve_soc
-
-    table = LatencyTable.load(resolve_soc(cfg).table)
-    gt = NasBenchMacro.load(args.table)
-    cost = code_cost(table)
-
-    out = Path(args.out)
+        preset += quick_preset(args)
+    b = build_bench(args, preset + overrides, None)
+    cores = b.cfg.threads or os.cpu_count() or 1
+    jobs = args.jobs or (1 if args.device != "cpu" else max(1, min(cores, len(args.seeds))))
+    threads = max(1, cores // jobs)
+    b.threads = b.cfg.threads if jobs == 1 else threads
+    gt, cost, data = b.gt, b.cost, b.data
+    table = b.table
+    out = b.out
     out.mkdir(parents=True, exist_ok=True)
-    runtime = Runtime(device=args.device)
-    t0 = time.perf_counter()
-    data = load_data(cfg.data, 0)
-    walls["data"] = time.perf_counter() - t0
+    walls["data"] = b.data_s
 
     # 1. exact controls ---------------------------------------------------------------------------------
     t0 = time.perf_counter()
@@ -210,84 +470,27 @@ def main(argv: list[str] | None = None) -> int:
 
     # 2. ranking sample (scored during the first seed's warm-up) ----------------------------------------
     rank_codes = ranking_sample(gt, args.rank_nets)
-    rank_images = RankingImages.from_split(data.val, args.rank_recal, args.rank_eval, seed=1)
     truth = [gt[c].mean_acc for c in rank_codes]
     costs = [cost(c) for c in rank_codes]
-    curve: list[dict[str, Any]] = []
     curve_path = out / "ranking_curve.json"
     t0 = time.perf_counter()
     x_proxy = to_tensor(data.train.images[:64])
     naswot = naswot_scores([arch_of(c) for c in rank_codes], x_proxy, 0)
     walls["ranking_naswot"] = time.perf_counter() - t0
-    # the finalists' ranker (the preset's search.finalists): NASWOT's rank averaged with, for proxy=naswot_depth,
-    # the depth rule's (layers kept, then cost) or, for naswot_layers, the layer count's (ties averaged), and
-    # with the supernet's where search.finalists.supernet is on
-    fproxy = cfg.search.finalists.proxy.name
-    with_supernet = bool(cfg.search.finalists.supernet)
-    depth_cost = [depth(c) * 1e6 + cost(c) for c in rank_codes]
-    layers = [float(depth(c)) for c in rank_codes]
-    hybrid_columns = ([naswot] if fproxy != "none" else []) + \
-        {"naswot_depth": [depth_cost], "naswot_layers": [layers]}.get(fproxy, [])
-    hybrid_name = "finalists' ranker: " + " + ".join((["supernet"] if with_supernet else []) +
-                             {"naswot": ["NASWOT"], "naswot_depth": ["NASWOT", "depth then cost"],
-                              "naswot_layers": ["NASWOT", "layers"]}.get(fproxy, []))
-    if not hybrid_columns and not with_supernet:
-        raise SystemExit("search.finalists ranks by nothing (proxy=none, supernet=false): set one of them")
-    rank_wall = [0.0]
-    warm_steps = round(cfg.search.warmup_fraction * cfg.search.steps)
-    curve_at = {max(1, round(warm_steps * f)) for f in args.rank_points}
+    ranker = RankingCurve(b, naswot)  # the finalists' ranker's columns and name (the curve itself: the first warm-up)
+    hybrid_name, depth_cost, layers = ranker.hybrid_name, ranker.depth_cost, ranker.layers
 
-    def on_step(step: int, net: Any) -> None:
-        if step not in curve_at:
-            return
-        t = time.perf_counter()
-        scores = score_paths(net, [choices_of(c) for c in rank_codes], rank_images)
-        sup = [-s.loss for s in scores]
-        curve.append({"step": step, "supernet": tau_record(sup, truth, costs, BANDS),
-                      "hybrid": tau_record(rank_mean(*([sup] if with_supernet else []), *hybrid_columns),
-                                           truth, costs, BANDS),
-                      "score_s": time.perf_counter() - t})
-        rank_wall[0] += time.perf_counter() - t
-        c = curve[-1]
-        print(f"ranking at step {step}: supernet tau {c['supernet']['tau']:.3f} (within bands "
-              f"{c['supernet']['within']:.3f}), hybrid {c['hybrid']['tau']:.3f} ({c['hybrid']['within']:.3f})",
-              flush=True)
-
-    # 3. searches, per seed ------------------------------------------------------------------------------
-    searches: dict[int, dict[float, dict[str, Any]]] = {}
-    free: dict[int, dict[float, dict[str, str]]] = {}
-    t_warm = t_search = t_free = 0.0
-    for si, seed in enumerate(args.seeds):
-        t0 = time.perf_counter()
-        first = si == 0 and not curve_path.exists()
-        warm = run_warmup(cfg.search, space, data, out / f"s{seed}" / "warmup", proxy=cfg.proxy, seed=seed,
-                          runtime=runtime, on_step=on_step if first else None)
-        if first and curve:
-            curve_path.write_text(json.dumps(curve))
-        t_warm += time.perf_counter() - t0
-        searches[seed] = {}
-        for T in args.targets:
-            t0 = time.perf_counter()
-            run_dir = out / f"s{seed}" / f"T{T:g}"
-            summary_path = run_dir / "search_summary.json"
-            if summary_path.exists():
-                summary = json.loads(summary_path.read_text())
-            else:
-                scfg = replace(cfg.search, target_ms=T, target_fraction_of=None)
-                summary = run_search(scfg, space, table, data, run_dir, proxy=cfg.proxy, name=f"T{T:g}", seed=seed,
-                                     runtime=runtime, warmup=warm)
-            searches[seed][T] = {"winner": code_of(summary["choices"]),
-                                 "derived": code_of(summary.get("derived_choices") or summary["choices"]),
-                                 "wall_s": summary.get("search_wall_s")}
-            t_search += time.perf_counter() - t0
-        t0 = time.perf_counter()
-        x_seed = to_tensor(data.train.images[torch.randperm(len(data.train), generator=torch.Generator()
-                                                             .manual_seed(seed))[:64].numpy()])
-        free[seed] = {T: training_free(gt, cost, T, seed, args.proxy_samples, x_seed) for T in args.targets}
-        t_free += time.perf_counter() - t0
-    walls.update({"warmups": t_warm, "searches": t_search, "training_free": t_free, "ranking_scoring": rank_wall[0]})
-    if not curve and curve_path.exists():
-        curve = json.loads(curve_path.read_text())
+    # 3. warm-ups, searches and training-free searches, per seed (in `jobs` workers) --------------------
+    print(f"{len(args.seeds)} seeds x {len(args.targets)} targets in {jobs} "
+          f"{'worker' if jobs == 1 else 'workers'} of {b.threads or 'default'} threads", flush=True)
+    t0 = time.perf_counter()
+    _, done, free, task_walls = run_tasks(b, jobs, threads, None if curve_path.exists() else naswot)
+    walls.update(task_walls)
+    walls["tasks_elapsed"] = time.perf_counter() - t0
+    searches: dict[int, dict[float, dict[str, Any]]] = {
+        s: {T: {k: done[(s, T)][k] for k in ("winner", "derived", "wall_s")} for T in args.targets}
+        for s in args.seeds}
+    curve: list[dict[str, Any]] = json.loads(curve_path.read_text()) if curve_path.exists() else []
 
     # 4. judge --------------------------------------------------------------------------------------------
     rows: list[dict[str, Any]] = []
@@ -353,14 +556,14 @@ def main(argv: list[str] | None = None) -> int:
     walls["total"] = time.perf_counter() - t_start
     unit = table.unit
     plots = plot(rows, curve, args.targets, unit, out, quick=args.quick)
-    notes = notes_for(rows, rank_rows, args, unit, walls, kendall_tau)
+    notes = notes_for(rows, rank_rows, args, unit, walls, kendall_tau, jobs, b.threads)
     from bench.common import print_table
 
     title = f"Ground truth: the search on NAS-Bench-Macro ({args.cost} budgets, {len(args.seeds)} seeds)"
     extra = {"ranking": rank_rows, "per_target": per_target, "walls_s": walls,
              "searches": {str(s): {f"{T:g}": v for T, v in d.items()} for s, d in searches.items()},
              "training_free": {str(s): {f"{T:g}": v for T, v in d.items()} for s, d in free.items()},
-             "preset": preset + overrides, "plots": plots, "unit": unit}
+             "preset": preset + overrides, "plots": plots, "unit": unit, "jobs": jobs, "threads_per_job": b.threads}
     if args.quick:  # a check of the harness, not a measurement: printed, not recorded
         print_table(title, rows)
         print(notes)
@@ -375,7 +578,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def notes_for(rows: list[dict[str, Any]], rank_rows: list[dict[str, Any]], args: argparse.Namespace, unit: str,
-              walls: dict[str, float], kendall_tau: Any) -> str:
+              walls: dict[str, float], kendall_tau: Any, jobs: int = 1, threads: int | None = None) -> str:
     """The section's reading: did the search beat best-of-10 and land in the top 5% on every target?"""
     lines = [f"Budgets in {unit}; accuracy is NAS-Bench-Macro's mean CIFAR-10 test accuracy (three trainings) of the "
              f"network each method picked; `top5_hits` counts seeds whose pick ranks in the top 5% of the distinct "
@@ -396,7 +599,10 @@ def notes_for(rows: list[dict[str, Any]], rank_rows: list[dict[str, Any]], args:
                 lines.append(f"- ranking at the end of warm-up ({final_step} steps), {r['ranker']}: tau "
                              f"{r['tau']:.2f} [{r['low']:.2f}, {r['high']:.2f}] over {r['n']} networks, "
                              f"{r['tau_within_bands']:.2f} within {BANDS:g}-{unit} bands.")
-    lines.append("- wall time: " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in walls.items()) + ".")
+    lines.append("- wall time: " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in walls.items()) + "."
+                 + (f" The warm-ups, searches and training-free searches ran in {jobs} worker processes of "
+                    f"{threads} thread(s) each: their parts are summed over the workers, `tasks_elapsed` is the "
+                    f"time they took side by side, and `total` is the harness's elapsed time." if jobs > 1 else ""))
     lines += ["", "Ranking against the truth (Kendall tau, 95% bootstrap interval; within bands: the n-weighted mean "
               f"tau within {BANDS:g}-{unit} cost bands of at least 20 networks):", "",
               "| ranker | supernet steps | n | tau | interval | within bands | per band |", "|---|---|---|---|---|---|---|"]

@@ -347,17 +347,33 @@ def keep_freed_memory() -> bool:
 _WORKER: dict[str, Bench] = {}
 
 
+def _die_with_parent() -> None:
+    """Linux: have the kernel stop this worker when the harness process dies (a killed harness would otherwise
+    leave workers that finish their task and then wait forever, holding their memory, while a re-run trains the
+    same folders)."""
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def _init_worker(args: argparse.Namespace, preset: list[str], threads: int) -> None:
     """A worker process's `Bench` (its data decoded once, its share of the cores, freed memory kept)."""
     import torch
 
+    _die_with_parent()
     keep_freed_memory()
     torch.set_num_threads(threads)
     _WORKER["bench"] = build_bench(args, preset, threads)
 
 
 def _run_in_worker(task: tuple[Any, ...]) -> dict[str, Any]:
-    return run_task(_WORKER["bench"], task)
+    import os
+
+    return {**run_task(_WORKER["bench"], task), "pid": os.getpid()}
 
 
 def run_task(b: Bench, task: tuple[Any, ...]) -> dict[str, Any]:
@@ -381,11 +397,14 @@ def task_order(seeds: list[int], targets: list[float]) -> list[tuple[str, int, f
 
 def run_tasks(b: Bench, jobs: int, threads: int, naswot_first: list[float] | None
               ) -> tuple[dict[int, str], dict[tuple[int, float], dict[str, Any]], dict[int, dict[str, Any]],
-                         dict[str, float]]:
+                         dict[str, float], list[int]]:
     """Every seed's warm-up, searches and training-free searches, in this process (`jobs` 1) or in `jobs`
     workers of `threads` threads each (a search is handed out once its seed's warm-up is done). Prints a line per
     finished task with the elapsed time and an estimate of what is left. Returns the warm-ups' paths, the
-    searches, the training-free picks and the summed wall time of each kind of task (worker-seconds)."""
+    searches, the training-free picks, the summed wall time of each kind of task (worker-seconds) and the ids of
+    the processes that ran them."""
+    import os
+
     seeds, targets = b.args.seeds, b.args.targets
     todo = task_order(seeds, targets)
     warm: dict[int, str] = {}
@@ -396,6 +415,7 @@ def run_tasks(b: Bench, jobs: int, threads: int, naswot_first: list[float] | Non
     done_walls: list[float] = []
     by_kind: dict[str, list[float]] = {}
     running: dict[Any, tuple[str, int, float | None]] = {}
+    pids: set[int] = set()  # the processes that ran the tasks
 
     def payload(t: tuple[str, int, float | None]) -> tuple[Any, ...]:
         kind, seed, T = t
@@ -418,11 +438,14 @@ def run_tasks(b: Bench, jobs: int, threads: int, naswot_first: list[float] | Non
             free[seed] = r["free"]
             walls["training_free"] += r["wall"]
         done_walls.append(r["wall"])
-        by_kind.setdefault(kind, []).append(r["wall"])
+        if r["wall"] >= 1.0:  # not a finished task reused from an earlier run
+            by_kind.setdefault(kind, []).append(r["wall"])
+        pids.add(r.get("pid", os.getpid()))
         elapsed = time.perf_counter() - t0
         # what is left: each task not finished at the mean time of its kind so far (of all tasks, for a kind
-        # not seen yet), shared by the workers
-        mean_all = statistics.fmean(done_walls)
+        # not seen yet), shared by the workers; a rough figure (the last tasks may leave a worker idle)
+        worked = [w for ws in by_kind.values() for w in ws]
+        mean_all = statistics.fmean(worked) if worked else 0.0
         pending = [k for k, _, _ in todo] + [k for k, _, _ in running.values()]
         left = sum(statistics.fmean(by_kind[k]) if k in by_kind else mean_all for k in pending) / max(1, jobs)
         print(f"[{len(done_walls)}/{n_all}] {kind} seed {seed}{'' if T is None else f' at {T:g}'}: "
@@ -435,7 +458,7 @@ def run_tasks(b: Bench, jobs: int, threads: int, naswot_first: list[float] | Non
         while todo:
             t = todo.pop(0)
             finished(t, run_task(b, payload(t)))
-        return warm, searches, free, walls
+        return warm, searches, free, walls, sorted(pids)
 
     import multiprocessing as mp
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -451,12 +474,10 @@ def run_tasks(b: Bench, jobs: int, threads: int, naswot_first: list[float] | Non
                 for f in done:
                     finished(running.pop(f), f.result())
         except BaseException:
-            for f in running:
-                f.cancel()
-            print("the harness stopped; finished warm-ups and searches are kept in "
-                  f"{b.out} and reused when it runs again", flush=True)
+            print(f"the harness stops: waiting for the {len(running)} running task(s) to end; finished warm-ups and "
+                  f"searches are kept in {b.out} and reused when it runs again", flush=True)
             raise
-    return warm, searches, free, walls
+    return warm, searches, free, walls, sorted(pids)
 
 
 # ---------------------------------------------------------------------------------- main
@@ -471,15 +492,21 @@ def main(argv: list[str] | None = None) -> int:
 
     t_start = time.perf_counter()
     walls: dict[str, float] = {}
-    keep_freed_memory()  # for the tasks this process runs itself (--jobs 1); workers do it on start
     preset = ["experiment=nasbench_macro", f"soc={args.cost}", f"device={args.device}"]
     if args.quick:
         preset += quick_preset(args)
     b = build_bench(args, preset + overrides, None)
-    cores = b.cfg.threads or os.cpu_count() or 1
+    if args.jobs is not None and args.jobs < 1:
+        raise SystemExit(f"--jobs {args.jobs}: give 1 (every task in this process) or more worker processes")
+    if len(set(args.seeds)) != len(args.seeds):
+        raise SystemExit(f"--seeds {' '.join(map(str, args.seeds))}: each seed once (a seed's tasks share its folder)")
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = b.cfg.threads or usable or 1
     jobs = args.jobs or (1 if args.device != "cpu" else max(1, min(cores, len(args.seeds))))
     threads = max(1, cores // jobs)
     b.threads = b.cfg.threads if jobs == 1 else threads
+    if jobs == 1:
+        keep_freed_memory()  # for the tasks this process runs itself; workers do it on start
     gt, cost, data = b.gt, b.cost, b.data
     table = b.table
     out = b.out
@@ -509,7 +536,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(args.seeds)} seeds x {len(args.targets)} targets in {jobs} "
           f"{'worker' if jobs == 1 else 'workers'} of {b.threads or 'default'} threads", flush=True)
     t0 = time.perf_counter()
-    _, done, free, task_walls = run_tasks(b, jobs, threads, None if curve_path.exists() else naswot)
+    _, done, free, task_walls, processes = run_tasks(b, jobs, threads, None if curve_path.exists() else naswot)
     walls.update(task_walls)
     walls["tasks_elapsed"] = time.perf_counter() - t0
     searches: dict[int, dict[float, dict[str, Any]]] = {
@@ -588,7 +615,8 @@ def main(argv: list[str] | None = None) -> int:
     extra = {"ranking": rank_rows, "per_target": per_target, "walls_s": walls,
              "searches": {str(s): {f"{T:g}": v for T, v in d.items()} for s, d in searches.items()},
              "training_free": {str(s): {f"{T:g}": v for T, v in d.items()} for s, d in free.items()},
-             "preset": preset + overrides, "plots": plots, "unit": unit, "jobs": jobs, "threads_per_job": b.threads}
+             "preset": preset + overrides, "plots": plots, "unit": unit, "jobs": jobs, "threads_per_job": b.threads,
+             "task_processes": len(processes)}
     if args.quick:  # a check of the harness, not a measurement: printed, not recorded
         print_table(title, rows)
         print(notes)

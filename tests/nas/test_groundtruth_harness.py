@@ -41,6 +41,7 @@ def test_two_workers_compute_what_one_process_computes(cifar_root, nasbench_macr
     par = _harness(tmp_path / "par", 2, 2, cifar_root, nasbench_macro_file)  # 2 threads split: 1 per worker
     seq = _harness(tmp_path / "seq", 1, 1, cifar_root, nasbench_macro_file)
     assert par["jobs"] == 2 and seq["jobs"] == 1 and par["threads_per_job"] == seq["threads_per_job"] == 1
+    assert par["task_processes"] == 2 and seq["task_processes"] == 1  # two workers really ran the tasks
     assert par["searches"].keys() == {"0", "1"}
     for s in ("0", "1"):
         for k in ("winner", "derived"):

@@ -522,14 +522,13 @@ def main(argv: list[str] | None = None) -> int:
 
     # 2. ranking sample (scored during the first seed's warm-up) ----------------------------------------
     rank_codes = ranking_sample(gt, args.rank_nets)
-    truth = [gt[c].mean_acc for c in rank_codes]
-    costs = [cost(c) for c in rank_codes]
     curve_path = out / "ranking_curve.json"
     t0 = time.perf_counter()
     x_proxy = to_tensor(data.train.images[:64])
     naswot = naswot_scores([arch_of(c) for c in rank_codes], x_proxy, 0)
     walls["ranking_naswot"] = time.perf_counter() - t0
     ranker = RankingCurve(b, naswot)  # the finalists' ranker's columns and name (the curve itself: the first warm-up)
+    truth, costs = ranker.truth, ranker.costs  # of ranking_sample's codes, as rank_codes
     hybrid_name, depth_cost, layers = ranker.hybrid_name, ranker.depth_cost, ranker.layers
 
     # 3. warm-ups, searches and training-free searches, per seed (in `jobs` workers) --------------------

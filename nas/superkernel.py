@@ -29,6 +29,8 @@ from search_spaces.proxy import Proxy
 from search_spaces.choices import SKIP, ChoiceSet, SkipKind, parse_choice
 from spnas_core.errors import ArchSpecError, CheckpointError, RunStateError
 
+from .depthwise import depthwise_conv2d
+
 
 def ste_step(x: torch.Tensor, band: torch.Tensor | float = 0.0, prev: torch.Tensor | None = None) -> torch.Tensor:
     """Hard 0/1 step forward, sigmoid gradient backward: stop_grad(step(x) - s(x)) + s(x).
@@ -288,7 +290,7 @@ class SuperMBConv(nn.Module):
         # Same weight strides as a channels-last nn.Conv2d (the fixed net's): arithmetic on a [C, 1, k, k]
         # kernel yields NCHW strides, for which oneDNN picks a depthwise path up to 500x slower (1x1 maps).
         w_dw = (ind["w_k"] * m.view(-1, 1, 1, 1)).to(memory_format=torch.channels_last)
-        h = F.conv2d(h, w_dw, None, self.stride, pad, 1, self.mid)
+        h = depthwise_conv2d(h, w_dw, self.stride, pad)
         h = self.dw_act(_bn(h, self.dw_bn, self.dw_bn.weight * m, self.dw_bn.bias * m))
         if self.slot.se:
             sizes = [self.se_hiddens[0]] + [b - a for a, b in zip(self.se_hiddens, self.se_hiddens[1:])]
@@ -323,7 +325,7 @@ class SuperMBConv(nn.Module):
         h = self.expand[2](_bn_slice(F.conv2d(x, conv.weight[:mid]), bn, mid))
         off = (self.kernels[-1] - k) // 2
         w_dw = self.dw_weight[:mid, :, off:off + k, off:off + k].contiguous(memory_format=torch.channels_last)
-        h = F.conv2d(h, w_dw, None, self.stride, (k - 1) // 2, 1, mid)
+        h = depthwise_conv2d(h, w_dw, self.stride, (k - 1) // 2)
         h = self.dw_act(_bn_slice(h, self.dw_bn, mid))
         if self.slot.se:
             se_h = self.se_hiddens[self.expansions.index(e)]

@@ -2,10 +2,12 @@
 
     python -m bench.bench_depthwise [--threads 1] [--batch 96] [--steps 12] [--experiment nasbench_macro]
 
-- per shape: every depthwise convolution the space's superkernel runs (the largest kernel over the largest
-  expansion, as a threshold step runs it) and every smaller candidate (as a warm-up path runs it), forward and
-  backward, median of `--steps` calls, the two ways interleaved call by call;
-- whole steps of the space's `SuperNet` at `--batch` x 32 x 32 (channels-last, as the search runs): a threshold
+- per shape: the depthwise convolution of every candidate of every layer of the space's superkernel (the
+  largest is what a threshold step runs, each candidate what a warm-up path runs), and a few shapes of other
+  spaces and resolutions (marked "other"), forward and backward in float32, median of `--steps` calls, the two
+  ways interleaved call by call;
+- whole steps of the space's `SuperNet` at `--batch` images of the search's resolution (`search.latency_resolution`,
+  32x32 for NAS-Bench-Macro; channels-last, as the search runs): a threshold
   step (the superkernel, indicators on) and a warm-up step (one uniformly drawn path, the same paths both ways),
   interleaved step by step so the machine's slow episodes hit both alike; and how far the two ways' gradients
   are apart (relative L2 norm over all parameters: float rounding, not a different computation).
@@ -20,6 +22,11 @@ import random
 import statistics
 import time
 from typing import Any, Callable
+
+
+# (channels, map size, kernel) at stride 1 from other spaces and resolutions: a kernel wider than a 2x2 or 4x4 map
+# (MobileNetV3's last stages at 64 px and below), and 3x3 at 4x4, where oneDNN is fast and is kept
+OTHER_SHAPES = [(960, 2, 3), (960, 2, 5), (576, 4, 7), (576, 4, 3)]
 
 
 def _median_ms(fns: dict[str, Callable[[], Any]], n: int) -> dict[str, float]:
@@ -76,8 +83,10 @@ def main(argv: list[str] | None = None) -> int:
             k, e = parse_choice(choice)
             key = (m.mids[m.expansions.index(e)], sizes[i], m.stride, k)
             shapes[key] = shapes.get(key, 0) + 1
+    ordered = sorted(shapes.items(), key=lambda kv: (-kv[0][1], kv[0][0], kv[0][3]))
+    others = [((c, hw, 1, k), 0) for c, hw, k in OTHER_SHAPES if (c, hw, 1, k) not in shapes]
     rows: list[dict[str, Any]] = []
-    for (c, hw, s, k), count in sorted(shapes.items(), key=lambda kv: (-kv[0][1], kv[0][0], kv[0][3])):
+    for (c, hw, s, k), count in ordered + others:
         xi = torch.randn(args.batch, c, hw, hw).to(memory_format=torch.channels_last).requires_grad_()
         w = torch.randn(c, 1, k, k).to(memory_format=torch.channels_last).requires_grad_()
         g = torch.randn_like(torch.nn.functional.conv2d(xi, w, None, s, k // 2, 1, c))
@@ -88,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
                 return torch.autograd.grad(depthwise.depthwise_conv2d(xi, w, s, k // 2), (xi, w), g)
             return f
         t = _median_ms({"oneDNN": call(False), "nas.depthwise": call(True)}, args.steps)
-        rows.append({"what": f"{c} ch, {hw}x{hw}, {k}x{k}, stride {s}", "layers": count,
+        rows.append({"what": f"{c} ch, {hw}x{hw}, {k}x{k}, stride {s}", "layers": count or "other",
                      "oneDNN_ms": round(t["oneDNN"], 1), "custom_ms": round(t["nas.depthwise"], 1),
                      "ratio": round(t["oneDNN"] / t["nas.depthwise"], 2)})
 

@@ -1,23 +1,24 @@
-"""A depthwise convolution whose CPU backward avoids oneDNN's slow cases in the search's small maps.
+"""A depthwise convolution whose CPU weight gradient avoids oneDNN's slow case: a kernel wider than the map.
 
-A search step on this project's spaces spends a third of its time in the backward of depthwise convolutions,
-and much of that in one case oneDNN (PyTorch 2.13 CPU) handles poorly (one thread, batch 96, channels-last,
-median of 8 calls; `python -m bench.bench_depthwise` measures them on the machine at hand):
+A search step on this project's spaces spends about a third of its time in the backward of depthwise
+convolutions (a profile of one NAS-Bench-Macro threshold step, one thread, batch 96), and oneDNN (PyTorch 2.13,
+float32) is far slower than the arithmetic needs wherever the kernel is wider than a small map: 5x5 over 1536
+channels at 4x4 (that space's last stage, twice per superkernel step) took 172-266 ms forward and backward where
+its forward alone takes about 5 ms; 3x3 at 2x2 and 7x7 at 4x4 likewise. Where the kernel fits the map it is
+fast (3x3 at 4x4: a few ms).
 
-- the weight gradient on a tiny map with many channels under a wider kernel: 1536 channels at 4x4, a 5x5
-  kernel, took 156 ms, against 5 ms for the forward (NAS-Bench-Macro's last stage, twice per superkernel step).
-
-`depthwise_conv2d` computes the forward with `F.conv2d` and, on the CPU, the weight gradient where the kernel is
-wider than a map of at most 16 positions (5x5 at 4x4, 3x3 at 2x2) in another way: for every channel the
-products of every input position with every output position, summed over the batch (one batched matrix
-product, [C, HW, N] x [C, N, HoWo]), then gathered into the kernel's taps by a fixed 0/1 matrix; 67 ms instead
-of 266 at the size above, forward and backward (bench/bench_depthwise.py). Everything else is oneDNN's
-(3x3 at 4x4 takes it under 1 ms; a forward convolution with the flipped kernel as the input gradient was
-no faster there), so only those layers' weight gradients differ from `F.conv2d`'s.
+`depthwise_conv2d` computes the forward with `F.conv2d` and, on the CPU, the weight gradient in exactly those
+cases (stride 1, at most 16 positions, a kernel wider than the map) another way: for every channel the products
+of every input position with every output position, summed over the batch (one batched matrix product,
+[C, HW, N] x [C, N, HoWo]), then gathered into the kernel's taps by a fixed 0/1 matrix. Everything else, the
+input gradient included, is PyTorch's own backward (oneDNN in float32). `python -m bench.bench_depthwise`
+measures both ways side by side on the machine at hand, the space's shapes and a few others; its latest figures
+are in docs/benchmarks.md (5x5 at 4x4, 1536 channels: 172 -> 54 ms, a threshold step 1.14x faster).
 
 The gradients equal `F.conv2d`'s up to float rounding (tests/nas/test_depthwise.py); the summation order
 differs, so a search that uses it is bit-for-bit repeatable but not bit-identical to one that does not, as
-on another CPU. On a GPU, without gradients, or with `set_enabled(False)` it is `F.conv2d`.
+on another CPU. On a GPU, without gradients, under CPU autocast (`amp=bf16`), for other dtypes, non-square
+kernels or non-integer strides and paddings, or with `set_enabled(False)`, it is `F.conv2d`.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import torch
 from torch.autograd.function import once_differentiable
 from torch.nn import functional as F
 
-GRAM_MAX_POSITIONS = 16  # maps of at most this many positions (4x4), under a wider kernel, take the product-and-gather
+GRAM_MAX_POSITIONS = 16  # maps of at most this many positions (4x4) under a wider kernel: product-and-gather
 
 _state = {"enabled": True}
 _taps: dict[tuple[Any, ...], torch.Tensor] = {}
@@ -42,15 +43,17 @@ def set_enabled(on: bool) -> bool:
     return old
 
 
-def depthwise_conv2d(x: torch.Tensor, weight: torch.Tensor, stride: int = 1, padding: int = 0) -> torch.Tensor:
-    """`F.conv2d(x, weight, None, stride, padding, 1, C)` for a depthwise `weight` [C, 1, k, k] (square kernel,
-    symmetric padding), with the faster CPU backward described in the module's docstring."""
+def depthwise_conv2d(x: torch.Tensor, weight: torch.Tensor, stride: Any = 1, padding: Any = 0) -> torch.Tensor:
+    """`F.conv2d(x, weight, None, stride, padding, 1, C)` for a depthwise `weight` [C, 1, kh, kw], with the faster
+    CPU weight gradient of the module's docstring for a square kernel and integer stride and padding."""
     if weight.dim() != 4 or weight.shape[1] != 1 or x.shape[1] != weight.shape[0]:
         raise ValueError(f"depthwise_conv2d: weight {tuple(weight.shape)} is not depthwise for {x.shape[1]} channels")
-    if (not _state["enabled"] or x.device.type != "cpu" or not torch.is_grad_enabled()
-            or not (x.requires_grad or weight.requires_grad) or x.dtype not in (torch.float32, torch.float64)):
+    if (not _state["enabled"] or not isinstance(stride, int) or not isinstance(padding, int)
+            or weight.shape[2] != weight.shape[3] or x.device.type != "cpu" or not torch.is_grad_enabled()
+            or not (x.requires_grad or weight.requires_grad) or x.dtype not in (torch.float32, torch.float64)
+            or torch.is_autocast_enabled("cpu")):  # amp=bf16: autocast's own casts around oneDNN's backward
         return F.conv2d(x, weight, None, stride, padding, 1, weight.shape[0])
-    return _DepthwiseConv2d.apply(x, weight, int(stride), int(padding))
+    return _DepthwiseConv2d.apply(x, weight, stride, padding)
 
 
 class _DepthwiseConv2d(torch.autograd.Function):

@@ -1,13 +1,14 @@
 """The depthwise convolutions of a superkernel step: oneDNN's backward against `nas.depthwise`'s, side by side.
 
     python -m bench.bench_depthwise [--threads 1] [--batch 96] [--steps 12] [--experiment nasbench_macro]
+    python -m bench.bench_depthwise --experiment none      # the MobileNetV3 space (bench_depthwise_mbv3)
 
 - per shape: the depthwise convolution of every candidate of every layer of the space's superkernel (the
   largest is what a threshold step runs, each candidate what a warm-up path runs), and a few shapes of other
   spaces and resolutions (marked "other"), forward and backward in float32, median of `--steps` calls, the two
   ways interleaved call by call;
-- whole steps of the space's `SuperNet` at `--batch` images of the search's resolution (`search.latency_resolution`,
-  32x32 for NAS-Bench-Macro; channels-last, as the search runs): a threshold
+- whole steps of the space's `SuperNet`, built as the search builds it (the data's resolution, 32x32 here, and
+  the proxy geometry that keeps maps of at least 4x4), at `--batch` images, channels-last: a threshold
   step (the superkernel, indicators on) and a warm-up step (one uniformly drawn path, the same paths both ways),
   interleaved step by step so the machine's slow episodes hit both alike; and how far the two ways' gradients
   are apart (relative L2 norm over all parameters: float rounding, not a different computation).
@@ -45,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--batch", type=int, default=96)
     p.add_argument("--steps", type=int, default=12, help="calls (steps) per median")
-    p.add_argument("--experiment", default="nasbench_macro", help="the preset whose space is measured")
+    p.add_argument("--experiment", default="nasbench_macro",
+                   help="the search preset whose space is measured (none: the default MobileNetV3 space)")
     args = p.parse_args(argv)
 
     import torch
@@ -54,16 +56,19 @@ def main(argv: list[str] | None = None) -> int:
     import spnas
     from bench.common import record
     from nas import depthwise
+    from nas.search import search_proxy
     from nas.superkernel import SuperMBConv, SuperNet
     from search_spaces import SearchSpace
     from search_spaces.choices import parse_choice
 
     torch.set_num_threads(args.threads)
-    cfg = spnas.compose("search", [f"experiment={args.experiment}"])
+    cfg = spnas.compose("search", [] if args.experiment == "none" else [f"experiment={args.experiment}"])
     space = SearchSpace.from_config(cfg.space)
     torch.manual_seed(0)
-    res = int(cfg.search.latency_resolution or 32)
-    net = SuperNet(space, res, 1.0, 10).to(memory_format=torch.channels_last)
+    res, scfg = int(cfg.data.resolution), cfg.search  # the supernet as the search builds it (nas.search.build_search)
+    proxy = search_proxy(space, res, scfg.width, 10, cfg.proxy)
+    net = SuperNet(space, res, scfg.width, 10, scfg.dropout, scfg.threshold_init, proxy)
+    net = net.to(memory_format=torch.channels_last)
     x = torch.randn(args.batch, 3, res, res).to(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (args.batch,))
     crit = nn.CrossEntropyLoss()
@@ -124,7 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     for name, t in (("threshold step (superkernel)", t_thr), ("warm-up step (one uniform path)", t_warm)):
         rows.append({"what": name, "layers": len(layers), "oneDNN_ms": round(t["oneDNN"]),
                      "custom_ms": round(t["nas.depthwise"]), "ratio": round(t["oneDNN"] / t["nas.depthwise"], 2)})
-    record("bench_depthwise",
+    name = "bench_depthwise" if args.experiment == "nasbench_macro" else \
+        "bench_depthwise_" + ("mbv3" if args.experiment == "none" else args.experiment)
+    record(name,
            f"Depthwise convolutions forward + backward, oneDNN vs nas.depthwise ({space.name}, batch {args.batch}, "
            f"{res}x{res}, {args.threads} thread{'s' if args.threads > 1 else ''}, median of {args.steps})",
            rows, notes=f"gradients of a whole threshold step apart by {grad_diff:.1e} (relative L2 norm: float "

@@ -13,9 +13,9 @@ of every input position with every output position, summed over the batch (one b
 [C, HW, N] x [C, N, HoWo]), then gathered into the kernel's taps by a fixed 0/1 matrix. Everything else, the
 input gradient included, is PyTorch's own backward (oneDNN in float32). `python -m bench.bench_depthwise`
 measures both ways side by side on the machine at hand, the space's shapes and a few others; its latest figures
-are in docs/benchmarks.md (5x5 at 4x4, 1536 channels: 3.2-4.2x faster over four runs; a threshold step of
-NAS-Bench-Macro's superkernel 1.06-1.18x, of the MobileNetV3 space's, whose 4x4 maps carry 5x5 kernels in most
-layers, 1.74-1.89x).
+are in docs/benchmarks.md (5x5 at 4x4, 1536 channels: 3.2-4.2x faster in two runs; a threshold step of
+NAS-Bench-Macro's superkernel 1.06-1.14x, of the MobileNetV3 space's, whose 4x4 maps carry 5x5 kernels in most
+layers, 1.74x).
 
 The gradients equal `F.conv2d`'s up to float rounding (tests/nas/test_depthwise.py); the summation order
 differs, so a search that uses it is bit-for-bit repeatable but not bit-identical to one that does not, as

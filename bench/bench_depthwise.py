@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import argparse
 import random
-import statistics
 import time
 from typing import Any, Callable
+
+from bench.common import median, record
 
 
 # (channels, map size, kernel) at stride 1 from other spaces and resolutions: a kernel wider than a 2x2 or 4x4 map
@@ -38,7 +39,7 @@ def _median_ms(fns: dict[str, Callable[[], Any]], n: int) -> dict[str, float]:
             f()
             if i:  # the first call of each warms caches and oneDNN's kernels
                 times[k].append(time.perf_counter() - t)
-    return {k: statistics.median(v) * 1e3 for k, v in times.items()}
+    return {k: median(v) * 1e3 for k, v in times.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,7 +55,6 @@ def main(argv: list[str] | None = None) -> int:
     from torch import nn
 
     import spnas
-    from bench.common import record
     from nas import depthwise
     from nas.search import search_proxy
     from nas.superkernel import SuperMBConv, SuperNet

@@ -99,13 +99,13 @@ def _tap_matrix(h: int, w: int, ho: int, wo: int, k: int, p: int, dtype: torch.d
     with _taps_lock:
         m = _taps.get(key)
         if m is None:
-            m = torch.zeros(h * w, ho * wo, k * k, dtype=dtype)
-            for oi in range(ho):
-                for oj in range(wo):
-                    for ky in range(k):
-                        for kx in range(k):
-                            ai, aj = oi + ky - p, oj + kx - p
-                            if 0 <= ai < h and 0 <= aj < w:
-                                m[ai * w + aj, oi * wo + oj, ky * k + kx] = 1
-            m = _taps[key] = m.reshape(h * w * ho * wo, k * k).to(device)
+            oi, oj = torch.arange(ho).view(-1, 1, 1, 1), torch.arange(wo).view(1, -1, 1, 1)
+            ky, kx = torch.arange(k).view(1, 1, -1, 1), torch.arange(k).view(1, 1, 1, -1)
+            ai, aj = (oi + ky - p).expand(ho, wo, k, k), (oj + kx - p).expand(ho, wo, k, k)
+            valid = (ai >= 0) & (ai < h) & (aj >= 0) & (aj < w)
+            rows = (ai * w + aj) * (ho * wo) + (oi * wo + oj)  # (input position, output position)
+            cols = (ky * k + kx).expand(ho, wo, k, k)
+            m = torch.zeros(h * w * ho * wo, k * k, dtype=dtype)
+            m[rows[valid], cols[valid]] = 1
+            m = _taps[key] = m.to(device)
         return m

@@ -495,11 +495,11 @@ def main(argv: list[str] | None = None) -> int:
     preset = ["experiment=nasbench_macro", f"soc={args.cost}", f"device={args.device}"]
     if args.quick:
         preset += quick_preset(args)
-    b = build_bench(args, preset + overrides, None)
-    if args.jobs is not None and args.jobs < 1:
+    if args.jobs is not None and args.jobs < 1:  # refused before the table and the data are loaded
         raise SystemExit(f"--jobs {args.jobs}: give 1 (every task in this process) or more worker processes")
     if len(set(args.seeds)) != len(args.seeds):
         raise SystemExit(f"--seeds {' '.join(map(str, args.seeds))}: each seed once (a seed's tasks share its folder)")
+    b = build_bench(args, preset + overrides, None)
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     cores = b.cfg.threads or usable or 1
     jobs = args.jobs or (1 if args.device != "cpu" else max(1, min(cores, len(args.seeds))))

@@ -18,6 +18,18 @@ from bench.bench_groundtruth import task_order
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.parametrize("argv,message", [(["--jobs", "0"], "--jobs 0: give 1"),
+                                          (["--seeds", "0", "0"], "--seeds 0 0: each seed once")])
+def test_bad_arguments_refused_before_any_loading(argv: list[str], message: str, tmp_path: Path) -> None:
+    """One line, and before the table and CIFAR-10 are loaded: a missing table path does not get in the way."""
+    from bench.bench_groundtruth import main
+
+    with pytest.raises(SystemExit) as e:
+        main([*argv, "--table", str(tmp_path / "absent.json"), "--out", str(tmp_path / "run")])
+    assert str(e.value).startswith(message)
+    assert not (tmp_path / "run").exists()
+
+
 def test_task_order_puts_each_search_after_its_warmup():
     order = task_order([3, 7], [30.0, 45.0])
     assert order[:2] == [("warmup", 3, None), ("warmup", 7, None)]
